@@ -1,0 +1,77 @@
+//! `snapsync`: parse the command line, call the libraries, print the result. Nothing else lives here.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod progress;
+mod snapshot;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+
+/// Exit status for a usage error, as clap uses for its own.
+const EXIT_USAGE: u8 = 2;
+
+/// An error in how the command was called (exit status 2), as opposed to a failure while running it.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error),
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Manifest(args) => snapshot::manifest(args, &cli.output),
+        Command::Id(args) => snapshot::id(args, &cli.output),
+        Command::Completions { shell } => {
+            let mut out = io::stdout().lock();
+            clap_complete::generate(*shell, &mut Cli::command(), "snapsync", &mut out);
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// Prints an error with its causes and a hint, and picks the exit status.
+fn report(error: &anyhow::Error) -> ExitCode {
+    // `snapsync manifest . | head` closes the pipe early; that is not a failure worth a message.
+    if error.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "error: {error}");
+    for cause in error.chain().skip(1) {
+        let _ = writeln!(err, "  caused by: {cause}");
+    }
+    if let Some(hint) = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<snapsync_core::Error>())
+        .and_then(snapsync_core::Error::hint)
+    {
+        let _ = writeln!(err, "hint: {hint}");
+    }
+    if error.downcast_ref::<UsageError>().is_some() {
+        let _ = writeln!(err, "\nFor more information, try '--help'.");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,122 @@
+//! The snapshot commands: `manifest` and `id`.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::HumanBytes;
+use snapsync_core::{Exclude, MacroContext, Manifest, Progress, Walk, WalkOptions};
+
+use crate::UsageError;
+use crate::cli::{OutputArgs, WalkArgs};
+use crate::progress::{WalkProgress, per_second};
+
+/// Warnings printed one by one before the rest are summed up (all of them with `-v`).
+const WARNINGS_SHOWN: usize = 20;
+
+pub(crate) fn manifest(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    if args.dir == Path::new("-") {
+        return Err(
+            UsageError("`manifest` needs a directory; `-` is only for `snapsync id -`".into()).into(),
+        );
+    }
+    let walked = walk(args, output)?;
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    walked.manifest.write_to(&mut out)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+pub(crate) fn id(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let id = if args.dir == Path::new("-") {
+        if !args.exclude.is_empty() || !args.exclude_regex.is_empty() || args.no_follow || args.absolute {
+            return Err(UsageError(
+                "--exclude, --exclude-regex, --no-follow and --absolute apply to a directory, not to `-`"
+                    .into(),
+            )
+            .into());
+        }
+        let mut text = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut text)
+            .context("cannot read the manifest from standard input")?;
+        let manifest = Manifest::parse(&text).context("standard input is not a valid manifest")?;
+        if manifest.is_empty() {
+            anyhow::bail!("standard input holds no manifest entries");
+        }
+        manifest.id()
+    } else {
+        walk(args, output)?.manifest.id()
+    };
+    let mut out = io::stdout().lock();
+    writeln!(out, "{id}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Walks the directory with progress on standard error, then prints warnings (and timing with `-v`).
+fn walk(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<Walk> {
+    let exclude = Exclude::new(&args.exclude, &args.exclude_regex, &macro_context())?;
+    let counters = Arc::new(Progress::default());
+    let options = WalkOptions {
+        follow_symlinks: !args.no_follow,
+        absolute: args.absolute,
+        exclude,
+        threads: args.jobs,
+        progress: Some(Arc::clone(&counters)),
+    };
+    let started = Instant::now();
+    let walked = {
+        let _progress = WalkProgress::start(&counters, output);
+        snapsync_core::walk(&args.dir, &options)?
+    };
+    if !output.quiet {
+        let mut err = io::stderr().lock();
+        let shown = if output.verbose > 0 {
+            walked.warnings.len()
+        } else {
+            WARNINGS_SHOWN
+        };
+        for warning in walked.warnings.iter().take(shown) {
+            let _ = writeln!(err, "warning: {warning}");
+        }
+        if walked.warnings.len() > shown {
+            let _ = writeln!(
+                err,
+                "warning: {} more entries skipped (-v lists them all)",
+                walked.warnings.len() - shown
+            );
+        }
+        if output.verbose > 0 {
+            let elapsed = started.elapsed();
+            let _ = writeln!(
+                err,
+                "walked {} entries, hashed {} files ({}) in {:.2?} ({}/s)",
+                walked.manifest.len(),
+                counters.files(),
+                HumanBytes(counters.bytes()),
+                elapsed,
+                HumanBytes(per_second(counters.bytes(), elapsed))
+            );
+        }
+    }
+    Ok(walked)
+}
+
+/// Values for snapdir's `%system%` macro: the home cache and snapsync's cache directory.
+fn macro_context() -> MacroContext {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let home_cache = format!("{}/.cache/", home.trim_end_matches('/'));
+    let cache_root = std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("{}/.cache", home.trim_end_matches('/')));
+    MacroContext {
+        home_cache,
+        cache_dir: format!("{}/snapsync", cache_root.trim_end_matches('/')),
+    }
+}

@@ -1,0 +1,5 @@
+//! Tests of the `snapsync` binary, run as a user would run it.
+
+mod basics;
+mod interop_snapdir;
+mod util;

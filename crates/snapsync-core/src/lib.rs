@@ -1,0 +1,41 @@
+//! snapsync-core: content-addressed descriptions of directory trees.
+//!
+//! - [`walk`] lists and hashes a directory in parallel and returns its [`Manifest`];
+//! - a [`Manifest`] renders to and parses from snapdir's text format, byte for byte;
+//! - [`Manifest::id`] is the snapshot id (BLAKE3 of the text plus a newline), equal to snapdir's;
+//! - [`pathsafe`] turns untrusted manifest paths into paths that cannot leave a destination.
+//!
+//! This crate does no network I/O and reads no environment variables.
+//!
+//! ```
+//! use snapsync_core::{walk, WalkOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! std::fs::write(dir.path().join("hello.txt"), "hello\n")?;
+//! let walked = walk(dir.path(), &WalkOptions::default())?;
+//! let lines: Vec<String> = walked.manifest.entries().iter().map(ToString::to_string).collect();
+//! assert!(lines[1].ends_with(" 6 ./hello.txt"));
+//! assert_eq!(walked.manifest.id().to_string().len(), 64);
+//!
+//! // The text parses back to the same manifest and id.
+//! let again = snapsync_core::Manifest::parse(walked.manifest.render().as_bytes())?;
+//! assert_eq!(again.id(), walked.manifest.id());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+pub mod escape;
+mod exclude;
+mod hash;
+mod manifest;
+pub mod pathsafe;
+mod sigbus;
+mod walk;
+
+pub use error::{Error, Result};
+pub use exclude::{COMMON_EXCLUDE_DIRS, Exclude, MacroContext, SYSTEM_EXCLUDE_DIRS};
+pub use hash::{
+    Checksum, Hex, MMAP_THRESHOLD, directory_checksum, hash_file, hash_read, is_truncated_while_mapped,
+};
+pub use manifest::{Entry, EntryKind, Manifest};
+pub use walk::{Progress, Walk, WalkOptions, Warning, walk};

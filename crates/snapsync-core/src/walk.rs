@@ -1,0 +1,476 @@
+//! The parallel directory walk that produces a manifest.
+//!
+//! Each directory is read on one thread; its files are hashed and its subdirectories walked as parallel
+//! rayon tasks, so listing and hashing overlap and every core stays busy. A directory's checksum and size
+//! are computed once its children are done (see [`crate::directory_checksum`]).
+//!
+//! What is recorded, matching snapdir:
+//! - regular files and directories; sockets, FIFOs and devices are skipped (with a [`Warning`]);
+//! - permissions from `lstat`, so a followed symlink shows the link's own bits (`777` on Linux);
+//! - symlinks are followed by default and recorded as what they point to; a followed link to a file
+//!   records the link's own length as its size (snapdir's behaviour, kept for identical ids);
+//! - dangling symlinks are left out (with a [`Warning`]); with `follow_symlinks: false` all symlinks are;
+//! - the root path is made absolute and normalised lexically (`.` components and trailing `/` removed,
+//!   `..` kept), as snapdir does; under `absolute`, that is the prefix of every path.
+//!
+//! Where snapsync departs from snapdir: a symlink that leads back to a directory it lies in is not
+//! followed (snapdir follows it until the kernel's limit of 40 links and records every level); names that
+//! are not UTF-8 are recorded (quoted) instead of failing the walk; names with newlines are quoted
+//! instead of breaking the manifest.
+
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::exclude::Exclude;
+use crate::hash::{self, Checksum, directory_checksum};
+use crate::manifest::{Entry, EntryKind, Manifest};
+
+/// How to walk.
+#[derive(Clone, Debug)]
+pub struct WalkOptions {
+    /// Follow symlinks (the default, as snapdir). When false, symlinks are left out entirely.
+    pub follow_symlinks: bool,
+    /// Write absolute paths instead of `./`-relative ones.
+    pub absolute: bool,
+    /// What to leave out.
+    pub exclude: Exclude,
+    /// Threads for listing and hashing; `None` uses rayon's global pool (one per core).
+    pub threads: Option<NonZeroUsize>,
+    /// Counters the walk updates as it goes, for a progress display.
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            follow_symlinks: true,
+            absolute: false,
+            exclude: Exclude::default(),
+            threads: None,
+            progress: None,
+        }
+    }
+}
+
+/// Live counters of a walk in progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    /// Files hashed so far.
+    #[must_use]
+    pub fn files(&self) -> u64 {
+        self.files.load(Ordering::Relaxed)
+    }
+
+    /// Bytes hashed so far.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Something the walk left out, and why; the manifest is still complete for everything else.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// A symlink whose target does not exist (or is a chain too long to resolve).
+    #[error("skipped dangling symlink {}", path.display())]
+    DanglingSymlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// A symlink to one of the directories that contain it.
+    #[error("skipped symlink {} that loops back to a directory containing it", path.display())]
+    SymlinkLoop {
+        /// The link.
+        path: PathBuf,
+    },
+    /// A socket, FIFO or device.
+    #[error("skipped {kind} {}", path.display())]
+    SpecialFile {
+        /// The entry.
+        path: PathBuf,
+        /// `socket`, `FIFO`, `block device` or `character device`.
+        kind: &'static str,
+    },
+}
+
+/// The result of a walk.
+#[derive(Debug)]
+pub struct Walk {
+    /// The manifest of the tree.
+    pub manifest: Manifest,
+    /// Entries left out, in no particular order.
+    pub warnings: Vec<Warning>,
+    /// The root as used for absolute paths (absolute, lexically normalised).
+    pub root: PathBuf,
+}
+
+/// Walks `root` and returns its manifest.
+///
+/// # Errors
+/// [`Error::NotADirectory`] when `root` is not a directory; [`Error::Io`] naming the file or directory
+/// that cannot be read; [`Error::ChangedDuringWalk`] / [`Error::VanishedDuringWalk`] when the tree
+/// changes under the walk.
+pub fn walk(root: &Path, options: &WalkOptions) -> Result<Walk> {
+    let root = normalize_root(root)?;
+    let target = fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
+    if !target.is_dir() {
+        return Err(Error::NotADirectory { path: root });
+    }
+    let own = fs::symlink_metadata(&root).map_err(|e| Error::io(&root, e))?;
+    let walker = Walker {
+        options,
+        follow: options.follow_symlinks && !options.exclude.forces_no_follow(),
+        root_prefix: root
+            .as_os_str()
+            .as_bytes()
+            .strip_suffix(b"/")
+            .unwrap_or(root.as_os_str().as_bytes())
+            .to_vec(),
+        entries: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let top = Ancestor {
+        id: (target.dev(), target.ino()),
+        parent: None,
+    };
+    let run = || walker.visit_dir(&root, b"", own.mode() & 0o7777, &top);
+    match options.threads {
+        Some(threads) => rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.get())
+            .build()
+            .map_err(|e| Error::io(&root, io::Error::other(e)))?
+            .install(run)?,
+        None => run()?,
+    };
+    let Walker {
+        entries, warnings, ..
+    } = walker;
+    let entries = entries
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let warnings = warnings
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok(Walk {
+        manifest: Manifest::new(entries)?,
+        warnings,
+        root,
+    })
+}
+
+/// snapdir's root rule: absolute (joined to the current directory), `.` components and trailing slashes
+/// dropped, `..` kept, no filesystem access.
+fn normalize_root(root: &Path) -> Result<PathBuf> {
+    let absolute = if root.is_absolute() {
+        root.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| Error::io(".", e))?.join(root)
+    };
+    Ok(absolute
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect())
+}
+
+struct Walker<'a> {
+    options: &'a WalkOptions,
+    follow: bool,
+    /// The root's bytes without a trailing `/` (empty for `/`), for absolute paths.
+    root_prefix: Vec<u8>,
+    entries: Mutex<Vec<Entry>>,
+    warnings: Mutex<Vec<Warning>>,
+}
+
+/// The chain of directories from the root to the one being walked, by (device, inode), to stop loops.
+struct Ancestor<'a> {
+    id: (u64, u64),
+    parent: Option<&'a Ancestor<'a>>,
+}
+
+impl Ancestor<'_> {
+    fn contains(&self, id: (u64, u64)) -> bool {
+        let mut current = Some(self);
+        while let Some(a) = current {
+            if a.id == id {
+                return true;
+            }
+            current = a.parent;
+        }
+        false
+    }
+}
+
+struct FileJob {
+    path: PathBuf,
+    relative: Vec<u8>,
+    mode: u32,
+    /// What the manifest records: the file's size, or for a followed symlink the link's length.
+    recorded_size: u64,
+    /// The size of the content to hash.
+    content_size: u64,
+}
+
+struct DirJob {
+    path: PathBuf,
+    relative: Vec<u8>,
+    mode: u32,
+    id: (u64, u64),
+}
+
+impl Walker<'_> {
+    /// Walks one directory; records its entry and its files' entries; returns its checksum and size.
+    fn visit_dir(
+        &self,
+        dir: &Path,
+        relative: &[u8],
+        mode: u32,
+        ancestors: &Ancestor<'_>,
+    ) -> Result<(Checksum, u64)> {
+        let (files, dirs) = self.list(dir, relative, ancestors)?;
+        let (files, subdirs) = rayon::join(
+            || {
+                files
+                    .into_par_iter()
+                    .map(|job| self.hash_file(job))
+                    .collect::<Result<Vec<Entry>>>()
+            },
+            || {
+                dirs.into_par_iter()
+                    .map(|job| {
+                        let ancestors = Ancestor {
+                            id: job.id,
+                            parent: Some(ancestors),
+                        };
+                        self.visit_dir(&job.path, &job.relative, job.mode, &ancestors)
+                    })
+                    .collect::<Result<Vec<(Checksum, u64)>>>()
+            },
+        );
+        let (files, subdirs) = (files?, subdirs?);
+        let size = files
+            .iter()
+            .map(Entry::size)
+            .chain(subdirs.iter().map(|d| d.1))
+            .fold(0u64, u64::saturating_add);
+        let checksum = directory_checksum(
+            files
+                .iter()
+                .map(Entry::checksum)
+                .chain(subdirs.iter().map(|d| d.0)),
+        );
+        let own = Entry::new(
+            EntryKind::Dir,
+            mode,
+            checksum,
+            size,
+            self.manifest_path(relative, true),
+        )?;
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.extend(files);
+        entries.push(own);
+        Ok((checksum, size))
+    }
+
+    /// Reads a directory and sorts its entries into files to hash and directories to walk.
+    fn list(
+        &self,
+        dir: &Path,
+        relative: &[u8],
+        ancestors: &Ancestor<'_>,
+    ) -> Result<(Vec<FileJob>, Vec<DirJob>)> {
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        for dirent in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let dirent = dirent.map_err(|e| Error::io(dir, e))?;
+            let name = dirent.file_name();
+            let path = dirent.path();
+            if self
+                .options
+                .exclude
+                .excludes_absolute(path.as_os_str().as_bytes())
+            {
+                continue;
+            }
+            let own = match dirent.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::VanishedDuringWalk { path });
+                }
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            let is_link = own.file_type().is_symlink();
+            let target = if is_link {
+                if !self.follow {
+                    continue;
+                }
+                match fs::metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) =>
+                    {
+                        self.warn(Warning::DanglingSymlink { path });
+                        continue;
+                    }
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+            } else {
+                own.clone()
+            };
+            let mut child = relative.to_vec();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(name.as_bytes());
+            let is_dir = target.is_dir();
+            if self
+                .options
+                .exclude
+                .excludes_relative(&child, name.as_bytes(), is_dir)
+            {
+                continue;
+            }
+            let mode = own.mode() & 0o7777;
+            if is_dir {
+                let id = (target.dev(), target.ino());
+                if ancestors.contains(id) {
+                    self.warn(Warning::SymlinkLoop { path });
+                    continue;
+                }
+                dirs.push(DirJob {
+                    path,
+                    relative: child,
+                    mode,
+                    id,
+                });
+            } else if target.is_file() {
+                files.push(FileJob {
+                    path,
+                    relative: child,
+                    mode,
+                    recorded_size: own.len(),
+                    content_size: target.len(),
+                });
+            } else {
+                self.warn(Warning::SpecialFile {
+                    path,
+                    kind: special_kind(&target),
+                });
+            }
+        }
+        Ok((files, dirs))
+    }
+
+    fn hash_file(&self, job: FileJob) -> Result<Entry> {
+        let file = match File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&job.path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::VanishedDuringWalk { path: job.path });
+            }
+            Err(e) => return Err(Error::io(job.path, e)),
+        };
+        // The entry was a regular file when listed; if it was swapped for something else since (a FIFO
+        // would block a read forever), the tree changed.
+        let now = file.metadata().map_err(|e| Error::io(&job.path, e))?;
+        if !now.is_file() {
+            return Err(Error::ChangedDuringWalk {
+                path: job.path,
+                expected: job.content_size,
+                actual: 0,
+            });
+        }
+        let (checksum, hashed) = match hash::hash_open_file(&file, job.content_size) {
+            Ok(done) => done,
+            Err(e) if hash::is_truncated_while_mapped(&e) => {
+                let actual = file.metadata().map_or(0, |m| m.len());
+                return Err(Error::ChangedDuringWalk {
+                    path: job.path,
+                    expected: job.content_size,
+                    actual,
+                });
+            }
+            Err(e) => return Err(Error::io(job.path, e)),
+        };
+        if hashed != job.content_size {
+            return Err(Error::ChangedDuringWalk {
+                path: job.path,
+                expected: job.content_size,
+                actual: hashed,
+            });
+        }
+        if let Some(progress) = &self.options.progress {
+            progress.files.fetch_add(1, Ordering::Relaxed);
+            progress.bytes.fetch_add(hashed, Ordering::Relaxed);
+        }
+        Entry::new(
+            EntryKind::File,
+            job.mode,
+            checksum,
+            job.recorded_size,
+            self.manifest_path(&job.relative, false),
+        )
+    }
+
+    /// The path written in the manifest for an entry `relative` below the root (empty for the root).
+    fn manifest_path(&self, relative: &[u8], is_dir: bool) -> Vec<u8> {
+        let mut path = if self.options.absolute {
+            let mut p = self.root_prefix.clone();
+            p.push(b'/');
+            p
+        } else {
+            b"./".to_vec()
+        };
+        if !relative.is_empty() {
+            path.extend_from_slice(relative);
+            if is_dir {
+                path.push(b'/');
+            }
+        }
+        path
+    }
+
+    fn warn(&self, warning: Warning) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(warning);
+    }
+}
+
+fn special_kind(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_socket() {
+        "socket"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
