@@ -314,9 +314,14 @@ impl Manifest {
     #[must_use]
     pub fn id(&self) -> Checksum {
         let mut hasher = blake3::Hasher::new();
-        // Writing into a hasher cannot fail.
-        let _ = self.write_to(&mut hasher);
-        hasher.update(b"\n");
+        {
+            // Buffered: the fields arrive as many tiny writes, and each `update` call has a fixed cost.
+            let mut out = io::BufWriter::with_capacity(64 * 1024, &mut hasher);
+            // Writing into a hasher cannot fail.
+            let _ = self.write_to(&mut out);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+        }
         hasher.finalize().into()
     }
 

@@ -35,6 +35,10 @@ use crate::exclude::Exclude;
 use crate::hash::{self, Checksum, directory_checksum};
 use crate::manifest::{Entry, EntryKind, Manifest};
 
+/// Stack for each walk thread: enough for about 2,000 nested directories (the most a 4,096-byte path can
+/// hold) with a wide margin, in debug builds too.
+const WALK_STACK_SIZE: usize = 64 * 1024 * 1024;
+
 /// How to walk.
 #[derive(Clone, Debug)]
 pub struct WalkOptions {
@@ -44,7 +48,7 @@ pub struct WalkOptions {
     pub absolute: bool,
     /// What to leave out.
     pub exclude: Exclude,
-    /// Threads for listing and hashing; `None` uses rayon's global pool (one per core).
+    /// Threads for listing and hashing; `None` means one per core.
     pub threads: Option<NonZeroUsize>,
     /// Counters the walk updates as it goes, for a progress display.
     pub progress: Option<Arc<Progress>>,
@@ -149,15 +153,16 @@ pub fn walk(root: &Path, options: &WalkOptions) -> Result<Walk> {
         id: (target.dev(), target.ino()),
         parent: None,
     };
-    let run = || walker.visit_dir(&root, b"", own.mode() & 0o7777, &top);
-    match options.threads {
-        Some(threads) => rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.get())
-            .build()
-            .map_err(|e| Error::io(&root, io::Error::other(e)))?
-            .install(run)?,
-        None => run()?,
-    };
+    // The walk recurses once per directory level, inside rayon tasks, so it runs in a pool of its own
+    // whose threads have room for the deepest tree a path can name (PATH_MAX bounds it, since every call
+    // uses the full path). The stacks are reserved address space; only the pages used are touched.
+    let mut pool = rayon::ThreadPoolBuilder::new().stack_size(WALK_STACK_SIZE);
+    if let Some(threads) = options.threads {
+        pool = pool.num_threads(threads.get());
+    }
+    pool.build()
+        .map_err(|e| Error::io(&root, io::Error::other(e)))?
+        .install(|| walker.visit_dir(&root, b"", own.mode() & 0o7777, &top))?;
     let Walker {
         entries, warnings, ..
     } = walker;
@@ -393,32 +398,34 @@ impl Walker<'_> {
         };
         // The entry was a regular file when listed; if it was swapped for something else since (a FIFO
         // would block a read forever), the tree changed.
-        let now = file.metadata().map_err(|e| Error::io(&job.path, e))?;
-        if !now.is_file() {
-            return Err(Error::ChangedDuringWalk {
-                path: job.path,
-                expected: job.content_size,
-                actual: 0,
-            });
+        let before = file.metadata().map_err(|e| Error::io(&job.path, e))?;
+        let changed = |actual| Error::ChangedDuringWalk {
+            path: job.path.clone(),
+            expected: job.content_size,
+            actual,
+        };
+        if !before.is_file() {
+            return Err(changed(0));
+        }
+        // A mapping covers the length it is given, so a file that grew since it was listed must be caught
+        // here, or its checksum would be that of a prefix.
+        if before.len() != job.content_size {
+            return Err(changed(before.len()));
         }
         let (checksum, hashed) = match hash::hash_open_file(&file, job.content_size) {
             Ok(done) => done,
             Err(e) if hash::is_truncated_while_mapped(&e) => {
-                let actual = file.metadata().map_or(0, |m| m.len());
-                return Err(Error::ChangedDuringWalk {
-                    path: job.path,
-                    expected: job.content_size,
-                    actual,
-                });
+                return Err(changed(file.metadata().map_or(0, |m| m.len())));
             }
             Err(e) => return Err(Error::io(job.path, e)),
         };
-        if hashed != job.content_size {
-            return Err(Error::ChangedDuringWalk {
-                path: job.path,
-                expected: job.content_size,
-                actual: hashed,
-            });
+        // Written to while being hashed: the checksum may mix old and new bytes.
+        let after = file.metadata().map_err(|e| Error::io(&job.path, e))?;
+        if hashed != job.content_size
+            || after.len() != before.len()
+            || after.modified().ok() != before.modified().ok()
+        {
+            return Err(changed(after.len().max(hashed)));
         }
         if let Some(progress) = &self.options.progress {
             progress.files.fetch_add(1, Ordering::Relaxed);

@@ -281,6 +281,57 @@ fn large_files_hash_through_the_mapping() {
     assert_eq!(m.get(b"./big").unwrap().checksum(), Checksum::of(&data));
 }
 
+/// Regression: a 2,000-level tree overflowed the 2 MiB stack of rayon's default threads and aborted.
+#[test]
+fn very_deep_trees_walk_without_overflowing_the_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut path = dir.path().to_path_buf();
+    for _ in 0..2000 {
+        path.push("d");
+    }
+    fs::create_dir_all(&path).unwrap();
+    fs::write(path.join("f"), b"x").unwrap();
+    for threads in [1, 2] {
+        let options = WalkOptions {
+            threads: NonZeroUsize::new(threads),
+            ..WalkOptions::default()
+        };
+        let m = walk(dir.path(), &options).unwrap().manifest;
+        assert_eq!(m.len(), 2002);
+        m.check_consistency().unwrap();
+    }
+}
+
+/// Deeper than a path can name: a clear error, not a crash.
+#[test]
+fn trees_deeper_than_path_max_give_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Built one relative step at a time from a changing directory, since the full path is too long for
+    // one system call (a separate process, so this test's own working directory stays put).
+    let script = "import os\nfor _ in range(3000):\n    os.mkdir('x')\n    os.chdir('x')\n";
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = walk(dir.path(), &WalkOptions::default()).unwrap_err();
+    let chain = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    assert!(chain.contains("File name too long"), "{chain}");
+    // GNU rm walks with openat, so it can remove what no single path can name.
+    let status = std::process::Command::new("rm")
+        .args(["-rf", "x"])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// A random tree: (relative path, content or None for a directory).
 fn arb_tree() -> impl Strategy<Value = Vec<(String, Option<Vec<u8>>)>> {
     let name = prop::sample::select(vec!["a", "b", "c d", "e.txt", "ü", "f"]);
