@@ -17,6 +17,15 @@ fn text(root: &Path, options: &WalkOptions) -> String {
     walk(root, options).unwrap().manifest.render()
 }
 
+/// The paths of a manifest as written.
+fn paths(manifest: &Manifest) -> Vec<String> {
+    manifest
+        .entries()
+        .iter()
+        .map(|e| e.rendered_path().into_owned())
+        .collect()
+}
+
 fn excluding(globs: &[&str]) -> WalkOptions {
     let globs: Vec<String> = globs.iter().map(ToString::to_string).collect();
     WalkOptions {
@@ -101,12 +110,7 @@ fn symlinks_are_followed_like_snapdir() {
         ..WalkOptions::default()
     };
     let walked = walk(root, &no_follow).unwrap();
-    let paths: Vec<_> = walked
-        .manifest
-        .entries()
-        .iter()
-        .map(|e| e.rendered_path().into_owned())
-        .collect();
+    let paths = paths(&walked.manifest);
     assert_eq!(paths, ["./", "./d/", "./d/file"]);
     assert!(walked.warnings.is_empty());
 }
@@ -120,12 +124,7 @@ fn symlink_loops_are_cut_with_a_warning() {
     symlink("..", root.join("a/up")).unwrap();
     symlink(".", root.join("self")).unwrap();
     let walked = walk(root, &WalkOptions::default()).unwrap();
-    let paths: Vec<_> = walked
-        .manifest
-        .entries()
-        .iter()
-        .map(|e| e.rendered_path().into_owned())
-        .collect();
+    let paths = paths(&walked.manifest);
     assert_eq!(paths, ["./", "./a/", "./a/x"]);
     assert_eq!(walked.warnings.len(), 2, "{:?}", walked.warnings);
     assert!(
@@ -192,12 +191,7 @@ fn excluded_directories_are_not_descended() {
     chmod(&root.join("keep/node_modules"), 0o000);
     let walked = walk(root, &excluding(&["node_modules", "*.log", "/build/out"])).unwrap();
     chmod(&root.join("keep/node_modules"), 0o755);
-    let paths: Vec<_> = walked
-        .manifest
-        .entries()
-        .iter()
-        .map(|e| e.rendered_path().into_owned())
-        .collect();
+    let paths = paths(&walked.manifest);
     assert_eq!(paths, ["./", "./build/", "./keep/", "./keep/app.rs"]);
     walked.manifest.check_consistency().unwrap();
 }
@@ -212,13 +206,7 @@ fn regex_excludes_match_the_absolute_path() {
         exclude: Exclude::new(&[], &["%common%".into()], &MacroContext::default()).unwrap(),
         ..WalkOptions::default()
     };
-    let paths: Vec<_> = walk(dir.path(), &options)
-        .unwrap()
-        .manifest
-        .entries()
-        .iter()
-        .map(|e| e.rendered_path().into_owned())
-        .collect();
+    let paths = paths(&walk(dir.path(), &options).unwrap().manifest);
     assert_eq!(paths, ["./", "./.gitignore"]);
 }
 
@@ -234,12 +222,7 @@ fn absolute_paths_use_the_normalised_root() {
     };
     let walked = walk(&messy, &options).unwrap();
     let root = format!("{}/sub/..", dir.path().display());
-    let paths: Vec<_> = walked
-        .manifest
-        .entries()
-        .iter()
-        .map(|e| e.rendered_path().into_owned())
-        .collect();
+    let paths = paths(&walked.manifest);
     assert_eq!(
         paths,
         [
