@@ -24,8 +24,8 @@ Tasks:
                        from PyPI) and the doc tests. Needs python3 + pip and network access to
                        PyPI the first time.
   lint                 rustfmt check, clippy -D warnings, cargo-deny (bans, licenses, sources).
-  ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, and a
-                       quick benchmark smoke run.
+  ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, and
+                       quick benchmark smoke runs.
   bench id [OPTIONS]   Time `snapsync id` against snapdir (PyPI) and b3sum (apt) on a 20,000-file
                        tree of about 2 GiB and on a single 2 GiB file; prints medians and ratios.
       --runs N           timed runs per tool and data set (default 5; a warm-up run comes first)
@@ -94,7 +94,13 @@ fn fuzz(args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask fuzz [--seconds N]"),
     };
     let fuzz_dir = project_root().join("fuzz");
-    for target in ["manifest_parse", "path_quote"] {
+    for target in [
+        "manifest_parse",
+        "path_quote",
+        "signature_read",
+        "delta_apply",
+        "delta_round_trip",
+    ] {
         std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))?;
         run(cargo()
             .current_dir(&fuzz_dir)

@@ -60,6 +60,33 @@ checked line by line and re-rendered in canonical order first.",
     )]
     Id(WalkArgs),
 
+    /// Write the signature of a file, for making deltas against it (rdiff's format)
+    #[command(
+        long_about = "Write the signature of BASIS to SIGNATURE: per block, a rolling checksum and a strong \
+checksum, in librsync's format (the same bytes as `rdiff signature` for the same options). Send the \
+signature to wherever the new version of the file is, make a delta there, and bring the delta back.",
+        after_help = "Examples:\n  snapsync signature disk.img disk.sig\n  snapsync signature --block-size 4096 --hash md4 --rollsum rollsum old.tar old.sig\n  cat big.log | snapsync signature - - | ssh host 'cat > big.sig'"
+    )]
+    Signature(SignatureArgs),
+
+    /// Write the delta that turns the basis of SIGNATURE into NEW (rdiff's format)
+    #[command(
+        long_about = "Write to DELTA the COPY and LITERAL commands that rebuild NEW from the file SIGNATURE \
+describes. Interchangeable with `rdiff delta`: either tool's delta patches with either tool, and \
+snapsync's is never larger than rdiff's for the same signature.",
+        after_help = "Example:\n  snapsync delta disk.sig disk-new.img disk.delta"
+    )]
+    Delta(DeltaArgs),
+
+    /// Rebuild a file from its basis and a delta (rdiff's format)
+    #[command(
+        long_about = "Apply DELTA to BASIS and write the result to OUTPUT. Every command of the delta is \
+checked before it is used: a corrupt, truncated or hostile delta stops with an error naming the byte \
+where it goes wrong, and OUTPUT is left as it was.",
+        after_help = "Examples:\n  snapsync patch disk.img disk.delta disk-new.img\n  snapsync patch --expect-blake3 $(b3sum --no-names new.img) old.img new.delta new.img\n  snapsync patch --max-size 10G old.bin untrusted.delta out.bin"
+    )]
+    Patch(PatchArgs),
+
     /// Print a shell completion script
     #[command(after_help = "Example:\n  snapsync completions bash > /etc/bash_completion.d/snapsync")]
     Completions {
@@ -96,4 +123,102 @@ pub(crate) struct WalkArgs {
     /// Threads for listing and hashing [default: one per core].
     #[arg(short, long, value_name = "N")]
     pub(crate) jobs: Option<NonZeroUsize>,
+}
+
+/// Strong checksum for `signature --hash`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum HashArg {
+    /// BLAKE2b, 32 bytes (the default, as in rdiff).
+    Blake2,
+    /// MD4, 16 bytes. Deliberate collisions are easy; only for old rdiff versions.
+    Md4,
+}
+
+/// Rolling checksum for `signature --rollsum`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum RollsumArg {
+    /// Rabin-Karp (the default, as in rdiff 2.2 and later).
+    Rabinkarp,
+    /// rsync's rolling checksum (rdiff before 2.2).
+    Rollsum,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignatureArgs {
+    /// The file to describe (`-` for standard input).
+    pub(crate) basis: PathBuf,
+
+    /// Where to write the signature (`-` for standard output).
+    pub(crate) signature: PathBuf,
+
+    /// Bytes per block [default: 0 = as rdiff: √(basis size) rounded down to a multiple of 128, at least
+    /// 256; 2048 when the basis is standard input].
+    #[arg(short, long, value_name = "BYTES", default_value_t = 0)]
+    pub(crate) block_size: u32,
+
+    /// Bytes of each block's strong sum to keep [default: 0 = all of it; -1 = the least librsync
+    /// recommends for this basis size].
+    #[arg(
+        short = 'S',
+        long,
+        value_name = "BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub(crate) sum_size: i32,
+
+    /// Strong checksum.
+    #[arg(short = 'H', long, value_enum, default_value = "blake2")]
+    pub(crate) hash: HashArg,
+
+    /// Rolling checksum.
+    #[arg(short = 'R', long, value_enum, default_value = "rabinkarp")]
+    pub(crate) rollsum: RollsumArg,
+
+    /// Replace SIGNATURE if it exists.
+    #[arg(short, long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeltaArgs {
+    /// The signature of the basis (`-` for standard input).
+    pub(crate) signature: PathBuf,
+
+    /// The new version of the file (`-` for standard input).
+    pub(crate) new: PathBuf,
+
+    /// Where to write the delta (`-` for standard output).
+    pub(crate) delta: PathBuf,
+
+    /// Replace DELTA if it exists.
+    #[arg(short, long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PatchArgs {
+    /// The file the delta was made against (a regular file: it is read at any offset).
+    pub(crate) basis: PathBuf,
+
+    /// The delta (`-` for standard input).
+    pub(crate) delta: PathBuf,
+
+    /// Where to write the result (`-` for standard output). A file is written under a temporary name and
+    /// moved into place only when complete and, with --expect-blake3, verified.
+    pub(crate) output: PathBuf,
+
+    /// The BLAKE3 (64 hex digits) the result must have, e.g. from `b3sum` on the original new file;
+    /// on a mismatch OUTPUT is not written and the exit status is 1.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) expect_blake3: Option<String>,
+
+    /// Refuse to write more than this (for deltas from elsewhere: a small delta can describe a huge
+    /// output). Accepts K, M, G, T suffixes.
+    #[arg(long, value_name = "SIZE", value_parser = crate::output::parse_size)]
+    pub(crate) max_size: Option<u64>,
+
+    /// Replace OUTPUT if it exists.
+    #[arg(short, long)]
+    pub(crate) force: bool,
 }

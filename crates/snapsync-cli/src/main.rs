@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod delta;
+mod output;
 mod progress;
 mod snapshot;
 
@@ -27,6 +29,40 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// An error with a line of advice, printed as `hint:` after the message.
+#[derive(Debug)]
+pub(crate) struct Hinted {
+    message: String,
+    hint: &'static str,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+pub(crate) fn hinted(message: String, hint: &'static str) -> anyhow::Error {
+    Hinted { message, hint }.into()
+}
+
+/// The first hint any error in the chain offers.
+fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
+    error.chain().find_map(|e| {
+        if let Some(e) = e.downcast_ref::<Hinted>() {
+            Some(e.hint)
+        } else if let Some(e) = e.downcast_ref::<snapsync_core::Error>() {
+            e.hint()
+        } else if let Some(e) = e.downcast_ref::<snapsync_delta::Error>() {
+            e.hint()
+        } else {
+            None
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
@@ -39,6 +75,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Manifest(args) => snapshot::manifest(args, &cli.output),
         Command::Id(args) => snapshot::id(args, &cli.output),
+        Command::Signature(args) => delta::signature(args, &cli.output),
+        Command::Delta(args) => delta::delta(args, &cli.output),
+        Command::Patch(args) => delta::patch(args, &cli.output),
         Command::Completions { shell } => {
             let mut out = io::stdout().lock();
             clap_complete::generate(*shell, &mut Cli::command(), "snapsync", &mut out);
@@ -62,11 +101,7 @@ fn report(error: &anyhow::Error) -> ExitCode {
     for cause in error.chain().skip(1) {
         let _ = writeln!(err, "  caused by: {cause}");
     }
-    if let Some(hint) = error
-        .chain()
-        .find_map(|e| e.downcast_ref::<snapsync_core::Error>())
-        .and_then(snapsync_core::Error::hint)
-    {
+    if let Some(hint) = hint_of(error) {
         let _ = writeln!(err, "hint: {hint}");
     }
     if error.downcast_ref::<UsageError>().is_some() {

@@ -1,12 +1,14 @@
-//! Progress on standard error while long work runs, and the warnings it leaves.
+//! Progress on standard error while long work runs.
+//!
+//! A background thread polls counters the libraries update and draws a bar (when the total is known)
+//! or a spinner, only when standard error is a terminal, not with `--quiet`, and only once the work has
+//! taken long enough to be worth watching.
 
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use snapsync_core::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::OutputArgs;
 
@@ -14,22 +16,26 @@ use crate::cli::OutputArgs;
 const SHOW_AFTER: Duration = Duration::from_millis(400);
 const TICK: Duration = Duration::from_millis(100);
 
-/// A spinner with counts and throughput of a walk, drawn on standard error only when it is a terminal.
-pub(crate) struct WalkProgress {
+/// A progress display that lives until dropped.
+pub(crate) struct Ticker {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-impl WalkProgress {
-    pub(crate) fn start(counters: &Arc<Progress>, output: &OutputArgs) -> Self {
-        let target = ProgressDrawTarget::stderr();
-        if output.quiet || target.is_hidden() {
-            return WalkProgress {
+impl Ticker {
+    /// Starts polling `status`, which returns the bytes done so far and a short message.
+    pub(crate) fn start(
+        output: &OutputArgs,
+        label: &'static str,
+        total: Option<u64>,
+        status: impl Fn() -> (u64, String) + Send + 'static,
+    ) -> Self {
+        if output.quiet || ProgressDrawTarget::stderr().is_hidden() {
+            return Ticker {
                 stop: None,
                 thread: None,
             };
         }
-        let counters = Arc::clone(counters);
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::spawn(move || {
             let started = Instant::now();
@@ -38,30 +44,40 @@ impl WalkProgress {
                 if started.elapsed() < SHOW_AFTER {
                     continue;
                 }
-                let bar = bar.get_or_insert_with(|| {
-                    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                    bar.set_style(
-                        ProgressStyle::with_template("{spinner} hashing: {msg} [{elapsed}]")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar
-                });
-                let bytes = counters.bytes();
-                bar.set_message(format!(
-                    "{} files, {} ({}/s)",
-                    counters.files(),
-                    HumanBytes(bytes),
-                    HumanBytes(per_second(bytes, started.elapsed()))
-                ));
-                bar.tick();
+                let bar = bar.get_or_insert_with(|| new_bar(label, total));
+                let (position, message) = status();
+                bar.set_position(position);
+                bar.set_message(message);
             }
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
         });
-        WalkProgress {
+        Ticker {
             stop: Some(stop),
             thread: Some(thread),
+        }
+    }
+}
+
+fn new_bar(label: &'static str, total: Option<u64>) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    let template = if total.is_some() {
+        format!(
+            "{label} [{{bar:30}}] {{bytes}}/{{total_bytes}} ({{binary_bytes_per_sec}}, {{eta}} left) {{msg}}"
+        )
+    } else {
+        format!("{{spinner}} {label}: {{bytes}} ({{binary_bytes_per_sec}}) {{msg}} [{{elapsed}}]")
+    };
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -70,13 +86,4 @@ impl WalkProgress {
 pub(crate) fn per_second(amount: u64, elapsed: Duration) -> u64 {
     let micros = elapsed.as_micros().max(1);
     u64::try_from(u128::from(amount) * 1_000_000 / micros).unwrap_or(u64::MAX)
-}
-
-impl Drop for WalkProgress {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

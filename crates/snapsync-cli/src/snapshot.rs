@@ -11,7 +11,7 @@ use snapsync_core::{Exclude, MacroContext, Manifest, Progress, Walk, WalkOptions
 
 use crate::UsageError;
 use crate::cli::{OutputArgs, WalkArgs};
-use crate::progress::{WalkProgress, per_second};
+use crate::progress::{Ticker, per_second};
 
 /// Warnings printed one by one before the rest are summed up (all of them with `-v`).
 const WARNINGS_SHOWN: usize = 20;
@@ -71,7 +71,10 @@ fn walk(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<Walk> {
     };
     let started = Instant::now();
     let walked = {
-        let _progress = WalkProgress::start(&counters, output);
+        let seen = Arc::clone(&counters);
+        let _progress = Ticker::start(output, "hashing", None, move || {
+            (seen.bytes(), format!("{} files", seen.files()))
+        });
         snapsync_core::walk(&args.dir, &options)?
     };
     if !output.quiet {

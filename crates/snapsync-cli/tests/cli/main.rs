@@ -1,5 +1,7 @@
 //! Tests of the `snapsync` binary, run as a user would run it.
 
 mod basics;
+mod delta;
+mod interop_rdiff;
 mod interop_snapdir;
 mod util;

@@ -1,0 +1,257 @@
+//! The delta commands: `signature`, `delta`, `patch`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::HumanBytes;
+use snapsync_core::Checksum;
+use snapsync_delta::{
+    FileBasis, IndexedSignature, PatchOptions, Signature, SignatureKind, SignatureParams, StrongKind,
+    WeakKind, apply_delta, write_delta, write_signature,
+};
+
+use crate::cli::{DeltaArgs, HashArg, OutputArgs, PatchArgs, RollsumArg, SignatureArgs};
+use crate::output::Output;
+use crate::progress::{Ticker, per_second};
+use crate::{UsageError, hinted};
+
+/// An input: a file, or standard input for `-`, with its size when it is a regular file.
+struct Input {
+    reader: Box<dyn Read + Send>,
+    len: Option<u64>,
+}
+
+impl Input {
+    fn open(path: &Path, what: &str) -> anyhow::Result<Input> {
+        let file = if path == Path::new("-") {
+            // Standard input redirected from a file has a size to plan with, as rdiff finds with fstat;
+            // a pipe does not.
+            let stdin = io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot use standard input")?;
+            File::from(stdin)
+        } else {
+            File::open(path).with_context(|| format!("cannot open the {what} {}", path.display()))?
+        };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+        if meta.is_dir() {
+            bail!("the {what} {} is a directory", path.display());
+        }
+        // A FIFO or a device has no size to plan with.
+        let len = meta.is_file().then_some(meta.len());
+        Ok(Input {
+            reader: Box::new(file),
+            len,
+        })
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+fn no_two_stdins(paths: &[&Path]) -> anyhow::Result<()> {
+    if paths.iter().filter(|p| **p == Path::new("-")).count() > 1 {
+        return Err(UsageError("only one input can be standard input (`-`)".into()).into());
+    }
+    Ok(())
+}
+
+pub(crate) fn signature(args: &SignatureArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let mut basis = Input::open(&args.basis, "basis")?;
+    let kind = SignatureKind {
+        weak: match args.rollsum {
+            RollsumArg::Rabinkarp => WeakKind::RabinKarp,
+            RollsumArg::Rollsum => WeakKind::Rollsum,
+        },
+        strong: match args.hash {
+            HashArg::Blake2 => StrongKind::Blake2,
+            HashArg::Md4 => StrongKind::Md4,
+        },
+    };
+    let block_len = (args.block_size != 0).then_some(args.block_size);
+    let provisional = SignatureParams::recommended(kind, basis.len, block_len, None)?;
+    // rdiff's -S: 0 means the whole strong sum, -1 the smallest librsync recommends for this basis.
+    let strong_len = match args.sum_size {
+        0 => None,
+        -1 => Some(match basis.len {
+            Some(len) => SignatureParams::min_strong_len(len, provisional.block_len),
+            None => 12,
+        }),
+        n => Some(
+            u32::try_from(n)
+                .map_err(|_| UsageError(format!("--sum-size {n} is not valid (0, -1 or 1..=32)")))?,
+        ),
+    };
+    let params = SignatureParams::recommended(kind, basis.len, block_len, strong_len)?;
+    if let (Some(len), Some(strong)) = (basis.len, strong_len) {
+        let min = SignatureParams::min_strong_len(len, params.block_len);
+        if strong < min && !output.quiet {
+            eprintln!(
+                "warning: --sum-size {strong} is below the {min} bytes librsync recommends for this basis; \
+                 chance collisions may corrupt patches"
+            );
+        }
+    }
+    let mut out = Output::open(&args.signature, args.force)?;
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let stats = {
+        let seen = Arc::clone(&done);
+        let _progress = Ticker::start(output, "signature", basis.len, move || {
+            (seen.load(Ordering::Relaxed), String::new())
+        });
+        write_signature(&mut basis, &mut out, params, Some(&done))?
+    };
+    out.commit()?;
+    if output.verbose > 0 {
+        eprintln!(
+            "signature: {} of basis in {} blocks of {} bytes, {}-byte strong sums ({:?} + {:?}); {} written in {:.2?} ({}/s)",
+            HumanBytes(stats.basis_bytes),
+            stats.blocks,
+            params.block_len,
+            params.strong_len,
+            kind.weak,
+            kind.strong,
+            HumanBytes(stats.signature_bytes),
+            started.elapsed(),
+            HumanBytes(per_second(stats.basis_bytes, started.elapsed()))
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    no_two_stdins(&[&args.signature, &args.new])?;
+    let mut sig_input = Input::open(&args.signature, "signature")?;
+    let signature = Signature::read(&mut sig_input)
+        .with_context(|| format!("cannot use the signature {}", args.signature.display()))?;
+    let index = IndexedSignature::new(signature);
+    let mut new = Input::open(&args.new, "new file")?;
+    let mut out = Output::open(&args.delta, args.force)?;
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let stats = {
+        let seen = Arc::clone(&done);
+        let _progress = Ticker::start(output, "delta", new.len, move || {
+            (seen.load(Ordering::Relaxed), String::new())
+        });
+        write_delta(&index, &mut new, &mut out, Some(&done))?
+    };
+    out.commit()?;
+    if output.verbose > 0 {
+        eprintln!(
+            "delta: {} of new file: {} copied in {} COPY, {} literal in {} LITERAL; {} written in {:.2?} ({}/s)",
+            HumanBytes(stats.new_bytes),
+            HumanBytes(stats.copy_bytes),
+            stats.copy_cmds,
+            HumanBytes(stats.literal_bytes),
+            stats.literal_cmds,
+            HumanBytes(stats.delta_bytes),
+            started.elapsed(),
+            HumanBytes(per_second(stats.new_bytes, started.elapsed()))
+        );
+    }
+    Ok(())
+}
+
+/// Counts what passes through, and hashes it for `--expect-blake3`.
+struct Counted<W> {
+    inner: W,
+    written: Arc<AtomicU64>,
+    hasher: Option<blake3::Hasher>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    if args.basis == Path::new("-") {
+        return Err(
+            UsageError("patch reads the basis at any offset, so it must be a file, not `-`".into()).into(),
+        );
+    }
+    let expected = args
+        .expect_blake3
+        .as_deref()
+        .map(|hex| {
+            hex.to_ascii_lowercase()
+                .parse::<Checksum>()
+                .map_err(|_| UsageError(format!("--expect-blake3 {hex:?} is not 64 hex digits")))
+        })
+        .transpose()?;
+    let basis_file =
+        File::open(&args.basis).with_context(|| format!("cannot open the basis {}", args.basis.display()))?;
+    let basis = FileBasis::new(basis_file)?;
+    let mut delta = Input::open(&args.delta, "delta")?;
+    let out = Output::open(&args.output, args.force)?;
+    let written = Arc::new(AtomicU64::new(0));
+    let mut out = Counted {
+        inner: out,
+        written: Arc::clone(&written),
+        hasher: expected.map(|_| blake3::Hasher::new()),
+    };
+    let started = Instant::now();
+    let options = PatchOptions {
+        max_output: args.max_size,
+    };
+    let stats = {
+        let _progress = Ticker::start(output, "patch", None, move || {
+            (written.load(Ordering::Relaxed), String::new())
+        });
+        apply_delta(&basis, &mut delta, &mut out, options)
+            .with_context(|| format!("cannot apply the delta {}", args.delta.display()))?
+    };
+    if let (Some(expected), Some(hasher)) = (expected, &out.hasher) {
+        let actual = Checksum::from(hasher.finalize());
+        if actual != expected {
+            // Dropping the output removes the temporary file: nothing was written at the destination.
+            drop(out);
+            let destination = if args.output == Path::new("-") {
+                "standard output received it anyway".to_string()
+            } else {
+                format!("{} was not written", args.output.display())
+            };
+            return Err(hinted(
+                format!("the patched result has BLAKE3 {actual}, not the expected {expected}; {destination}"),
+                "the delta was made against a different basis, or the expected hash is wrong",
+            ));
+        }
+    }
+    out.inner.commit()?;
+    if output.verbose > 0 {
+        eprintln!(
+            "patch: {} written from {} of delta ({} COPY, {} LITERAL) in {:.2?} ({}/s)",
+            HumanBytes(stats.output_bytes),
+            HumanBytes(stats.delta_bytes),
+            stats.copy_cmds,
+            stats.literal_cmds,
+            started.elapsed(),
+            HumanBytes(per_second(stats.output_bytes, started.elapsed()))
+        );
+    }
+    Ok(())
+}

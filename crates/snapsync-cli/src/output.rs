@@ -1,0 +1,181 @@
+//! Where command results go: standard output, or a file written under a temporary name and moved into
+//! place only when complete (and verified, where the command verifies).
+//!
+//! A failed or killed run therefore never leaves a torn file at the destination: the old file (if any) is
+//! untouched, and the leftover is a `.NAME.snapsync-PID.tmp` beside it, removed on any error this process
+//! sees. Without `--force` an existing file is never replaced, as with rdiff; the final step is a hard link,
+//! which fails rather than replace a file that appeared meanwhile.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// A command's output stream.
+pub(crate) enum Output {
+    Stdout(BufWriter<io::Stdout>),
+    File(PendingFile),
+}
+
+impl Output {
+    /// `-` for standard output, otherwise a file at `path`.
+    pub(crate) fn open(path: &Path, force: bool) -> anyhow::Result<Output> {
+        if path == Path::new("-") {
+            Ok(Output::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())))
+        } else {
+            Ok(Output::File(PendingFile::create(path, force)?))
+        }
+    }
+
+    /// Flushes and, for a file, moves it into place.
+    pub(crate) fn commit(self) -> anyhow::Result<()> {
+        match self {
+            Output::Stdout(mut out) => Ok(out.flush()?),
+            Output::File(file) => file.commit(),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::Stdout(out) => out.write(buf),
+            Output::File(file) => file.out.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Stdout(out) => out.write_all(buf),
+            Output::File(file) => file.out.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(out) => out.flush(),
+            Output::File(file) => file.out.flush(),
+        }
+    }
+}
+
+/// A file being written under a temporary name in its destination directory.
+pub(crate) struct PendingFile {
+    out: BufWriter<File>,
+    temp: PathBuf,
+    path: PathBuf,
+    force: bool,
+    done: bool,
+}
+
+impl PendingFile {
+    fn create(path: &Path, force: bool) -> anyhow::Result<PendingFile> {
+        if !force && fs::symlink_metadata(path).is_ok() {
+            bail!("{} exists; use --force to replace it", path.display());
+        }
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} is not a file name", path.display()))?;
+        let temp = path.with_file_name(format!(
+            ".{}.snapsync-{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .with_context(|| format!("cannot create {}", temp.display()))?;
+        Ok(PendingFile {
+            out: BufWriter::with_capacity(1 << 20, file),
+            temp,
+            path: path.to_path_buf(),
+            force,
+            done: false,
+        })
+    }
+
+    fn commit(mut self) -> anyhow::Result<()> {
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write {}", self.temp.display()))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .with_context(|| format!("cannot write {}", self.temp.display()))?;
+        if self.force {
+            fs::rename(&self.temp, &self.path)
+                .with_context(|| format!("cannot move {} to {}", self.temp.display(), self.path.display()))?;
+        } else {
+            fs::hard_link(&self.temp, &self.path)
+                .with_context(|| format!("cannot create {}", self.path.display()))?;
+            let _ = fs::remove_file(&self.temp);
+        }
+        self.done = true;
+        // Make the new name durable too.
+        if let Some(dir) = self.path.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        }) {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Parses a size such as `1048576`, `64K`, `10M`, `2G` or `1T` (powers of 1024).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let multiplier: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("unknown unit in {text:?} (use K, M, G or T)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 1048576, 64K, 10M, 2G)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("10m"), Ok(10 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1TB"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}
