@@ -28,8 +28,12 @@ Tasks:
                        quick benchmark smoke runs.
   bench id [OPTIONS]   Time `snapsync id` against snapdir (PyPI) and b3sum (apt) on a 20,000-file
                        tree of about 2 GiB and on a single 2 GiB file; prints medians and ratios.
-      --runs N           timed runs per tool and data set (default 5; a warm-up run comes first)
-      --quick            small data (2,000 files, 256 MiB file) for a smoke run
+  bench delta [OPTIONS]
+                       Time signature, delta and patch against rdiff (apt) on a 1 GiB file with
+                       ~1% scattered edits; check that a 10 GiB file goes through signature and
+                       patch in under 100 MiB of memory (needs GNU time: apt-get install time).
+      --runs N           timed runs per tool (default 5; a warm-up run comes first)
+      --quick            small data (2,000 files, 256 MiB file; 64 MiB for delta) for a smoke run
       --data DIR         where the generated data lives (default target/bench-data)
   fuzz [--seconds N]   Run each fuzz target for N seconds (default 60); needs cargo-fuzz
                        (`cargo install cargo-fuzz`); uses RUSTC_BOOTSTRAP=1 on stable.
@@ -84,7 +88,8 @@ fn ci() -> Result<()> {
     lint()?;
     test()?;
     fuzz(&["--seconds".into(), "20".into()])?;
-    bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])
+    bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])?;
+    bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])
 }
 
 fn fuzz(args: &[String]) -> Result<()> {

@@ -8,13 +8,14 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
 /// A command's output stream.
 pub(crate) enum Output {
-    Stdout(BufWriter<io::Stdout>),
+    Stdout(BufWriter<File>),
     File(PendingFile),
 }
 
@@ -22,7 +23,16 @@ impl Output {
     /// `-` for standard output, otherwise a file at `path`.
     pub(crate) fn open(path: &Path, force: bool) -> anyhow::Result<Output> {
         if path == Path::new("-") {
-            Ok(Output::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())))
+            // Straight to file descriptor 1: `io::Stdout` is line-buffered, which would search binary
+            // output for newlines and cut the writes at them.
+            let stdout = io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot use standard output")?;
+            Ok(Output::Stdout(BufWriter::with_capacity(
+                1 << 20,
+                File::from(stdout),
+            )))
         } else {
             Ok(Output::File(PendingFile::create(path, force)?))
         }

@@ -16,8 +16,8 @@ use crate::format::{SignatureKind, SignatureParams};
 const WINDOW: usize = 16 * 1024 * 1024;
 /// The first window; later ones double up to [`WINDOW`].
 const FIRST_WINDOW: usize = 256 * 1024;
-/// Blocks per rayon task: enough work to amortise scheduling, few enough to balance the cores.
-const BLOCKS_PER_TASK: usize = 64;
+/// Blocks per rayon task at most: enough work to amortise scheduling, few enough to balance the cores.
+const MAX_BLOCKS_PER_TASK: usize = 64;
 
 /// What a signature run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,12 +104,15 @@ fn sign_window(data: &[u8], params: SignatureParams, records: &mut Vec<u8>) {
     let blocks = data.len().div_ceil(block_len);
     records.clear();
     records.resize(blocks * record_len, 0);
+    // At least four tasks per thread, so small windows use every core too; a multiple of four blocks,
+    // which BLAKE2 hashes together.
+    let per_task = (blocks / (rayon::current_num_threads() * 4)).clamp(4, MAX_BLOCKS_PER_TASK) & !3;
     records
-        .par_chunks_mut(BLOCKS_PER_TASK * record_len)
+        .par_chunks_mut(per_task * record_len)
         .enumerate()
         .for_each(|(task, out)| {
-            let first = task * BLOCKS_PER_TASK * block_len;
-            let end = (first + BLOCKS_PER_TASK * block_len).min(data.len());
+            let first = task * per_task * block_len;
+            let end = (first + per_task * block_len).min(data.len());
             let task_blocks: Vec<&[u8]> = data[first..end].chunks(block_len).collect();
             let mut strongs: Vec<Strong> = Vec::with_capacity(task_blocks.len());
             strong_sums(params.kind.strong, &task_blocks, &mut strongs);
@@ -357,16 +360,13 @@ impl IndexedSignature {
     pub(crate) fn strong_class(&self, run: Class, strong: &Strong) -> Option<Class> {
         let strong = &strong[..self.signature.params.strong_len as usize];
         let blocks = &self.sorted[run.start as usize..run.end as usize];
-        let first = blocks
-            .iter()
-            .position(|&b| self.signature.strong_of(b) == strong)?;
-        let count = blocks[first..]
-            .iter()
-            .take_while(|&&b| self.signature.strong_of(b) == strong)
-            .count();
-        Some(Class {
+        // Within a run the blocks are sorted by strong sum (then number): the class is found by two
+        // binary searches, so a file of identical blocks (all zeros) costs log n per lookup, not n.
+        let first = blocks.partition_point(|&b| self.signature.strong_of(b) < strong);
+        let end = first + blocks[first..].partition_point(|&b| self.signature.strong_of(b) == strong);
+        (end > first).then(|| Class {
             start: run.start + first as u32,
-            end: run.start + (first + count) as u32,
+            end: run.start + end as u32,
         })
     }
 

@@ -288,3 +288,14 @@ fn every_valid_encoding_is_read_including_non_minimal_widths() {
         expected
     );
 }
+
+/// Regression: with every block identical, finding a block's class scanned the whole class on every
+/// match (quadratic: this case did not finish). Binary searches make it quick.
+#[test]
+fn many_identical_blocks_do_not_make_delta_quadratic() {
+    let basis = vec![0u8; 4 << 20];
+    let sig = signature(&basis, params(SignatureKind::default(), 16, 32)).unwrap();
+    let d = delta(&sig, &basis).unwrap();
+    // One COPY of everything: offset 0 (1 byte), length 4 MiB (4 bytes).
+    assert_eq!(d, [0x72, 0x73, 0x02, 0x36, 0x47, 0, 0, 0x40, 0, 0, 0]);
+}

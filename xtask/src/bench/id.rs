@@ -1,70 +1,18 @@
-//! `cargo xtask bench`: snapsync against the anchor tools, on the same data, in the same run.
-//!
-//! Every figure is a median of warm runs (a warm-up run first, so the data is in the page cache), and is
-//! reported as a ratio to snapsync measured in the same run: the machine's speed cancels out.
+//! `cargo xtask bench id`: `snapsync id` against snapdir (PyPI) and b3sum (apt).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
-use crate::util::{capture, cargo, project_root, run as run_command, which};
+use super::{MIB, Measured, Options, Rng, build_snapsync, cpu_model, gib, median, time_process};
+use crate::util::{capture, project_root, run as run_command, which};
 
 const SNAPDIR_VERSION: &str = "1.12.0";
-const MIB: u64 = 1024 * 1024;
-
-const USAGE: &str = "usage: cargo xtask bench id [--runs N] [--quick] [--data DIR]";
-
-pub(crate) fn run(args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        Some("id") => id(&Options::parse(&args[1..])?),
-        _ => bail!("{USAGE}"),
-    }
-}
-
-struct Options {
-    runs: usize,
-    quick: bool,
-    data: PathBuf,
-}
-
-impl Options {
-    fn parse(args: &[String]) -> Result<Options> {
-        let mut options = Options {
-            runs: 5,
-            quick: false,
-            data: project_root().join("target/bench-data"),
-        };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--runs" => {
-                    options.runs = args
-                        .next()
-                        .context(USAGE)?
-                        .parse()
-                        .context("--runs takes a number")?;
-                }
-                "--quick" => options.quick = true,
-                "--data" => options.data = PathBuf::from(args.next().context(USAGE)?),
-                other => bail!("unknown option {other:?}\n{USAGE}"),
-            }
-        }
-        ensure!(options.runs > 0, "--runs must be at least 1");
-        Ok(options)
-    }
-}
-
-/// One timed tool on one data set.
-struct Measured {
-    tool: &'static str,
-    median: Duration,
-}
-
-fn id(options: &Options) -> Result<()> {
+pub(crate) fn run(options: &Options) -> Result<()> {
     let (file_count, single_size) = if options.quick {
         (2_000, 256 * MIB)
     } else {
@@ -133,34 +81,6 @@ struct Data {
     dir: PathBuf,
     files: Vec<PathBuf>,
     bytes: u64,
-}
-
-/// `SplitMix64`: a fixed, fast generator so every run and every machine gets the same bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn fill(&mut self, buffer: &mut [u8]) {
-        for chunk in buffer.chunks_mut(8) {
-            let bytes = self.next().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-
-    /// 1 KiB to 1 MiB, skewed towards small files: 1 KiB * 2^(10 u^1.5), about 107 KiB on average, so
-    /// 20,000 files make about 2 GiB.
-    #[allow(clippy::cast_precision_loss, clippy::cast_sign_loss)] // a size distribution, not exact arithmetic
-    fn file_size(&mut self) -> u64 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        (1024.0 * 2f64.powf(10.0 * u.powf(1.5))) as u64
-    }
 }
 
 fn ensure_tree(data: &Path, count: usize) -> Result<Data> {
@@ -233,11 +153,6 @@ fn ensure_single(data: &Path, size: u64) -> Result<Data> {
     })
 }
 
-fn build_snapsync() -> Result<PathBuf> {
-    run_command(cargo().args(["build", "--release", "--quiet", "-p", "snapsync-cli"]))?;
-    Ok(project_root().join("target/release/snapsync"))
-}
-
 /// snapdir from PyPI, installed once under target/anchors; returns the PYTHONPATH to use.
 pub(crate) fn ensure_snapdir() -> Result<PathBuf> {
     let target = project_root().join(format!("target/anchors/snapdir-{SNAPDIR_VERSION}"));
@@ -258,27 +173,6 @@ pub(crate) fn ensure_snapdir() -> Result<PathBuf> {
         .context("installing snapdir from PyPI")?;
     }
     Ok(target)
-}
-
-/// Runs a command once to warm up, then `runs` times; keeps the last standard output.
-fn time_process(
-    tool: &'static str,
-    runs: usize,
-    stdout: &mut String,
-    make: impl Fn() -> Command,
-) -> Result<Measured> {
-    capture(&mut make())?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
-        let output = capture(&mut make())?;
-        times.push(started.elapsed());
-        *stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    }
-    Ok(Measured {
-        tool,
-        median: median(times),
-    })
 }
 
 /// snapdir timed inside Python (`asyncio.run(snapdir.id(dir))`), so interpreter start-up and import are
@@ -325,25 +219,4 @@ os._exit(0)
         },
         id,
     ))
-}
-
-fn gib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * MIB as f64)
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
