@@ -18,7 +18,7 @@ use snapsync_delta::{
 
 use crate::cli::{DeltaArgs, HashArg, OutputArgs, PatchArgs, RollsumArg, SignatureArgs};
 use crate::output::Output;
-use crate::progress::{Ticker, per_second};
+use crate::progress::{counting, per_second};
 use crate::{UsageError, hinted};
 
 /// An input: a file, or standard input for `-`, with its size when it is a regular file.
@@ -105,15 +105,10 @@ pub(crate) fn signature(args: &SignatureArgs, output: &OutputArgs) -> anyhow::Re
         }
     }
     let mut out = Output::open(&args.signature, args.force)?;
-    let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let stats = {
-        let seen = Arc::clone(&done);
-        let _progress = Ticker::start(output, "signature", basis.len, move || {
-            (seen.load(Ordering::Relaxed), String::new())
-        });
-        write_signature(&mut basis, &mut out, params, Some(&done))?
-    };
+    let stats = counting(output, "signature", basis.len, |done| {
+        write_signature(&mut basis, &mut out, params, Some(done))
+    })?;
     out.commit()?;
     if output.verbose > 0 {
         eprintln!(
@@ -140,15 +135,10 @@ pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()>
     let index = IndexedSignature::new(signature);
     let mut new = Input::open(&args.new, "new file")?;
     let mut out = Output::open(&args.delta, args.force)?;
-    let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let stats = {
-        let seen = Arc::clone(&done);
-        let _progress = Ticker::start(output, "delta", new.len, move || {
-            (seen.load(Ordering::Relaxed), String::new())
-        });
-        write_delta(&index, &mut new, &mut out, Some(&done))?
-    };
+    let stats = counting(output, "delta", new.len, |done| {
+        write_delta(&index, &mut new, &mut out, Some(done))
+    })?;
     out.commit()?;
     if output.verbose > 0 {
         eprintln!(
@@ -166,10 +156,10 @@ pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Counts what passes through, and hashes it for `--expect-blake3`.
+/// Counts what passes through (for progress), and hashes it for `--expect-blake3`.
 struct Counted<W> {
     inner: W,
-    written: Arc<AtomicU64>,
+    written: Option<Arc<AtomicU64>>,
     hasher: Option<blake3::Hasher>,
 }
 
@@ -179,7 +169,9 @@ impl<W: Write> Write for Counted<W> {
         if let Some(hasher) = &mut self.hasher {
             hasher.update(&buf[..n]);
         }
-        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(written) = &self.written {
+            written.fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(n)
     }
 
@@ -208,23 +200,20 @@ pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()>
     let basis = FileBasis::new(basis_file)?;
     let mut delta = Input::open(&args.delta, "delta")?;
     let out = Output::open(&args.output, args.force)?;
-    let written = Arc::new(AtomicU64::new(0));
     let mut out = Counted {
         inner: out,
-        written: Arc::clone(&written),
+        written: None,
         hasher: expected.map(|_| blake3::Hasher::new()),
     };
     let started = Instant::now();
     let options = PatchOptions {
         max_output: args.max_size,
     };
-    let stats = {
-        let _progress = Ticker::start(output, "patch", None, move || {
-            (written.load(Ordering::Relaxed), String::new())
-        });
+    let stats = counting(output, "patch", None, |done| {
+        out.written = Some(Arc::clone(done));
         apply_delta(&basis, &mut delta, &mut out, options)
-            .with_context(|| format!("cannot apply the delta {}", args.delta.display()))?
-    };
+    })
+    .with_context(|| format!("cannot apply the delta {}", args.delta.display()))?;
     if let (Some(expected), Some(hasher)) = (expected, &out.hasher) {
         let actual = Checksum::from(hasher.finalize());
         if actual != expected {

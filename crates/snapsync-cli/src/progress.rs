@@ -4,6 +4,8 @@
 //! or a spinner, only when standard error is a terminal, not with `--quiet`, and only once the work has
 //! taken long enough to be worth watching.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -80,6 +82,21 @@ impl Drop for Ticker {
             let _ = thread.join();
         }
     }
+}
+
+/// Runs `work` with a byte counter it advances, showing progress from that counter meanwhile.
+pub(crate) fn counting<T>(
+    output: &OutputArgs,
+    label: &'static str,
+    total: Option<u64>,
+    work: impl FnOnce(&Arc<AtomicU64>) -> T,
+) -> T {
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&done);
+    let _ticker = Ticker::start(output, label, total, move || {
+        (seen.load(Ordering::Relaxed), String::new())
+    });
+    work(&done)
 }
 
 /// Throughput in units per second, in integers (no float casts to get wrong).
