@@ -1,0 +1,557 @@
+//! The conformance suite: what every [`Store`] backend must do, checked the same way for all of them.
+//!
+//! Each check takes a store that is empty (or a fresh prefix of one, see [`crate::PrefixStore`]) and
+//! returns `Err` with a description of the first thing that was wrong. [`run_all`] runs every check,
+//! each under its own prefix. The tests of this crate run it against the local filesystem and memory,
+//! against a real S3-compatible server and against Azurite; a new backend runs it too.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::{Error, PrefixStore, PutMode, PutSource, Store, StoreExt};
+
+/// The outcome of one check.
+pub type Check = std::result::Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+fn fail(context: &str) -> impl FnOnce(Error) -> String + '_ {
+    move |e| {
+        use std::fmt::Write;
+        let mut text = format!("{context}: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let _ = write!(text, ": {s}");
+            source = s.source();
+        }
+        text
+    }
+}
+
+/// Options for [`run_all`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Size of the large object (100 MiB in the issue's suite; smaller where a backend is slow).
+    pub large_object: u64,
+    /// Keys written for the pagination check.
+    pub many_keys: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            large_object: 100 * 1024 * 1024,
+            many_keys: 5000,
+        }
+    }
+}
+
+/// Runs every check, each under its own prefix of `store`.
+///
+/// # Errors
+/// The name and failure of the first check that fails.
+pub async fn run_all(store: Arc<dyn Store>, options: &Options) -> Check {
+    let sub = |name: &str| -> std::result::Result<Arc<dyn Store>, String> {
+        Ok(Arc::new(
+            PrefixStore::new(Arc::clone(&store), name).map_err(|e| e.to_string())?,
+        ))
+    };
+    zero_byte_object(&*sub("zero")?)
+        .await
+        .map_err(|e| format!("zero_byte_object: {e}"))?;
+    odd_names(&*sub("names")?)
+        .await
+        .map_err(|e| format!("odd_names: {e}"))?;
+    nested_prefixes(&*sub("nested")?)
+        .await
+        .map_err(|e| format!("nested_prefixes: {e}"))?;
+    overwrite(&*sub("overwrite")?)
+        .await
+        .map_err(|e| format!("overwrite: {e}"))?;
+    create_if_absent(&*sub("create")?)
+        .await
+        .map_err(|e| format!("create_if_absent: {e}"))?;
+    create_race(sub("race")?)
+        .await
+        .map_err(|e| format!("create_race: {e}"))?;
+    range_reads(&*sub("range")?)
+        .await
+        .map_err(|e| format!("range_reads: {e}"))?;
+    missing_keys(&*sub("missing")?)
+        .await
+        .map_err(|e| format!("missing_keys: {e}"))?;
+    concurrent_puts(sub("concurrent")?)
+        .await
+        .map_err(|e| format!("concurrent_puts: {e}"))?;
+    copy_and_rename(&*sub("copy")?)
+        .await
+        .map_err(|e| format!("copy_and_rename: {e}"))?;
+    modification_times(&*sub("mtime")?)
+        .await
+        .map_err(|e| format!("modification_times: {e}"))?;
+    many_keys(sub("many")?, options.many_keys)
+        .await
+        .map_err(|e| format!("many_keys: {e}"))?;
+    large_object(&*sub("large")?, options.large_object)
+        .await
+        .map_err(|e| format!("large_object: {e}"))?;
+    Ok(())
+}
+
+async fn put(store: &dyn Store, key: &str, data: &'static [u8], mode: PutMode) -> Check {
+    store
+        .put(key, PutSource::Bytes(Bytes::from_static(data)), mode)
+        .await
+        .map_err(fail(key))
+}
+
+async fn keys(store: &dyn Store, prefix: &str) -> std::result::Result<BTreeSet<String>, String> {
+    Ok(store
+        .list_all(prefix)
+        .await
+        .map_err(fail("list"))?
+        .into_iter()
+        .map(|m| m.key)
+        .collect())
+}
+
+/// An empty object can be written, listed, read, and has size 0.
+///
+/// # Errors
+/// What was wrong.
+pub async fn zero_byte_object(store: &dyn Store) -> Check {
+    put(store, "empty", b"", PutMode::Create).await?;
+    ensure!(
+        store.head("empty").await.map_err(fail("head"))?.size == 0,
+        "head size is not 0"
+    );
+    ensure!(
+        store.get_bytes("empty").await.map_err(fail("get"))?.is_empty(),
+        "content is not empty"
+    );
+    ensure!(
+        keys(store, "").await? == BTreeSet::from(["empty".to_owned()]),
+        "listing does not show it"
+    );
+    Ok(())
+}
+
+/// Keys with spaces, unicode and `#?%+&=` round-trip through put, list and get.
+///
+/// # Errors
+/// What was wrong.
+pub async fn odd_names(store: &dyn Store) -> Check {
+    let names = [
+        "with space",
+        "ünïcödé/ファイル.txt",
+        "hash#q?pct%plus+",
+        "a+b=c&d;e",
+        "dir with space/x y",
+    ];
+    for name in names {
+        store
+            .put(
+                name,
+                PutSource::Bytes(Bytes::from(name.to_owned())),
+                PutMode::Overwrite,
+            )
+            .await
+            .map_err(fail(name))?;
+    }
+    let listed = keys(store, "").await?;
+    let expected: BTreeSet<String> = names.iter().map(ToString::to_string).collect();
+    ensure!(listed == expected, "listing {listed:?} is not {expected:?}");
+    for name in names {
+        let got = store.get_bytes(name).await.map_err(fail(name))?;
+        ensure!(got == name.as_bytes(), "{name:?} reads back as {got:?}");
+    }
+    Ok(())
+}
+
+/// Listing is by whole path parts: `a` lists `a/b/c` and `a/bc`, not `ab/c`.
+///
+/// # Errors
+/// What was wrong.
+pub async fn nested_prefixes(store: &dyn Store) -> Check {
+    for key in ["a/b/c", "a/bc", "ab/c", "a/b/d/e"] {
+        put(store, key, b"x", PutMode::Overwrite).await?;
+    }
+    let set = |items: &[&str]| items.iter().map(ToString::to_string).collect::<BTreeSet<_>>();
+    ensure!(
+        keys(store, "a").await? == set(&["a/b/c", "a/bc", "a/b/d/e"]),
+        "list(a) = {:?}",
+        keys(store, "a").await?
+    );
+    ensure!(
+        keys(store, "a/").await? == set(&["a/b/c", "a/bc", "a/b/d/e"]),
+        "list(a/) differs from list(a)"
+    );
+    ensure!(
+        keys(store, "a/b").await? == set(&["a/b/c", "a/b/d/e"]),
+        "list(a/b) = {:?}",
+        keys(store, "a/b").await?
+    );
+    ensure!(
+        keys(store, "a/b/c").await?.is_empty(),
+        "listing an object's own key must list nothing below it"
+    );
+    ensure!(
+        keys(store, "nothing").await?.is_empty(),
+        "listing a missing prefix must be empty"
+    );
+    Ok(())
+}
+
+/// `Overwrite` replaces an object.
+///
+/// # Errors
+/// What was wrong.
+pub async fn overwrite(store: &dyn Store) -> Check {
+    put(store, "k", b"first", PutMode::Overwrite).await?;
+    put(store, "k", b"second version", PutMode::Overwrite).await?;
+    ensure!(
+        store.get_bytes("k").await.map_err(fail("get"))? == "second version",
+        "the second put did not replace"
+    );
+    ensure!(
+        store.head("k").await.map_err(fail("head"))?.size == 14,
+        "head size is stale"
+    );
+    Ok(())
+}
+
+/// `Create` fails with `AlreadyExists` on an existing key and leaves it as it was.
+///
+/// # Errors
+/// What was wrong.
+pub async fn create_if_absent(store: &dyn Store) -> Check {
+    put(store, "once", b"original", PutMode::Create).await?;
+    match store
+        .put(
+            "once",
+            PutSource::Bytes(Bytes::from_static(b"intruder")),
+            PutMode::Create,
+        )
+        .await
+    {
+        Err(Error::AlreadyExists { .. }) => {}
+        other => return Err(format!("a second create gave {other:?}, not AlreadyExists")),
+    }
+    ensure!(
+        store.get_bytes("once").await.map_err(fail("get"))? == "original",
+        "a failed create changed the object"
+    );
+    Ok(())
+}
+
+/// Of racing creates of one key, exactly one wins (where creates are atomic), and the object is the
+/// winner's.
+///
+/// # Errors
+/// What was wrong.
+pub async fn create_race(store: Arc<dyn Store>) -> Check {
+    let racers = 8;
+    let results: Vec<(usize, crate::Result<()>)> = stream::iter(0..racers)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            async move {
+                (
+                    i,
+                    store
+                        .put(
+                            "contested",
+                            PutSource::Bytes(Bytes::from(format!("racer {i}"))),
+                            PutMode::Create,
+                        )
+                        .await,
+                )
+            }
+        })
+        .buffer_unordered(racers)
+        .collect()
+        .await;
+    let winners: Vec<usize> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    for (i, result) in &results {
+        if let Err(e) = result
+            && !matches!(e, Error::AlreadyExists { .. })
+        {
+            return Err(format!("racer {i} failed with {e}, not AlreadyExists"));
+        }
+    }
+    let content = store.get_bytes("contested").await.map_err(fail("get"))?;
+    if store.capabilities().atomic_create {
+        ensure!(
+            winners.len() == 1,
+            "{} racers won (exactly one must)",
+            winners.len()
+        );
+        ensure!(
+            content == format!("racer {}", winners[0]),
+            "the object is not the winner's"
+        );
+    } else {
+        ensure!(!winners.is_empty(), "nobody won");
+    }
+    Ok(())
+}
+
+/// Byte ranges read the right bytes.
+///
+/// # Errors
+/// What was wrong.
+pub async fn range_reads(store: &dyn Store) -> Check {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    store
+        .put(
+            "r",
+            PutSource::Bytes(Bytes::from(data.clone())),
+            PutMode::Overwrite,
+        )
+        .await
+        .map_err(fail("put"))?;
+    for range in [0..1u64, 0..10_000, 5000..5001, 1234..8765, 9999..10_000] {
+        let got = store
+            .get_range("r", range.clone())
+            .await
+            .map_err(fail("get_range"))?;
+        ensure!(
+            got == data[range.start as usize..range.end as usize],
+            "range {range:?} read wrong bytes"
+        );
+    }
+    Ok(())
+}
+
+/// A missing key is `NotFound` for head, get and range reads; deleting it succeeds.
+///
+/// # Errors
+/// What was wrong.
+pub async fn missing_keys(store: &dyn Store) -> Check {
+    ensure!(
+        matches!(store.head("nope").await, Err(Error::NotFound { .. })),
+        "head of a missing key"
+    );
+    ensure!(
+        matches!(store.get("nope").await, Err(Error::NotFound { .. })),
+        "get of a missing key"
+    );
+    ensure!(
+        matches!(store.get_range("nope", 0..1).await, Err(Error::NotFound { .. })),
+        "range of a missing key"
+    );
+    store
+        .delete("nope")
+        .await
+        .map_err(fail("delete of a missing key"))?;
+    put(store, "here", b"x", PutMode::Overwrite).await?;
+    store.delete("here").await.map_err(fail("delete"))?;
+    ensure!(
+        !store.exists("here").await.map_err(fail("exists"))?,
+        "deleted object still exists"
+    );
+    Ok(())
+}
+
+/// Many puts at once all land.
+///
+/// # Errors
+/// What was wrong.
+pub async fn concurrent_puts(store: Arc<dyn Store>) -> Check {
+    let n = 64;
+    stream::iter(0..n)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .put(
+                        &format!("c/{i:03}"),
+                        PutSource::Bytes(Bytes::from(vec![i as u8; i * 10])),
+                        PutMode::Overwrite,
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(fail("concurrent put"))?;
+    let listed = store.list_all("c").await.map_err(fail("list"))?;
+    ensure!(listed.len() == n, "{} of {n} objects listed", listed.len());
+    for meta in listed {
+        let i: usize = meta
+            .key
+            .trim_start_matches("c/")
+            .parse()
+            .map_err(|_| format!("odd key {}", meta.key))?;
+        ensure!(
+            meta.size == (i * 10) as u64,
+            "{} has size {}",
+            meta.key,
+            meta.size
+        );
+    }
+    Ok(())
+}
+
+/// Copy duplicates, rename moves (and replaces the target).
+///
+/// # Errors
+/// What was wrong.
+pub async fn copy_and_rename(store: &dyn Store) -> Check {
+    put(store, "from", b"payload", PutMode::Overwrite).await?;
+    store.copy("from", "sub/copy").await.map_err(fail("copy"))?;
+    ensure!(
+        store.get_bytes("sub/copy").await.map_err(fail("get copy"))? == "payload",
+        "copy content"
+    );
+    ensure!(
+        store.exists("from").await.map_err(fail("exists"))?,
+        "copy removed the source"
+    );
+    put(store, "target", b"old", PutMode::Overwrite).await?;
+    store.rename("sub/copy", "target").await.map_err(fail("rename"))?;
+    ensure!(
+        store.get_bytes("target").await.map_err(fail("get target"))? == "payload",
+        "rename content"
+    );
+    ensure!(
+        !store.exists("sub/copy").await.map_err(fail("exists"))?,
+        "rename left the source"
+    );
+    ensure!(
+        matches!(store.rename("gone", "x").await, Err(Error::NotFound { .. })),
+        "rename of a missing key"
+    );
+    Ok(())
+}
+
+/// Where the backend says it can, `set_mtime` sets what `head` reports; where not, it says so.
+///
+/// # Errors
+/// What was wrong.
+pub async fn modification_times(store: &dyn Store) -> Check {
+    put(store, "m", b"x", PutMode::Overwrite).await?;
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let result = store.set_mtime("m", when).await;
+    if store.capabilities().set_mtime {
+        result.map_err(fail("set_mtime"))?;
+        let modified = store.head("m").await.map_err(fail("head"))?.modified;
+        ensure!(
+            modified == Some(when),
+            "head reports {modified:?} after setting {when:?}"
+        );
+    } else {
+        ensure!(
+            matches!(result, Err(Error::Unsupported { .. })),
+            "set_mtime must say Unsupported, said {result:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Listing returns every one of `n` keys (more than one page of an S3 listing).
+///
+/// # Errors
+/// What was wrong.
+pub async fn many_keys(store: Arc<dyn Store>, n: usize) -> Check {
+    stream::iter(0..n)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .put(
+                        &format!("k/{:02}/{i:05}", i % 7),
+                        PutSource::Bytes(Bytes::new()),
+                        PutMode::Overwrite,
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(fail("put"))?;
+    let listed = keys(&*store, "k").await?;
+    ensure!(listed.len() == n, "listed {} of {n} keys", listed.len());
+    let sub = keys(&*store, "k/03").await?;
+    ensure!(
+        sub.len() == (0..n).filter(|i| i % 7 == 3).count(),
+        "sub-prefix listed {}",
+        sub.len()
+    );
+    Ok(())
+}
+
+/// A large object (uploaded from a file, in parts where the backend has them) reads back intact.
+///
+/// # Errors
+/// What was wrong.
+pub async fn large_object(store: &dyn Store, size: u64) -> Check {
+    let dir = std::env::temp_dir().join(format!("snapsync-conformance-{}-{size}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join("large.bin");
+    let mut expected = blake3::Hasher::new();
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| e.to_string())?);
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut block = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            for chunk in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            let n = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
+            expected.update(&block[..n]);
+            file.write_all(&block[..n]).map_err(|e| e.to_string())?;
+            left -= n as u64;
+        }
+        file.flush().map_err(|e| e.to_string())?;
+    }
+    let result = async {
+        store
+            .put("big", PutSource::File(path.clone()), PutMode::Create)
+            .await
+            .map_err(fail("put"))?;
+        ensure!(
+            store.head("big").await.map_err(fail("head"))?.size == size,
+            "head size differs"
+        );
+        let mut got = store.get("big").await.map_err(fail("get"))?;
+        let mut actual = blake3::Hasher::new();
+        let mut total = 0u64;
+        while let Some(piece) = got.stream.next().await {
+            let piece = piece.map_err(fail("read"))?;
+            total += piece.len() as u64;
+            actual.update(&piece);
+        }
+        ensure!(total == size, "read {total} of {size} bytes");
+        ensure!(actual.finalize() == expected.finalize(), "content differs");
+        let tail = store
+            .get_range("big", size - 10..size)
+            .await
+            .map_err(fail("range"))?;
+        ensure!(tail.len() == 10, "tail range");
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -1,0 +1,215 @@
+//! The one error type of snapsync-store.
+//!
+//! Rules: every variant names the store URL with the key (`location`), passwords redacted (it comes from
+//! [`crate::StoreUrl`], which never prints one). Callers decide by kind, not by message: `NotFound`,
+//! `AlreadyExists`, `PermissionDenied` and `Transient` are what the layers above act on (skip, retry,
+//! report). Messages are lower case, without a trailing period, and do not repeat their `source`.
+
+use std::io;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// What can go wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No object at that key.
+    #[error("{location} does not exist")]
+    NotFound {
+        /// Store URL and key.
+        location: String,
+    },
+
+    /// Create-if-absent found an object already there.
+    #[error("{location} already exists")]
+    AlreadyExists {
+        /// Store URL and key.
+        location: String,
+    },
+
+    /// The store refused: wrong or missing credentials, or no permission.
+    #[error("{location}: access denied")]
+    PermissionDenied {
+        /// Store URL and key.
+        location: String,
+        /// The store's answer.
+        #[source]
+        source: Source,
+    },
+
+    /// Something that may work if tried again: a refused or dropped connection, a timeout, a 5xx.
+    #[error("{location}: temporary failure")]
+    Transient {
+        /// Store URL and key.
+        location: String,
+        /// What happened.
+        #[source]
+        source: Source,
+    },
+
+    /// The store cannot do this at all.
+    #[error("{location}: {operation} is not supported by this store")]
+    Unsupported {
+        /// Store URL and key.
+        location: String,
+        /// The operation.
+        operation: &'static str,
+    },
+
+    /// A store URL that cannot be used.
+    #[error("invalid store URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A key that cannot name an object (empty part, `..`, …).
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// A local file or directory operation failed.
+    #[error("{location}: i/o error")]
+    Io {
+        /// Store URL and key, or the local path.
+        location: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Anything else the store reported.
+    #[error("{location}: store error")]
+    Other {
+        /// Store URL and key.
+        location: String,
+        /// The store's error.
+        #[source]
+        source: Source,
+    },
+}
+
+impl Error {
+    /// True for failures worth retrying.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient { .. })
+    }
+
+    /// True when the object is not there.
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// A line of advice for the user, when there is something they can do.
+    #[must_use]
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::PermissionDenied { .. } => Some(
+                "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY, \
+                 GOOGLE_APPLICATION_CREDENTIALS) and the permissions on the bucket or directory",
+            ),
+            Error::Transient { .. } => {
+                Some("is the server reachable? the operation was retried; run it again to resume")
+            }
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::ReadOnlyFilesystem => {
+                Some("the destination is read-only")
+            }
+            Error::Io { source, .. } if source.raw_os_error() == Some(28) => Some("the disk is full"),
+            _ => None,
+        }
+    }
+
+    /// Converts a local I/O error: not-found, exists and permission errors get their own kinds.
+    pub(crate) fn from_io(location: String, source: io::Error) -> Error {
+        match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { location },
+            io::ErrorKind::AlreadyExists => Error::AlreadyExists { location },
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+                location,
+                source: Box::new(source),
+            },
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                Error::Transient {
+                    location,
+                    source: Box::new(source),
+                }
+            }
+            _ => Error::Io { location, source },
+        }
+    }
+
+    /// Converts an `object_store` error.
+    pub(crate) fn from_object_store(location: String, error: object_store::Error) -> Error {
+        use object_store::Error as E;
+        match error {
+            E::NotFound { .. } => Error::NotFound { location },
+            E::AlreadyExists { .. } | E::Precondition { .. } => Error::AlreadyExists { location },
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => Error::PermissionDenied {
+                location,
+                source: Box::new(error),
+            },
+            E::NotSupported { .. } | E::NotImplemented { .. } => Error::Unsupported {
+                location,
+                operation: "this operation",
+            },
+            other if is_transient_object_store(&other) => Error::Transient {
+                location,
+                source: Box::new(other),
+            },
+            other => Error::Other {
+                location,
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+/// A connection, request or timeout failure anywhere in the chain, or a server error status.
+fn is_transient_object_store(error: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::UnexpectedEof
+            );
+        }
+        current = e.source();
+    }
+    // The retry layer reports an exhausted 5xx or 429 as text only; its message names the status.
+    let text = error.to_string();
+    [
+        "status code: 5",
+        "status code: 429",
+        "Too Many Requests",
+        "Service Unavailable",
+        "Internal Server Error",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}

@@ -1,0 +1,250 @@
+//! snapsync-store: one async, object-style [`Store`] over every place snapsync keeps data.
+//!
+//! A store holds objects under `/`-separated keys: put (from bytes or a file, overwriting or
+//! create-if-absent), get (as a stream, or a byte range), head, list under a prefix (as a stream),
+//! delete, copy, rename, and set a modification time where the backend can. Backends:
+//!
+//! | URL | backend |
+//! |---|---|
+//! | a path, `file:///abs/path` | [`LocalStore`]: a directory; every write goes to a temporary name, is flushed, and renamed |
+//! | `memory://NAME` | `object_store`'s in-memory store, shared by name within the process |
+//! | `s3://bucket/prefix` | `object_store`'s S3 client (AWS or any S3-compatible server) |
+//! | `gs://bucket/prefix` | `object_store`'s Google Cloud Storage client |
+//! | `az://container/prefix` | `object_store`'s Azure Blob client |
+//!
+//! Each backend states what it can do natively in its [`Capabilities`]; the rest falls back to generic
+//! implementations. Wrappers change any store's behaviour without touching the backends:
+//! [`PrefixStore`], [`RetryStore`] (exponential backoff on [`Error::Transient`]) and [`DryRunStore`]
+//! (records writes, performs none). [`conformance`] is the suite every backend passes.
+//!
+//! ```
+//! # tokio_test_block_on(async {
+//! use snapsync_store::{PutMode, PutSource, StoreExt, StoreUrl};
+//!
+//! let store = snapsync_store::open(&StoreUrl::parse("memory://example")?)?;
+//! store.put("docs/hello.txt", PutSource::Bytes("hello".into()), PutMode::Create).await?;
+//! assert_eq!(store.get_bytes("docs/hello.txt").await?, "hello");
+//! let keys: Vec<String> = store.list_all("docs").await?.into_iter().map(|m| m.key).collect();
+//! assert_eq!(keys, ["docs/hello.txt"]);
+//! # Ok::<(), snapsync_store::Error>(())
+//! # }).unwrap();
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod conformance;
+mod error;
+mod local;
+mod object;
+mod url;
+mod wrap;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+
+pub use crate::error::{Error, Result};
+pub use crate::local::LocalStore;
+pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
+pub use crate::url::{Scheme, StoreUrl, redact_text};
+pub use crate::wrap::{DryRunStore, PrefixStore, RetryPolicy, RetryStore};
+
+/// What a listing or `head` says about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key, relative to the store's root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, where the store reports one.
+    pub modified: Option<SystemTime>,
+}
+
+/// What `put` does when the key already has an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace it.
+    Overwrite,
+    /// Fail with [`Error::AlreadyExists`] (atomically where [`Capabilities::atomic_create`]).
+    Create,
+}
+
+/// What to store.
+#[derive(Clone, Debug)]
+pub enum PutSource {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// The contents of a local file, streamed (large files go up in parts where the store has them).
+    File(PathBuf),
+}
+
+/// An object being read.
+pub struct GetStream {
+    /// Its metadata.
+    pub meta: ObjectMeta,
+    /// Its bytes, in pieces.
+    pub stream: BoxStream<'static, Result<Bytes>>,
+}
+
+impl fmt::Debug for GetStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetStream")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a backend does natively; everything else works through generic fallbacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+// Independent yes/no facts about a backend: flags are what they are.
+#[allow(clippy::struct_excessive_bools)]
+pub struct Capabilities {
+    /// `rename` is a single atomic operation (otherwise copy + delete).
+    pub native_rename: bool,
+    /// `copy` happens inside the store (otherwise download + upload).
+    pub server_side_copy: bool,
+    /// `set_mtime` works (otherwise [`Error::Unsupported`]).
+    pub set_mtime: bool,
+    /// [`PutMode::Create`] is atomic: of two racing creates exactly one wins.
+    pub atomic_create: bool,
+    /// Parallel transfers that suit this backend.
+    pub default_jobs: usize,
+}
+
+/// A place that holds objects. See the crate documentation.
+///
+/// Keys are `/`-separated, without empty, `.` or `..` parts; any other characters (spaces, unicode,
+/// `#?%+`) work. Listing a prefix lists everything below it as a directory (`a` lists `a/x` but not `ab`).
+/// Deleting a missing key succeeds, as in S3.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The store's URL (prints without passwords).
+    fn url(&self) -> &StoreUrl;
+
+    /// What the backend does natively.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Every object under `prefix` (`""` for all), in no particular order.
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>>;
+
+    /// The metadata of one object.
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// An object's bytes, as a stream.
+    async fn get(&self, key: &str) -> Result<GetStream>;
+
+    /// A byte range of an object.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+
+    /// Stores an object.
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()>;
+
+    /// Removes an object; a missing one is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Copies an object to another key (replacing what is there).
+    async fn copy(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Moves an object to another key (replacing what is there).
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Sets an object's modification time, where [`Capabilities::set_mtime`].
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()>;
+}
+
+/// Conveniences on every [`Store`].
+#[async_trait]
+pub trait StoreExt: Store {
+    /// The whole listing under `prefix`, collected.
+    async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.list(prefix).try_collect().await
+    }
+
+    /// An object's bytes, collected (for small objects).
+    async fn get_bytes(&self, key: &str) -> Result<Bytes> {
+        let GetStream { stream, meta } = self.get(key).await?;
+        let mut out = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0).min(1 << 24));
+        let mut stream = stream;
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Whether an object exists.
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<T: Store + ?Sized> StoreExt for T {}
+
+/// Checks that `key` can name an object.
+///
+/// # Errors
+/// [`Error::InvalidKey`] for an empty key, an empty, `.` or `..` part, or a NUL.
+pub fn check_key(key: &str) -> Result<()> {
+    let invalid = |reason| {
+        Err(Error::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return invalid("it is empty");
+    }
+    if key.contains('\0') {
+        return invalid("it contains a NUL");
+    }
+    for part in key.split('/') {
+        match part {
+            "" => return invalid("it has an empty part (a leading, trailing or double /)"),
+            "." | ".." => return invalid("it has a . or .. part"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store a URL names, configured from the environment (see `docs/stores.md`).
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a scheme that is not available or a configuration that does not build.
+pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    open_with_config(url, &[])
+}
+
+/// Like [`open`], with `object_store` configuration keys (`aws_endpoint`, `aws_allow_http`,
+/// `azure_storage_account_key`, …) applied on top of the environment's.
+///
+/// # Errors
+/// As [`open`], and for an unknown configuration key.
+pub fn open_with_config(url: &StoreUrl, config: &[(&str, &str)]) -> Result<Arc<dyn Store>> {
+    match url.scheme() {
+        Scheme::File => Ok(Arc::new(LocalStore::new(url.clone()))),
+        Scheme::Memory | Scheme::S3 | Scheme::Gcs | Scheme::Azure => {
+            Ok(Arc::new(ObjectStoreBackend::open_with_config(url, config)?))
+        }
+        scheme => Err(Error::InvalidUrl {
+            url: url.to_string(),
+            reason: format!(
+                "{}:// stores are not available in this version of snapsync",
+                scheme.name()
+            ),
+        }),
+    }
+}

@@ -1,0 +1,364 @@
+//! A local directory as a store.
+//!
+//! Keys map to paths below the root. Every write goes to a temporary file in the destination directory
+//! (`.NAME.snapsync-PID-N.tmp`), is flushed to disk, then renamed over the key (overwrite) or hard-linked
+//! to it (create-if-absent: the link fails if the key exists, atomically). Readers therefore see the old
+//! object or the new one, never part of one; a killed writer leaves only a temporary file, which listings
+//! ignore and which a later write to the same directory may remove.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
+
+/// Bytes per piece when streaming a file out.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// A directory holding objects as files.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    url: StoreUrl,
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// The store at `url`, which must be a local one (a path or `file://`). The directory is created
+    /// by the first write.
+    #[must_use]
+    pub fn new(url: StoreUrl) -> LocalStore {
+        let root = url.local_path().map(Path::to_path_buf).unwrap_or_default();
+        LocalStore { url, root }
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.url.with_key(key)
+    }
+}
+
+/// Whether a file name is one of the temporary names writers use.
+#[must_use]
+pub(crate) fn is_temp_name(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    name.starts_with(b".") && name.ends_with(b".tmp") && name.windows(10).any(|w| w == b".snapsync-")
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(OsStr::to_string_lossy).unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.snapsync-{}-{n}.tmp", std::process::id()))
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Other {
+            location: "local store".into(),
+            source: Box::new(e),
+        })?
+}
+
+/// Writes a new file at `path` through a temporary name; `fill` writes the contents.
+pub(crate) fn write_atomically(
+    path: &Path,
+    location: &str,
+    mode: PutMode,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::from_io(location.to_owned(), e))?;
+    }
+    if mode == PutMode::Create && fs::symlink_metadata(path).is_ok() {
+        return Err(Error::AlreadyExists {
+            location: location.to_owned(),
+        });
+    }
+    let temp = temp_path(path);
+    let written = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| {
+            fill(&mut file)?;
+            file.flush()?;
+            file.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::from_io(location.to_owned(), e));
+    }
+    let placed = match mode {
+        PutMode::Overwrite => fs::rename(&temp, path),
+        PutMode::Create => fs::hard_link(&temp, path).and_then(|()| fs::remove_file(&temp)),
+    };
+    if let Err(e) = placed {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::from_io(location.to_owned(), e));
+    }
+    Ok(())
+}
+
+fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: meta.len(),
+        modified: meta.modified().ok(),
+    }
+}
+
+/// Every file below `dir` (not following symlinked directories), as keys relative to `root`.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Below a missing key or a file there is nothing.
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if is_temp_name(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            walk(root, &path, out)?;
+        } else if let Ok(meta) = fs::metadata(&path)
+            && meta.is_file()
+        {
+            let key = path.strip_prefix(root).unwrap_or(&path);
+            if let Some(key) = key.to_str() {
+                out.push(meta_of(key.to_owned(), &meta));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_rename: true,
+            server_side_copy: true,
+            set_mtime: true,
+            atomic_create: true,
+            default_jobs: 8,
+        }
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = prefix.trim_end_matches('/').to_owned();
+        if !prefix.is_empty()
+            && let Err(e) = check_key(&prefix)
+        {
+            return stream::once(async { Err(e) }).boxed();
+        }
+        let root = self.root.clone();
+        let location = self.location(&prefix);
+        stream::once(async move {
+            blocking(move || {
+                let mut out = Vec::new();
+                let dir = if prefix.is_empty() {
+                    root.clone()
+                } else {
+                    root.join(&prefix)
+                };
+                walk(&root, &dir, &mut out).map_err(|e| Error::from_io(location, e))?;
+                Ok(out)
+            })
+            .await
+        })
+        .flat_map(|listed| match listed {
+            Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+            Err(e) => stream::once(async { Err(e) }).boxed(),
+        })
+        .boxed()
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.path(key)?;
+        let (key, location) = (key.to_owned(), self.location(key));
+        blocking(move || match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(meta_of(key, &meta)),
+            Ok(_) => Err(Error::NotFound { location }),
+            Err(e) => Err(Error::from_io(location, e)),
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<GetStream> {
+        let path = self.path(key)?;
+        let location = self.location(key);
+        let key = key.to_owned();
+        let (file, meta) = {
+            let location = location.clone();
+            blocking(move || {
+                let file = File::open(&path).map_err(|e| Error::from_io(location.clone(), e))?;
+                let meta = file.metadata().map_err(|e| Error::from_io(location.clone(), e))?;
+                if !meta.is_file() {
+                    return Err(Error::NotFound { location });
+                }
+                Ok((file, meta_of(key, &meta)))
+            })
+            .await?
+        };
+        let chunks = stream::unfold(Some(file), move |state| {
+            let location = location.clone();
+            async move {
+                let mut file = state?;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = BytesMut::zeroed(READ_CHUNK);
+                    let n = loop {
+                        match file.read(&mut buf) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            other => break other,
+                        }
+                    }?;
+                    buf.truncate(n);
+                    Ok::<_, io::Error>((buf.freeze(), file))
+                })
+                .await;
+                match read {
+                    Ok(Ok((bytes, _))) if bytes.is_empty() => None,
+                    Ok(Ok((bytes, file))) => Some((Ok(bytes), Some(file))),
+                    Ok(Err(e)) => Some((Err(Error::from_io(location, e)), None)),
+                    Err(e) => Some((
+                        Err(Error::Other {
+                            location,
+                            source: Box::new(e),
+                        }),
+                        None,
+                    )),
+                }
+            }
+        });
+        Ok(GetStream {
+            meta,
+            stream: chunks.boxed(),
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let path = self.path(key)?;
+        let location = self.location(key);
+        blocking(move || {
+            let mut file = File::open(&path).map_err(|e| Error::from_io(location.clone(), e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| Error::from_io(location.clone(), e))?
+                .len();
+            let end = range.end.min(size);
+            if range.start > end {
+                return Err(Error::Other {
+                    location,
+                    source: format!(
+                        "range {}..{} starts past the end ({size} bytes)",
+                        range.start, range.end
+                    )
+                    .into(),
+                });
+            }
+            let mut buf = vec![0u8; usize::try_from(end - range.start).unwrap_or(0)];
+            file.seek(SeekFrom::Start(range.start))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(|e| Error::from_io(location, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
+        let path = self.path(key)?;
+        let location = self.location(key);
+        blocking(move || {
+            write_atomically(&path, &location, mode, |file| match &source {
+                PutSource::Bytes(bytes) => file.write_all(bytes),
+                // io::copy between files uses copy_file_range where the kernel has it.
+                PutSource::File(from) => io::copy(&mut File::open(from)?, file).map(drop),
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        let location = self.location(key);
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::from_io(location, e)),
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.path(from)?, self.path(to)?);
+        let (from_location, to_location) = (self.location(from), self.location(to));
+        blocking(move || {
+            let mut input = File::open(&source).map_err(|e| Error::from_io(from_location, e))?;
+            write_atomically(&target, &to_location, PutMode::Overwrite, |file| {
+                io::copy(&mut input, file).map(drop)
+            })
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.path(from)?, self.path(to)?);
+        let (from_location, to_location) = (self.location(from), self.location(to));
+        blocking(move || {
+            if !source.is_file() {
+                return Err(Error::NotFound {
+                    location: from_location,
+                });
+            }
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::from_io(to_location.clone(), e))?;
+            }
+            fs::rename(&source, &target).map_err(|e| Error::from_io(to_location, e))
+        })
+        .await
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
+        let path = self.path(key)?;
+        let location = self.location(key);
+        blocking(move || {
+            File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(mtime))
+                .map_err(|e| Error::from_io(location, e))
+        })
+        .await
+    }
+}

@@ -1,0 +1,286 @@
+//! Store URLs: what the user writes after `--store`, parsed once, printed without secrets.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The kinds of store snapsync knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// A local directory: a plain path or `file:///absolute/path`.
+    File,
+    /// `memory://name`: in this process only (tests, dry runs).
+    Memory,
+    /// `s3://bucket/prefix`.
+    S3,
+    /// `gs://bucket/prefix`.
+    Gcs,
+    /// `az://container/prefix` (also `azure://`).
+    Azure,
+    /// `ftp://` (not available yet).
+    Ftp,
+    /// `ftps://` (not available yet).
+    Ftps,
+    /// `sftp://` (not available yet).
+    Sftp,
+}
+
+impl Scheme {
+    /// The scheme as written in URLs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::File => "file",
+            Scheme::Memory => "memory",
+            Scheme::S3 => "s3",
+            Scheme::Gcs => "gs",
+            Scheme::Azure => "az",
+            Scheme::Ftp => "ftp",
+            Scheme::Ftps => "ftps",
+            Scheme::Sftp => "sftp",
+        }
+    }
+}
+
+/// A parsed store URL.
+///
+/// `Display` never shows a password: `sftp://user:secret@host/x` prints as `sftp://user:***@host/x`, so a
+/// `StoreUrl` can go into any message or log.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StoreUrl {
+    scheme: Scheme,
+    /// For `File`: the directory. Otherwise unused.
+    path: PathBuf,
+    /// For remote schemes: the parsed URL (with its password, if any).
+    url: Option<url::Url>,
+    /// What `Display` shows.
+    shown: String,
+}
+
+impl StoreUrl {
+    /// Parses a store URL or a local path.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for an unknown scheme or a malformed URL.
+    pub fn parse(text: &str) -> Result<StoreUrl> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: redact_text(text),
+            reason: reason.to_owned(),
+        };
+        if text.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        let Some((scheme, _)) = text.split_once("://") else {
+            // A plain path (relative or absolute) is a local directory.
+            return Ok(StoreUrl {
+                scheme: Scheme::File,
+                path: PathBuf::from(text),
+                url: None,
+                shown: text.to_owned(),
+            });
+        };
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "file" => Scheme::File,
+            "memory" => Scheme::Memory,
+            "s3" | "s3a" => Scheme::S3,
+            "gs" | "gcs" => Scheme::Gcs,
+            "az" | "azure" | "abfs" => Scheme::Azure,
+            "ftp" => Scheme::Ftp,
+            "ftps" => Scheme::Ftps,
+            "sftp" => Scheme::Sftp,
+            other => {
+                return Err(invalid(&format!(
+                    "unknown scheme {other:?} (use a path, file://, memory://, s3://, gs:// or az://)"
+                )));
+            }
+        };
+        let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+        let shown = redact_url(&url);
+        match scheme {
+            Scheme::File => {
+                if !matches!(url.host_str(), None | Some("" | "localhost")) {
+                    return Err(invalid("a file:// URL names a local path: file:///absolute/path"));
+                }
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| invalid("not a usable file:// path"))?;
+                Ok(StoreUrl {
+                    scheme,
+                    path,
+                    url: None,
+                    shown,
+                })
+            }
+            Scheme::S3 | Scheme::Gcs | Scheme::Azure | Scheme::Memory => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(invalid(match scheme {
+                        Scheme::Memory => "memory:// needs a name: memory://NAME",
+                        Scheme::Azure => "az:// needs a container: az://CONTAINER/prefix",
+                        _ => "needs a bucket: s3://BUCKET/prefix",
+                    }));
+                }
+                Ok(StoreUrl {
+                    scheme,
+                    path: PathBuf::new(),
+                    url: Some(url),
+                    shown,
+                })
+            }
+            Scheme::Ftp | Scheme::Ftps | Scheme::Sftp => Ok(StoreUrl {
+                scheme,
+                path: PathBuf::new(),
+                url: Some(url),
+                shown,
+            }),
+        }
+    }
+
+    /// A local directory store.
+    #[must_use]
+    pub fn local(path: &Path) -> StoreUrl {
+        StoreUrl {
+            scheme: Scheme::File,
+            path: path.to_path_buf(),
+            url: None,
+            shown: path.display().to_string(),
+        }
+    }
+
+    /// The kind of store.
+    #[must_use]
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The directory of a local store.
+    #[must_use]
+    pub fn local_path(&self) -> Option<&Path> {
+        (self.scheme == Scheme::File).then_some(self.path.as_path())
+    }
+
+    /// Bucket, container or memory-store name.
+    #[must_use]
+    pub fn bucket(&self) -> Option<&str> {
+        self.url.as_ref().and_then(url::Url::host_str)
+    }
+
+    /// The key prefix inside the bucket (no leading or trailing `/`), percent-decoded.
+    #[must_use]
+    pub fn prefix(&self) -> String {
+        self.url.as_ref().map_or_else(String::new, |u| {
+            let decoded = percent_encoding::percent_decode_str(u.path()).decode_utf8_lossy();
+            decoded.trim_matches('/').to_owned()
+        })
+    }
+
+    /// The full URL, password included: only for building clients, never for messages.
+    #[must_use]
+    pub fn secret_url(&self) -> Option<&url::Url> {
+        self.url.as_ref()
+    }
+
+    /// This URL followed by `/key`, for messages.
+    #[must_use]
+    pub fn with_key(&self, key: &str) -> String {
+        if key.is_empty() {
+            self.shown.clone()
+        } else {
+            format!("{}/{key}", self.shown.trim_end_matches('/'))
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({})", self.shown)
+    }
+}
+
+fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if url.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// Redacts a password in text that may not even parse as a URL: everything between `://user:` and `@`.
+#[must_use]
+pub fn redact_text(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let rest = &text[start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => {
+            format!(
+                "{}{}:***{}",
+                &text[..start],
+                &authority[..colon],
+                &text[start + at..]
+            )
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_parse() {
+        let s3 = StoreUrl::parse("s3://bucket/some/prefix/").unwrap();
+        assert_eq!(
+            (s3.scheme(), s3.bucket(), s3.prefix().as_str()),
+            (Scheme::S3, Some("bucket"), "some/prefix")
+        );
+        assert_eq!(StoreUrl::parse("gs://b").unwrap().scheme(), Scheme::Gcs);
+        assert_eq!(StoreUrl::parse("az://c/p").unwrap().scheme(), Scheme::Azure);
+        assert_eq!(StoreUrl::parse("azure://c/p").unwrap().bucket(), Some("c"));
+        assert_eq!(StoreUrl::parse("memory://t").unwrap().scheme(), Scheme::Memory);
+        let file = StoreUrl::parse("file:///tmp/store%20x").unwrap();
+        assert_eq!(file.local_path(), Some(Path::new("/tmp/store x")));
+        let plain = StoreUrl::parse("relative/dir").unwrap();
+        assert_eq!(plain.local_path(), Some(Path::new("relative/dir")));
+        assert_eq!(StoreUrl::parse("s3://b/a%20b").unwrap().prefix(), "a b");
+    }
+
+    #[test]
+    fn bad_urls_are_clear() {
+        for (text, expected) in [
+            ("", "it is empty"),
+            ("ftpx://host/x", "unknown scheme \"ftpx\""),
+            ("s3:///nobucket", "needs a bucket"),
+            ("memory://", "memory:// needs a name"),
+            ("file://otherhost/x", "names a local path"),
+        ] {
+            let err = StoreUrl::parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let url = StoreUrl::parse("sftp://user:s3cret@host:2222/data").unwrap();
+        assert_eq!(url.to_string(), "sftp://user:***@host:2222/data");
+        assert_eq!(format!("{url:?}"), "StoreUrl(sftp://user:***@host:2222/data)");
+        assert_eq!(url.secret_url().unwrap().password(), Some("s3cret"));
+        assert_eq!(redact_text("ftp://me:pw@h/x"), "ftp://me:***@h/x");
+        assert_eq!(redact_text("ftp://me@h/x:y"), "ftp://me@h/x:y");
+        let err = StoreUrl::parse("ftpz://me:topsecret@h/x")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("topsecret"), "{err}");
+    }
+}

@@ -1,0 +1,320 @@
+//! Wrappers that change how any store behaves: a key prefix, retries, a dry run.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
+
+/// Every key of the inner store, below a fixed prefix.
+#[derive(Debug)]
+pub struct PrefixStore {
+    inner: Arc<dyn Store>,
+    prefix: String,
+    url: StoreUrl,
+}
+
+impl PrefixStore {
+    /// Wraps `inner`, so that key `k` is `prefix/k` there.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when `prefix` is not a valid key.
+    pub fn new(inner: Arc<dyn Store>, prefix: &str) -> Result<PrefixStore> {
+        let prefix = prefix.trim_matches('/').to_owned();
+        check_key(&prefix)?;
+        let url = StoreUrl::parse(&inner.url().with_key(&prefix)).unwrap_or_else(|_| inner.url().clone());
+        Ok(PrefixStore { inner, prefix, url })
+    }
+
+    fn key(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(format!("{}/{key}", self.prefix))
+    }
+}
+
+#[async_trait]
+impl Store for PrefixStore {
+    fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = prefix.trim_end_matches('/');
+        let full = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let strip = format!("{}/", self.prefix);
+        self.inner
+            .list(&full)
+            .map_ok(move |mut meta| {
+                meta.key = meta.key.strip_prefix(&strip).unwrap_or(&meta.key).to_owned();
+                meta
+            })
+            .boxed()
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let mut meta = self.inner.head(&self.key(key)?).await?;
+        key.clone_into(&mut meta.key);
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &str) -> Result<GetStream> {
+        let mut got = self.inner.get(&self.key(key)?).await?;
+        key.clone_into(&mut got.meta.key);
+        Ok(got)
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.inner.get_range(&self.key(key)?, range).await
+    }
+
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
+        self.inner.put(&self.key(key)?, source, mode).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(&self.key(key)?).await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.inner.copy(&self.key(from)?, &self.key(to)?).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.inner.rename(&self.key(from)?, &self.key(to)?).await
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
+        self.inner.set_mtime(&self.key(key)?, mtime).await
+    }
+}
+
+/// How [`RetryStore`] retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// Wait before the first retry; doubled after each.
+    pub first_delay: Duration,
+    /// The longest wait.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Retries operations that fail with [`Error::Transient`], waiting longer each time.
+///
+/// What is retried is each whole operation: a `put` sends its source again (a file is reopened), a `get`
+/// retries until the stream starts, a listing is collected and retried as a whole. A create-if-absent that
+/// succeeded but whose answer was lost fails its retry with `AlreadyExists`; callers storing
+/// content-addressed data treat that as success.
+#[derive(Debug)]
+pub struct RetryStore {
+    inner: Arc<dyn Store>,
+    policy: RetryPolicy,
+}
+
+impl RetryStore {
+    /// Wraps `inner`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Store>, policy: RetryPolicy) -> RetryStore {
+        RetryStore { inner, policy }
+    }
+
+    async fn retry<T, F, Fut>(&self, mut operation: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+        T: Send,
+    {
+        retry(self.policy, &mut operation).await
+    }
+}
+
+async fn retry<T, F, Fut>(policy: RetryPolicy, operation: &mut F) -> Result<T>
+where
+    F: FnMut() -> Fut + Send,
+    Fut: std::future::Future<Output = Result<T>> + Send,
+{
+    let mut delay = policy.first_delay;
+    let mut attempt = 1;
+    loop {
+        match operation().await {
+            Err(e) if e.is_transient() && attempt < policy.attempts => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_delay);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RetryStore {
+    fn url(&self) -> &StoreUrl {
+        self.inner.url()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        let (inner, policy, prefix) = (Arc::clone(&self.inner), self.policy, prefix.to_owned());
+        stream::once(async move { retry(policy, &mut || inner.list(&prefix).try_collect::<Vec<_>>()).await })
+            .flat_map(|listed| match listed {
+                Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+                Err(e) => stream::once(async { Err(e) }).boxed(),
+            })
+            .boxed()
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.retry(|| self.inner.head(key)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<GetStream> {
+        self.retry(|| self.inner.get(key)).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.retry(|| self.inner.get_range(key, range.clone())).await
+    }
+
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
+        self.retry(|| self.inner.put(key, source.clone(), mode)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.retry(|| self.inner.delete(key)).await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.retry(|| self.inner.copy(from, to)).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.retry(|| self.inner.rename(from, to)).await
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
+        self.retry(|| self.inner.set_mtime(key, mtime)).await
+    }
+}
+
+/// Reads from the inner store; records every write and performs none.
+#[derive(Debug)]
+pub struct DryRunStore {
+    inner: Arc<dyn Store>,
+    actions: Mutex<Vec<String>>,
+}
+
+impl DryRunStore {
+    /// Wraps `inner`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Store>) -> DryRunStore {
+        DryRunStore {
+            inner,
+            actions: Mutex::default(),
+        }
+    }
+
+    /// The writes that would have happened, in order: `put KEY`, `delete KEY`, `copy A B`, ….
+    #[must_use]
+    pub fn actions(&self) -> Vec<String> {
+        self.actions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, action: String) {
+        self.actions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(action);
+    }
+}
+
+#[async_trait]
+impl Store for DryRunStore {
+    fn url(&self) -> &StoreUrl {
+        self.inner.url()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+
+    async fn get(&self, key: &str) -> Result<GetStream> {
+        self.inner.get(key).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+
+    async fn put(&self, key: &str, _source: PutSource, mode: PutMode) -> Result<()> {
+        check_key(key)?;
+        if mode == PutMode::Create && self.inner.head(key).await.is_ok() {
+            return Err(Error::AlreadyExists {
+                location: self.inner.url().with_key(key),
+            });
+        }
+        self.record(format!("put {key}"));
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        self.record(format!("delete {key}"));
+        Ok(())
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.inner.head(from).await?;
+        self.record(format!("copy {from} {to}"));
+        Ok(())
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.inner.head(from).await?;
+        self.record(format!("rename {from} {to}"));
+        Ok(())
+    }
+
+    async fn set_mtime(&self, key: &str, _mtime: SystemTime) -> Result<()> {
+        check_key(key)?;
+        self.record(format!("set-mtime {key}"));
+        Ok(())
+    }
+}

@@ -1,0 +1,375 @@
+//! Every backend against the conformance suite, with real servers for S3 (moto) and Azure (Azurite);
+//! the wrappers; and failure behaviour.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use snapsync_store::conformance::{self, Options};
+use snapsync_store::{
+    Capabilities, DryRunStore, Error, GetStream, ObjectMeta, PrefixStore, PutMode, PutSource, RetryPolicy,
+    RetryStore, Store, StoreExt, StoreUrl, open, open_with_config,
+};
+use snapsync_testkit::{Azurite, S3Server};
+
+fn pairs<'a>(config: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    config.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn suite(store: Arc<dyn Store>, options: &Options) {
+    if let Err(failure) = conformance::run_all(store, options).await {
+        panic!("conformance: {failure}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_filesystem_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap()).unwrap();
+    suite(store, &Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_passes_the_conformance_suite() {
+    let store = open(&StoreUrl::parse("memory://conformance").unwrap()).unwrap();
+    suite(store, &Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_passes_the_conformance_suite_against_a_real_server() {
+    let server = S3Server::start();
+    server.create_bucket("conformance");
+    let config = server.config();
+    let store = open_with_config(
+        &StoreUrl::parse("s3://conformance/some/prefix").unwrap(),
+        &pairs(&config),
+    )
+    .unwrap();
+    suite(Arc::clone(&store), &Options::default()).await;
+    // The URL's prefix is where everything went.
+    let whole = open_with_config(&StoreUrl::parse("s3://conformance").unwrap(), &pairs(&config)).unwrap();
+    let all = whole.list_all("").await.unwrap();
+    assert!(
+        !all.is_empty() && all.iter().all(|m| m.key.starts_with("some/prefix/")),
+        "{:?}",
+        &all[..3.min(all.len())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_passes_the_conformance_suite_against_azurite() {
+    let server = Azurite::start();
+    server.create_container("conformance");
+    let config = server.config();
+    let store = open_with_config(
+        &StoreUrl::parse("az://conformance/prefix").unwrap(),
+        &pairs(&config),
+    )
+    .unwrap();
+    suite(store, &Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_with_a_wrong_key_is_permission_denied() {
+    let server = Azurite::start();
+    server.create_container("locked");
+    let mut config = server.config();
+    config[1].1 = "d3JvbmcgcGFzc3dvcmQgZm9yIGF6dXJpdGUgdGVzdHMgdGhhdCBpcyBsb25nIGVub3VnaA==".into();
+    let store = open_with_config(&StoreUrl::parse("az://locked").unwrap(), &pairs(&config)).unwrap();
+    let err = store
+        .put(
+            "x",
+            PutSource::Bytes(Bytes::from_static(b"x")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "az://locked/x: access denied");
+    assert!(err.hint().unwrap().contains("credentials"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_server_is_a_transient_error_naming_the_url() {
+    let port = snapsync_testkit::free_port();
+    let config = [
+        ("aws_endpoint", format!("http://127.0.0.1:{port}")),
+        ("aws_allow_http", "true".to_owned()),
+        ("aws_access_key_id", "k".to_owned()),
+        ("aws_secret_access_key", "s".to_owned()),
+    ];
+    let store = open_with_config(&StoreUrl::parse("s3://nobody/home").unwrap(), &pairs(&config)).unwrap();
+    let err = store.head("key").await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(err.to_string(), "s3://nobody/home/key: temporary failure");
+}
+
+#[test]
+fn gcs_urls_and_configuration_parse() {
+    // No GCS emulator works offline here: check what can be checked without a server.
+    let url = StoreUrl::parse("gs://my-bucket/snapshots/prod").unwrap();
+    assert_eq!(
+        (url.bucket(), url.prefix().as_str()),
+        (Some("my-bucket"), "snapshots/prod")
+    );
+    let err = open_with_config(&url, &[("google_service_account", "/nonexistent/key.json")]).unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid store URL gs://my-bucket/snapshots/prod: "),
+        "{err}"
+    );
+    let err = open_with_config(&url, &[("google_no_such_option", "x")]).unwrap_err();
+    assert!(err.to_string().contains("unknown configuration key"), "{err}");
+    // With credentials that need no network (anonymous access), the client builds.
+    open_with_config(&url, &[("google_skip_signature", "true")]).unwrap();
+}
+
+#[tokio::test]
+async fn local_listings_skip_leftover_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    std::fs::write(dir.path().join("a/.obj.snapsync-123-0.tmp"), b"half written").unwrap();
+    std::fs::write(dir.path().join("a/obj"), b"whole").unwrap();
+    let store = open(&StoreUrl::local(dir.path())).unwrap();
+    let keys: Vec<String> = store
+        .list_all("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(keys, ["a/obj"]);
+}
+
+#[tokio::test]
+async fn local_store_refuses_keys_that_leave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&StoreUrl::local(&dir.path().join("store"))).unwrap();
+    for key in ["../escape", "a/../../b", "/abs", "a//b", ""] {
+        let err = store
+            .put(key, PutSource::Bytes(Bytes::new()), PutMode::Overwrite)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{key:?}: {err:?}");
+    }
+    assert!(!dir.path().join("escape").exists());
+}
+
+#[tokio::test]
+async fn a_read_only_local_store_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&StoreUrl::local(dir.path())).unwrap();
+    store
+        .put(
+            "a",
+            PutSource::Bytes(Bytes::from_static(b"1")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    // Root ignores permissions; a read-only bind is not available here, so use a file where a
+    // directory is needed.
+    std::fs::write(dir.path().join("blocker"), b"").unwrap();
+    let err = store
+        .put("blocker/x", PutSource::Bytes(Bytes::new()), PutMode::Overwrite)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}/blocker/x", dir.path().display())),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn prefix_store_confines_keys() {
+    let inner = open(&StoreUrl::parse("memory://prefix-test").unwrap()).unwrap();
+    let store = PrefixStore::new(Arc::clone(&inner), "tenant/a").unwrap();
+    store
+        .put(
+            "x/y",
+            PutSource::Bytes(Bytes::from_static(b"1")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    assert!(inner.exists("tenant/a/x/y").await.unwrap());
+    let keys: Vec<String> = store
+        .list_all("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(keys, ["x/y"]);
+    assert_eq!(store.head("x/y").await.unwrap().key, "x/y");
+    assert_eq!(store.url().to_string(), "memory://prefix-test/tenant/a");
+}
+
+#[tokio::test]
+async fn dry_run_records_writes_and_performs_none() {
+    let inner = open(&StoreUrl::parse("memory://dry-run-test").unwrap()).unwrap();
+    inner
+        .put(
+            "existing",
+            PutSource::Bytes(Bytes::from_static(b"1")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    let dry = DryRunStore::new(Arc::clone(&inner));
+    dry.put(
+        "new",
+        PutSource::Bytes(Bytes::from_static(b"2")),
+        PutMode::Overwrite,
+    )
+    .await
+    .unwrap();
+    dry.delete("existing").await.unwrap();
+    dry.copy("existing", "elsewhere").await.unwrap();
+    assert!(matches!(
+        dry.put("existing", PutSource::Bytes(Bytes::new()), PutMode::Create)
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        dry.actions(),
+        ["put new", "delete existing", "copy existing elsewhere"]
+    );
+    let keys: Vec<String> = inner
+        .list_all("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(keys, ["existing"], "nothing was written");
+    assert_eq!(dry.get_bytes("existing").await.unwrap(), "1", "reads go through");
+}
+
+/// A store whose operations fail a given number of times first, to test the retry wrapper's logic.
+/// (The real-server tests above and in the snapshot crate test real failures.)
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn Store>,
+    failures_left: AtomicU32,
+    calls: AtomicU32,
+}
+
+impl Flaky {
+    fn fail(&self) -> snapsync_store::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Transient {
+                location: "flaky".into(),
+                source: "connection reset".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for Flaky {
+    fn url(&self) -> &StoreUrl {
+        self.inner.url()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'static, snapsync_store::Result<ObjectMeta>> {
+        match self.fail() {
+            Ok(()) => self.inner.list(prefix),
+            Err(e) => Box::pin(futures::stream::once(async { Err(e) })),
+        }
+    }
+    async fn head(&self, key: &str) -> snapsync_store::Result<ObjectMeta> {
+        self.fail()?;
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> snapsync_store::Result<GetStream> {
+        self.fail()?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> snapsync_store::Result<Bytes> {
+        self.fail()?;
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> snapsync_store::Result<()> {
+        self.fail()?;
+        self.inner.put(key, source, mode).await
+    }
+    async fn delete(&self, key: &str) -> snapsync_store::Result<()> {
+        self.fail()?;
+        self.inner.delete(key).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> snapsync_store::Result<()> {
+        self.fail()?;
+        self.inner.copy(from, to).await
+    }
+    async fn rename(&self, from: &str, to: &str) -> snapsync_store::Result<()> {
+        self.fail()?;
+        self.inner.rename(from, to).await
+    }
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> snapsync_store::Result<()> {
+        self.fail()?;
+        self.inner.set_mtime(key, mtime).await
+    }
+}
+
+#[tokio::test]
+async fn retry_store_retries_transient_failures_then_gives_up() {
+    let inner = open(&StoreUrl::parse("memory://retry-test").unwrap()).unwrap();
+    let policy = RetryPolicy {
+        attempts: 4,
+        first_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(4),
+    };
+    let flaky = Arc::new(Flaky {
+        inner: Arc::clone(&inner),
+        failures_left: AtomicU32::new(3),
+        calls: AtomicU32::new(0),
+    });
+    let store = RetryStore::new(Arc::clone(&flaky) as Arc<dyn Store>, policy);
+    store
+        .put(
+            "k",
+            PutSource::Bytes(Bytes::from_static(b"v")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        flaky.calls.load(Ordering::SeqCst),
+        4,
+        "three failures, then success"
+    );
+    flaky.failures_left.store(3, Ordering::SeqCst);
+    assert_eq!(
+        store.list_all("").await.unwrap().len(),
+        1,
+        "listings are retried too"
+    );
+
+    flaky.failures_left.store(10, Ordering::SeqCst);
+    flaky.calls.store(0, Ordering::SeqCst);
+    let err = store.head("k").await.unwrap_err();
+    assert!(err.is_transient());
+    assert_eq!(
+        flaky.calls.load(Ordering::SeqCst),
+        4,
+        "gives up after the policy's attempts"
+    );
+
+    // Errors that are not transient are not retried.
+    flaky.failures_left.store(0, Ordering::SeqCst);
+    flaky.calls.store(0, Ordering::SeqCst);
+    assert!(store.head("missing").await.unwrap_err().is_not_found());
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+}

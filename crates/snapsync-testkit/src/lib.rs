@@ -1,0 +1,192 @@
+//! Test support for snapsync: real servers started on 127.0.0.1 for the tests that need them, and
+//! reference tools installed from PyPI or npm into the target directory once.
+//!
+//! Nothing here is skipped: when a server cannot be installed or does not start, the call panics with
+//! what went wrong, and the test fails. Servers run in their own process group and are stopped, with
+//! everything they started, when their handle is dropped.
+//!
+//! This is test-only code: it panics instead of returning errors.
+#![forbid(unsafe_code)]
+// Test support: a failure to set up is a failed test, said as loudly as possible.
+#![allow(clippy::missing_panics_doc)]
+
+mod servers;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
+
+/// Where installed tools and server data live: `target/testkit` of the workspace, or
+/// `$SNAPSYNC_TESTKIT_DIR`.
+#[must_use]
+pub fn workdir() -> PathBuf {
+    let dir = std::env::var_os("SNAPSYNC_TESTKIT_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testkit"),
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The real Python interpreter (not a pyenv shim, whose pid is not the server's): `$SNAPSYNC_TEST_PYTHON`
+/// or the `sys.executable` of `python3`.
+#[must_use]
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("SNAPSYNC_TEST_PYTHON") {
+                return PathBuf::from(p);
+            }
+            let out = Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .expect("python3 runs (the tests need Python 3 with pip)");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
+
+/// Installs `requirements` from PyPI with pip into `workdir()/pip/NAME` once (all test processes share
+/// it) and returns that directory, for `PYTHONPATH`.
+#[must_use]
+pub fn pip_install(name: &str, requirements: &[&str]) -> PathBuf {
+    install(&workdir().join("pip").join(name), |staging| {
+        let out = Command::new(python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--target",
+            ])
+            .arg(staging)
+            .args(requirements)
+            .output()
+            .expect("python -m pip runs");
+        assert!(
+            out.status.success(),
+            "pip install {requirements:?} failed (the tests need PyPI):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+}
+
+/// Installs npm `packages` into `workdir()/npm/NAME` once and returns that directory.
+#[must_use]
+pub fn npm_install(name: &str, packages: &[&str]) -> PathBuf {
+    install(&workdir().join("npm").join(name), |staging| {
+        std::fs::write(
+            staging.join("package.json"),
+            r#"{"name":"snapsync-testkit","private":true}"#,
+        )
+        .expect("write package.json");
+        let out = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund"])
+            .args(packages)
+            .current_dir(staging)
+            .output()
+            .expect("npm runs (the tests need Node.js and npm)");
+        assert!(
+            out.status.success(),
+            "npm install {packages:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+}
+
+/// Runs `fill` on a staging directory and renames it to `target`, unless `target` is complete already.
+/// Concurrent test processes may race here; the loser of the rename uses the winner's copy.
+fn install(target: &Path, fill: impl FnOnce(&Path)) -> PathBuf {
+    let done = target.join(".complete");
+    if !done.exists() {
+        let staging = target.with_extension(format!("staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).expect("create a staging directory");
+        fill(&staging);
+        std::fs::write(staging.join(".complete"), "").expect("mark complete");
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).expect("create the install directory");
+        }
+        if std::fs::rename(&staging, target).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+    }
+    assert!(
+        done.exists(),
+        "{} is incomplete; delete it and run again",
+        target.display()
+    );
+    target.to_path_buf()
+}
+
+/// A server process in its own process group, stopped (with all it started) when dropped.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    name: String,
+}
+
+impl Process {
+    /// Starts `command` in a new process group.
+    #[must_use]
+    pub fn spawn(name: &str, command: &mut Command) -> Process {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Waits until something accepts connections on `port`; panics, with the server's exit status if
+    /// it died, when nothing does within `timeout`.
+    pub fn wait_for_port(&mut self, port: u16, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited before it listened on port {port}: {status}", self.name);
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{} did not listen on port {port} within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server now (the tests of a server going away mid-transfer use this).
+    pub fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
