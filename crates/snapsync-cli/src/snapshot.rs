@@ -68,6 +68,7 @@ fn walk(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<Walk> {
         exclude,
         threads: args.jobs,
         progress: Some(Arc::clone(&counters)),
+        record_sources: false,
     };
     let started = Instant::now();
     let walked = {

@@ -38,4 +38,4 @@ pub use hash::{
     Checksum, Hex, MMAP_THRESHOLD, directory_checksum, hash_file, hash_read, is_truncated_while_mapped,
 };
 pub use manifest::{Entry, EntryKind, Manifest};
-pub use walk::{Progress, Walk, WalkOptions, Warning, walk};
+pub use walk::{Fingerprint, Progress, Source, Walk, WalkOptions, Warning, walk};

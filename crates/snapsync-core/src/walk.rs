@@ -52,6 +52,9 @@ pub struct WalkOptions {
     pub threads: Option<NonZeroUsize>,
     /// Counters the walk updates as it goes, for a progress display.
     pub progress: Option<Arc<Progress>>,
+    /// Also return, for every file, where it is and its [`Fingerprint`] when it was hashed (see
+    /// [`Walk::sources`]); costs a little memory per file.
+    pub record_sources: bool,
 }
 
 impl Default for WalkOptions {
@@ -62,6 +65,7 @@ impl Default for WalkOptions {
             exclude: Exclude::default(),
             threads: None,
             progress: None,
+            record_sources: false,
         }
     }
 }
@@ -122,6 +126,58 @@ pub struct Walk {
     pub warnings: Vec<Warning>,
     /// The root as used for absolute paths (absolute, lexically normalised).
     pub root: PathBuf,
+    /// With [`WalkOptions::record_sources`]: every file hashed, in no particular order.
+    pub sources: Vec<Source>,
+}
+
+/// A file the walk hashed: where it is, and how it looked when hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The content's checksum.
+    pub checksum: Checksum,
+    /// The file (for a followed symlink, the link's path; opening it reads the target).
+    pub path: PathBuf,
+    /// Its metadata when it was hashed.
+    pub fingerprint: Fingerprint,
+}
+
+/// What identifies a file's content without reading it: if none of these changed, neither did the
+/// content (the same test rsync, git and backup tools use). A write changes the modification and change
+/// times, whatever it sets the modification time to afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub modified_ns: i128,
+    /// Status change time, nanoseconds since the epoch.
+    pub changed_ns: i128,
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint in `meta`.
+    #[must_use]
+    pub fn of(meta: &Metadata) -> Fingerprint {
+        Fingerprint {
+            len: meta.len(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            changed_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The fingerprint of the file at `path` now (following symlinks).
+    ///
+    /// # Errors
+    /// Any error reading the metadata.
+    pub fn current(path: &Path) -> io::Result<Fingerprint> {
+        fs::metadata(path).map(|m| Fingerprint::of(&m))
+    }
 }
 
 /// Walks `root` and returns its manifest.
@@ -148,6 +204,7 @@ pub fn walk(root: &Path, options: &WalkOptions) -> Result<Walk> {
             .to_vec(),
         entries: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
+        sources: Mutex::new(Vec::new()),
     };
     let top = Ancestor {
         id: (target.dev(), target.ino()),
@@ -164,8 +221,14 @@ pub fn walk(root: &Path, options: &WalkOptions) -> Result<Walk> {
         .map_err(|e| Error::io(&root, io::Error::other(e)))?
         .install(|| walker.visit_dir(&root, b"", own.mode() & 0o7777, &top))?;
     let Walker {
-        entries, warnings, ..
+        entries,
+        warnings,
+        sources,
+        ..
     } = walker;
+    let sources = sources
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let entries = entries
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -176,6 +239,7 @@ pub fn walk(root: &Path, options: &WalkOptions) -> Result<Walk> {
         manifest: Manifest::new(entries)?,
         warnings,
         root,
+        sources,
     })
 }
 
@@ -200,6 +264,7 @@ struct Walker<'a> {
     root_prefix: Vec<u8>,
     entries: Mutex<Vec<Entry>>,
     warnings: Mutex<Vec<Warning>>,
+    sources: Mutex<Vec<Source>>,
 }
 
 /// The chain of directories from the root to the one being walked, by (device, inode), to stop loops.
@@ -253,7 +318,7 @@ impl Walker<'_> {
                 files
                     .into_par_iter()
                     .map(|job| self.hash_file(job))
-                    .collect::<Result<Vec<Entry>>>()
+                    .collect::<Result<Vec<(Entry, Option<Source>)>>>()
             },
             || {
                 dirs.into_par_iter()
@@ -268,6 +333,13 @@ impl Walker<'_> {
             },
         );
         let (files, subdirs) = (files?, subdirs?);
+        let (files, sources): (Vec<Entry>, Vec<Option<Source>>) = files.into_iter().unzip();
+        if self.options.record_sources {
+            self.sources
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(sources.into_iter().flatten());
+        }
         let size = files
             .iter()
             .map(Entry::size)
@@ -384,7 +456,7 @@ impl Walker<'_> {
         Ok((files, dirs))
     }
 
-    fn hash_file(&self, job: FileJob) -> Result<Entry> {
+    fn hash_file(&self, job: FileJob) -> Result<(Entry, Option<Source>)> {
         let file = match File::options()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
@@ -431,13 +503,19 @@ impl Walker<'_> {
             progress.files.fetch_add(1, Ordering::Relaxed);
             progress.bytes.fetch_add(hashed, Ordering::Relaxed);
         }
-        Entry::new(
+        let entry = Entry::new(
             EntryKind::File,
             job.mode,
             checksum,
             job.recorded_size,
             self.manifest_path(&job.relative, false),
-        )
+        )?;
+        let source = self.options.record_sources.then(|| Source {
+            checksum,
+            path: job.path,
+            fingerprint: Fingerprint::of(&after),
+        });
+        Ok((entry, source))
     }
 
     /// The path written in the manifest for an entry `relative` below the root (empty for the root).

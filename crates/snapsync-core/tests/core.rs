@@ -359,3 +359,52 @@ proptest! {
         prop_assert_eq!(Manifest::parse(a.render().as_bytes()).unwrap(), a);
     }
 }
+
+#[test]
+fn sources_record_every_file_with_its_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("d")).unwrap();
+    fs::write(dir.path().join("d/a"), b"alpha").unwrap();
+    fs::write(dir.path().join("b"), b"beta").unwrap();
+    symlink("b", dir.path().join("link")).unwrap();
+    let options = WalkOptions {
+        record_sources: true,
+        ..WalkOptions::default()
+    };
+    let walked = walk(dir.path(), &options).unwrap();
+    let mut sources = walked.sources.clone();
+    sources.sort_by(|a, b| a.path.cmp(&b.path));
+    let paths: Vec<_> = sources
+        .iter()
+        .map(|s| s.path.strip_prefix(&walked.root).unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, [Path::new("b"), Path::new("d/a"), Path::new("link")]);
+    for source in &sources {
+        assert_eq!(
+            source.fingerprint,
+            snapsync_core::Fingerprint::current(&source.path).unwrap()
+        );
+        assert_eq!(source.checksum, Checksum::of(&fs::read(&source.path).unwrap()));
+    }
+    // A write changes the fingerprint, even one that restores the modification time.
+    let before = sources[1].fingerprint;
+    let mtime = fs::metadata(&sources[1].path).unwrap().modified().unwrap();
+    fs::write(&sources[1].path, b"ALPHA").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&sources[1].path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_ne!(
+        snapsync_core::Fingerprint::current(&sources[1].path).unwrap(),
+        before
+    );
+    // Without the option, nothing is recorded.
+    assert!(
+        walk(dir.path(), &WalkOptions::default())
+            .unwrap()
+            .sources
+            .is_empty()
+    );
+}

@@ -53,7 +53,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 pub use crate::error::{Error, Result};
-pub use crate::local::LocalStore;
+pub use crate::local::{LocalStore, is_temp_name, temp_path};
 pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
 pub use crate::url::{Scheme, StoreUrl, redact_text};
 pub use crate::wrap::{DryRunStore, PrefixStore, RetryPolicy, RetryStore};
@@ -160,6 +160,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Sets an object's modification time, where [`Capabilities::set_mtime`].
     async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()>;
+
+    /// Makes every write that has completed durable: a barrier before writing something that refers to
+    /// them (a snapshot's manifest after its objects). Object stores are durable per write already.
+    async fn persist(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Conveniences on every [`Store`].

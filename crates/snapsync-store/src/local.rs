@@ -30,6 +30,9 @@ const READ_CHUNK: usize = 1024 * 1024;
 pub struct LocalStore {
     url: StoreUrl,
     root: PathBuf,
+    /// Flush each object to disk before it is renamed into place (otherwise [`Store::persist`] flushes
+    /// all of them at once).
+    sync_each: bool,
 }
 
 impl LocalStore {
@@ -38,7 +41,22 @@ impl LocalStore {
     #[must_use]
     pub fn new(url: StoreUrl) -> LocalStore {
         let root = url.local_path().map(Path::to_path_buf).unwrap_or_default();
-        LocalStore { url, root }
+        LocalStore {
+            url,
+            root,
+            sync_each: true,
+        }
+    }
+
+    /// Like [`LocalStore::new`], but objects are not flushed to disk one by one: [`Store::persist`]
+    /// flushes the whole filesystem once, as a barrier before writing what refers to them. Writes are
+    /// still atomic against a killed process (temporary name, then rename).
+    #[must_use]
+    pub fn batched(url: StoreUrl) -> LocalStore {
+        LocalStore {
+            sync_each: false,
+            ..LocalStore::new(url)
+        }
     }
 
     /// The store's directory.
@@ -59,12 +77,14 @@ impl LocalStore {
 
 /// Whether a file name is one of the temporary names writers use.
 #[must_use]
-pub(crate) fn is_temp_name(name: &OsStr) -> bool {
+pub fn is_temp_name(name: &OsStr) -> bool {
     let name = name.as_bytes();
     name.starts_with(b".") && name.ends_with(b".tmp") && name.windows(10).any(|w| w == b".snapsync-")
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// A temporary name beside `path` for writing it: `.NAME.snapsync-PID-N.tmp` (see [`is_temp_name`]).
+#[must_use]
+pub fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(OsStr::to_string_lossy).unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -86,6 +106,7 @@ pub(crate) fn write_atomically(
     path: &Path,
     location: &str,
     mode: PutMode,
+    sync: bool,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -104,7 +125,7 @@ pub(crate) fn write_atomically(
         .and_then(|mut file| {
             fill(&mut file)?;
             file.flush()?;
-            file.sync_all()
+            if sync { file.sync_all() } else { Ok(()) }
         });
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
@@ -299,8 +320,9 @@ impl Store for LocalStore {
     async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
         let path = self.path(key)?;
         let location = self.location(key);
+        let sync = self.sync_each;
         blocking(move || {
-            write_atomically(&path, &location, mode, |file| match &source {
+            write_atomically(&path, &location, mode, sync, |file| match &source {
                 PutSource::Bytes(bytes) => file.write_all(bytes),
                 // io::copy between files uses copy_file_range where the kernel has it.
                 PutSource::File(from) => io::copy(&mut File::open(from)?, file).map(drop),
@@ -323,9 +345,10 @@ impl Store for LocalStore {
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let (source, target) = (self.path(from)?, self.path(to)?);
         let (from_location, to_location) = (self.location(from), self.location(to));
+        let sync = self.sync_each;
         blocking(move || {
             let mut input = File::open(&source).map_err(|e| Error::from_io(from_location, e))?;
-            write_atomically(&target, &to_location, PutMode::Overwrite, |file| {
+            write_atomically(&target, &to_location, PutMode::Overwrite, sync, |file| {
                 io::copy(&mut input, file).map(drop)
             })
         })
@@ -345,6 +368,18 @@ impl Store for LocalStore {
                 fs::create_dir_all(parent).map_err(|e| Error::from_io(to_location.clone(), e))?;
             }
             fs::rename(&source, &target).map_err(|e| Error::from_io(to_location, e))
+        })
+        .await
+    }
+
+    async fn persist(&self) -> Result<()> {
+        if self.sync_each {
+            return Ok(());
+        }
+        let (root, location) = (self.root.clone(), self.url.to_string());
+        blocking(move || {
+            let dir = File::open(&root).map_err(|e| Error::from_io(location.clone(), e))?;
+            rustix::fs::syncfs(&dir).map_err(|e| Error::from_io(location, e.into()))
         })
         .await
     }

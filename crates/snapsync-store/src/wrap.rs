@@ -99,6 +99,10 @@ impl Store for PrefixStore {
     async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
         self.inner.set_mtime(&self.key(key)?, mtime).await
     }
+
+    async fn persist(&self) -> Result<()> {
+        self.inner.persist().await
+    }
 }
 
 /// How [`RetryStore`] retries.
@@ -220,6 +224,10 @@ impl Store for RetryStore {
 
     async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
         self.retry(|| self.inner.set_mtime(key, mtime)).await
+    }
+
+    async fn persist(&self) -> Result<()> {
+        self.retry(|| self.inner.persist()).await
     }
 }
 

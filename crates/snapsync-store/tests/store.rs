@@ -34,6 +34,14 @@ async fn local_filesystem_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn batched_local_filesystem_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(snapsync_store::LocalStore::batched(StoreUrl::local(dir.path())));
+    suite(Arc::clone(&store) as Arc<dyn Store>, &Options::default()).await;
+    store.persist().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn memory_passes_the_conformance_suite() {
     let store = open(&StoreUrl::parse("memory://conformance").unwrap()).unwrap();
     suite(store, &Options::default()).await;

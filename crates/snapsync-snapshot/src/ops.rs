@@ -1,0 +1,298 @@
+//! Looking at snapshots: verify, diff, size, and collecting garbage.
+//!
+//! **The gc rule.** `gc` deletes an object only if no manifest in the store references it **and** it is
+//! older than the grace period (default 24 hours), judged by the store's modification time. A push writes
+//! its objects before its manifest, so an unreferenced young object may belong to a push in progress and
+//! is kept. A push that found an *old* object present and relied on it can lose it to a concurrent gc;
+//! so, after writing its manifest, a push lists the objects again and sends any that vanished (see
+//! `push.rs`). A snapshot is complete when its push returns. If any manifest cannot be read or parsed,
+//! gc deletes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use snapsync_core::{Checksum, Entry, Manifest};
+
+use crate::error::{Error, Result};
+use crate::layout::object_key;
+use crate::push::first_paths;
+use crate::repo::{Progress, Repository};
+
+/// A problem `verify` found with one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Not in the store.
+    Missing {
+        /// The object.
+        checksum: Checksum,
+        /// A path of the snapshot with this content.
+        path: String,
+    },
+    /// Its content does not hash to its key.
+    Corrupt {
+        /// The object.
+        checksum: Checksum,
+        /// A path of the snapshot with this content.
+        path: String,
+        /// What it hashes to.
+        actual: Checksum,
+    },
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Objects checked.
+    pub objects: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Every bad object.
+    pub problems: Vec<Problem>,
+}
+
+/// Re-hashes every object of snapshot `id` in the store.
+///
+/// Problems with objects are collected in the report; a manifest that is missing or corrupt is an error.
+///
+/// # Errors
+/// [`Error::SnapshotNotFound`], [`Error::CorruptManifest`], store errors other than a missing object.
+pub async fn verify(
+    id: &Checksum,
+    repo: &Repository,
+    jobs: usize,
+    progress: Option<&Progress>,
+) -> Result<VerifyReport> {
+    let manifest = repo.manifest(id).await?;
+    let paths = first_paths(&manifest);
+    if let Some(progress) = progress {
+        progress.plan(paths.len() as u64, 0);
+    }
+    let results: Vec<(u64, Option<Problem>)> = stream::iter(paths)
+        .map(|(checksum, path)| async move {
+            let mut got = match repo.store().get(&object_key(&checksum)).await {
+                Ok(got) => got,
+                Err(e) if e.is_not_found() => return Ok((0, Some(Problem::Missing { checksum, path }))),
+                Err(e) => return Err(Error::from(e)),
+            };
+            let mut hasher = blake3::Hasher::new();
+            let mut bytes = 0u64;
+            while let Some(piece) = got.stream.next().await {
+                let piece = piece?;
+                bytes += piece.len() as u64;
+                hasher.update(&piece);
+                if let Some(progress) = progress {
+                    progress.done(0, piece.len() as u64);
+                }
+            }
+            if let Some(progress) = progress {
+                progress.done(1, 0);
+            }
+            let actual = Checksum::from(hasher.finalize());
+            Ok((
+                bytes,
+                (actual != checksum).then_some(Problem::Corrupt {
+                    checksum,
+                    path,
+                    actual,
+                }),
+            ))
+        })
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
+    let mut report = VerifyReport {
+        objects: results.len() as u64,
+        ..VerifyReport::default()
+    };
+    for (bytes, problem) in results {
+        report.bytes += bytes;
+        report.problems.extend(problem);
+    }
+    report
+        .problems
+        .sort_by(|a, b| problem_path(a).cmp(problem_path(b)));
+    Ok(report)
+}
+
+fn problem_path(problem: &Problem) -> &str {
+    match problem {
+        Problem::Missing { path, .. } | Problem::Corrupt { path, .. } => path,
+    }
+}
+
+/// A difference between two manifests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Only in the second.
+    Added(Entry),
+    /// Only in the first.
+    Removed(Entry),
+    /// In both, different: a file's content, type or permissions; a directory's permissions.
+    Modified {
+        /// In the first.
+        before: Entry,
+        /// In the second.
+        after: Entry,
+    },
+}
+
+/// The differences from `before` to `after`, in path order. A directory whose contents changed is not
+/// reported itself; its changed contents are.
+#[must_use]
+pub fn diff(before: &Manifest, after: &Manifest) -> Vec<Change> {
+    let old: HashMap<&[u8], &Entry> = before.entries().iter().map(|e| (e.path(), e)).collect();
+    let new: HashMap<&[u8], &Entry> = after.entries().iter().map(|e| (e.path(), e)).collect();
+    let mut changes = Vec::new();
+    let mut all: Vec<&Entry> = before.entries().iter().chain(after.entries()).collect();
+    all.sort_by(|a, b| a.rendered_path().cmp(&b.rendered_path()));
+    all.dedup_by(|a, b| a.path() == b.path());
+    for entry in all {
+        match (old.get(entry.path()), new.get(entry.path())) {
+            (Some(&a), None) => changes.push(Change::Removed(a.clone())),
+            (None, Some(&b)) => changes.push(Change::Added(b.clone())),
+            (Some(&a), Some(&b)) => {
+                let differs = a.kind() != b.kind()
+                    || a.mode() != b.mode()
+                    || (!a.is_dir() && (a.checksum() != b.checksum() || a.size() != b.size()));
+                if differs {
+                    changes.push(Change::Modified {
+                        before: a.clone(),
+                        after: b.clone(),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    changes
+}
+
+/// How big a snapshot is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizeReport {
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot, the root included.
+    pub directories: u64,
+    /// Bytes of all files, as the manifest records them.
+    pub bytes: u64,
+    /// Distinct objects (files with the same content share one).
+    pub objects: u64,
+    /// Bytes of those objects in the store.
+    pub object_bytes: u64,
+}
+
+/// The size of snapshot `id`, its objects measured in the store.
+///
+/// # Errors
+/// As [`Repository::manifest`], and store errors.
+pub async fn size(id: &Checksum, repo: &Repository) -> Result<SizeReport> {
+    let manifest = repo.manifest(id).await?;
+    let present = repo.objects().await?;
+    let unique: HashSet<Checksum> = manifest
+        .entries()
+        .iter()
+        .filter(|e| !e.is_dir())
+        .map(Entry::checksum)
+        .collect();
+    Ok(SizeReport {
+        files: manifest.entries().iter().filter(|e| !e.is_dir()).count() as u64,
+        directories: manifest.entries().iter().filter(|e| e.is_dir()).count() as u64,
+        bytes: manifest.root().map_or(0, Entry::size),
+        objects: unique.len() as u64,
+        object_bytes: unique
+            .iter()
+            .filter_map(|sum| present.get(sum))
+            .map(|m| m.size)
+            .sum(),
+    })
+}
+
+/// How `gc` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct GcOptions {
+    /// Report what would be deleted; delete nothing.
+    pub dry_run: bool,
+    /// Unreferenced objects younger than this are kept (they may belong to a push in progress).
+    pub grace: Duration,
+    /// Deletions in flight at once.
+    pub jobs: usize,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            grace: Duration::from_hours(24),
+            jobs: 16,
+        }
+    }
+}
+
+/// What `gc` did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Snapshots read.
+    pub snapshots: u64,
+    /// Objects in the store.
+    pub objects: u64,
+    /// Objects some snapshot references.
+    pub referenced: u64,
+    /// Unreferenced objects kept because they are younger than the grace period.
+    pub kept_recent: u64,
+    /// Unreferenced objects deleted (or to delete): checksum and size.
+    pub deleted: Vec<(Checksum, u64)>,
+}
+
+/// Deletes objects no snapshot references and older than the grace period (see the module's rule).
+///
+/// # Errors
+/// [`Error::GcAborted`] when a manifest cannot be read (nothing is deleted then), store errors.
+pub async fn gc(repo: &Repository, options: GcOptions) -> Result<GcReport> {
+    let snapshots = repo.snapshots().await?;
+    let mut referenced: HashSet<Checksum> = HashSet::new();
+    for (id, _) in &snapshots {
+        let manifest = repo.manifest(id).await.map_err(|e| Error::GcAborted {
+            reason: format!("snapshot {id} cannot be read: {e}"),
+        })?;
+        referenced.extend(
+            manifest
+                .entries()
+                .iter()
+                .filter(|e| !e.is_dir())
+                .map(Entry::checksum),
+        );
+    }
+    let objects = repo.objects().await?;
+    let now = SystemTime::now();
+    let mut report = GcReport {
+        snapshots: snapshots.len() as u64,
+        objects: objects.len() as u64,
+        referenced: objects.keys().filter(|sum| referenced.contains(sum)).count() as u64,
+        ..GcReport::default()
+    };
+    for (sum, meta) in &objects {
+        if referenced.contains(sum) {
+            continue;
+        }
+        let old_enough = meta
+            .modified
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= options.grace);
+        if old_enough {
+            report.deleted.push((*sum, meta.size));
+        } else {
+            report.kept_recent += 1;
+        }
+    }
+    report.deleted.sort();
+    if !options.dry_run {
+        stream::iter(report.deleted.iter())
+            .map(|(sum, _)| async move { repo.store().delete(&object_key(sum)).await })
+            .buffer_unordered(options.jobs.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,259 @@
+//! Putting snapshots into stores: from a directory that was just walked, or from another store.
+//!
+//! Order is what keeps a store consistent: objects first (only the missing ones, found by one listing),
+//! then a durability barrier, then the manifest. A reader that finds a manifest therefore finds every
+//! object it names. Then, because a concurrent `gc` may have removed an old object this push found
+//! present and relied on, the objects are listed once more and any missing one is sent again (see
+//! `gc.rs` for the rule).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use snapsync_core::{Checksum, Fingerprint, Manifest, Source, Walk};
+use snapsync_store::{PutMode, PutSource};
+
+use crate::error::{Error, Result};
+use crate::layout::object_key;
+use crate::repo::{Progress, Repository};
+
+/// How transfers run.
+#[derive(Clone, Debug)]
+pub struct TransferOptions {
+    /// Transfers in flight at once.
+    pub jobs: usize,
+    /// Counters to update.
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            jobs: 8,
+            progress: None,
+        }
+    }
+}
+
+/// What a push or copy did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushReport {
+    /// The snapshot's id.
+    pub id: Checksum,
+    /// Objects sent.
+    pub objects_sent: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Objects the store had already.
+    pub objects_present: u64,
+}
+
+/// Objects larger than this are staged in a temporary file when copied between stores.
+const IN_MEMORY_MAX: u64 = 8 * 1024 * 1024;
+
+/// Pushes a walked directory (walked with `record_sources`) to `to`, reading files where they are.
+///
+/// Each file is checked against the fingerprint it had when it was hashed, before and after its upload,
+/// so a file changed since the walk fails the push ([`Error::SourceChanged`]) instead of storing content
+/// under the wrong checksum; the object is removed again in that case.
+///
+/// # Errors
+/// [`Error::SourceChanged`], store errors.
+pub async fn push_walk(walk: &Walk, to: &Repository, options: &TransferOptions) -> Result<PushReport> {
+    let mut sources: HashMap<Checksum, &Source> = HashMap::new();
+    for source in &walk.sources {
+        sources.entry(source.checksum).or_insert(source);
+    }
+    let upload = |sum: Checksum| {
+        let source = sources[&sum];
+        async move { upload_source(to, source, options.progress.as_deref()).await }
+    };
+    let needed: HashSet<Checksum> = sources.keys().copied().collect();
+    send_missing(to, &needed, &walk.manifest, options, upload).await
+}
+
+async fn upload_source(to: &Repository, source: &Source, progress: Option<&Progress>) -> Result<u64> {
+    let unchanged = || Fingerprint::current(&source.path).ok() == Some(source.fingerprint);
+    if !unchanged() {
+        return Err(Error::SourceChanged {
+            path: source.path.clone(),
+        });
+    }
+    let key = object_key(&source.checksum);
+    to.store()
+        .put(&key, PutSource::File(source.path.clone()), PutMode::Overwrite)
+        .await?;
+    if !unchanged() {
+        let _ = to.store().delete(&key).await;
+        return Err(Error::SourceChanged {
+            path: source.path.clone(),
+        });
+    }
+    if let Some(progress) = progress {
+        progress.done(1, source.fingerprint.len);
+    }
+    Ok(source.fingerprint.len)
+}
+
+/// Copies snapshot `id` from one store to another: the objects `to` lacks, checked against their
+/// checksums on the way, then the manifest. Fetching into the cache and pushing from it are copies.
+///
+/// # Errors
+/// [`Error::SnapshotNotFound`], [`Error::CorruptManifest`], [`Error::ObjectMissing`],
+/// [`Error::ObjectCorrupt`], store errors.
+pub async fn copy(
+    id: &Checksum,
+    from: &Repository,
+    to: &Repository,
+    options: &TransferOptions,
+) -> Result<PushReport> {
+    let manifest = from.manifest(id).await?;
+    let paths = first_paths(&manifest);
+    let needed: HashSet<Checksum> = paths.keys().copied().collect();
+    let transfer = |sum: Checksum| {
+        let path = paths[&sum].clone();
+        async move { transfer_object(from, to, &sum, &path, options.progress.as_deref()).await }
+    };
+    send_missing(to, &needed, &manifest, options, transfer).await
+}
+
+/// For each object a manifest uses, one path that uses it (for messages).
+pub(crate) fn first_paths(manifest: &Manifest) -> HashMap<Checksum, String> {
+    let mut paths = HashMap::new();
+    for entry in manifest.entries().iter().filter(|e| !e.is_dir()) {
+        paths
+            .entry(entry.checksum())
+            .or_insert_with(|| entry.rendered_path().into_owned());
+    }
+    paths
+}
+
+/// Sends what `to` lacks of `needed` with `send`, then the barrier and the manifest, then repairs what a
+/// concurrent gc took away.
+async fn send_missing<F, Fut>(
+    to: &Repository,
+    needed: &HashSet<Checksum>,
+    manifest: &Manifest,
+    options: &TransferOptions,
+    send: F,
+) -> Result<PushReport>
+where
+    F: Fn(Checksum) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let present = to.objects().await?;
+    let missing: Vec<Checksum> = needed
+        .iter()
+        .filter(|sum| !present.contains_key(sum))
+        .copied()
+        .collect();
+    let mut report = PushReport {
+        id: manifest.id(),
+        objects_sent: 0,
+        bytes_sent: 0,
+        objects_present: (needed.len() - missing.len()) as u64,
+    };
+    if let Some(progress) = &options.progress {
+        progress.plan(missing.len() as u64, 0);
+    }
+    let bytes = AtomicU64::new(0);
+    let send_all = |sums: Vec<Checksum>| {
+        stream::iter(sums)
+            .map(|sum| {
+                let send = &send;
+                let bytes = &bytes;
+                async move {
+                    bytes.fetch_add(send(sum).await?, Ordering::Relaxed);
+                    Ok::<_, Error>(())
+                }
+            })
+            .buffer_unordered(options.jobs.max(1))
+            .try_collect::<Vec<()>>()
+    };
+    report.objects_sent = missing.len() as u64;
+    send_all(missing).await?;
+    to.store().persist().await?;
+    to.put_manifest(manifest).await?;
+    // A concurrent gc may have deleted an old object this push counted as present: put it back.
+    for _ in 0..3 {
+        let after = to.objects().await?;
+        let lost: Vec<Checksum> = needed
+            .iter()
+            .filter(|sum| !after.contains_key(sum))
+            .copied()
+            .collect();
+        if lost.is_empty() {
+            break;
+        }
+        report.objects_sent += lost.len() as u64;
+        send_all(lost).await?;
+        to.store().persist().await?;
+    }
+    report.bytes_sent = bytes.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Copies one object between stores, verifying its checksum before it is written to `to`.
+async fn transfer_object(
+    from: &Repository,
+    to: &Repository,
+    sum: &Checksum,
+    path: &str,
+    progress: Option<&Progress>,
+) -> Result<u64> {
+    let key = object_key(sum);
+    let size = match from.store().head(&key).await {
+        Ok(meta) => meta.size,
+        Err(e) if e.is_not_found() => {
+            return Err(Error::ObjectMissing {
+                checksum: *sum,
+                path: path.to_owned(),
+                store: from.url(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if size <= IN_MEMORY_MAX {
+        let bytes = from.read_object_checked(sum, path).await?;
+        to.store()
+            .put(&key, PutSource::Bytes(bytes), PutMode::Overwrite)
+            .await?;
+    } else {
+        let guard = crate::materialize::TempFile::new(scratch_file(sum));
+        let temp = guard.path().to_path_buf();
+        let result = async {
+            let mut file = tokio::fs::File::create(&temp).await.map_err(Error::io(&temp))?;
+            let (_, actual) = from.read_object_into(sum, &mut file, &temp, None).await?;
+            drop(file);
+            if actual != *sum {
+                return Err(Error::ObjectCorrupt {
+                    checksum: *sum,
+                    path: path.to_owned(),
+                    store: from.url(),
+                    actual,
+                });
+            }
+            to.store()
+                .put(&key, PutSource::File(temp.clone()), PutMode::Overwrite)
+                .await?;
+            Ok(())
+        }
+        .await;
+        drop(guard);
+        result?;
+    }
+    if let Some(progress) = progress {
+        progress.done(1, size);
+    }
+    Ok(size)
+}
+
+fn scratch_file(sum: &Checksum) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        ".snapsync-copy-{}-{}.tmp",
+        std::process::id(),
+        &sum.to_hex()[..16]
+    ))
+}
