@@ -30,6 +30,13 @@ pub enum Error {
         location: String,
     },
 
+    /// The bucket or container itself does not exist.
+    #[error("{location}: the bucket or container does not exist")]
+    NoSuchBucket {
+        /// Store URL and key.
+        location: String,
+    },
+
     /// The store refused: wrong or missing credentials, or no permission.
     #[error("{location}: access denied")]
     PermissionDenied {
@@ -122,6 +129,9 @@ impl Error {
             Error::Transient { .. } => {
                 Some("is the server reachable? the operation was retried; run it again to resume")
             }
+            Error::NoSuchBucket { .. } => {
+                Some("create it first: snapsync does not create buckets or containers")
+            }
             Error::Io { source, .. } if source.kind() == io::ErrorKind::ReadOnlyFilesystem => {
                 Some("the destination is read-only")
             }
@@ -152,6 +162,18 @@ impl Error {
     /// Converts an `object_store` error.
     pub(crate) fn from_object_store(location: String, error: object_store::Error) -> Error {
         use object_store::Error as E;
+        // A missing bucket answers 404 like a missing object; its error code tells them apart.
+        let text = error.to_string();
+        if [
+            "NoSuchBucket",
+            "ContainerNotFound",
+            "The specified bucket does not exist",
+        ]
+        .iter()
+        .any(|c| text.contains(c))
+        {
+            return Error::NoSuchBucket { location };
+        }
         match error {
             E::NotFound { .. } => Error::NotFound { location },
             E::AlreadyExists { .. } | E::Precondition { .. } => Error::AlreadyExists { location },

@@ -102,6 +102,35 @@ async fn azure_with_a_wrong_key_is_permission_denied() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bucket_is_named_as_such() {
+    let server = S3Server::start();
+    let config = server.config();
+    let store = open_with_config(
+        &StoreUrl::parse("s3://no-such-bucket/x").unwrap(),
+        &pairs(&config),
+    )
+    .unwrap();
+    let err = store.list_all("").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "s3://no-such-bucket/x: the bucket or container does not exist"
+    );
+    // A HEAD answer has no body, so only a GET or PUT can tell the two apart.
+    let err = store.get("key").await.unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err:?}");
+    assert!(err.hint().unwrap().contains("create it first"));
+    let err = store
+        .put(
+            "key",
+            PutSource::Bytes(Bytes::from_static(b"x")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_is_a_transient_error_naming_the_url() {
     let port = snapsync_testkit::free_port();
     let config = [
