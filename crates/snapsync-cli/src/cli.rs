@@ -60,6 +60,75 @@ checked line by line and re-rendered in canonical order first.",
     )]
     Id(WalkArgs),
 
+    /// Copy a directory into the local cache as a snapshot; print its id
+    #[command(
+        after_help = "Example:\n  snapsync stage ./build && snapsync push --store s3://bucket/snaps --id ID"
+    )]
+    Stage(StageArgs),
+
+    /// Send a snapshot of a directory (or one from the cache) to a store; print its id
+    #[command(
+        long_about = "Send a snapshot to a store: walk DIR and send what the store lacks, reading the files where \
+they are (or, with --id, send a snapshot from the local cache). Objects go first, the manifest last, so \
+a snapshot is only ever listed once it is complete. The store layout is snapdir's: snapdir and snapsync \
+read each other's stores.",
+        after_help = "Examples:\n  snapsync push --store /mnt/backup ./project\n  snapsync push --store s3://bucket/snapshots --exclude target ./project\n  snapsync push --store az://container/prefix --id 3f9a…"
+    )]
+    Push(PushArgs),
+
+    /// Copy a snapshot from a store into the local cache
+    Fetch(FetchArgs),
+
+    /// Write a snapshot from a store into a directory
+    #[command(
+        long_about = "Write snapshot ID from a store into DIR. Each file is written under a temporary name, its \
+BLAKE3 checked, its permissions set, then moved into place: a corrupt object is never written, and an \
+interrupted pull leaves each file old or new (run it again to finish). Files already right are left \
+alone; files outside the snapshot stay unless --delete.",
+        after_help = "Examples:\n  snapsync pull --store s3://bucket/snapshots --id 3f9a… ./restore\n  snapsync pull --store /mnt/backup --id 3f9a… --delete ./project"
+    )]
+    Pull(PullArgs),
+
+    /// Write a snapshot from the local cache into a directory
+    Checkout(CheckoutArgs),
+
+    /// Copy a snapshot from one store to another
+    #[command(
+        after_help = "Example:\n  snapsync copy --id 3f9a… --from /mnt/backup --to s3://bucket/snapshots"
+    )]
+    Copy(CopyArgs),
+
+    /// List the differences between two directories or snapshots
+    #[command(
+        long_about = "Compare A and B, each a directory or a snapshot id (read from --store, or the local cache). \
+Prints one line per difference: `A path` (added in B), `D path` (deleted in B), `M path` (content, type or \
+permissions changed). Directories whose contents changed are not listed themselves.",
+        after_help = "Examples:\n  snapsync diff ./old ./new\n  snapsync diff --store s3://bucket/snaps 3f9a… ./project"
+    )]
+    Diff(DiffArgs),
+
+    /// Re-hash every object of a snapshot in a store
+    #[command(
+        long_about = "Check snapshot ID in a store: the manifest hashes to ID and is consistent, and every object \
+is there and hashes to its name. Each bad object is printed; the exit status is 1 if there is any."
+    )]
+    Verify(VerifyArgs),
+
+    /// List the snapshots in a store
+    Snapshots(SnapshotsArgs),
+
+    /// Show the size of a snapshot, or of a store
+    Size(SizeArgs),
+
+    /// Delete objects that no snapshot in a store references
+    #[command(
+        long_about = "Delete objects no snapshot in the store references. Safe while pushes run: an unreferenced \
+object younger than --grace may belong to a push in progress and is kept, and a push checks after writing \
+its manifest that its objects are still there. If any manifest cannot be read, nothing is deleted.",
+        after_help = "Examples:\n  snapsync gc --store s3://bucket/snapshots --dry-run\n  snapsync gc --store /mnt/backup --grace 1h"
+    )]
+    Gc(GcArgs),
+
     /// Write the signature of a file, for making deltas against it (rdiff's format)
     #[command(
         long_about = "Write the signature of BASIS to SIGNATURE: per block, a rolling checksum and a strong \
@@ -101,6 +170,21 @@ pub(crate) struct WalkArgs {
     #[arg(value_name = "DIR")]
     pub(crate) dir: PathBuf,
 
+    #[command(flatten)]
+    pub(crate) filter: WalkFlags,
+
+    /// Write absolute paths instead of `./`-relative ones (the id changes accordingly).
+    #[arg(long)]
+    pub(crate) absolute: bool,
+
+    /// Threads for listing and hashing [default: one per core].
+    #[arg(short, long, value_name = "N")]
+    pub(crate) jobs: Option<NonZeroUsize>,
+}
+
+/// What a walk leaves out (shared by every command that walks a directory).
+#[derive(Debug, Args, Default)]
+pub(crate) struct WalkFlags {
     /// Leave out entries matching GLOB (repeatable). Without `/` it matches a name at any depth
     /// (`*.log`, `.git`); with `/` it is anchored at DIR (`build/out`, `docs/**/*.tmp`); a trailing `/`
     /// matches directories only.
@@ -115,14 +199,6 @@ pub(crate) struct WalkArgs {
     /// Do not follow symlinks: leave them out of the manifest (snapdir's `--no-follow`).
     #[arg(long)]
     pub(crate) no_follow: bool,
-
-    /// Write absolute paths instead of `./`-relative ones (the id changes accordingly).
-    #[arg(long)]
-    pub(crate) absolute: bool,
-
-    /// Threads for listing and hashing [default: one per core].
-    #[arg(short, long, value_name = "N")]
-    pub(crate) jobs: Option<NonZeroUsize>,
 }
 
 /// Strong checksum for `signature --hash`.
@@ -221,4 +297,174 @@ pub(crate) struct PatchArgs {
     /// Replace OUTPUT if it exists.
     #[arg(short, long)]
     pub(crate) force: bool,
+}
+
+/// Where the local cache is.
+#[derive(Debug, Args)]
+pub(crate) struct CacheArgs {
+    /// The local cache [default: `$XDG_CACHE_HOME/snapsync`, or `~/.cache/snapsync`].
+    #[arg(long, value_name = "DIR", env = "SNAPSYNC_CACHE_DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+}
+
+/// How many transfers run at once.
+#[derive(Debug, Args)]
+pub(crate) struct JobsArgs {
+    /// Transfers at once [default: 8 for local stores, 16 for object stores].
+    #[arg(short, long, value_name = "N")]
+    pub(crate) jobs: Option<NonZeroUsize>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StageArgs {
+    /// The directory.
+    pub(crate) dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) filter: WalkFlags,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// The store: a path, file://, s3://, gs://, az://.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: String,
+    /// The directory to snapshot and send.
+    #[arg(required_unless_present = "id", conflicts_with = "id")]
+    pub(crate) dir: Option<PathBuf>,
+    /// Send this snapshot from the local cache instead.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+    #[command(flatten)]
+    pub(crate) filter: WalkFlags,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FetchArgs {
+    /// The store.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: String,
+    /// The snapshot.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The store.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: String,
+    /// The snapshot.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: String,
+    /// Where to write it (created if missing).
+    pub(crate) dir: PathBuf,
+    /// Remove files and directories that are not in the snapshot: DIR becomes an exact copy.
+    #[arg(long)]
+    pub(crate) delete: bool,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckoutArgs {
+    /// The snapshot (in the local cache; see `fetch`).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: String,
+    /// Where to write it (created if missing).
+    pub(crate) dir: PathBuf,
+    /// Remove files and directories that are not in the snapshot.
+    #[arg(long)]
+    pub(crate) delete: bool,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// The snapshot.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: String,
+    /// The store it is in.
+    #[arg(long, value_name = "URL")]
+    pub(crate) from: String,
+    /// The store to copy it to.
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// A directory or a snapshot id.
+    pub(crate) a: String,
+    /// A directory or a snapshot id.
+    pub(crate) b: String,
+    /// Where ids are looked up [default: the local cache].
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: Option<String>,
+    #[command(flatten)]
+    pub(crate) filter: WalkFlags,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The store.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: String,
+    /// The snapshot.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotsArgs {
+    /// The store.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SizeArgs {
+    /// The store.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: String,
+    /// One snapshot [default: the whole store].
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// The store.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: String,
+    /// Show what would be deleted; delete nothing.
+    #[arg(short = 'n', long)]
+    pub(crate) dry_run: bool,
+    /// Keep unreferenced objects younger than this (`30m`, `24h`, `7d`; `0` for none).
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = crate::snapshot::parse_age)]
+    pub(crate) grace: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
 }

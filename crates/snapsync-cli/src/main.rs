@@ -3,6 +3,7 @@
 
 mod cli;
 mod delta;
+mod manifest;
 mod output;
 mod progress;
 mod snapshot;
@@ -57,6 +58,10 @@ fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
             e.hint()
         } else if let Some(e) = e.downcast_ref::<snapsync_delta::Error>() {
             e.hint()
+        } else if let Some(e) = e.downcast_ref::<snapsync_snapshot::Error>() {
+            e.hint()
+        } else if let Some(e) = e.downcast_ref::<snapsync_store::Error>() {
+            e.hint()
         } else {
             None
         }
@@ -73,8 +78,19 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Manifest(args) => snapshot::manifest(args, &cli.output),
-        Command::Id(args) => snapshot::id(args, &cli.output),
+        Command::Manifest(args) => manifest::manifest(args, &cli.output),
+        Command::Id(args) => manifest::id(args, &cli.output),
+        Command::Stage(args) => snapshot::stage(args, &cli.output),
+        Command::Push(args) => snapshot::push(args, &cli.output),
+        Command::Fetch(args) => snapshot::fetch(args, &cli.output),
+        Command::Pull(args) => snapshot::pull(args, &cli.output),
+        Command::Checkout(args) => snapshot::checkout(args, &cli.output),
+        Command::Copy(args) => snapshot::copy(args, &cli.output),
+        Command::Diff(args) => snapshot::diff(args, &cli.output),
+        Command::Verify(args) => snapshot::verify(args, &cli.output),
+        Command::Snapshots(args) => snapshot::snapshots(args),
+        Command::Size(args) => snapshot::size(args),
+        Command::Gc(args) => snapshot::gc(args, &cli.output),
         Command::Signature(args) => delta::signature(args, &cli.output),
         Command::Delta(args) => delta::delta(args, &cli.output),
         Command::Patch(args) => delta::patch(args, &cli.output),

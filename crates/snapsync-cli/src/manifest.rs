@@ -1,6 +1,7 @@
 //! The snapshot commands: `manifest` and `id`.
 
 use std::io::{self, BufWriter, Read, Write};
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use indicatif::HumanBytes;
 use snapsync_core::{Exclude, MacroContext, Manifest, Progress, Walk, WalkOptions};
 
 use crate::UsageError;
-use crate::cli::{OutputArgs, WalkArgs};
+use crate::cli::{OutputArgs, WalkArgs, WalkFlags};
 use crate::progress::{Ticker, per_second};
 
 /// Warnings printed one by one before the rest are summed up (all of them with `-v`).
@@ -32,7 +33,11 @@ pub(crate) fn manifest(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<(
 
 pub(crate) fn id(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<()> {
     let id = if args.dir == Path::new("-") {
-        if !args.exclude.is_empty() || !args.exclude_regex.is_empty() || args.no_follow || args.absolute {
+        if !args.filter.exclude.is_empty()
+            || !args.filter.exclude_regex.is_empty()
+            || args.filter.no_follow
+            || args.absolute
+        {
             return Err(UsageError(
                 "--exclude, --exclude-regex, --no-follow and --absolute apply to a directory, not to `-`"
                     .into(),
@@ -58,17 +63,40 @@ pub(crate) fn id(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Walks the directory with progress on standard error, then prints warnings (and timing with `-v`).
+/// The walk of `manifest` and `id`.
 fn walk(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<Walk> {
-    let exclude = Exclude::new(&args.exclude, &args.exclude_regex, &macro_context())?;
+    let how = How {
+        absolute: args.absolute,
+        threads: args.jobs,
+        record_sources: false,
+    };
+    walk_dir(&args.dir, &args.filter, how, output)
+}
+
+/// How a command wants its walk.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct How {
+    pub(crate) absolute: bool,
+    pub(crate) threads: Option<NonZeroUsize>,
+    pub(crate) record_sources: bool,
+}
+
+/// Walks `dir` with progress on standard error, then prints warnings (and timing with `-v`).
+pub(crate) fn walk_dir(
+    dir: &Path,
+    filter: &WalkFlags,
+    how: How,
+    output: &OutputArgs,
+) -> anyhow::Result<Walk> {
+    let exclude = Exclude::new(&filter.exclude, &filter.exclude_regex, &macro_context())?;
     let counters = Arc::new(Progress::default());
     let options = WalkOptions {
-        follow_symlinks: !args.no_follow,
-        absolute: args.absolute,
+        follow_symlinks: !filter.no_follow,
+        absolute: how.absolute,
         exclude,
-        threads: args.jobs,
+        threads: how.threads,
         progress: Some(Arc::clone(&counters)),
-        record_sources: false,
+        record_sources: how.record_sources,
     };
     let started = Instant::now();
     let walked = {
@@ -76,7 +104,7 @@ fn walk(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<Walk> {
         let _progress = Ticker::start(output, "hashing", None, move || {
             (seen.bytes(), format!("{} files", seen.files()))
         });
-        snapsync_core::walk(&args.dir, &options)?
+        snapsync_core::walk(dir, &options)?
     };
     if !output.quiet {
         let mut err = io::stderr().lock();

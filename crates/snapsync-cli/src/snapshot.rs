@@ -1,0 +1,500 @@
+//! The snapshot commands: stage, push, fetch, pull, checkout, copy, diff, verify, snapshots, size, gc.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use indicatif::HumanBytes;
+use snapsync_core::{Checksum, Manifest};
+use snapsync_snapshot::{
+    Change, GcOptions, MaterializeOptions, MaterializeReport, Problem, Progress, PushReport, Repository,
+    TransferOptions,
+};
+use snapsync_store::{LocalStore, RetryPolicy, RetryStore, Scheme, Store, StoreUrl};
+
+use crate::cli::{
+    CacheArgs, CheckoutArgs, CopyArgs, DiffArgs, FetchArgs, GcArgs, JobsArgs, OutputArgs, PullArgs, PushArgs,
+    SizeArgs, SnapshotsArgs, StageArgs, VerifyArgs,
+};
+use crate::manifest::{How, walk_dir};
+use crate::progress::{Ticker, per_second};
+use crate::{UsageError, hinted};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn parse_id(text: &str) -> anyhow::Result<Checksum> {
+    text.to_ascii_lowercase()
+        .parse::<Checksum>()
+        .map_err(|_| UsageError(format!("{text:?} is not a snapshot id (64 hex digits)")).into())
+}
+
+/// Parses `30m`, `24h`, `7d`, `90s` or `0`.
+pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age (30m, 24h, 7d)"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?} is not an age: use s, m, h or d (30m, 24h, 7d)")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+/// The cache directory: `--cache-dir`/`SNAPSYNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snapsync`, else
+/// `$HOME/.cache/snapsync`.
+fn cache_dir(args: &CacheArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.cache_dir {
+        return Ok(dir.clone());
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("snapsync"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("no cache directory: set --cache-dir")?;
+    Ok(PathBuf::from(home).join(".cache/snapsync"))
+}
+
+fn cache(args: &CacheArgs) -> anyhow::Result<Repository> {
+    let dir = cache_dir(args)?;
+    Ok(Repository::new(Arc::new(LocalStore::batched(StoreUrl::local(
+        &dir,
+    )))))
+}
+
+/// A store for snapshots: local directories write objects without one flush each (the snapshot code
+/// flushes once before each manifest); every store retries transient failures.
+fn store(url: &str) -> anyhow::Result<Repository> {
+    let url = StoreUrl::parse(url)?;
+    let inner: Arc<dyn Store> = match url.scheme() {
+        Scheme::File => Arc::new(LocalStore::batched(url)),
+        _ => snapsync_store::open(&url)?,
+    };
+    Ok(Repository::new(Arc::new(RetryStore::new(
+        inner,
+        RetryPolicy::default(),
+    ))))
+}
+
+fn jobs(args: &JobsArgs, repo: &Repository) -> usize {
+    args.jobs.map_or_else(
+        || repo.store().capabilities().default_jobs,
+        std::num::NonZeroUsize::get,
+    )
+}
+
+/// Runs a transfer with a progress display fed by its counters.
+fn transferring<T>(
+    output: &OutputArgs,
+    label: &'static str,
+    work: impl FnOnce(Arc<Progress>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let progress = Arc::new(Progress::default());
+    let seen = Arc::clone(&progress);
+    let _ticker = Ticker::start(output, label, None, move || {
+        let done = seen.items_done.load(Ordering::Relaxed);
+        let total = seen.items_total.load(Ordering::Relaxed);
+        (
+            seen.bytes_done.load(Ordering::Relaxed),
+            format!("{done}/{total} objects"),
+        )
+    });
+    work(progress)
+}
+
+fn print_id(id: &Checksum) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{id}")?;
+    Ok(out.flush()?)
+}
+
+fn report_push(output: &OutputArgs, report: &PushReport, started: Instant) {
+    if output.verbose > 0 {
+        eprintln!(
+            "sent {} objects ({}), {} already there, in {:.2?} ({}/s)",
+            report.objects_sent,
+            HumanBytes(report.bytes_sent),
+            report.objects_present,
+            started.elapsed(),
+            HumanBytes(per_second(report.bytes_sent, started.elapsed()))
+        );
+    }
+}
+
+fn report_materialize(output: &OutputArgs, report: &MaterializeReport, started: Instant) {
+    if output.verbose > 0 {
+        eprintln!(
+            "wrote {} files ({}), {} already right, {} removed, in {:.2?}",
+            report.files_written,
+            HumanBytes(report.bytes_written),
+            report.files_unchanged,
+            report.removed,
+            started.elapsed()
+        );
+    }
+}
+
+pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let walked = walk_dir(
+        &args.dir,
+        &args.filter,
+        How {
+            record_sources: true,
+            ..How::default()
+        },
+        output,
+    )?;
+    let cache = cache(&args.cache)?;
+    let jobs = jobs(&args.jobs, &cache);
+    let started = Instant::now();
+    let report = transferring(output, "staging", |progress| {
+        let options = TransferOptions {
+            jobs,
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::push_walk(&walked, &cache, &options))?)
+    })?;
+    report_push(output, &report, started);
+    print_id(&report.id)
+}
+
+pub(crate) fn push(args: &PushArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let store = store(&args.store)?;
+    let jobs = jobs(&args.jobs, &store);
+    let started = Instant::now();
+    let report = match (&args.dir, &args.id) {
+        (Some(dir), _) => {
+            let walked = walk_dir(
+                dir,
+                &args.filter,
+                How {
+                    record_sources: true,
+                    ..How::default()
+                },
+                output,
+            )?;
+            transferring(output, "pushing", |progress| {
+                let options = TransferOptions {
+                    jobs,
+                    progress: Some(progress),
+                };
+                Ok(runtime()?.block_on(snapsync_snapshot::push_walk(&walked, &store, &options))?)
+            })?
+        }
+        (None, Some(id)) => {
+            let id = parse_id(id)?;
+            let cache = cache(&args.cache)?;
+            transferring(output, "pushing", |progress| {
+                let options = TransferOptions {
+                    jobs,
+                    progress: Some(progress),
+                };
+                Ok(runtime()?.block_on(snapsync_snapshot::copy(&id, &cache, &store, &options))?)
+            })?
+        }
+        (None, None) => bail!(UsageError("push needs a directory or --id".into())),
+    };
+    report_push(output, &report, started);
+    print_id(&report.id)
+}
+
+pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let id = parse_id(&args.id)?;
+    let (store, cache) = (store(&args.store)?, cache(&args.cache)?);
+    let jobs = jobs(&args.jobs, &store);
+    let started = Instant::now();
+    let report = transferring(output, "fetching", |progress| {
+        let options = TransferOptions {
+            jobs,
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::copy(&id, &store, &cache, &options))?)
+    })?;
+    report_push(output, &report, started);
+    Ok(())
+}
+
+pub(crate) fn pull(args: &PullArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let id = parse_id(&args.id)?;
+    let store = store(&args.store)?;
+    // Objects already in the cache are read from there; the cache is not filled by a pull.
+    let cache = cache_dir(&args.cache)
+        .ok()
+        .filter(|dir| dir.is_dir())
+        .map(|_| cache(&args.cache))
+        .transpose()?;
+    let jobs = jobs(&args.jobs, &store);
+    let started = Instant::now();
+    let report = transferring(output, "pulling", |progress| {
+        let options = MaterializeOptions {
+            delete: args.delete,
+            jobs,
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::pull(
+            &id,
+            &store,
+            cache.as_ref(),
+            &args.dir,
+            &options,
+        ))?)
+    })?;
+    report_materialize(output, &report, started);
+    Ok(())
+}
+
+pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let id = parse_id(&args.id)?;
+    let cache = cache(&args.cache)?;
+    let jobs = jobs(&args.jobs, &cache);
+    let started = Instant::now();
+    let report = transferring(output, "checking out", |progress| {
+        let options = MaterializeOptions {
+            delete: args.delete,
+            jobs,
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::checkout(&id, &cache, &args.dir, &options))?)
+    })?;
+    report_materialize(output, &report, started);
+    Ok(())
+}
+
+pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let id = parse_id(&args.id)?;
+    let (from, to) = (store(&args.from)?, store(&args.to)?);
+    let jobs = jobs(&args.jobs, &to);
+    let started = Instant::now();
+    let report = transferring(output, "copying", |progress| {
+        let options = TransferOptions {
+            jobs,
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::copy(&id, &from, &to, &options))?)
+    })?;
+    report_push(output, &report, started);
+    Ok(())
+}
+
+/// A directory's manifest, or a snapshot's from `--store` or the cache.
+fn side(text: &str, args: &DiffArgs, output: &OutputArgs) -> anyhow::Result<Manifest> {
+    let looks_like_id = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if looks_like_id && !Path::new(text).exists() {
+        let id = parse_id(text)?;
+        let repo = match &args.store {
+            Some(url) => store(url)?,
+            None => cache(&args.cache)?,
+        };
+        return Ok(runtime()?.block_on(repo.manifest(&id))?);
+    }
+    Ok(walk_dir(Path::new(text), &args.filter, How::default(), output)?.manifest)
+}
+
+pub(crate) fn diff(args: &DiffArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let (a, b) = (side(&args.a, args, output)?, side(&args.b, args, output)?);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for change in snapsync_snapshot::diff(&a, &b) {
+        match change {
+            Change::Added(entry) => writeln!(out, "A {}", entry.rendered_path())?,
+            Change::Removed(entry) => writeln!(out, "D {}", entry.rendered_path())?,
+            Change::Modified { after, .. } => writeln!(out, "M {}", after.rendered_path())?,
+        }
+    }
+    Ok(out.flush()?)
+}
+
+pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let id = parse_id(&args.id)?;
+    let store = store(&args.store)?;
+    let jobs = jobs(&args.jobs, &store);
+    let report = transferring(output, "verifying", |progress| {
+        Ok(runtime()?.block_on(snapsync_snapshot::verify(&id, &store, jobs, Some(&progress)))?)
+    })?;
+    let mut out = io::stdout().lock();
+    for problem in &report.problems {
+        match problem {
+            Problem::Missing { checksum, path } => writeln!(out, "missing {checksum} {path}")?,
+            Problem::Corrupt {
+                checksum,
+                path,
+                actual,
+            } => {
+                writeln!(out, "corrupt {checksum} {path} (its content hashes to {actual})")?;
+            }
+        }
+    }
+    out.flush()?;
+    if !report.problems.is_empty() {
+        return Err(hinted(
+            format!(
+                "snapshot {id} in {}: {} of {} objects are bad",
+                store.url(),
+                report.problems.len(),
+                report.objects
+            ),
+            "push the snapshot again from a good copy to repair the store",
+        ));
+    }
+    if !output.quiet {
+        eprintln!(
+            "snapshot {id}: all {} objects verified ({})",
+            report.objects,
+            HumanBytes(report.bytes)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn snapshots(args: &SnapshotsArgs) -> anyhow::Result<()> {
+    let store = store(&args.store)?;
+    let list = runtime()?.block_on(store.snapshots())?;
+    let mut out = io::stdout().lock();
+    for (id, meta) in list {
+        let when = meta.modified.map_or_else(|| "-".to_owned(), format_utc);
+        writeln!(out, "{id}  {when}")?;
+    }
+    Ok(out.flush()?)
+}
+
+pub(crate) fn size(args: &SizeArgs) -> anyhow::Result<()> {
+    let store = store(&args.store)?;
+    let runtime = runtime()?;
+    let mut out = io::stdout().lock();
+    if let Some(id) = &args.id {
+        let id = parse_id(id)?;
+        let report = runtime.block_on(snapsync_snapshot::size(&id, &store))?;
+        writeln!(
+            out,
+            "{} files, {} directories, {} ({} bytes); {} distinct objects, {} in the store",
+            report.files,
+            report.directories,
+            HumanBytes(report.bytes),
+            report.bytes,
+            report.objects,
+            HumanBytes(report.object_bytes)
+        )?;
+    } else {
+        let snapshots = runtime.block_on(store.snapshots())?.len();
+        let objects = runtime.block_on(store.objects())?;
+        let bytes: u64 = objects.values().map(|m| m.size).sum();
+        writeln!(
+            out,
+            "{snapshots} snapshots, {} objects, {} ({bytes} bytes)",
+            objects.len(),
+            HumanBytes(bytes)
+        )?;
+    }
+    Ok(out.flush()?)
+}
+
+pub(crate) fn gc(args: &GcArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let store = store(&args.store)?;
+    let options = GcOptions {
+        dry_run: args.dry_run,
+        grace: args.grace,
+        jobs: jobs(&args.jobs, &store),
+    };
+    let report = runtime()?.block_on(snapsync_snapshot::gc(&store, options))?;
+    let bytes: u64 = report.deleted.iter().map(|(_, size)| size).sum();
+    let mut out = io::stdout().lock();
+    if args.dry_run || output.verbose > 0 {
+        for (sum, size) in &report.deleted {
+            writeln!(
+                out,
+                "{} {sum} ({})",
+                if args.dry_run { "would delete" } else { "deleted" },
+                HumanBytes(*size)
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "{} snapshots; {} objects: {} referenced, {} unreferenced but younger than {} (kept); {} {} ({})",
+        report.snapshots,
+        report.objects,
+        report.referenced,
+        report.kept_recent,
+        format_age(args.grace),
+        report.deleted.len(),
+        if args.dry_run {
+            "would be deleted"
+        } else {
+            "deleted"
+        },
+        HumanBytes(bytes)
+    )?;
+    Ok(out.flush()?)
+}
+
+fn format_age(age: Duration) -> String {
+    let s = age.as_secs();
+    match s {
+        _ if s.is_multiple_of(86_400) && s > 0 => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) && s > 0 => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) && s > 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, Howard Hinnant's algorithm).
+fn format_utc(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_times_format() {
+        assert_eq!(parse_age("24h"), Ok(Duration::from_hours(24)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_mins(30)));
+        assert_eq!(parse_age("7d"), Ok(Duration::from_hours(168)));
+        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
+        assert!(parse_age("soon").is_err());
+        assert!(parse_age("5y").is_err());
+        assert_eq!(format_age(Duration::from_hours(24)), "1d");
+        assert_eq!(format_age(Duration::from_mins(90)), "90m");
+        assert_eq!(format_utc(SystemTime::UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_436_223);
+        assert_eq!(format_utc(t), "2026-11-23 12:17:03 UTC");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_hours(264_384);
+        assert_eq!(format_utc(leap), "2000-02-29 00:00:00 UTC");
+    }
+}
