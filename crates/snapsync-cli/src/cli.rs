@@ -433,6 +433,10 @@ pub(crate) struct VerifyArgs {
     /// The snapshot.
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
+    /// Delete the objects whose content is wrong, so that pushing the snapshot again from a good copy
+    /// (which skips objects the store has) sends them anew.
+    #[arg(long)]
+    pub(crate) remove_corrupt: bool,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
 }

@@ -114,8 +114,14 @@ fn report(error: &anyhow::Error) -> ExitCode {
     }
     let mut err = io::stderr().lock();
     let _ = writeln!(err, "error: {error}");
+    // Libraries often repeat their cause inside their own message; say each thing once.
+    let mut said = error.to_string();
     for cause in error.chain().skip(1) {
-        let _ = writeln!(err, "  caused by: {cause}");
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            let _ = writeln!(err, "  caused by: {text}");
+            said = text;
+        }
     }
     if let Some(hint) = hint_of(error) {
         let _ = writeln!(err, "hint: {hint}");

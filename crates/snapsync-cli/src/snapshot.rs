@@ -341,7 +341,34 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs) -> anyhow::Result<(
         }
     }
     out.flush()?;
+    let corrupt: Vec<&Checksum> = report
+        .problems
+        .iter()
+        .filter_map(|problem| match problem {
+            Problem::Corrupt { checksum, .. } => Some(checksum),
+            Problem::Missing { .. } => None,
+        })
+        .collect();
+    if args.remove_corrupt && !corrupt.is_empty() {
+        let runtime = runtime()?;
+        for checksum in &corrupt {
+            runtime.block_on(
+                store
+                    .store()
+                    .delete(&snapsync_snapshot::layout::object_key(checksum)),
+            )?;
+        }
+        if !output.quiet {
+            eprintln!("removed {} corrupt objects", corrupt.len());
+        }
+    }
     if !report.problems.is_empty() {
+        let hint = if corrupt.is_empty() || args.remove_corrupt {
+            "push the snapshot again from a good copy: it sends the objects the store lacks"
+        } else {
+            "run verify again with --remove-corrupt, then push the snapshot again from a good copy \
+             (a push skips objects the store already has, even corrupt ones)"
+        };
         return Err(hinted(
             format!(
                 "snapshot {id} in {}: {} of {} objects are bad",
@@ -349,7 +376,7 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs) -> anyhow::Result<(
                 report.problems.len(),
                 report.objects
             ),
-            "push the snapshot again from a good copy to repair the store",
+            hint,
         ));
     }
     if !output.quiet {

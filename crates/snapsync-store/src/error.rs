@@ -174,7 +174,16 @@ impl Error {
         {
             return Error::NoSuchBucket { location };
         }
+        // Listings report a refused request as text only (`... status code: 403 Forbidden ...`).
+        let refused = matches!(error, E::Generic { .. })
+            && ["status code: 401", "status code: 403"]
+                .iter()
+                .any(|c| text.contains(c));
         match error {
+            _ if refused => Error::PermissionDenied {
+                location,
+                source: Box::new(error),
+            },
             E::NotFound { .. } => Error::NotFound { location },
             E::AlreadyExists { .. } | E::Precondition { .. } => Error::AlreadyExists { location },
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => Error::PermissionDenied {

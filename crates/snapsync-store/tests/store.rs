@@ -98,6 +98,9 @@ async fn azure_with_a_wrong_key_is_permission_denied() {
         .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
     assert_eq!(err.to_string(), "az://locked/x: access denied");
+    // A listing reports the refusal differently inside object_store; it is the same error here.
+    let err = store.list_all("").await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
     assert!(err.hint().unwrap().contains("credentials"));
 }
 

@@ -140,6 +140,7 @@ fn install(target: &Path, fill: impl FnOnce(&Path)) -> PathBuf {
 pub struct Process {
     child: Child,
     name: String,
+    stopped: bool,
 }
 
 impl Process {
@@ -154,6 +155,7 @@ impl Process {
         Process {
             child,
             name: name.to_owned(),
+            stopped: false,
         }
     }
 
@@ -177,11 +179,43 @@ impl Process {
         }
     }
 
-    /// Stops the server now (the tests of a server going away mid-transfer use this).
+    /// Stops the server now, with everything it started (the tests of a server going away
+    /// mid-transfer use this). Stopping a stopped server does nothing.
     pub fn stop(&mut self) {
+        self.signal("KILL");
+    }
+
+    /// Asks the server to shut down (SIGTERM), as an operator stopping it would, and waits for it;
+    /// kills it if it has not gone within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) {
+        if self.stopped {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal("KILL");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        if self.stopped {
+            return;
+        }
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &group])
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = self.child.wait();
+        self.stopped = true;
     }
 }
 

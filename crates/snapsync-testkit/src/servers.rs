@@ -1,6 +1,6 @@
 //! Object-store servers for tests: moto (S3) and Azurite (Azure Blob), each on a free port.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -25,20 +25,36 @@ impl S3Server {
     pub fn start() -> S3Server {
         let pythonpath = pip_install("moto", &["moto[server]==5.1.*"]);
         let port = free_port();
-        let mut process = Process::spawn(
-            "moto_server",
-            Command::new(python())
-                .env("PYTHONPATH", &pythonpath)
-                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        process.wait_for_port(port, Duration::from_mins(1));
+        let process = Self::spawn(&pythonpath, port);
         S3Server {
             process,
             port,
             pythonpath,
         }
+    }
+
+    fn spawn(pythonpath: &Path, port: u16) -> Process {
+        let mut process = Process::spawn(
+            "moto_server",
+            Command::new(python())
+                .env("PYTHONPATH", pythonpath)
+                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        process.wait_for_port(port, Duration::from_mins(1));
+        process
+    }
+
+    /// Stops the server now, as a crash would (the tests of a server going away mid-transfer use this).
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Starts the server again on the same port. moto keeps its buckets in memory: it comes back empty.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.process = Self::spawn(&self.pythonpath, self.port);
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -88,11 +104,6 @@ impl S3Server {
             ("AWS_REGION", "us-east-1".into()),
         ]
     }
-
-    /// The server's process, to stop it mid-test.
-    pub fn process(&mut self) -> &mut Process {
-        &mut self.process
-    }
 }
 
 /// Azurite's well-known development account.
@@ -101,12 +112,13 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// An Azurite blob server on 127.0.0.1.
+/// An Azurite blob server on 127.0.0.1, keeping its data on disk (it survives a restart).
 #[derive(Debug)]
 pub struct Azurite {
-    _process: Process,
+    process: Process,
     port: u16,
-    _data: PathBuf,
+    modules: PathBuf,
+    data: PathBuf,
 }
 
 impl Azurite {
@@ -117,23 +129,40 @@ impl Azurite {
         let port = free_port();
         let data = crate::workdir().join(format!("azurite-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&data).expect("create the Azurite data directory");
+        let process = Self::spawn(&modules, &data, port);
+        Azurite {
+            process,
+            port,
+            modules,
+            data,
+        }
+    }
+
+    fn spawn(modules: &Path, data: &Path, port: u16) -> Process {
         let mut process = Process::spawn(
             "azurite",
             Command::new("node")
                 .arg(modules.join("node_modules/azurite/dist/src/blob/main.js"))
                 .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
                 .arg("--location")
-                .arg(&data)
+                .arg(data)
                 .args(["--skipApiVersionCheck", "--disableTelemetry", "--silent"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
         process.wait_for_port(port, Duration::from_mins(1));
-        Azurite {
-            _process: process,
-            port,
-            _data: data,
-        }
+        process
+    }
+
+    /// Stops the server the way an operator would (SIGTERM: Azurite saves its data and exits).
+    pub fn stop(&mut self) {
+        self.process.terminate(Duration::from_secs(30));
+    }
+
+    /// Starts the server again on the same port, with the data it had.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.process = Self::spawn(&self.modules, &self.data, self.port);
     }
 
     /// `http://127.0.0.1:PORT/devstoreaccount1`.
@@ -183,5 +212,12 @@ impl Azurite {
             ("AZURE_STORAGE_ENDPOINT", self.endpoint()),
             ("AZURE_ALLOW_HTTP", "true".into()),
         ]
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        self.process.stop();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }

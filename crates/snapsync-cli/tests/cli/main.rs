@@ -4,4 +4,7 @@ mod basics;
 mod delta;
 mod interop_rdiff;
 mod interop_snapdir;
+mod interop_stores;
+mod snapshot_failures;
+mod snapshots;
 mod util;

@@ -1,5 +1,6 @@
 //! Helpers: run the real `snapsync` binary, build trees on disk, and call the real snapdir (`PyPI`).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -10,8 +11,17 @@ use std::sync::OnceLock;
 pub(crate) const SNAPDIR_VERSION: &str = "1.12.0";
 
 /// A `snapsync` command ready to run.
+///
+/// Its cache is one directory per test process under the target directory (the user's own cache is
+/// never touched); tests that care about the cache pass `--cache-dir`.
 pub(crate) fn snapsync() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_snapsync"))
+    static CACHE: OnceLock<PathBuf> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cache-{}", std::process::id()))
+    });
+    let mut command = Command::new(env!("CARGO_BIN_EXE_snapsync"));
+    command.env("SNAPSYNC_CACHE_DIR", cache);
+    command
 }
 
 /// Runs `snapsync ARGS` and returns its output, whatever the exit status.
@@ -21,6 +31,33 @@ pub(crate) fn run(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("snapsync runs")
+}
+
+/// Runs `snapsync ARGS` with `env` added to its environment, whatever the exit status.
+pub(crate) fn run_env(args: &[&str], env: &[(&str, String)]) -> Output {
+    snapsync()
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .expect("snapsync runs")
+}
+
+/// [`ok`] with `env` added to the environment.
+pub(crate) fn ok_env(args: &[&str], env: &[(&str, String)]) -> String {
+    let out = run_env(args, env);
+    assert!(
+        out.status.success(),
+        "snapsync {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The manifest of a directory as snapsync writes it (paths, modes, sizes and checksums): two trees
+/// with equal manifests hold the same bytes under the same names and modes.
+pub(crate) fn manifest_of(dir: &Path) -> String {
+    ok(&["manifest", "-q", dir.to_str().unwrap()])
 }
 
 /// Runs `snapsync ARGS` with `input` on standard input.
@@ -102,7 +139,7 @@ impl Tree {
     }
 }
 
-/// The real snapdir, installed from `PyPI` once per target directory.
+/// The real snapdir, installed from `PyPI` once (all test processes share it).
 pub(crate) struct Snapdir {
     pythonpath: PathBuf,
     script: PathBuf,
@@ -114,23 +151,35 @@ pub(crate) struct SnapdirResult {
     pub(crate) id: String,
 }
 
+/// One script for every snapdir call: `walk ROOT OUT_MANIFEST OUT_ID FLAGS...`, `push DIR STORE`,
+/// `pull ID STORE DIR`, `verify ID STORE`.
 const SCRIPT: &str = r#"
 import asyncio, os, sys, traceback
 try:
     import snapdir
-    root, out_manifest, out_id = sys.argv[1:4]
-    flags = sys.argv[4:]
-    exclude = [flags[i + 1] for i, f in enumerate(flags) if f == "--exclude"]
-    kw = dict(no_follow="--no-follow" in flags, absolute="--absolute" in flags, exclude=exclude or None)
-    m = asyncio.run(snapdir.manifest(root, **kw))
-    i = asyncio.run(snapdir.id(root, **kw))
     expected = os.environ["SNAPDIR_EXPECTED_VERSION"]
     if snapdir.version() != expected:
         raise SystemExit(f"snapdir {snapdir.version()} is installed, the tests expect {expected}")
-    with open(out_manifest, "w", encoding="utf-8", newline="") as f:
-        f.write(m.raw)
-    with open(out_id, "w") as f:
-        f.write(i)
+    op, args = sys.argv[1], sys.argv[2:]
+    if op == "walk":
+        root, out_manifest, out_id = args[:3]
+        flags = args[3:]
+        exclude = [flags[i + 1] for i, f in enumerate(flags) if f == "--exclude"]
+        kw = dict(no_follow="--no-follow" in flags, absolute="--absolute" in flags, exclude=exclude or None)
+        m = asyncio.run(snapdir.manifest(root, **kw))
+        i = asyncio.run(snapdir.id(root, **kw))
+        with open(out_manifest, "w", encoding="utf-8", newline="") as f:
+            f.write(m.raw)
+        with open(out_id, "w") as f:
+            f.write(i)
+    elif op == "push":
+        print(asyncio.run(snapdir.push(args[0], snapdir.StoreUri(args[1]))))
+    elif op == "pull":
+        asyncio.run(snapdir.pull(snapdir.SnapshotId(args[0]), snapdir.StoreUri(args[1]), args[2]))
+    elif op == "verify":
+        print(asyncio.run(snapdir.verify(args[0], snapdir.StoreUri(args[1]))))
+    else:
+        raise SystemExit(f"unknown operation {op}")
     code = 0
 except BaseException:
     traceback.print_exc()
@@ -142,50 +191,43 @@ os._exit(code)
 "#;
 
 impl Snapdir {
-    /// Installs snapdir into the target directory on first use (all test processes share it).
-    ///
-    /// There is no skipping: without Python, pip or the network the interop tests fail, loudly.
+    /// Installs snapdir on first use. There is no skipping: without Python, pip or the network the
+    /// interop tests fail, loudly.
     pub(crate) fn get() -> &'static Snapdir {
         static SNAPDIR: OnceLock<Snapdir> = OnceLock::new();
         SNAPDIR.get_or_init(|| {
+            let pythonpath = snapsync_testkit::pip_install(
+                &format!("snapdir-{SNAPDIR_VERSION}"),
+                &[&format!("snapdir=={SNAPDIR_VERSION}")],
+            );
             let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-            let target = base.join(format!("snapdir-{SNAPDIR_VERSION}"));
-            if !target.join("snapdir").is_dir() {
-                // Install beside the final place, then rename: concurrent test processes may race here,
-                // and the loser of the rename simply uses the winner's copy.
-                let staging = base.join(format!("snapdir-{SNAPDIR_VERSION}.{}", std::process::id()));
-                let _ = fs::remove_dir_all(&staging);
-                let out = Command::new(python())
-                    .args([
-                        "-m",
-                        "pip",
-                        "install",
-                        "--quiet",
-                        "--disable-pip-version-check",
-                        "--no-input",
-                    ])
-                    .args(["--target", staging.to_str().unwrap()])
-                    .arg(format!("snapdir=={SNAPDIR_VERSION}"))
-                    .output()
-                    .unwrap_or_else(|e| panic!("cannot run {} -m pip: {e}", python()));
-                assert!(
-                    out.status.success(),
-                    "installing snapdir {SNAPDIR_VERSION} from PyPI failed (the interop tests need it):\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                if fs::rename(&staging, &target).is_err() {
-                    let _ = fs::remove_dir_all(&staging);
-                }
-            }
             let script = base.join("snapdir-interop.py");
             let staging = base.join(format!("snapdir-interop.py.{}", std::process::id()));
             fs::write(&staging, SCRIPT).unwrap();
             fs::rename(&staging, &script).unwrap();
-            Snapdir {
-                pythonpath: target,
-                script,
-            }
+            Snapdir { pythonpath, script }
         })
+    }
+
+    /// Runs one operation of the script with `env` added; panics with snapdir's output if it fails.
+    /// Each call gets an empty cache of its own, so what it reads comes from the store.
+    fn call(&self, args: &[&OsStr], env: &[(&str, String)]) -> String {
+        let cache = tempfile::tempdir().unwrap();
+        let out = Command::new(snapsync_testkit::python())
+            .env("SNAPDIR_CACHE_DIR", cache.path())
+            .env("PYTHONPATH", &self.pythonpath)
+            .env("SNAPDIR_EXPECTED_VERSION", SNAPDIR_VERSION)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .arg(&self.script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "snapdir {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Runs `snapdir.manifest` and `snapdir.id` on `root` with snapdir-style flags
@@ -194,30 +236,36 @@ impl Snapdir {
         let out_dir = tempfile::tempdir().unwrap();
         let manifest_path = out_dir.path().join("manifest");
         let id_path = out_dir.path().join("id");
-        let out = Command::new(python())
-            .env("PYTHONPATH", &self.pythonpath)
-            .env("SNAPDIR_EXPECTED_VERSION", SNAPDIR_VERSION)
-            .arg(&self.script)
-            .arg(root)
-            .arg(&manifest_path)
-            .arg(&id_path)
-            .args(flags)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "snapdir failed on {}:\n{}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args: Vec<&OsStr> = vec![
+            "walk".as_ref(),
+            root.as_os_str(),
+            manifest_path.as_os_str(),
+            id_path.as_os_str(),
+        ];
+        args.extend(flags.iter().map(OsStr::new));
+        self.call(&args, &[]);
         SnapdirResult {
             manifest: fs::read_to_string(manifest_path).unwrap(),
             id: fs::read_to_string(id_path).unwrap(),
         }
     }
-}
 
-/// The Python interpreter: `$SNAPSYNC_TEST_PYTHON`, else `python3` from PATH.
-fn python() -> String {
-    std::env::var("SNAPSYNC_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+    /// `snapdir.push(dir, store)`: returns the id.
+    pub(crate) fn push(&self, dir: &Path, store: &str, env: &[(&str, String)]) -> String {
+        let out = self.call(&["push".as_ref(), dir.as_os_str(), store.as_ref()], env);
+        out.trim().to_owned()
+    }
+
+    /// `snapdir.pull(id, store, dir)`.
+    pub(crate) fn pull(&self, id: &str, store: &str, dir: &Path, env: &[(&str, String)]) {
+        self.call(
+            &["pull".as_ref(), id.as_ref(), store.as_ref(), dir.as_os_str()],
+            env,
+        );
+    }
+
+    /// `snapdir.verify(id, store)`: what it returns, printed by Python.
+    pub(crate) fn verify(&self, id: &str, store: &str, env: &[(&str, String)]) -> String {
+        self.call(&["verify".as_ref(), id.as_ref(), store.as_ref()], env)
+    }
 }
