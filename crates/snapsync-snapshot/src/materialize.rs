@@ -19,7 +19,8 @@ use snapsync_core::pathsafe::{check_no_symlink_parents, safe_relative_path};
 use snapsync_core::{Checksum, Entry, Manifest};
 
 use crate::error::{Error, Result};
-use crate::repo::{Progress, Repository};
+use crate::layout::object_key;
+use crate::repo::{Progress, Repository, blocking};
 
 /// How to write a snapshot into a directory.
 #[derive(Clone, Debug)]
@@ -192,13 +193,6 @@ enum Written {
     Unchanged,
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Io {
-        path: PathBuf::new(),
-        source: std::io::Error::other(e),
-    })?
-}
-
 /// Creates the snapshot's directories (parents first), replacing a file or symlink that stands where a
 /// directory belongs, making existing ones writable for the run, and removing leftover temporary files.
 fn prepare_directories(dest: &Path, dirs: &[(PathBuf, u32)]) -> Result<()> {
@@ -283,25 +277,46 @@ async fn write_file(
     let temp = temp.path();
     let mut last_error = None;
     for source in sources {
-        let result = async {
-            let mut file = tokio::fs::File::create(temp).await.map_err(Error::io(temp))?;
-            let (written, actual) = source
-                .read_object_into(&sum, &mut file, temp, options.progress.as_deref())
-                .await?;
-            drop(file);
-            if actual != sum {
-                return Err(Error::ObjectCorrupt {
-                    checksum: sum,
-                    path: entry.rendered_path().into_owned(),
+        let result = match source.store().local_path(&object_key(&sum)) {
+            // One blocking task does it all, so that a pull cancelled mid-way (another file failed) never
+            // leaves this one half done: it ends renamed into place, or removed.
+            Some(object) => {
+                let install = Install {
+                    temp: temp.to_path_buf(),
+                    path: path.clone(),
+                    sum,
+                    mode,
+                    rendered: entry.rendered_path().into_owned(),
                     store: source.url(),
-                    actual,
-                });
+                };
+                let written = blocking(move || install.copy_local_object(&object)).await;
+                if let (Ok(written), Some(progress)) = (&written, &options.progress) {
+                    progress.done(0, *written);
+                }
+                written
             }
-            fs::set_permissions(temp, fs::Permissions::from_mode(mode)).map_err(Error::io(temp))?;
-            fs::rename(temp, &path).map_err(Error::io(&path))?;
-            Ok(written)
-        }
-        .await;
+            None => {
+                async {
+                    // Created here, not on a blocking thread, so the guard's removal cannot come first.
+                    let file = fs::File::create(temp).map_err(Error::io(temp))?;
+                    let (written, actual) = source
+                        .read_object_to(&sum, file, temp, options.progress.as_deref())
+                        .await?;
+                    if actual != sum {
+                        return Err(Error::ObjectCorrupt {
+                            checksum: sum,
+                            path: entry.rendered_path().into_owned(),
+                            store: source.url(),
+                            actual,
+                        });
+                    }
+                    fs::set_permissions(temp, fs::Permissions::from_mode(mode)).map_err(Error::io(temp))?;
+                    fs::rename(temp, &path).map_err(Error::io(&path))?;
+                    Ok(written)
+                }
+                .await
+            }
+        };
         match result {
             Ok(written) => {
                 if let Some(progress) = &options.progress {
@@ -336,6 +351,51 @@ async fn write_file(
         path: entry.rendered_path().into_owned(),
         store: String::from("(no store)"),
     }))
+}
+
+/// Where and how one file of a snapshot is written from an object kept as a local file.
+struct Install {
+    temp: PathBuf,
+    path: PathBuf,
+    sum: Checksum,
+    mode: u32,
+    rendered: String,
+    store: String,
+}
+
+impl Install {
+    /// Copies the object to the temporary name (the kernel copies, or shares blocks where the
+    /// filesystem can), hashes what was written (the check is on the new file itself), then sets the
+    /// mode and renames it into place. On any failure the temporary file is removed.
+    fn copy_local_object(self, object: &Path) -> Result<u64> {
+        let guard = TempFile::new(self.temp.clone());
+        let temp = guard.path();
+        let mut from = match fs::File::open(object) {
+            Ok(file) => file,
+            // The caller turns this into "object missing", naming the snapshot path.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Store(snapsync_store::Error::NotFound {
+                    location: object.display().to_string(),
+                }));
+            }
+            Err(e) => return Err(Error::io(object)(e)),
+        };
+        let mut to = fs::File::create(temp).map_err(Error::io(temp))?;
+        std::io::copy(&mut from, &mut to).map_err(Error::io(temp))?;
+        drop(to);
+        let (actual, written) = snapsync_core::hash_file(temp).map_err(Error::io(temp))?;
+        if actual != self.sum {
+            return Err(Error::ObjectCorrupt {
+                checksum: self.sum,
+                path: self.rendered,
+                store: self.store,
+                actual,
+            });
+        }
+        fs::set_permissions(temp, fs::Permissions::from_mode(self.mode)).map_err(Error::io(temp))?;
+        fs::rename(temp, &self.path).map_err(Error::io(&self.path))?;
+        Ok(written)
+    }
 }
 
 /// Removes everything below `dest/relative` that is not `wanted` (never following symlinks out).

@@ -176,10 +176,20 @@ where
     send_all(missing).await?;
     to.store().persist().await?;
     to.put_manifest(manifest).await?;
-    // A concurrent gc may have deleted an old object this push counted as present: put it back.
+    // A concurrent gc may have deleted an old object this push counted as present: put it back. (What
+    // this push sent itself is younger than gc's grace period; with nothing counted as present, there
+    // is nothing to check, and no second listing.)
+    let counted_present: Vec<Checksum> = needed
+        .iter()
+        .filter(|sum| present.contains_key(sum))
+        .copied()
+        .collect();
     for _ in 0..3 {
+        if counted_present.is_empty() {
+            break;
+        }
         let after = to.objects().await?;
-        let lost: Vec<Checksum> = needed
+        let lost: Vec<Checksum> = counted_present
             .iter()
             .filter(|sum| !after.contains_key(sum))
             .copied()
@@ -224,9 +234,8 @@ async fn transfer_object(
         let guard = crate::materialize::TempFile::new(scratch_file(sum));
         let temp = guard.path().to_path_buf();
         let result = async {
-            let mut file = tokio::fs::File::create(&temp).await.map_err(Error::io(&temp))?;
-            let (_, actual) = from.read_object_into(sum, &mut file, &temp, None).await?;
-            drop(file);
+            let file = std::fs::File::create(&temp).map_err(Error::io(&temp))?;
+            let (_, actual) = from.read_object_to(sum, file, &temp, None).await?;
             if actual != *sum {
                 return Err(Error::ObjectCorrupt {
                     checksum: *sum,

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use snapsync_core::{Checksum, Manifest};
 use snapsync_store::{ObjectMeta, PutMode, PutSource, Store, StoreExt};
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::layout::{MANIFESTS, OBJECTS, manifest_key, object_key, parse_key};
@@ -161,28 +160,38 @@ impl Repository {
         Ok(found)
     }
 
-    /// Streams the object `sum` into `file`, hashing it; the caller decides what to do with a mismatch.
-    /// Returns the bytes written and the checksum of what was written.
-    pub(crate) async fn read_object_into(
+    /// Streams the object `sum` into `file` (new, at `temp`), hashing it as it arrives; the caller decides
+    /// what to do with a mismatch. Returns the bytes written and the checksum of what was written.
+    ///
+    /// Pieces are written in batches of up to [`WRITE_BATCH`] bytes, each in one blocking task: a
+    /// hand-off to a blocking thread per network piece costs more than the write itself.
+    pub(crate) async fn read_object_to(
         &self,
         sum: &Checksum,
-        file: &mut tokio::fs::File,
+        mut file: std::fs::File,
         temp: &Path,
         progress: Option<&Progress>,
     ) -> Result<(u64, Checksum)> {
         let mut got = self.store.get(&object_key(sum)).await?;
         let mut hasher = blake3::Hasher::new();
         let mut written = 0u64;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0usize;
         while let Some(piece) = got.stream.next().await {
             let piece = piece?;
             hasher.update(&piece);
-            file.write_all(&piece).await.map_err(Error::io(temp))?;
             written += piece.len() as u64;
+            batched += piece.len();
             if let Some(progress) = progress {
                 progress.done(0, piece.len() as u64);
             }
+            batch.push(piece);
+            if batched >= WRITE_BATCH {
+                file = write_batch(file, std::mem::take(&mut batch), temp).await?;
+                batched = 0;
+            }
         }
-        file.flush().await.map_err(Error::io(temp))?;
+        write_batch(file, batch, temp).await?;
         Ok((written, hasher.finalize().into()))
     }
 
@@ -210,4 +219,30 @@ impl Repository {
         }
         Ok(bytes)
     }
+}
+
+/// How many bytes of an object arriving from a store are gathered before they are written.
+const WRITE_BATCH: usize = 8 << 20;
+
+/// Runs blocking filesystem work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Io {
+        path: std::path::PathBuf::new(),
+        source: std::io::Error::other(e),
+    })?
+}
+
+/// Writes `pieces` to `file` on a blocking thread and hands the file back.
+async fn write_batch(mut file: std::fs::File, pieces: Vec<Bytes>, path: &Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    let path = path.to_path_buf();
+    blocking(move || {
+        for piece in &pieces {
+            file.write_all(piece).map_err(Error::io(&path))?;
+        }
+        Ok(file)
+    })
+    .await
 }

@@ -140,12 +140,14 @@ async fn the_store_layout_is_snapdirs() {
     assert!(object_key(&a).starts_with(&format!(".objects/{}/", &a.to_hex()[..3])));
 }
 
-/// Counts listings and single-object lookups, to show a push finds what the store has by listing.
+/// Counts listings and single-object lookups, to show a push finds what the store has by listing; can
+/// play a concurrent gc that deletes an object just before a manifest is written.
 #[derive(Debug)]
 struct Counting {
     inner: Arc<dyn Store>,
     lists: AtomicU32,
     heads: AtomicU32,
+    gc_before_manifest: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -171,6 +173,12 @@ impl Store for Counting {
         self.inner.get_range(key, range).await
     }
     async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> snapsync_store::Result<()> {
+        if key.starts_with(".manifests/") {
+            let victim = self.gc_before_manifest.lock().unwrap().take();
+            if let Some(victim) = victim {
+                self.inner.delete(&victim).await?;
+            }
+        }
         self.inner.put(key, source, mode).await
     }
     async fn delete(&self, key: &str) -> snapsync_store::Result<()> {
@@ -197,17 +205,40 @@ async fn a_push_finds_present_objects_by_listing_not_by_asking_each() {
         inner: open(&StoreUrl::parse("memory://counting").unwrap()).unwrap(),
         lists: AtomicU32::new(0),
         heads: AtomicU32::new(0),
+        gc_before_manifest: std::sync::Mutex::new(None),
     });
     let store = Repository::new(Arc::clone(&counting) as Arc<dyn Store>);
-    push_walk(&walked(source.path()), &store, &options())
+    let report = push_walk(&walked(source.path()), &store, &options())
         .await
         .unwrap();
+    assert_eq!(report.objects_sent, 200);
     assert_eq!(counting.heads.load(Ordering::SeqCst), 0);
     assert_eq!(
         counting.lists.load(Ordering::SeqCst),
-        2,
-        "one listing before, one check after the manifest"
+        1,
+        "one listing; nothing was counted as present, so nothing to check after the manifest"
     );
+
+    // Again, with a gc deleting an object this push counted as present just before the manifest: the
+    // check after the manifest (a second listing) finds it gone and sends it again.
+    fs::write(source.path().join("new"), "new").unwrap();
+    let victim = object_key(&Checksum::of(b"content 7"));
+    *counting.gc_before_manifest.lock().unwrap() = Some(victim.clone());
+    counting.lists.store(0, Ordering::SeqCst);
+    let report = push_walk(&walked(source.path()), &store, &options())
+        .await
+        .unwrap();
+    assert_eq!(report.objects_present, 200);
+    assert_eq!(report.objects_sent, 2, "the new file, and the object gc took");
+    assert_eq!(
+        counting.lists.load(Ordering::SeqCst),
+        3,
+        "before; after the manifest, finding the loss; after sending it again, finding none"
+    );
+    assert_eq!(counting.heads.load(Ordering::SeqCst), 0);
+    assert!(counting.exists(&victim).await.unwrap());
+    let checked = verify(&report.id, &store, 4, None).await.unwrap();
+    assert!(checked.problems.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,6 +166,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn persist(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Where the object `key` lives as a file on this machine, for stores that keep objects as local
+    /// files (a reader may then copy it with the kernel's help instead of streaming it). `None` for any
+    /// other store, and for an invalid key. The file may not exist.
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
 }
 
 /// Conveniences on every [`Store`].

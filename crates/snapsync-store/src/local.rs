@@ -196,6 +196,10 @@ impl Store for LocalStore {
         }
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         let prefix = prefix.trim_end_matches('/').to_owned();
         if !prefix.is_empty()

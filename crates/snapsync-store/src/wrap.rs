@@ -1,6 +1,7 @@
 //! Wrappers that change how any store behaves: a key prefix, retries, a dry run.
 
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -45,6 +46,10 @@ impl Store for PrefixStore {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.inner.local_path(&self.key(key).ok()?)
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -184,6 +189,10 @@ impl Store for RetryStore {
         self.inner.capabilities()
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.inner.local_path(key)
+    }
+
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         let (inner, policy, prefix) = (Arc::clone(&self.inner), self.policy, prefix.to_owned());
         stream::once(async move { retry(policy, &mut || inner.list(&prefix).try_collect::<Vec<_>>()).await })
@@ -273,6 +282,10 @@ impl Store for DryRunStore {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.inner.local_path(key)
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
