@@ -32,8 +32,13 @@ Tasks:
                        Time signature, delta and patch against rdiff (apt) on a 1 GiB file with
                        ~1% scattered edits; check that a 10 GiB file goes through signature and
                        patch in under 100 MiB of memory (needs GNU time: apt-get install time).
+        bench snapshot [OPTIONS]
+                       Time push and pull of the 20,000-file tree to a file:// store and to a local
+                       S3 server (moto, PyPI) against snapdir; check that a 5 GiB file pushes and
+                       pulls through both in under 200 MiB of memory (needs GNU time).
       --runs N           timed runs per tool (default 5; a warm-up run comes first)
-      --quick            small data (2,000 files, 256 MiB file; 64 MiB for delta) for a smoke run
+      --quick            small data (2,000 files, 256 MiB file; 64 MiB for delta; 1 GiB for the
+                         snapshot memory check) for a smoke run
       --data DIR         where the generated data lives (default target/bench-data)
   fuzz [--seconds N]   Run each fuzz target for N seconds (default 60); needs cargo-fuzz
                        (`cargo install cargo-fuzz`); uses RUSTC_BOOTSTRAP=1 on stable.

@@ -277,6 +277,35 @@ mod tests {
     }
 
     #[test]
+    fn files_larger_than_a_window_hash_the_same_as_in_memory() {
+        // Two whole windows and a ragged end, with bytes that differ everywhere.
+        let len = usize::try_from(2 * sigbus::WINDOW).unwrap() + 12_345;
+        let mut content = vec![0u8; len];
+        let mut state = 0x1234_5678_u32;
+        for byte in &mut content {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *byte = state.to_le_bytes()[3];
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, &content).unwrap();
+        let file = File::open(&path).unwrap();
+        let (sum, n) = sigbus::hash_mapped(&file, len as u64, || {}).unwrap().unwrap();
+        assert_eq!(n, len as u64);
+        assert_eq!(sum, Checksum::of(&content));
+        // Shrunk to less than one window after the first was mapped: an error, as for one mapping.
+        let result = sigbus::hash_mapped(&file, len as u64, || {
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(4096)
+                .unwrap();
+        });
+        assert!(is_truncated_while_mapped(&result.unwrap_err()));
+    }
+
+    #[test]
     fn truncation_while_mapped_is_an_error_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shrinks");

@@ -72,42 +72,82 @@ pub(crate) fn is_truncation(error: &io::Error) -> bool {
         .is_some_and(<dyn std::error::Error + Send + Sync>::is::<TruncatedWhileMapped>)
 }
 
-/// Hashes `len` bytes of `file` through a guarded mapping, on all rayon threads.
+/// How much of a file is mapped at once. Each window is unmapped once hashed, so a file of any size
+/// keeps at most this much of itself resident in this process (64 MiB is plenty for all cores to work).
+pub(crate) const WINDOW: u64 = 64 << 20;
+
+/// Hashes `len` bytes of `file` through guarded mappings of up to [`WINDOW`] bytes, each on all rayon
+/// threads.
 ///
-/// Returns `Ok(None)` when no guard is available (handler not installable, or every slot busy): the
-/// caller then falls back to reading. `after_map` runs between mapping and hashing; tests use it to
-/// truncate the file at the worst moment.
+/// Returns `Ok(None)` when no guard is available for the first window (handler not installable, or
+/// every slot busy): the caller then falls back to reading; a later window without a guard is read.
+/// `after_map` runs between mapping the first window and hashing it; tests use it to truncate the file
+/// at the worst moment.
 pub(crate) fn hash_mapped(
     file: &File,
     len: u64,
     after_map: impl FnOnce(),
 ) -> io::Result<Option<(Checksum, u64)>> {
-    if !install() {
+    if !install() || usize::try_from(len).is_err() {
         return Ok(None);
     }
-    let Ok(map_len) = usize::try_from(len) else {
-        return Ok(None);
-    };
-    // SAFETY: the mapping is read-only and private to this function. Another process may change or
-    // truncate the file while it is mapped; changed bytes only change the checksum (the walk compares
-    // sizes afterwards), and truncation is caught by the SIGBUS guard registered below before any page
-    // is touched.
-    let map = unsafe { memmap2::MmapOptions::new().len(map_len).map(file)? };
-    // Sequential read-ahead measured faster than the default for one pass over the file.
-    let _ = map.advise(memmap2::Advice::Sequential);
-    let start = map.as_ptr() as usize;
-    let Some(slot) = claim(start, start + map_len) else {
-        return Ok(None);
-    };
-    after_map();
     let mut hasher = blake3::Hasher::new();
-    hasher.update_rayon(&map);
-    let faulted = release(slot);
-    drop(map);
-    if faulted {
-        return Err(io::Error::other(TruncatedWhileMapped));
+    let mut after_map = Some(after_map);
+    let mut offset = 0u64;
+    while offset < len {
+        let window = (len - offset).min(WINDOW);
+        let map_len = usize::try_from(window).map_err(io::Error::other)?;
+        // SAFETY: the mapping is read-only and private to this function. Another process may change or
+        // truncate the file while it is mapped; changed bytes only change the checksum (the walk
+        // compares sizes afterwards), and truncation is caught by the SIGBUS guard registered below
+        // before any page is touched.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(map_len)
+                .map(file)?
+        };
+        // Sequential read-ahead measured faster than the default for one pass over the file.
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let start = map.as_ptr() as usize;
+        let Some(slot) = claim(start, start + map_len) else {
+            drop(map);
+            if offset == 0 {
+                return Ok(None);
+            }
+            read_into(&mut hasher, file, offset, map_len)?;
+            offset += window;
+            continue;
+        };
+        if let Some(after_map) = after_map.take() {
+            after_map();
+        }
+        hasher.update_rayon(&map);
+        let faulted = release(slot);
+        drop(map);
+        if faulted {
+            return Err(io::Error::other(TruncatedWhileMapped));
+        }
+        offset += window;
     }
     Ok(Some((hasher.finalize().into(), len)))
+}
+
+/// Hashes `len` bytes of `file` from `offset` by reading them (when no guard slot is free).
+fn read_into(hasher: &mut blake3::Hasher, file: &File, offset: u64, len: usize) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; len.min(1 << 20)];
+    let mut done = 0usize;
+    while done < len {
+        let want = (len - done).min(buffer.len());
+        let n = file.read_at(&mut buffer[..want], offset + done as u64)?;
+        if n == 0 {
+            return Err(io::Error::other(TruncatedWhileMapped));
+        }
+        hasher.update(&buffer[..n]);
+        done += n;
+    }
+    Ok(())
 }
 
 fn claim(start: usize, end: usize) -> Option<&'static Slot> {

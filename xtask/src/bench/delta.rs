@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::{MIB, Options, Rng, build_snapsync, cpu_model, median};
+use super::{MIB, Options, Rng, Scratch, build_snapsync, cpu_model, median};
 use crate::util::{capture, which};
 
 /// The bound the issue sets for signature and patch of a 10 GiB file.
@@ -32,7 +32,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         gnu_time.is_file(),
         "GNU time is not installed (apt-get install time); it measures peak memory"
     );
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("delta")?;
     let s = |name: &str| scratch.0.join(name);
     let new_len = fs::metadata(&new)?.len();
 
@@ -321,28 +321,6 @@ fn same_file(a: &Path, b: &Path) -> Result<bool> {
         if ba[..n] != bb[..n] {
             return Ok(false);
         }
-    }
-}
-
-/// A directory for outputs on tmpfs (or under target/ where there is none), removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            crate::util::project_root().join("target")
-        };
-        let dir = base.join(format!("snapsync-bench-delta-{}", std::process::id()));
-        fs::create_dir_all(&dir)?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

@@ -76,14 +76,14 @@ pub(crate) fn run(options: &Options) -> Result<()> {
 }
 
 /// A generated data set: its directory and its files relative to it.
-struct Data {
-    label: &'static str,
-    dir: PathBuf,
-    files: Vec<PathBuf>,
-    bytes: u64,
+pub(crate) struct Data {
+    pub(crate) label: &'static str,
+    pub(crate) dir: PathBuf,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) bytes: u64,
 }
 
-fn ensure_tree(data: &Path, count: usize) -> Result<Data> {
+pub(crate) fn ensure_tree(data: &Path, count: usize) -> Result<Data> {
     let dir = data.join(format!("tree-{count}"));
     let mut rng = Rng(0x5eed_0000 + count as u64);
     let mut files = Vec::with_capacity(count);

@@ -5,9 +5,10 @@
 
 mod delta;
 mod id;
+mod snapshot;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,13 @@ use crate::util::{capture, cargo, project_root, run as run_command};
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 
-const USAGE: &str = "usage: cargo xtask bench <id|delta> [--runs N] [--quick] [--data DIR]";
+const USAGE: &str = "usage: cargo xtask bench <id|delta|snapshot> [--runs N] [--quick] [--data DIR]";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("id") => id::run(&Options::parse(&args[1..])?),
         Some("delta") => delta::run(&Options::parse(&args[1..])?),
+        Some("snapshot") => snapshot::run(&Options::parse(&args[1..])?),
         _ => bail!("{USAGE}"),
     }
 }
@@ -139,4 +141,36 @@ pub(crate) fn cpu_model() -> String {
                 .map(|s| s.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// A directory for outputs, removed at the end: on tmpfs where there is one (so the disk does not
+/// take part in the timing), else under target/.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(name: &str) -> Result<Scratch> {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            project_root().join("target")
+        };
+        Scratch::under(&base, name)
+    }
+
+    /// Under target/, on disk: for data too big for memory.
+    pub(crate) fn on_disk(name: &str) -> Result<Scratch> {
+        Scratch::under(&project_root().join("target"), name)
+    }
+
+    fn under(base: &Path, name: &str) -> Result<Scratch> {
+        let dir = base.join(format!("snapsync-bench-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
