@@ -13,8 +13,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use snapsync_core::pathsafe::{check_no_symlink_parents, safe_relative_path};
 use snapsync_core::{Checksum, Entry, Manifest};
 
@@ -123,19 +124,35 @@ pub async fn materialize(
     if let Some(progress) = &options.progress {
         progress.plan(files.len() as u64, files.iter().map(|(_, e)| e.size()).sum());
     }
-    let outcomes: Vec<Written> = stream::iter(files.iter())
-        .map(|(relative, entry)| write_file(&dest, relative, entry, sources, options))
+    // After a failure no new file is started, but the files under way finish (each renamed into place or
+    // removed), so that nothing is still writing into `dest` when this returns.
+    let failed = AtomicBool::new(false);
+    let outcomes: Vec<Result<Option<Written>>> = stream::iter(files.iter())
+        .map(|(relative, entry)| {
+            let (failed, dest) = (&failed, &dest);
+            async move {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                let written = write_file(dest, relative, entry, sources, options).await;
+                if written.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                written.map(Some)
+            }
+        })
         .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
     let mut report = MaterializeReport::default();
     for outcome in outcomes {
-        match outcome {
-            Written::New(bytes) => {
+        match outcome? {
+            Some(Written::New(bytes)) => {
                 report.files_written += 1;
                 report.bytes_written += bytes;
             }
-            Written::Unchanged => report.files_unchanged += 1,
+            Some(Written::Unchanged) => report.files_unchanged += 1,
+            None => {}
         }
     }
     let wanted: HashSet<PathBuf> = dirs

@@ -3,10 +3,12 @@
 //! **The gc rule.** `gc` deletes an object only if no manifest in the store references it **and** it is
 //! older than the grace period (default 24 hours), judged by the store's modification time. A push writes
 //! its objects before its manifest, so an unreferenced young object may belong to a push in progress and
-//! is kept. A push that found an *old* object present and relied on it can lose it to a concurrent gc;
-//! so, after writing its manifest, a push lists the objects again and sends any that vanished (see
-//! `push.rs`). A snapshot is complete when its push returns. If any manifest cannot be read or parsed,
-//! gc deletes nothing.
+//! is kept. A push that found an *old* object present and relied on it could lose it to a concurrent gc;
+//! two checks close most of that window: gc lists the manifests again just before deleting and spares
+//! what new ones reference, and a push that counted objects as present lists them again after writing
+//! its manifest and sends any that vanished (see `push.rs`). What remains is a gc whose deletions are
+//! under way while such a push writes its manifest and checks: `verify` finds the loss and pushing the
+//! snapshot again repairs it. If any manifest cannot be read or parsed, gc deletes nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -252,17 +254,10 @@ pub struct GcReport {
 pub async fn gc(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     let snapshots = repo.snapshots().await?;
     let mut referenced: HashSet<Checksum> = HashSet::new();
+    let mut read: HashSet<Checksum> = HashSet::new();
     for (id, _) in &snapshots {
-        let manifest = repo.manifest(id).await.map_err(|e| Error::GcAborted {
-            reason: format!("snapshot {id} cannot be read: {e}"),
-        })?;
-        referenced.extend(
-            manifest
-                .entries()
-                .iter()
-                .filter(|e| !e.is_dir())
-                .map(Entry::checksum),
-        );
+        reference(repo, id, &mut referenced).await?;
+        read.insert(*id);
     }
     let objects = repo.objects().await?;
     let now = SystemTime::now();
@@ -286,6 +281,17 @@ pub async fn gc(repo: &Repository, options: GcOptions) -> Result<GcReport> {
             report.kept_recent += 1;
         }
     }
+    // Snapshots pushed while this gc ran may need what it was about to delete: look again, last thing
+    // before deleting.
+    for (id, _) in repo.snapshots().await? {
+        if read.insert(id) {
+            reference(repo, &id, &mut referenced).await?;
+            report.snapshots += 1;
+        }
+    }
+    let before = report.deleted.len();
+    report.deleted.retain(|(sum, _)| !referenced.contains(sum));
+    report.referenced += (before - report.deleted.len()) as u64;
     report.deleted.sort();
     if !options.dry_run {
         stream::iter(report.deleted.iter())
@@ -295,4 +301,19 @@ pub async fn gc(repo: &Repository, options: GcOptions) -> Result<GcReport> {
             .await?;
     }
     Ok(report)
+}
+
+/// Adds the objects snapshot `id` references to `referenced`; an unreadable manifest stops gc.
+async fn reference(repo: &Repository, id: &Checksum, referenced: &mut HashSet<Checksum>) -> Result<()> {
+    let manifest = repo.manifest(id).await.map_err(|e| Error::GcAborted {
+        reason: format!("snapshot {id} cannot be read: {e}"),
+    })?;
+    referenced.extend(
+        manifest
+            .entries()
+            .iter()
+            .filter(|e| !e.is_dir())
+            .map(Entry::checksum),
+    );
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use snapsync_core::{Checksum, Manifest, Walk, WalkOptions, walk};
 use snapsync_snapshot::layout::{manifest_key, object_key};
 use snapsync_snapshot::{
@@ -148,6 +148,23 @@ struct Counting {
     lists: AtomicU32,
     heads: AtomicU32,
     gc_before_manifest: std::sync::Mutex<Option<String>>,
+    /// A manifest (key, text) that a concurrent push writes just before the second listing of
+    /// manifests.
+    push_before_second_manifest_listing: std::sync::Mutex<Option<(String, Bytes)>>,
+    manifest_listings: AtomicU32,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Store>) -> Counting {
+        Counting {
+            inner,
+            lists: AtomicU32::new(0),
+            heads: AtomicU32::new(0),
+            gc_before_manifest: std::sync::Mutex::new(None),
+            push_before_second_manifest_listing: std::sync::Mutex::new(None),
+            manifest_listings: AtomicU32::new(0),
+        }
+    }
 }
 
 #[async_trait]
@@ -160,6 +177,21 @@ impl Store for Counting {
     }
     fn list(&self, prefix: &str) -> BoxStream<'static, snapsync_store::Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
+        if prefix.starts_with(".manifests") && self.manifest_listings.fetch_add(1, Ordering::SeqCst) == 1 {
+            let injected = self.push_before_second_manifest_listing.lock().unwrap().take();
+            if let Some((key, text)) = injected {
+                let (inner, prefix) = (Arc::clone(&self.inner), prefix.to_owned());
+                return futures::stream::once(async move {
+                    inner
+                        .put(&key, PutSource::Bytes(text), PutMode::Create)
+                        .await
+                        .unwrap();
+                    inner.list(&prefix)
+                })
+                .flatten()
+                .boxed();
+            }
+        }
         self.inner.list(prefix)
     }
     async fn head(&self, key: &str) -> snapsync_store::Result<ObjectMeta> {
@@ -201,12 +233,9 @@ async fn a_push_finds_present_objects_by_listing_not_by_asking_each() {
     for i in 0..200 {
         fs::write(source.path().join(format!("f{i}")), format!("content {i}")).unwrap();
     }
-    let counting = Arc::new(Counting {
-        inner: open(&StoreUrl::parse("memory://counting").unwrap()).unwrap(),
-        lists: AtomicU32::new(0),
-        heads: AtomicU32::new(0),
-        gc_before_manifest: std::sync::Mutex::new(None),
-    });
+    let counting = Arc::new(Counting::new(
+        open(&StoreUrl::parse("memory://counting").unwrap()).unwrap(),
+    ));
     let store = Repository::new(Arc::clone(&counting) as Arc<dyn Store>);
     let report = push_walk(&walked(source.path()), &store, &options())
         .await
@@ -601,6 +630,55 @@ async fn gc_deletes_only_old_unreferenced_objects() {
         "{err}"
     );
     assert!(store.store().exists(&young).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_spares_objects_of_a_snapshot_pushed_while_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let counting = Arc::new(Counting::new(open(&StoreUrl::local(dir.path())).unwrap()));
+    let store = Repository::new(Arc::clone(&counting) as Arc<dyn Store>);
+    let source = tempfile::tempdir().unwrap();
+    tree(source.path());
+    push_walk(&walked(source.path()), &store, &options())
+        .await
+        .unwrap();
+    // An old object no snapshot references yet...
+    let shared = Checksum::of(b"shared content");
+    let key = object_key(&shared);
+    counting
+        .put(
+            &key,
+            PutSource::Bytes(Bytes::from_static(b"shared content")),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+    counting
+        .set_mtime(&key, SystemTime::now() - Duration::from_hours(48))
+        .await
+        .unwrap();
+    // ...that a push in progress found present and references in the manifest it writes while gc runs.
+    let other = tempfile::tempdir().unwrap();
+    fs::write(other.path().join("f"), b"shared content").unwrap();
+    let manifest = walk(other.path(), &WalkOptions::default()).unwrap().manifest;
+    *counting.push_before_second_manifest_listing.lock().unwrap() = Some((
+        manifest_key(&manifest.id()),
+        Bytes::from(format!("{}\n", manifest.render())),
+    ));
+    let report = gc(
+        &store,
+        GcOptions {
+            grace: Duration::from_hours(1),
+            ..GcOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.deleted.is_empty(), "{report:?}");
+    assert_eq!(report.snapshots, 2, "the snapshot that appeared was read");
+    assert!(counting.exists(&key).await.unwrap());
+    let checked = verify(&manifest.id(), &store, 4, None).await.unwrap();
+    assert!(checked.problems.is_empty());
 }
 
 #[test]
