@@ -20,9 +20,9 @@ const HELP: &str = "\
 cargo xtask <TASK> [OPTIONS]
 
 Tasks:
-  test                 Run every test: cargo nextest (unit, integration, interop with snapdir
-                       from PyPI) and the doc tests. Needs python3 + pip and network access to
-                       PyPI the first time.
+  test                 Run every test: cargo nextest (unit, integration, interop with snapdir,
+                       stores against moto and Azurite) and the doc tests. Needs python3 + pip,
+                       node + npm and access to PyPI and npm the first time.
   lint                 rustfmt check, clippy -D warnings, cargo-deny (bans, licenses, sources).
   ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, and
                        quick benchmark smoke runs.
@@ -94,7 +94,8 @@ fn ci() -> Result<()> {
     test()?;
     fuzz(&["--seconds".into(), "20".into()])?;
     bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])?;
-    bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])
+    bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])?;
+    bench::run(&["snapshot".into(), "--quick".into(), "--runs".into(), "1".into()])
 }
 
 fn fuzz(args: &[String]) -> Result<()> {
