@@ -11,6 +11,7 @@
 //! | `s3://bucket/prefix` | `object_store`'s S3 client (AWS or any S3-compatible server) |
 //! | `gs://bucket/prefix` | `object_store`'s Google Cloud Storage client |
 //! | `az://container/prefix` | `object_store`'s Azure Blob client |
+//! | `ftp://user:pass@host/path`, `ftps://…` | [`FtpStore`]: FTP, or FTP with explicit TLS (suppaftp + rustls) |
 //!
 //! Each backend states what it can do natively in its [`Capabilities`]; the rest falls back to generic
 //! implementations. Wrappers change any store's behaviour without touching the backends:
@@ -37,6 +38,7 @@
 
 pub mod conformance;
 mod error;
+mod ftp;
 mod local;
 mod object;
 mod url;
@@ -53,6 +55,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 pub use crate::error::{Error, Result};
+pub use crate::ftp::FtpStore;
 pub use crate::local::{LocalStore, is_temp_name, temp_path};
 pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
 pub use crate::url::{Scheme, StoreUrl, redact_text};
@@ -253,6 +256,7 @@ pub fn open_with_config(url: &StoreUrl, config: &[(&str, &str)]) -> Result<Arc<d
         Scheme::Memory | Scheme::S3 | Scheme::Gcs | Scheme::Azure => {
             Ok(Arc::new(ObjectStoreBackend::open_with_config(url, config)?))
         }
+        Scheme::Ftp | Scheme::Ftps => Ok(Arc::new(FtpStore::open(url, config)?)),
         scheme => Err(Error::InvalidUrl {
             url: url.to_string(),
             reason: format!(

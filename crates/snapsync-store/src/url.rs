@@ -19,9 +19,9 @@ pub enum Scheme {
     Gcs,
     /// `az://container/prefix` (also `azure://`).
     Azure,
-    /// `ftp://` (not available yet).
+    /// `ftp://user:password@host/path`.
     Ftp,
-    /// `ftps://` (not available yet).
+    /// `ftps://…`: FTP with explicit TLS.
     Ftps,
     /// `sftp://` (not available yet).
     Sftp,
@@ -92,7 +92,7 @@ impl StoreUrl {
             "sftp" => Scheme::Sftp,
             other => {
                 return Err(invalid(&format!(
-                    "unknown scheme {other:?} (use a path, file://, memory://, s3://, gs:// or az://)"
+                    "unknown scheme {other:?} (use a path, file://, memory://, s3://, gs://, az://, ftp:// or ftps://)"
                 )));
             }
         };

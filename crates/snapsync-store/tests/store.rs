@@ -16,6 +16,9 @@ use snapsync_store::{
 };
 use snapsync_testkit::{Azurite, S3Server};
 
+#[path = "store/ftp.rs"]
+mod ftp;
+
 fn pairs<'a>(config: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     config.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }

@@ -10,6 +10,7 @@
 // Test support: a failure to set up is a failed test, said as loudly as possible.
 #![allow(clippy::missing_panics_doc)]
 
+mod ftp;
 mod servers;
 
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +19,7 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use ftp::{FTP_PASSWORD, FTP_USER, FtpFlavor, FtpServer, ensure_system_user, make_certificate};
 pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 
 /// Where installed tools and server data live: `target/testkit` of the workspace, or
@@ -141,6 +143,7 @@ pub struct Process {
     child: Child,
     name: String,
     stopped: bool,
+    log: Option<PathBuf>,
 }
 
 impl Process {
@@ -156,7 +159,23 @@ impl Process {
             child,
             name: name.to_owned(),
             stopped: false,
+            log: None,
         }
+    }
+
+    /// Names the file the server logs to: a server that fails to start has it quoted in the panic.
+    #[must_use]
+    pub fn with_log(mut self, log: &Path) -> Process {
+        self.log = Some(log.to_path_buf());
+        self
+    }
+
+    fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .map(|text| format!("; its log says:\n{text}"))
+            .unwrap_or_default()
     }
 
     /// Waits until something accepts connections on `port`; panics, with the server's exit status if
@@ -168,12 +187,17 @@ impl Process {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited before it listened on port {port}: {status}", self.name);
+                panic!(
+                    "{} exited before it listened on port {port}: {status}{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             assert!(
                 started.elapsed() < timeout,
-                "{} did not listen on port {port} within {timeout:?}",
-                self.name
+                "{} did not listen on port {port} within {timeout:?}{}",
+                self.name,
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
