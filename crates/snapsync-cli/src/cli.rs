@@ -22,6 +22,51 @@ pub(crate) struct Cli {
 
     #[command(flatten)]
     pub(crate) output: OutputArgs,
+
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+}
+
+/// How to reach FTPS and SFTP servers (ignored for other stores).
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Connecting to FTPS and SFTP servers")]
+pub(crate) struct ConnectArgs {
+    #[arg(
+        long,
+        global = true,
+        help = "SFTP: trust a server whose host key is not in known_hosts yet, and record it there \
+(a key that differs from the recorded one is refused all the same)"
+    )]
+    pub(crate) accept_new_host_key: bool,
+
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SNAPSYNC_KNOWN_HOSTS",
+        help = "SFTP: the known_hosts file [default: ~/.ssh/known_hosts]"
+    )]
+    pub(crate) known_hosts: Option<PathBuf>,
+
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SNAPSYNC_SSH_KEY",
+        help = "SFTP: log in with this private key (an encrypted key's passphrase comes from \
+SNAPSYNC_SSH_KEY_PASSPHRASE); without it: the URL's password, the ssh-agent's keys, then ~/.ssh/id_ed25519, \
+id_ecdsa, id_rsa"
+    )]
+    pub(crate) ssh_key: Option<PathBuf>,
+
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SNAPSYNC_CA_FILE",
+        help = "FTPS: also trust the certificates in this PEM file (a self-signed server's, say)"
+    )]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -77,6 +77,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    snapshot::set_connect_args(cli.connect.clone());
     match &cli.command {
         Command::Manifest(args) => manifest::manifest(args, &cli.output),
         Command::Id(args) => manifest::id(args, &cli.output),

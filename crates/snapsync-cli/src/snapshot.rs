@@ -79,13 +79,55 @@ fn cache(args: &CacheArgs) -> anyhow::Result<Repository> {
     )))))
 }
 
+static CONNECT: std::sync::OnceLock<crate::cli::ConnectArgs> = std::sync::OnceLock::new();
+
+/// Remembers how to reach FTPS and SFTP servers, for every store opened after.
+pub(crate) fn set_connect_args(args: crate::cli::ConnectArgs) {
+    let _ = CONNECT.set(args);
+}
+
+/// The store configuration the command line gives a URL's backend.
+fn store_config(url: &StoreUrl) -> Vec<(&'static str, String)> {
+    let Some(args) = CONNECT.get() else {
+        return Vec::new();
+    };
+    let path = |p: &PathBuf| p.display().to_string();
+    let mut config = Vec::new();
+    match url.scheme() {
+        Scheme::Sftp => {
+            if args.accept_new_host_key {
+                config.push(("accept_new_host_key", "true".to_owned()));
+            }
+            if let Some(file) = &args.known_hosts {
+                config.push(("known_hosts", path(file)));
+            }
+            if let Some(key) = &args.ssh_key {
+                config.push(("key_file", path(key)));
+            }
+            if let Ok(passphrase) = std::env::var("SNAPSYNC_SSH_KEY_PASSPHRASE") {
+                config.push(("key_passphrase", passphrase));
+            }
+        }
+        Scheme::Ftps => {
+            if let Some(file) = &args.ca_file {
+                config.push(("ca_file", path(file)));
+            }
+        }
+        _ => {}
+    }
+    config
+}
+
 /// A store for snapshots: local directories write objects without one flush each (the snapshot code
 /// flushes once before each manifest); every store retries transient failures.
-fn store(url: &str) -> anyhow::Result<Repository> {
+pub(crate) fn store(url: &str) -> anyhow::Result<Repository> {
     let url = StoreUrl::parse(url)?;
-    let inner: Arc<dyn Store> = match url.scheme() {
-        Scheme::File => Arc::new(LocalStore::batched(url)),
-        _ => snapsync_store::open(&url)?,
+    let inner: Arc<dyn Store> = if url.scheme() == Scheme::File {
+        Arc::new(LocalStore::batched(url))
+    } else {
+        let config = store_config(&url);
+        let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        snapsync_store::open_with_config(&url, &pairs)?
     };
     Ok(Repository::new(Arc::new(RetryStore::new(
         inner,

@@ -122,6 +122,15 @@ impl Error {
     #[must_use]
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            Error::PermissionDenied { location, .. }
+                if location.starts_with("ftp://") || location.starts_with("ftps://") =>
+            {
+                Some("check the user name and password in the URL, and the permissions on the server")
+            }
+            Error::PermissionDenied { location, .. } if location.starts_with("sftp://") => Some(
+                "check the user, the password or key (--ssh-key, ssh-agent), the host key (known_hosts) and \
+                 the permissions on the server",
+            ),
             Error::PermissionDenied { .. } => Some(
                 "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY, \
                  GOOGLE_APPLICATION_CREDENTIALS) and the permissions on the bucket or directory",

@@ -12,6 +12,7 @@
 //! | `gs://bucket/prefix` | `object_store`'s Google Cloud Storage client |
 //! | `az://container/prefix` | `object_store`'s Azure Blob client |
 //! | `ftp://user:pass@host/path`, `ftps://…` | [`FtpStore`]: FTP, or FTP with explicit TLS (suppaftp + rustls) |
+//! | `sftp://user@host/path` | [`SftpStore`]: SFTP over SSH (russh + russh-sftp), host keys checked |
 //!
 //! Each backend states what it can do natively in its [`Capabilities`]; the rest falls back to generic
 //! implementations. Wrappers change any store's behaviour without touching the backends:
@@ -41,6 +42,7 @@ mod error;
 mod ftp;
 mod local;
 mod object;
+mod sftp;
 mod url;
 mod wrap;
 
@@ -58,6 +60,7 @@ pub use crate::error::{Error, Result};
 pub use crate::ftp::FtpStore;
 pub use crate::local::{LocalStore, is_temp_name, temp_path};
 pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
+pub use crate::sftp::SftpStore;
 pub use crate::url::{Scheme, StoreUrl, redact_text};
 pub use crate::wrap::{DryRunStore, PrefixStore, RetryPolicy, RetryStore};
 
@@ -257,12 +260,6 @@ pub fn open_with_config(url: &StoreUrl, config: &[(&str, &str)]) -> Result<Arc<d
             Ok(Arc::new(ObjectStoreBackend::open_with_config(url, config)?))
         }
         Scheme::Ftp | Scheme::Ftps => Ok(Arc::new(FtpStore::open(url, config)?)),
-        scheme => Err(Error::InvalidUrl {
-            url: url.to_string(),
-            reason: format!(
-                "{}:// stores are not available in this version of snapsync",
-                scheme.name()
-            ),
-        }),
+        Scheme::Sftp => Ok(Arc::new(SftpStore::open(url, config)?)),
     }
 }

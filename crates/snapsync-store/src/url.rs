@@ -23,7 +23,7 @@ pub enum Scheme {
     Ftp,
     /// `ftps://…`: FTP with explicit TLS.
     Ftps,
-    /// `sftp://` (not available yet).
+    /// `sftp://user@host/path`.
     Sftp,
 }
 
@@ -92,7 +92,7 @@ impl StoreUrl {
             "sftp" => Scheme::Sftp,
             other => {
                 return Err(invalid(&format!(
-                    "unknown scheme {other:?} (use a path, file://, memory://, s3://, gs://, az://, ftp:// or ftps://)"
+                    "unknown scheme {other:?} (use a path, file://, memory://, s3://, gs://, az://, ftp://, ftps:// or sftp://)"
                 )));
             }
         };

@@ -18,6 +18,8 @@ use snapsync_testkit::{Azurite, S3Server};
 
 #[path = "store/ftp.rs"]
 mod ftp;
+#[path = "store/sftp.rs"]
+mod sftp;
 
 fn pairs<'a>(config: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     config.iter().map(|(k, v)| (*k, v.as_str())).collect()

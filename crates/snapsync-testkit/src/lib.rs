@@ -12,6 +12,7 @@
 
 mod ftp;
 mod servers;
+mod ssh;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use ftp::{FTP_PASSWORD, FTP_USER, FtpFlavor, FtpServer, ensure_system_user, make_certificate};
 pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
+pub use ssh::{SSH_KEY_PASSPHRASE, SSH_PASSWORD, SSH_USER, Sshd};
 
 /// Where installed tools and server data live: `target/testkit` of the workspace, or
 /// `$SNAPSYNC_TESTKIT_DIR`.
@@ -201,6 +203,12 @@ impl Process {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The server's process id.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the server now, with everything it started (the tests of a server going away

@@ -5,6 +5,7 @@ mod delta;
 mod interop_rdiff;
 mod interop_snapdir;
 mod interop_stores;
+mod remote_stores;
 mod snapshot_failures;
 mod snapshots;
 mod util;

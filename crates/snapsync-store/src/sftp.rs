@@ -1,0 +1,1019 @@
+//! SFTP servers as stores, through `russh` and `russh-sftp`.
+//!
+//! `sftp://user[:password]@host[:port]/path`: the path is absolute on the server (`/~/path` is relative
+//! to the user's home, as with curl).
+//!
+//! * **Authentication**: the URL's password, else the keys of a running ssh-agent (`SSH_AUTH_SOCK`),
+//!   else private key files (`key_file`, else `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`; an encrypted
+//!   key needs `key_passphrase`).
+//! * **Host keys** are checked against `~/.ssh/known_hosts` (or `known_hosts`). An unknown host is refused
+//!   unless `accept_new_host_key` is `true` (the key is then recorded); a changed key is always refused.
+//! * **Writes never tear**: an object goes to `.NAME.snapsync-PID-N.tmp`, its size is checked, then it is
+//!   renamed over the key with `posix-rename@openssh.com` (atomic), or linked to it with
+//!   `hardlink@openssh.com` for create-if-absent (atomic: the link fails if the key exists).
+//! * One SSH connection carries two SFTP channels (one for files, one for the extensions); requests are
+//!   pipelined on them. A dropped connection is replaced on the next operation.
+//!
+//! Configuration keys: `key_file`, `key_passphrase`, `known_hosts`, `accept_new_host_key`, `agent_socket`
+//! (instead of `SSH_AUTH_SOCK`), `timeout`
+//! (seconds), `connections` (parallel transfers suggested to callers).
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::{RawSftpSession, SftpSession};
+use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
+const DEFAULT_JOBS: usize = 8;
+const READ_CHUNK: usize = 256 * 1024;
+
+/// An SFTP server. See the module documentation.
+pub struct SftpStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: StoreUrl,
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    key_files: Vec<PathBuf>,
+    key_passphrase: Option<String>,
+    known_hosts: Option<PathBuf>,
+    accept_new_host_key: bool,
+    /// The ssh-agent socket (`SSH_AUTH_SOCK` unless configured).
+    agent_socket: Option<PathBuf>,
+    /// The store's directory on the server, without a trailing `/` (relative to the home when it does
+    /// not start with `/`; `""` is the home itself).
+    root: String,
+    timeout: Duration,
+    jobs: usize,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    made_dirs: Mutex<HashSet<String>>,
+}
+
+struct Session {
+    handle: Handle<HostCheck>,
+    sftp: SftpSession,
+    raw: RawSftpSession,
+}
+
+impl fmt::Debug for SftpStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SftpStore")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the host key check found wrong, for the error message.
+#[derive(Clone, Debug)]
+enum HostKeyProblem {
+    Unknown { fingerprint: String },
+    Changed { file: PathBuf, line: usize },
+    Unreadable(String),
+}
+
+struct HostCheck {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    accept_new: bool,
+    problem: Arc<Mutex<Option<HostKeyProblem>>>,
+}
+
+impl client::Handler for HostCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
+        };
+        let record = |p: HostKeyProblem| {
+            *self.problem.lock().unwrap_or_else(PoisonError::into_inner) = Some(p);
+            Ok(false)
+        };
+        match russh::keys::check_known_hosts_path(&self.host, self.port, &key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Ok(false) if self.accept_new => {
+                if let Some(dir) = self.known_hosts.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                match russh::keys::known_hosts::learn_known_hosts_path(
+                    &self.host,
+                    self.port,
+                    &key,
+                    &self.known_hosts,
+                ) {
+                    Ok(()) => Ok(true),
+                    Err(e) => record(HostKeyProblem::Unreadable(format!(
+                        "cannot record the host key in {}: {e}",
+                        self.known_hosts.display()
+                    ))),
+                }
+            }
+            Ok(false) => record(HostKeyProblem::Unknown {
+                fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+            }),
+            Err(russh::keys::Error::KeyChanged { line }) => record(HostKeyProblem::Changed {
+                file: self.known_hosts.clone(),
+                line,
+            }),
+            Err(e) => record(HostKeyProblem::Unreadable(format!(
+                "cannot read {}: {e}",
+                self.known_hosts.display()
+            ))),
+        }
+    }
+}
+
+impl SftpStore {
+    /// A store for an `sftp://` URL. Nothing is connected until the first operation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL without a host or an unknown configuration key.
+    pub fn open(url: &StoreUrl, config: &[(&str, &str)]) -> Result<SftpStore> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let Some(parsed) = url.secret_url() else {
+            return Err(invalid("not an sftp:// URL".into()));
+        };
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid("needs a host: sftp://HOST/path".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let user = if parsed.username().is_empty() {
+            std::env::var("USER").unwrap_or_else(|_| "root".into())
+        } else {
+            decode(parsed.username())
+        };
+        let password = parsed.password().map(decode);
+        let path = decode(parsed.path());
+        let root = match path.strip_prefix("/~") {
+            Some(rest) => rest.trim_matches('/').to_owned(),
+            None => path.trim_end_matches('/').to_owned(),
+        };
+        let mut store = Inner {
+            url: url.clone(),
+            port: parsed.port().unwrap_or(22),
+            host,
+            user,
+            password,
+            key_files: Vec::new(),
+            key_passphrase: None,
+            known_hosts: None,
+            accept_new_host_key: false,
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+            root,
+            timeout: DEFAULT_TIMEOUT,
+            jobs: DEFAULT_JOBS,
+            session: tokio::sync::Mutex::default(),
+            made_dirs: Mutex::default(),
+        };
+        for (key, value) in config {
+            match *key {
+                "key_file" => store.key_files.push(PathBuf::from(value)),
+                "key_passphrase" => store.key_passphrase = Some((*value).to_owned()),
+                "known_hosts" => store.known_hosts = Some(PathBuf::from(value)),
+                "agent_socket" => store.agent_socket = Some(PathBuf::from(value)),
+                "accept_new_host_key" => store.accept_new_host_key = matches!(*value, "true" | "yes" | "1"),
+                "timeout" => {
+                    let seconds: f64 = value
+                        .parse()
+                        .map_err(|_| invalid(format!("timeout {value:?} is not a number of seconds")))?;
+                    store.timeout = Duration::try_from_secs_f64(seconds)
+                        .map_err(|_| invalid(format!("timeout {value:?} is out of range")))?;
+                }
+                "connections" => {
+                    store.jobs =
+                        value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            invalid(format!("connections {value:?} is not a positive number"))
+                        })?;
+                }
+                other => return Err(invalid(format!("unknown configuration key {other:?}"))),
+            }
+        }
+        Ok(SftpStore {
+            inner: Arc::new(store),
+        })
+    }
+}
+
+fn transient(location: &str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Transient {
+        location: location.to_owned(),
+        source: source.into(),
+    }
+}
+
+/// An SFTP failure as a store error.
+fn sftp_error(location: &str, error: SftpError) -> Error {
+    match &error {
+        SftpError::Status(status) => match status.status_code {
+            StatusCode::NoSuchFile => Error::NotFound {
+                location: location.to_owned(),
+            },
+            StatusCode::PermissionDenied => Error::PermissionDenied {
+                location: location.to_owned(),
+                source: Box::new(error),
+            },
+            StatusCode::NoConnection | StatusCode::ConnectionLost => transient(location, error),
+            _ => Error::Other {
+                location: location.to_owned(),
+                source: Box::new(error),
+            },
+        },
+        SftpError::IO(_) | SftpError::Timeout => transient(location, error),
+        _ => Error::Other {
+            location: location.to_owned(),
+            source: Box::new(error),
+        },
+    }
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+impl Inner {
+    fn location(&self, key: &str) -> String {
+        self.url.with_key(key)
+    }
+
+    fn path(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(if self.root.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.root)
+        })
+    }
+
+    /// The open session, or a new one when there is none or the connection has closed.
+    async fn session(&self, location: &str) -> Result<Arc<Session>> {
+        let mut current = self.session.lock().await;
+        if let Some(session) = current.as_ref()
+            && !session.handle.is_closed()
+        {
+            return Ok(Arc::clone(session));
+        }
+        let session = Arc::new(
+            tokio::time::timeout(self.timeout, self.connect(location))
+                .await
+                .map_err(|_| transient(location, format!("no answer within {:?}", self.timeout)))??,
+        );
+        *current = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// Forgets a session whose connection failed, so that the next operation makes a new one.
+    async fn forget(&self, session: &Arc<Session>) {
+        let mut current = self.session.lock().await;
+        if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+            *current = None;
+        }
+    }
+
+    async fn connect(&self, location: &str) -> Result<Session> {
+        let server = self.url.with_key("");
+        let known_hosts = self
+            .known_hosts
+            .clone()
+            .or_else(|| home_dir().map(|h| h.join(".ssh/known_hosts")))
+            .ok_or_else(|| Error::Other {
+                location: server.clone(),
+                source: "no known_hosts file: HOME is not set".into(),
+            })?;
+        let problem = Arc::new(Mutex::new(None));
+        let check = HostCheck {
+            host: self.host.clone(),
+            port: self.port,
+            known_hosts,
+            accept_new: self.accept_new_host_key,
+            problem: Arc::clone(&problem),
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(Duration::from_mins(10)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            nodelay: true,
+            ..client::Config::default()
+        });
+        let connected = client::connect(config, (self.host.as_str(), self.port), check).await;
+        let host_problem = problem.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut handle = match (connected, host_problem) {
+            (_, Some(problem)) => {
+                let text = match problem {
+                    HostKeyProblem::Unknown { fingerprint } => format!(
+                        "the host key of {}:{} is not known ({fingerprint}); check it and add it to known_hosts \
+                         (ssh-keyscan), or accept it once with --accept-new-host-key",
+                        self.host, self.port
+                    ),
+                    HostKeyProblem::Changed { file, line } => format!(
+                        "the host key of {}:{} has CHANGED since it was recorded in {} line {line}: this may be \
+                         an attack; if the server was reinstalled, remove that line",
+                        self.host,
+                        self.port,
+                        file.display()
+                    ),
+                    HostKeyProblem::Unreadable(text) => text,
+                };
+                return Err(Error::PermissionDenied {
+                    location: server,
+                    source: text.into(),
+                });
+            }
+            (Ok(handle), None) => handle,
+            (Err(e), None) => return Err(transient(&server, e)),
+        };
+        self.authenticate(&mut handle, &server).await?;
+        let open_channel = async {
+            let channel = handle.channel_open_session().await?;
+            channel.request_subsystem(true, "sftp").await?;
+            Ok::<_, russh::Error>(channel.into_stream())
+        };
+        let files = open_channel.await.map_err(|e| transient(location, e))?;
+        let sftp = SftpSession::new(files)
+            .await
+            .map_err(|e| sftp_error(location, e))?;
+        sftp.set_timeout(self.timeout.as_secs().max(1));
+        let extension_channel = async {
+            let channel = handle.channel_open_session().await?;
+            channel.request_subsystem(true, "sftp").await?;
+            Ok::<_, russh::Error>(channel.into_stream())
+        };
+        let raw = RawSftpSession::new(extension_channel.await.map_err(|e| transient(location, e))?);
+        raw.set_timeout(self.timeout.as_secs().max(1));
+        raw.init().await.map_err(|e| sftp_error(location, e))?;
+        Ok(Session { handle, sftp, raw })
+    }
+
+    async fn authenticate(&self, handle: &mut Handle<HostCheck>, server: &str) -> Result<()> {
+        let denied = |why: String| Error::PermissionDenied {
+            location: server.to_owned(),
+            source: why.into(),
+        };
+        let failed = |e: russh::Error| transient(server, e);
+        if let Some(password) = &self.password {
+            let result = handle
+                .authenticate_password(self.user.as_str(), password.as_str())
+                .await
+                .map_err(failed)?;
+            return if result.success() {
+                Ok(())
+            } else {
+                Err(denied(format!(
+                    "the server refused the password of {:?}",
+                    self.user
+                )))
+            };
+        }
+        let rsa_hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+        // The agent first, as ssh does.
+        if let Some(socket) = &self.agent_socket
+            && let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_uds(socket).await
+        {
+            for identity in agent.request_identities().await.unwrap_or_default() {
+                if let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = identity {
+                    let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+                    if let Ok(result) = handle
+                        .authenticate_publickey_with(self.user.as_str(), key, hash, &mut agent)
+                        .await
+                        && result.success()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let candidates: Vec<PathBuf> = if self.key_files.is_empty() {
+            home_dir()
+                .map(|h| {
+                    ["id_ed25519", "id_ecdsa", "id_rsa"]
+                        .iter()
+                        .map(|n| h.join(".ssh").join(n))
+                        .filter(|p| p.exists())
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            self.key_files.clone()
+        };
+        let mut tried = Vec::new();
+        for file in candidates {
+            let key = russh::keys::load_secret_key(&file, self.key_passphrase.as_deref()).map_err(|e| {
+                denied(format!(
+                    "cannot use the private key {}: {e}{}",
+                    file.display(),
+                    if self.key_passphrase.is_none() {
+                        " (is it encrypted? give its passphrase)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+            let result = handle
+                .authenticate_publickey(
+                    self.user.as_str(),
+                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                )
+                .await
+                .map_err(failed)?;
+            if result.success() {
+                return Ok(());
+            }
+            tried.push(file.display().to_string());
+        }
+        Err(denied(if tried.is_empty() {
+            format!(
+                "no password, no ssh-agent key and no private key to log in as {:?} (give a password in the URL, \
+                 or a key file)",
+                self.user
+            )
+        } else {
+            format!(
+                "the server refused the keys of {:?}: {}",
+                self.user,
+                tried.join(", ")
+            )
+        }))
+    }
+
+    /// Runs one SFTP operation on the session; a failed connection is forgotten (and reported as a
+    /// temporary failure), and an operation on a connection that turns out to be closed runs again on
+    /// a new one.
+    async fn run<T, F, Fut>(&self, location: &str, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Session>) -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = std::result::Result<T, SftpError>> + Send,
+    {
+        let mut retried = false;
+        loop {
+            let session = self.session(location).await?;
+            let result = tokio::time::timeout(self.timeout, op(Arc::clone(&session))).await;
+            match result {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => {
+                    let error = sftp_error(location, e);
+                    if error.is_transient() || session.handle.is_closed() {
+                        self.forget(&session).await;
+                        if !retried && session.handle.is_closed() {
+                            retried = true;
+                            continue;
+                        }
+                    }
+                    return Err(error);
+                }
+                Err(_) => {
+                    self.forget(&session).await;
+                    return Err(transient(
+                        location,
+                        format!("no answer within {:?}", self.timeout),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn make_dirs(&self, dir: &str, location: &str) -> Result<()> {
+        let missing: Vec<String> = {
+            let made = self.made_dirs.lock().unwrap_or_else(PoisonError::into_inner);
+            dir.match_indices('/')
+                .map(|(i, _)| &dir[..i])
+                .chain([dir])
+                .filter(|d| !d.is_empty() && !made.contains(*d))
+                .map(str::to_owned)
+                .collect()
+        };
+        for dir in missing {
+            let path = dir.clone();
+            let made = self
+                .run(location, move |s| {
+                    let path = path.clone();
+                    async move {
+                        match s.sftp.create_dir(path.as_str()).await {
+                            // Made, or exists already (OpenSSH says Failure), or cannot be made: the
+                            // upload will say.
+                            Ok(()) | Err(SftpError::Status(_)) => Ok(()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                })
+                .await;
+            made?;
+            self.made_dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dir);
+        }
+        Ok(())
+    }
+
+    async fn stat(&self, path: &str, location: &str) -> Result<ObjectMeta> {
+        let path = path.to_owned();
+        let meta = self
+            .run(location, move |s| {
+                let path = path.clone();
+                async move { s.sftp.symlink_metadata(path.as_str()).await }
+            })
+            .await?;
+        if !meta.file_type().is_file() {
+            return Err(Error::NotFound {
+                location: location.to_owned(),
+            });
+        }
+        Ok(ObjectMeta {
+            key: String::new(),
+            size: meta.len(),
+            modified: meta.mtime.map(|t| UNIX_EPOCH + Duration::from_secs(u64::from(t))),
+        })
+    }
+
+    /// `posix-rename@openssh.com`: replaces the target atomically.
+    async fn rename_over(&self, from: &str, to: &str, location: &str) -> Result<()> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.run(location, move |s| {
+            let mut data = Vec::new();
+            for part in [&from, &to] {
+                data.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+                data.extend_from_slice(part.as_bytes());
+            }
+            async move {
+                match s.raw.extended("posix-rename@openssh.com", data).await? {
+                    Packet::Status(status) if status.status_code != StatusCode::Ok => {
+                        Err(SftpError::Status(status))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn remove_quietly(&self, path: &str, location: &str) {
+        let path = path.to_owned();
+        let _ = self
+            .run(location, move |s| {
+                let path = path.clone();
+                async move { s.sftp.remove_file(path.as_str()).await }
+            })
+            .await;
+    }
+
+    async fn list_dir(&self, dir: String) -> Result<Vec<(String, FileAttributes)>> {
+        let relative = dir
+            .strip_prefix(self.root.as_str())
+            .unwrap_or(&dir)
+            .trim_start_matches('/');
+        let location = format!("{}/", self.url.with_key(relative).trim_end_matches('/'));
+        let target = if dir.is_empty() {
+            ".".to_owned()
+        } else {
+            dir.clone()
+        };
+        let listed = {
+            let target = target.clone();
+            self.run(&location, move |s| {
+                let target = target.clone();
+                async move {
+                    let entries = s.sftp.read_dir(target.as_str()).await?;
+                    Ok(entries.map(|e| (e.file_name(), e.metadata())).collect::<Vec<_>>())
+                }
+            })
+            .await
+        };
+        match listed {
+            Ok(entries) => Ok(entries),
+            Err(Error::NotFound { .. }) => Ok(Vec::new()),
+            // Not a directory (a key that is a file): nothing below it.
+            Err(e @ Error::Other { .. }) => match self.stat(&target, &location).await {
+                Ok(_) => Ok(Vec::new()),
+                Err(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+fn temp_name(path: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let temp = format!(".{name}.snapsync-{}-{nanos:x}{n}.tmp", std::process::id());
+    if dir.is_empty() {
+        temp
+    } else {
+        format!("{dir}/{temp}")
+    }
+}
+
+#[async_trait]
+impl Store for SftpStore {
+    fn url(&self) -> &StoreUrl {
+        &self.inner.url
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_rename: true,
+            server_side_copy: false,
+            set_mtime: true,
+            atomic_create: true,
+            default_jobs: self.inner.jobs,
+        }
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner = Arc::clone(&self.inner);
+        let prefix = prefix.trim_matches('/').to_owned();
+        let (sender, receiver) = futures::channel::mpsc::channel::<Result<ObjectMeta>>(256);
+        tokio::spawn(async move {
+            let mut sender = sender;
+            let start = if prefix.is_empty() {
+                inner.root.clone()
+            } else {
+                match inner.path(&prefix) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = futures::SinkExt::send(&mut sender, Err(e)).await;
+                        return;
+                    }
+                }
+            };
+            let root_len = if inner.root.is_empty() {
+                0
+            } else {
+                inner.root.len() + 1
+            };
+            let mut pending = VecDeque::from([start]);
+            let mut running = FuturesUnordered::new();
+            loop {
+                while running.len() < inner.jobs
+                    && let Some(dir) = pending.pop_front()
+                {
+                    let inner = Arc::clone(&inner);
+                    running.push(async move {
+                        let entries = inner.list_dir(dir.clone()).await;
+                        (dir, entries)
+                    });
+                }
+                let Some((dir, entries)) = running.next().await else {
+                    break;
+                };
+                let entries = match entries {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        let _ = futures::SinkExt::send(&mut sender, Err(e)).await;
+                        return;
+                    }
+                };
+                for (name, attrs) in entries {
+                    if matches!(name.as_str(), "." | "..") || name.contains('/') {
+                        continue;
+                    }
+                    let path = if dir.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{dir}/{name}")
+                    };
+                    if attrs.file_type().is_dir() {
+                        pending.push_back(path);
+                    } else if attrs.file_type().is_file() && !crate::is_temp_name(std::ffi::OsStr::new(&name))
+                    {
+                        let meta = ObjectMeta {
+                            key: path[root_len.min(path.len())..].to_owned(),
+                            size: attrs.len(),
+                            modified: attrs
+                                .mtime
+                                .map(|t| UNIX_EPOCH + Duration::from_secs(u64::from(t))),
+                        };
+                        if futures::SinkExt::send(&mut sender, Ok(meta)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        receiver.boxed()
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.inner.path(key)?;
+        let mut meta = self.inner.stat(&path, &self.inner.location(key)).await?;
+        key.clone_into(&mut meta.key);
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &str) -> Result<GetStream> {
+        let meta = self.head(key).await?;
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let file = self
+            .inner
+            .run(&location, move |s| {
+                let path = path.clone();
+                async move { s.sftp.open(path.as_str()).await }
+            })
+            .await?;
+        let size = meta.size;
+        let timeout = self.inner.timeout;
+        let stream = futures::stream::unfold(Some((file, 0u64, location)), move |state| async move {
+            let (mut file, got, location) = state?;
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let read = async {
+                while buf.len() < READ_CHUNK {
+                    if file.read_buf(&mut buf).await? == 0 {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            match tokio::time::timeout(timeout, read).await {
+                Err(_) => Some((Err(transient(&location, "download stalled")), None)),
+                Ok(Err(e)) => Some((Err(transient(&location, e)), None)),
+                Ok(Ok(())) if buf.is_empty() => {
+                    if got == size {
+                        None
+                    } else {
+                        Some((
+                            Err(transient(
+                                &location,
+                                format!("download ended after {got} of {size} bytes"),
+                            )),
+                            None,
+                        ))
+                    }
+                }
+                Ok(Ok(())) => {
+                    let got = got + buf.len() as u64;
+                    if got > size {
+                        return Some((Err(transient(&location, "the file grew while it was read")), None));
+                    }
+                    Some((Ok(buf.freeze()), Some((file, got, location))))
+                }
+            }
+        });
+        Ok(GetStream {
+            meta,
+            stream: stream.boxed(),
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let want = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
+        self.inner
+            .run(&location, move |s| {
+                let path = path.clone();
+                let start = range.start;
+                async move {
+                    let mut file = s.sftp.open(path.as_str()).await?;
+                    file.seek(std::io::SeekFrom::Start(start)).await?;
+                    let mut buf = BytesMut::with_capacity(want.min(1 << 24));
+                    while buf.len() < want {
+                        if file.read_buf(&mut buf).await? == 0 {
+                            break;
+                        }
+                    }
+                    buf.truncate(want);
+                    Ok(buf.freeze())
+                }
+            })
+            .await
+    }
+
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let inner = &self.inner;
+        let expected = match &source {
+            PutSource::Bytes(bytes) => bytes.len() as u64,
+            PutSource::File(file) => tokio::fs::metadata(file)
+                .await
+                .map_err(|e| Error::from_io(file.display().to_string(), e))?
+                .len(),
+        };
+        if mode == PutMode::Create && inner.stat(&path, &location).await.is_ok() {
+            return Err(Error::AlreadyExists { location });
+        }
+        inner.make_dirs(parent(&path), &location).await?;
+        let temp = temp_name(&path);
+        let upload = {
+            let temp = temp.clone();
+            inner
+                .run(&location, move |s| {
+                    let (temp, source) = (temp.clone(), source.clone());
+                    async move {
+                        let mut file = s
+                            .sftp
+                            .open_with_flags(
+                                temp.as_str(),
+                                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                            )
+                            .await?;
+                        match source {
+                            PutSource::Bytes(bytes) => file.write_all(&bytes).await?,
+                            PutSource::File(local) => {
+                                let local = tokio::fs::File::open(&local).await?;
+                                let mut reader = tokio::io::BufReader::with_capacity(READ_CHUNK, local);
+                                tokio::io::copy_buf(&mut reader, &mut file).await?;
+                            }
+                        }
+                        file.shutdown().await?;
+                        Ok(s.sftp.metadata(temp.as_str()).await?.len())
+                    }
+                })
+                .await
+        };
+        let result = match upload {
+            Ok(stored) if stored == expected => match mode {
+                PutMode::Overwrite => inner.rename_over(&temp, &path, &location).await,
+                PutMode::Create => {
+                    let (temp_c, path_c) = (temp.clone(), path.clone());
+                    let linked = inner
+                        .run(&location, move |s| {
+                            let (temp, path) = (temp_c.clone(), path_c.clone());
+                            async move { s.sftp.hardlink(temp.as_str(), path.as_str()).await }
+                        })
+                        .await;
+                    match linked {
+                        Ok(true) => Ok(()),
+                        // The link fails when the key exists: the race was lost.
+                        Ok(false) | Err(Error::Other { .. })
+                            if inner.stat(&path, &location).await.is_ok() =>
+                        {
+                            Err(Error::AlreadyExists {
+                                location: location.clone(),
+                            })
+                        }
+                        Ok(false) => inner.rename_over(&temp, &path, &location).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+            Ok(stored) => Err(transient(
+                &location,
+                format!("the server holds {stored} of the {expected} bytes sent"),
+            )),
+            Err(e) => Err(e),
+        };
+        // After a rename the temporary name is gone; after a link or a failure it is removed.
+        if result.is_err() || mode == PutMode::Create {
+            inner.remove_quietly(&temp, &location).await;
+        }
+        result
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let result = self
+            .inner
+            .run(&location, move |s| {
+                let path = path.clone();
+                async move { s.sftp.remove_file(path.as_str()).await }
+            })
+            .await;
+        match result {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let local = std::env::temp_dir().join(temp_name(&format!("sftp-copy-{}", from.replace('/', "_"))));
+        let result = async {
+            let GetStream { mut stream, .. } = self.get(from).await?;
+            let mut file = tokio::fs::File::create(&local)
+                .await
+                .map_err(|e| Error::from_io(local.display().to_string(), e))?;
+            while let Some(piece) = stream.next().await {
+                file.write_all(&piece?)
+                    .await
+                    .map_err(|e| Error::from_io(local.display().to_string(), e))?;
+            }
+            file.flush()
+                .await
+                .map_err(|e| Error::from_io(local.display().to_string(), e))?;
+            drop(file);
+            self.put(to, PutSource::File(local.clone()), PutMode::Overwrite)
+                .await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&local).await;
+        result
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.inner.path(from)?, self.inner.path(to)?);
+        let location = self.inner.location(from);
+        self.inner.stat(&source, &location).await?;
+        self.inner
+            .make_dirs(parent(&target), &self.inner.location(to))
+            .await?;
+        self.inner.rename_over(&source, &target, &location).await
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let seconds = mtime
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u32::try_from(d.as_secs()).ok())
+            .ok_or_else(|| Error::Other {
+                location: location.clone(),
+                source: format!("{mtime:?} cannot be sent over SFTP (seconds since 1970 in 32 bits)").into(),
+            })?;
+        self.inner
+            .run(&location, move |s| {
+                let path = path.clone();
+                let attrs = FileAttributes {
+                    atime: Some(seconds),
+                    mtime: Some(seconds),
+                    ..FileAttributes::empty()
+                };
+                async move { s.sftp.set_metadata(path.as_str(), attrs).await }
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_configure_the_store() {
+        let url = StoreUrl::parse("sftp://me:p%40ss@example.com:2222/srv/data/").unwrap();
+        let store = SftpStore::open(&url, &[("connections", "3"), ("accept_new_host_key", "true")]).unwrap();
+        let inner = &store.inner;
+        assert_eq!(
+            (
+                inner.host.as_str(),
+                inner.port,
+                inner.user.as_str(),
+                inner.password.as_deref()
+            ),
+            ("example.com", 2222, "me", Some("p@ss"))
+        );
+        assert_eq!(inner.root, "/srv/data");
+        assert!(inner.accept_new_host_key);
+        assert_eq!(inner.path("a b/c").unwrap(), "/srv/data/a b/c");
+        assert_eq!(store.capabilities().default_jobs, 3);
+        assert!(!format!("{store:?}").contains("p@ss"));
+        let home = SftpStore::open(&StoreUrl::parse("sftp://me@h/~/backups").unwrap(), &[]).unwrap();
+        assert_eq!(home.inner.root, "backups");
+        assert_eq!(home.inner.path("k").unwrap(), "backups/k");
+        let err = SftpStore::open(&url, &[("colour", "blue")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown configuration key"), "{err}");
+    }
+
+    #[test]
+    fn temp_names_stay_beside_their_target() {
+        let temp = temp_name("dir/file");
+        assert!(temp.starts_with("dir/.file.snapsync-"), "{temp}");
+        assert!(temp_name("file").starts_with(".file.snapsync-"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The SFTP backend against OpenSSH's sshd: the conformance suite, every way to log in, host key checks,
+//! and failures (wrong password, a server that goes away).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use snapsync_store::conformance::Options;
+use snapsync_store::{Error, PutMode, PutSource, Store, StoreExt, StoreUrl, open_with_config};
+use snapsync_testkit::{SSH_KEY_PASSPHRASE, Sshd};
+
+use super::{pairs, suite};
+
+fn open(url: &str, config: &[(&'static str, String)]) -> Arc<dyn Store> {
+    open_with_config(&StoreUrl::parse(url).unwrap(), &pairs(config)).unwrap()
+}
+
+fn error_text(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sshd_passes_the_conformance_suite() {
+    let server = Sshd::start();
+    let store = open(&server.url("deep/store root"), &server.config());
+    suite(Arc::clone(&store), &Options::default()).await;
+    assert!(server.root().join("deep/store root/zero").is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_log_in_with_and_without_a_passphrase() {
+    let server = Sshd::start();
+    let url = server.url_without_password("k");
+    let mut config = server.config();
+    config.push(("key_file", server.key_file().display().to_string()));
+    let store = open(&url, &config);
+    store
+        .put(
+            "a",
+            PutSource::Bytes(Bytes::from_static(b"by key")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(server.root().join("k/a")).unwrap(), b"by key");
+
+    let mut encrypted = server.config();
+    encrypted.push(("key_file", server.encrypted_key_file().display().to_string()));
+    let err = open(&url, &encrypted).head("a").await.unwrap_err();
+    assert!(error_text(&err).contains("passphrase"), "{}", error_text(&err));
+    encrypted.push(("key_passphrase", SSH_KEY_PASSPHRASE.to_owned()));
+    assert_eq!(open(&url, &encrypted).get_bytes("a").await.unwrap(), "by key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_changed_host_keys_are_refused() {
+    let server = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Unknown: refused, with the fingerprint and the way out in the message.
+    let empty = dir.path().join("known_hosts");
+    let config = vec![("known_hosts", empty.display().to_string())];
+    let err = open(&server.url("x"), &config).head("k").await.unwrap_err();
+    let text = error_text(&err);
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    assert!(
+        text.contains("not known") && text.contains("SHA256:") && text.contains("--accept-new-host-key"),
+        "{text}"
+    );
+    assert!(!empty.exists() || std::fs::read_to_string(&empty).unwrap().is_empty());
+    // Accepted once on request: recorded, and trusted from then on.
+    let mut accept = config.clone();
+    accept.push(("accept_new_host_key", "true".to_owned()));
+    assert!(!open(&server.url("x"), &accept).exists("k").await.unwrap());
+    assert!(
+        std::fs::read_to_string(&empty)
+            .unwrap()
+            .contains(&format!("[127.0.0.1]:{}", server.port()))
+    );
+    assert!(!open(&server.url("x"), &config).exists("k").await.unwrap());
+    // Changed: another server's key recorded for this address is refused, even when new keys are accepted.
+    let other = Sshd::start();
+    let recorded = std::fs::read_to_string(other.known_hosts())
+        .unwrap()
+        .replace(&format!("]:{} ", other.port()), &format!("]:{} ", server.port()));
+    assert!(recorded.contains(&format!("]:{} ", server.port())), "{recorded}");
+    let changed = dir.path().join("changed");
+    std::fs::write(&changed, recorded).unwrap();
+    let config = vec![
+        ("known_hosts", changed.display().to_string()),
+        ("accept_new_host_key", "true".to_owned()),
+    ];
+    let err = open(&server.url("x"), &config).head("k").await.unwrap_err();
+    assert!(error_text(&err).contains("CHANGED"), "{}", error_text(&err));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_is_permission_denied_and_never_shown() {
+    let server = Sshd::start();
+    let url = server
+        .url("x")
+        .replacen(snapsync_testkit::SSH_PASSWORD, "wrong-pw-123", 1);
+    let err = open(&url, &server.config()).head("k").await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    let text = format!("{} {err:?}", error_text(&err));
+    assert!(!text.contains("wrong-pw-123"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_goes_away_is_transient_and_the_store_reconnects() {
+    let mut server = Sshd::start();
+    let store = open(&server.url("d"), &server.config());
+    store
+        .put(
+            "a",
+            PutSource::Bytes(Bytes::from_static(b"old")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    server.stop();
+    let err = store.head("a").await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    server.restart();
+    store
+        .put(
+            "a",
+            PutSource::Bytes(Bytes::from_static(b"new")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_bytes("a").await.unwrap(), "new");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ssh_agent_logs_in() {
+    let server = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut agent = snapsync_testkit::Process::spawn(
+        "ssh-agent",
+        std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null()),
+    );
+    let started = std::time::Instant::now();
+    while !socket.exists() && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut add = std::process::Command::new("ssh-add");
+    add.env("SSH_AUTH_SOCK", &socket).arg(server.key_file());
+    assert!(add.output().unwrap().status.success(), "ssh-add failed");
+    // No password, and the only key file is encrypted without its passphrase: only the agent can log in.
+    let mut config = server.config();
+    config.push(("agent_socket", socket.display().to_string()));
+    config.push(("key_file", server.encrypted_key_file().display().to_string()));
+    let store = open(&server.url_without_password("a"), &config);
+    store
+        .put(
+            "k",
+            PutSource::Bytes(Bytes::from_static(b"via agent")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(server.root().join("a/k")).unwrap(), b"via agent");
+    agent.stop();
+}
