@@ -21,18 +21,17 @@
 //! Configuration keys (`open_with_config`): `ca_file` (PEM certificates to trust besides the system's;
 //! also `SNAPSYNC_CA_FILE`), `connections`, `timeout` (seconds).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use futures::stream::{BoxStream, StreamExt};
 use suppaftp::list::ListParser;
 use suppaftp::tokio::{AsyncTlsConnector, ImplAsyncFtpStream, TokioTlsStream, TransferStream};
 use suppaftp::tokio_rustls::TlsConnector;
@@ -45,6 +44,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
+use crate::remote::{self, DirEntry, Kind, parent, temp_name};
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreUrl, check_key};
 
 type Client = ImplAsyncFtpStream<FlushingTls>;
@@ -112,55 +112,28 @@ impl FtpStore {
             url: url.to_string(),
             reason,
         };
-        let Some(parsed) = url.secret_url() else {
-            return Err(invalid("not an ftp:// URL".into()));
+        let parts = remote::url_parts(url, "ftp://HOST/path")?;
+        let (user, password) = match parts.user {
+            None => ("anonymous".to_owned(), "anonymous@".to_owned()),
+            Some(user) => (user, parts.password.unwrap_or_default()),
         };
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid("needs a host: ftp://HOST/path".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let (user, password) = if parsed.username().is_empty() {
-            ("anonymous".to_owned(), "anonymous@".to_owned())
-        } else {
-            (
-                decode(parsed.username()),
-                parsed.password().map(decode).unwrap_or_default(),
-            )
-        };
-        let root = decode(parsed.path()).trim_end_matches('/').to_owned();
+        let root = parts.path.trim_end_matches('/').to_owned();
         if root.contains(['\r', '\n']) {
             return Err(invalid("the path contains a line break".into()));
         }
         let mut ca_file = std::env::var_os("SNAPSYNC_CA_FILE").map(std::path::PathBuf::from);
-        let mut timeout = DEFAULT_TIMEOUT;
-        let mut connections = DEFAULT_CONNECTIONS;
+        let mut common = remote::Common {
+            timeout: DEFAULT_TIMEOUT,
+            connections: DEFAULT_CONNECTIONS,
+        };
         for (key, value) in config {
             match *key {
                 "ca_file" => ca_file = Some(value.into()),
-                "timeout" => {
-                    let seconds: f64 = value
-                        .parse()
-                        .map_err(|_| invalid(format!("timeout {value:?} is not a number of seconds")))?;
-                    timeout = Duration::try_from_secs_f64(seconds)
-                        .map_err(|_| invalid(format!("timeout {value:?} is out of range")))?;
-                }
-                "connections" => {
-                    connections =
-                        value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                            invalid(format!("connections {value:?} is not a positive number"))
-                        })?;
-                }
+                key if common.apply(url, key, value)? => {}
                 other => return Err(invalid(format!("unknown configuration key {other:?}"))),
             }
         }
+        let (timeout, connections) = (common.timeout, common.connections);
         let tls = match url.scheme() {
             Scheme::Ftps => Some(Arc::new(tls_config(ca_file.as_deref()).map_err(invalid)?)),
             _ => None,
@@ -168,8 +141,8 @@ impl FtpStore {
         Ok(FtpStore {
             inner: Arc::new(Inner {
                 url: url.clone(),
-                port: parsed.port().unwrap_or(21),
-                host,
+                port: parts.port.unwrap_or(21),
+                host: parts.host,
                 user,
                 password,
                 root,
@@ -496,15 +469,7 @@ impl Inner {
     /// the store's root and its parents included (`MKD` of an existing one fails, which is ignored;
     /// a real problem shows in the upload that follows).
     async fn make_dirs(self: &Arc<Self>, dir: &str, location: &str) -> Result<()> {
-        let missing: Vec<String> = {
-            let made = self.made_dirs.lock().unwrap_or_else(PoisonError::into_inner);
-            dir.match_indices('/')
-                .map(|(i, _)| &dir[..i])
-                .chain([dir])
-                .filter(|d| !d.is_empty() && !made.contains(*d))
-                .map(str::to_owned)
-                .collect()
-        };
+        let missing = remote::missing_dirs(&self.made_dirs, dir);
         if missing.is_empty() {
             return Ok(());
         }
@@ -531,7 +496,7 @@ impl Inner {
     }
 
     /// The entries of one server directory; a missing directory has none.
-    async fn list_dir(self: &Arc<Self>, dir: String) -> Result<Vec<Entry>> {
+    async fn list_dir(self: &Arc<Self>, dir: String) -> Result<Vec<DirEntry>> {
         let location = format!("{}{}", self.url.with_key(""), dir_suffix(&dir, &self.root));
         let listed = {
             let dir = dir.clone();
@@ -698,27 +663,12 @@ fn reply_text(reply: &Response) -> String {
     format!("the server answered {}", body.trim())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    File,
-    Dir,
-    Other,
-}
-
-#[derive(Clone, Debug)]
-struct Entry {
-    name: String,
-    kind: Kind,
-    size: u64,
-    modified: Option<SystemTime>,
-}
-
 /// One `MLSD` line or the `MLST` answer: `fact=value;fact=value; name`.
-fn parse_mlsx(line: &str) -> Option<Entry> {
+fn parse_mlsx(line: &str) -> Option<DirEntry> {
     let (facts, name) = line.trim_start().split_once(' ')?;
     // MLST answers with the full path; MLSD with the name.
     let name = name.rsplit('/').next().unwrap_or(name).to_owned();
-    let mut entry = Entry {
+    let mut entry = DirEntry {
         name,
         kind: Kind::Other,
         size: 0,
@@ -745,7 +695,7 @@ fn parse_mlsx(line: &str) -> Option<Entry> {
 }
 
 /// One `LIST` line, Unix or DOS style.
-fn parse_list(line: &str) -> Option<Entry> {
+fn parse_list(line: &str) -> Option<DirEntry> {
     let file = ListParser::parse_posix(line)
         .or_else(|_| ListParser::parse_dos(line))
         .ok()?;
@@ -756,7 +706,7 @@ fn parse_list(line: &str) -> Option<Entry> {
     } else {
         Kind::File
     };
-    Some(Entry {
+    Some(DirEntry {
         name: file.name().to_owned(),
         kind,
         size: file.size() as u64,
@@ -782,20 +732,6 @@ fn format_timeval(time: SystemTime) -> Option<String> {
     let seconds = i64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
     let time = chrono::DateTime::from_timestamp(seconds, 0)?;
     Some(time.format("%Y%m%d%H%M%S").to_string())
-}
-
-fn temp_name(path: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{dir}/.{name}.snapsync-{}-{nanos:x}{n}.tmp", std::process::id())
-}
-
-fn parent(path: &str) -> &str {
-    path.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
 /// Reads until `buf` holds `want` bytes or the transfer ends.
@@ -831,69 +767,24 @@ impl Store for FtpStore {
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
-        let prefix = prefix.trim_matches('/').to_owned();
-        let (sender, receiver) = futures::channel::mpsc::channel::<Result<ObjectMeta>>(256);
-        tokio::spawn(async move {
-            let mut sender = sender;
-            let start = if prefix.is_empty() {
-                inner.root.clone()
-            } else if let Err(e) = inner.path(&prefix) {
-                let _ = futures::SinkExt::send(&mut sender, Err(e)).await;
-                return;
+        let prefix = prefix.trim_matches('/');
+        let start = if prefix.is_empty() {
+            if inner.root.is_empty() {
+                "/".to_owned()
             } else {
-                format!("{}/{prefix}", inner.root)
-            };
-            let mut pending = VecDeque::from([start]);
-            let mut running = FuturesUnordered::new();
-            loop {
-                while running.len() < inner.connections
-                    && let Some(dir) = pending.pop_front()
-                {
-                    let inner = Arc::clone(&inner);
-                    running.push(async move {
-                        // Listing is harmless to repeat: a broken data connection gets two more tries
-                        // (pyftpdlib over TLS now and then breaks the handshake of an empty listing).
-                        let mut attempt = 0;
-                        loop {
-                            let entries = inner.list_dir(dir.clone()).await;
-                            match entries {
-                                Err(e) if e.is_transient() && attempt < 2 => attempt += 1,
-                                entries => break (dir, entries),
-                            }
-                        }
-                    });
-                }
-                let Some((dir, entries)) = running.next().await else {
-                    break;
-                };
-                let entries = match entries {
-                    Ok(entries) => entries,
-                    Err(e) => {
-                        let _ = futures::SinkExt::send(&mut sender, Err(e)).await;
-                        return;
-                    }
-                };
-                for entry in entries {
-                    let path = format!("{dir}/{}", entry.name);
-                    match entry.kind {
-                        Kind::Dir => pending.push_back(path),
-                        Kind::File if !crate::is_temp_name(std::ffi::OsStr::new(&entry.name)) => {
-                            let key = path[inner.root.len() + 1..].to_owned();
-                            let meta = ObjectMeta {
-                                key,
-                                size: entry.size,
-                                modified: entry.modified,
-                            };
-                            if futures::SinkExt::send(&mut sender, Ok(meta)).await.is_err() {
-                                return; // nobody listens any more
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                inner.root.clone()
             }
-        });
-        receiver.boxed()
+        } else {
+            match inner.path(prefix) {
+                Ok(path) => path,
+                Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+            }
+        };
+        let (key_offset, jobs) = (inner.root.len() + 1, inner.connections);
+        remote::walk(start, key_offset, jobs, move |dir| {
+            let inner = Arc::clone(&inner);
+            async move { inner.list_dir(dir).await }
+        })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -1100,33 +991,8 @@ impl Store for FtpStore {
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        // FTP has no server-side copy: through a local temporary file.
-        let location = self.inner.location(from);
-        let local = std::env::temp_dir()
-            .join(temp_name(&format!("/ftp-copy-{}", from.replace('/', "_"))).trim_start_matches('/'));
-        let result = async {
-            let GetStream { mut stream, .. } = self.get(from).await?;
-            let mut file = tokio::fs::File::create(&local)
-                .await
-                .map_err(|e| Error::from_io(local.display().to_string(), e))?;
-            while let Some(piece) = stream.next().await {
-                file.write_all(&piece?)
-                    .await
-                    .map_err(|e| Error::from_io(local.display().to_string(), e))?;
-            }
-            file.flush()
-                .await
-                .map_err(|e| Error::from_io(local.display().to_string(), e))?;
-            drop(file);
-            self.put(to, PutSource::File(local.clone()), PutMode::Overwrite)
-                .await
-        }
-        .await;
-        let _ = tokio::fs::remove_file(&local).await;
-        result.map_err(|e| match e {
-            Error::NotFound { .. } => Error::NotFound { location },
-            other => other,
-        })
+        // FTP has no server-side copy.
+        remote::copy_through_local(self, from, to).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
@@ -1235,14 +1101,6 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
         assert_eq!(format_timeval(t).unwrap(), "20200913122640");
         assert_eq!(parse_timeval("20200913122640"), Some(t));
-    }
-
-    #[test]
-    fn temp_names_are_recognised_and_hidden() {
-        let temp = temp_name("/root/dir/file.txt");
-        assert!(temp.starts_with("/root/dir/.file.txt.snapsync-"), "{temp}");
-        let name = temp.rsplit('/').next().unwrap();
-        assert!(crate::is_temp_name(std::ffi::OsStr::new(name)));
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod error;
 mod ftp;
 mod local;
 mod object;
+mod remote;
 mod sftp;
 mod url;
 mod wrap;

@@ -18,17 +18,16 @@
 //! (instead of `SSH_AUTH_SOCK`), `timeout`
 //! (seconds), `connections` (parallel transfers suggested to callers).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use futures::stream::{BoxStream, StreamExt};
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::error::Error as SftpError;
@@ -37,6 +36,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
+use crate::remote::{self, DirEntry, Kind, parent, temp_name};
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
@@ -158,38 +158,24 @@ impl SftpStore {
             url: url.to_string(),
             reason,
         };
-        let Some(parsed) = url.secret_url() else {
-            return Err(invalid("not an sftp:// URL".into()));
-        };
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid("needs a host: sftp://HOST/path".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let user = if parsed.username().is_empty() {
-            std::env::var("USER").unwrap_or_else(|_| "root".into())
-        } else {
-            decode(parsed.username())
-        };
-        let password = parsed.password().map(decode);
-        let path = decode(parsed.path());
-        let root = match path.strip_prefix("/~") {
+        let parts = remote::url_parts(url, "sftp://HOST/path")?;
+        let user = parts
+            .user
+            .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into()));
+        let root = match parts.path.strip_prefix("/~") {
             Some(rest) => rest.trim_matches('/').to_owned(),
-            None => path.trim_end_matches('/').to_owned(),
+            None => parts.path.trim_end_matches('/').to_owned(),
+        };
+        let mut common = remote::Common {
+            timeout: DEFAULT_TIMEOUT,
+            connections: DEFAULT_JOBS,
         };
         let mut store = Inner {
             url: url.clone(),
-            port: parsed.port().unwrap_or(22),
-            host,
+            port: parts.port.unwrap_or(22),
+            host: parts.host,
             user,
-            password,
+            password: parts.password,
             key_files: Vec::new(),
             key_passphrase: None,
             known_hosts: None,
@@ -208,22 +194,12 @@ impl SftpStore {
                 "known_hosts" => store.known_hosts = Some(PathBuf::from(value)),
                 "agent_socket" => store.agent_socket = Some(PathBuf::from(value)),
                 "accept_new_host_key" => store.accept_new_host_key = matches!(*value, "true" | "yes" | "1"),
-                "timeout" => {
-                    let seconds: f64 = value
-                        .parse()
-                        .map_err(|_| invalid(format!("timeout {value:?} is not a number of seconds")))?;
-                    store.timeout = Duration::try_from_secs_f64(seconds)
-                        .map_err(|_| invalid(format!("timeout {value:?} is out of range")))?;
-                }
-                "connections" => {
-                    store.jobs =
-                        value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                            invalid(format!("connections {value:?} is not a positive number"))
-                        })?;
-                }
+                key if common.apply(url, key, value)? => {}
                 other => return Err(invalid(format!("unknown configuration key {other:?}"))),
             }
         }
+        store.timeout = common.timeout;
+        store.jobs = common.connections;
         Ok(SftpStore {
             inner: Arc::new(store),
         })
@@ -237,8 +213,27 @@ fn transient(location: &str, source: impl Into<Box<dyn std::error::Error + Send 
     }
 }
 
+/// Whether an SFTP failure means the connection is gone (russh-sftp reports a closed channel as
+/// "session closed", "sender dropped" or a failed send or receive).
+fn connection_lost(error: &SftpError) -> bool {
+    match error {
+        SftpError::IO(_) | SftpError::Timeout => true,
+        SftpError::Status(status) => matches!(
+            status.status_code,
+            StatusCode::NoConnection | StatusCode::ConnectionLost
+        ),
+        SftpError::UnexpectedBehavior(text) => ["session closed", "sender dropped", "SendError", "RecvError"]
+            .iter()
+            .any(|needle| text.contains(needle)),
+        _ => false,
+    }
+}
+
 /// An SFTP failure as a store error.
 fn sftp_error(location: &str, error: SftpError) -> Error {
+    if connection_lost(&error) {
+        return transient(location, error);
+    }
     match &error {
         SftpError::Status(status) => match status.status_code {
             StatusCode::NoSuchFile => Error::NotFound {
@@ -485,15 +480,15 @@ impl Inner {
             match result {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => {
-                    let error = sftp_error(location, e);
-                    if error.is_transient() || session.handle.is_closed() {
+                    let lost = connection_lost(&e) || session.handle.is_closed();
+                    if lost {
                         self.forget(&session).await;
-                        if !retried && session.handle.is_closed() {
+                        if !retried {
                             retried = true;
                             continue;
                         }
                     }
-                    return Err(error);
+                    return Err(sftp_error(location, e));
                 }
                 Err(_) => {
                     self.forget(&session).await;
@@ -507,15 +502,7 @@ impl Inner {
     }
 
     async fn make_dirs(&self, dir: &str, location: &str) -> Result<()> {
-        let missing: Vec<String> = {
-            let made = self.made_dirs.lock().unwrap_or_else(PoisonError::into_inner);
-            dir.match_indices('/')
-                .map(|(i, _)| &dir[..i])
-                .chain([dir])
-                .filter(|d| !d.is_empty() && !made.contains(*d))
-                .map(str::to_owned)
-                .collect()
-        };
+        let missing = remote::missing_dirs(&self.made_dirs, dir);
         for dir in missing {
             let path = dir.clone();
             let made = self
@@ -626,25 +613,6 @@ impl Inner {
     }
 }
 
-fn parent(path: &str) -> &str {
-    path.rsplit_once('/').map_or("", |(dir, _)| dir)
-}
-
-fn temp_name(path: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temp = format!(".{name}.snapsync-{}-{nanos:x}{n}.tmp", std::process::id());
-    if dir.is_empty() {
-        temp
-    } else {
-        format!("{dir}/{temp}")
-    }
-}
-
 #[async_trait]
 impl Store for SftpStore {
     fn url(&self) -> &StoreUrl {
@@ -663,76 +631,45 @@ impl Store for SftpStore {
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
-        let prefix = prefix.trim_matches('/').to_owned();
-        let (sender, receiver) = futures::channel::mpsc::channel::<Result<ObjectMeta>>(256);
-        tokio::spawn(async move {
-            let mut sender = sender;
-            let start = if prefix.is_empty() {
-                inner.root.clone()
-            } else {
-                match inner.path(&prefix) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = futures::SinkExt::send(&mut sender, Err(e)).await;
-                        return;
-                    }
-                }
-            };
-            let root_len = if inner.root.is_empty() {
-                0
-            } else {
-                inner.root.len() + 1
-            };
-            let mut pending = VecDeque::from([start]);
-            let mut running = FuturesUnordered::new();
-            loop {
-                while running.len() < inner.jobs
-                    && let Some(dir) = pending.pop_front()
-                {
-                    let inner = Arc::clone(&inner);
-                    running.push(async move {
-                        let entries = inner.list_dir(dir.clone()).await;
-                        (dir, entries)
-                    });
-                }
-                let Some((dir, entries)) = running.next().await else {
-                    break;
-                };
-                let entries = match entries {
-                    Ok(entries) => entries,
-                    Err(e) => {
-                        let _ = futures::SinkExt::send(&mut sender, Err(e)).await;
-                        return;
-                    }
-                };
-                for (name, attrs) in entries {
-                    if matches!(name.as_str(), "." | "..") || name.contains('/') {
-                        continue;
-                    }
-                    let path = if dir.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{dir}/{name}")
-                    };
-                    if attrs.file_type().is_dir() {
-                        pending.push_back(path);
-                    } else if attrs.file_type().is_file() && !crate::is_temp_name(std::ffi::OsStr::new(&name))
-                    {
-                        let meta = ObjectMeta {
-                            key: path[root_len.min(path.len())..].to_owned(),
+        let prefix = prefix.trim_matches('/');
+        let start = if prefix.is_empty() {
+            inner.root.clone()
+        } else {
+            match inner.path(prefix) {
+                Ok(path) => path,
+                Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+            }
+        };
+        let key_offset = if inner.root.is_empty() {
+            0
+        } else {
+            inner.root.len() + 1
+        };
+        let jobs = inner.jobs;
+        remote::walk(start, key_offset, jobs, move |dir| {
+            let inner = Arc::clone(&inner);
+            async move {
+                let entries = inner.list_dir(dir).await?;
+                Ok(entries
+                    .into_iter()
+                    .map(|(name, attrs)| {
+                        let kind = match attrs.file_type() {
+                            t if t.is_file() => Kind::File,
+                            t if t.is_dir() => Kind::Dir,
+                            _ => Kind::Other,
+                        };
+                        DirEntry {
+                            name,
+                            kind,
                             size: attrs.len(),
                             modified: attrs
                                 .mtime
                                 .map(|t| UNIX_EPOCH + Duration::from_secs(u64::from(t))),
-                        };
-                        if futures::SinkExt::send(&mut sender, Ok(meta)).await.is_err() {
-                            return;
                         }
-                    }
-                }
+                    })
+                    .collect())
             }
-        });
-        receiver.boxed()
+        })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -920,27 +857,8 @@ impl Store for SftpStore {
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        let local = std::env::temp_dir().join(temp_name(&format!("sftp-copy-{}", from.replace('/', "_"))));
-        let result = async {
-            let GetStream { mut stream, .. } = self.get(from).await?;
-            let mut file = tokio::fs::File::create(&local)
-                .await
-                .map_err(|e| Error::from_io(local.display().to_string(), e))?;
-            while let Some(piece) = stream.next().await {
-                file.write_all(&piece?)
-                    .await
-                    .map_err(|e| Error::from_io(local.display().to_string(), e))?;
-            }
-            file.flush()
-                .await
-                .map_err(|e| Error::from_io(local.display().to_string(), e))?;
-            drop(file);
-            self.put(to, PutSource::File(local.clone()), PutMode::Overwrite)
-                .await
-        }
-        .await;
-        let _ = tokio::fs::remove_file(&local).await;
-        result
+        // SFTP has no server-side copy.
+        remote::copy_through_local(self, from, to).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
@@ -1008,12 +926,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown configuration key"), "{err}");
-    }
-
-    #[test]
-    fn temp_names_stay_beside_their_target() {
-        let temp = temp_name("dir/file");
-        assert!(temp.starts_with("dir/.file.snapsync-"), "{temp}");
-        assert!(temp_name("file").starts_with(".file.snapsync-"));
     }
 }

@@ -1,0 +1,264 @@
+//! What the FTP and SFTP backends share: the parts of their URLs, their common configuration keys,
+//! temporary names, the parallel directory walk behind `list`, the bookkeeping of directories already
+//! made, and copying through a local temporary file (neither protocol copies on the server).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, Result};
+use crate::{GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl};
+
+/// The parts of an `ftp://`, `ftps://` or `sftp://` URL, percent-decoded.
+pub(crate) struct UrlParts {
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
+    /// `None` when the URL names no user.
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    /// The path, decoded, as written (leading `/` included).
+    pub(crate) path: String,
+}
+
+/// Splits a remote URL; `example` is shown in the error for a URL without a host.
+pub(crate) fn url_parts(url: &StoreUrl, example: &str) -> Result<UrlParts> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let parsed = url
+        .secret_url()
+        .ok_or_else(|| invalid(format!("not a URL like {example}")))?;
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid(format!("needs a host: {example}")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Ok(UrlParts {
+        host,
+        port: parsed.port(),
+        user: (!parsed.username().is_empty()).then(|| decode(parsed.username())),
+        password: parsed.password().map(decode),
+        path: decode(parsed.path()),
+    })
+}
+
+/// The configuration keys both backends take.
+pub(crate) struct Common {
+    /// Per-operation timeout (`timeout`, seconds).
+    pub(crate) timeout: Duration,
+    /// Connections, or parallel transfers suggested to callers (`connections`).
+    pub(crate) connections: usize,
+}
+
+impl Common {
+    /// Applies `key = value` if it is a common key; `Ok(false)` for another key.
+    pub(crate) fn apply(&mut self, url: &StoreUrl, key: &str, value: &str) -> Result<bool> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        match key {
+            "timeout" => {
+                let seconds: f64 = value
+                    .parse()
+                    .map_err(|_| invalid(format!("timeout {value:?} is not a number of seconds")))?;
+                self.timeout = Duration::try_from_secs_f64(seconds)
+                    .map_err(|_| invalid(format!("timeout {value:?} is out of range")))?;
+            }
+            "connections" => {
+                self.connections = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(format!("connections {value:?} is not a positive number")))?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// A temporary name beside `path` (`dir/.NAME.snapsync-PID-XN.tmp`, recognised by
+/// [`crate::is_temp_name`]); unique across processes and machines writing the same directory.
+pub(crate) fn temp_name(path: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (dir, name) = path.rsplit_once('/').map_or((None, path), |(d, n)| (Some(d), n));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let temp = format!(".{name}.snapsync-{}-{nanos:x}{n}.tmp", std::process::id());
+    match dir {
+        Some(dir) => format!("{dir}/{temp}"),
+        None => temp,
+    }
+}
+
+/// The directory part of a `/`-separated path (`""` for none).
+pub(crate) fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The directories from the top down to `dir` that are not in `made` (each is made once per store).
+pub(crate) fn missing_dirs(made: &Mutex<HashSet<String>>, dir: &str) -> Vec<String> {
+    let made = made.lock().unwrap_or_else(PoisonError::into_inner);
+    dir.match_indices('/')
+        .map(|(i, _)| &dir[..i])
+        .chain([dir])
+        .filter(|d| !d.is_empty() && !made.contains(*d))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a directory listing says about one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    /// Links and anything else: neither listed nor followed.
+    Other,
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub(crate) struct DirEntry {
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    pub(crate) size: u64,
+    pub(crate) modified: Option<SystemTime>,
+}
+
+/// The listing behind `Store::list`: walks the directories from `start` with up to `jobs` listings at
+/// once (a failed one is tried twice more when the failure is temporary: listings are harmless to
+/// repeat), and yields every file as a key (its path without the first `key_offset` bytes). Temporary
+/// files, `.`, `..` and links are left out. The walk runs in its own task and stops when the stream is
+/// dropped.
+pub(crate) fn walk<F, Fut>(
+    start: String,
+    key_offset: usize,
+    jobs: usize,
+    list_dir: F,
+) -> BoxStream<'static, Result<ObjectMeta>>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<DirEntry>>> + Send + 'static,
+{
+    let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<ObjectMeta>>(256);
+    tokio::spawn(async move {
+        let list_dir = &list_dir;
+        let mut pending = VecDeque::from([start]);
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < jobs
+                && let Some(dir) = pending.pop_front()
+            {
+                running.push(async move {
+                    let mut attempt = 0;
+                    loop {
+                        match list_dir(dir.clone()).await {
+                            Err(e) if e.is_transient() && attempt < 2 => attempt += 1,
+                            entries => break (dir, entries),
+                        }
+                    }
+                });
+            }
+            let Some((dir, entries)) = running.next().await else {
+                break;
+            };
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(e) => {
+                    let _ = futures::SinkExt::send(&mut sender, Err(e)).await;
+                    return;
+                }
+            };
+            for entry in entries {
+                if matches!(entry.name.as_str(), "." | "..") || entry.name.contains('/') {
+                    continue;
+                }
+                let path = match dir.as_str() {
+                    "" => entry.name.clone(),
+                    "/" => format!("/{}", entry.name),
+                    dir => format!("{dir}/{}", entry.name),
+                };
+                match entry.kind {
+                    Kind::Dir => pending.push_back(path),
+                    Kind::File if !crate::is_temp_name(std::ffi::OsStr::new(&entry.name)) => {
+                        let meta = ObjectMeta {
+                            key: path.get(key_offset..).unwrap_or_default().to_owned(),
+                            size: entry.size,
+                            modified: entry.modified,
+                        };
+                        if futures::SinkExt::send(&mut sender, Ok(meta)).await.is_err() {
+                            return; // nobody listens any more
+                        }
+                    }
+                    Kind::File | Kind::Other => {}
+                }
+            }
+        }
+    });
+    receiver.boxed()
+}
+
+/// Copies `from` to `to` in `store` through a local temporary file (for stores without a server-side
+/// copy); a missing `from` is [`Error::NotFound`] naming it.
+pub(crate) async fn copy_through_local(store: &dyn Store, from: &str, to: &str) -> Result<()> {
+    let local = std::env::temp_dir().join(temp_name(&format!("snapsync-copy-{}", from.replace('/', "_"))));
+    let local_error = |e| Error::from_io(local.display().to_string(), e);
+    let result = async {
+        let GetStream { mut stream, .. } = store.get(from).await?;
+        let mut file = tokio::fs::File::create(&local).await.map_err(local_error)?;
+        while let Some(piece) = stream.next().await {
+            file.write_all(&piece?).await.map_err(local_error)?;
+        }
+        file.flush().await.map_err(local_error)?;
+        drop(file);
+        store
+            .put(to, PutSource::File(local.clone()), PutMode::Overwrite)
+            .await
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&local).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_stay_beside_their_target_and_are_recognised() {
+        for (path, prefix) in [
+            ("/root/dir/file.txt", "/root/dir/.file.txt.snapsync-"),
+            ("file", ".file.snapsync-"),
+        ] {
+            let temp = temp_name(path);
+            assert!(temp.starts_with(prefix), "{temp}");
+            let name = temp.rsplit('/').next().unwrap();
+            assert!(crate::is_temp_name(std::ffi::OsStr::new(name)), "{temp}");
+        }
+        assert_ne!(temp_name("a/b"), temp_name("a/b"));
+    }
+
+    #[test]
+    fn missing_dirs_are_listed_top_down_once() {
+        let made = Mutex::new(HashSet::from(["/a".to_owned()]));
+        assert_eq!(missing_dirs(&made, "/a/b/c"), ["/a/b", "/a/b/c"]);
+        assert_eq!(missing_dirs(&made, "rel/x"), ["rel", "rel/x"]);
+        assert!(missing_dirs(&made, "").is_empty());
+        assert_eq!((parent("/a/b"), parent("a"), parent("/a")), ("/a", "", ""));
+    }
+}
