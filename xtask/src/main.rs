@@ -21,8 +21,9 @@ cargo xtask <TASK> [OPTIONS]
 
 Tasks:
   test                 Run every test: cargo nextest (unit, integration, interop with snapdir,
-                       stores against moto and Azurite) and the doc tests. Needs python3 + pip,
-                       node + npm and access to PyPI and npm the first time.
+                       stores against moto, Azurite, pyftpdlib, vsftpd and sshd) and the doc tests.
+                       Needs python3 + pip, node + npm, access to PyPI and npm the first time, and
+                       vsftpd, openssh-server and openssl installed; runs as root (vsftpd, sshd).
   lint                 rustfmt check, clippy -D warnings, cargo-deny (bans, licenses, sources).
   ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, and
                        quick benchmark smoke runs.

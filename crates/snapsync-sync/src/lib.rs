@@ -1,7 +1,7 @@
 //! snapsync-sync: folder sync between a local directory and any store (`upload`, `download`, two-way
 //! `sync`).
 //!
-//! This crate grows in steps. Here now: [`decide`], the two-way decision table — how each side changed
+//! This crate grows in steps. Here now: [`mod@decide`], the two-way decision table — how each side changed
 //! since the base (what both sides agreed on at the end of the last sync), and what to do about it,
 //! conflicts and `--resolve` strategies included; and [`state`], the base on disk (a whole file plus a
 //! journal of the run under way, so a killed run loses nothing). The planner (scan both sides, build a
