@@ -4,14 +4,17 @@
 //! This crate grows in steps. Here now: [`mod@decide`], the two-way decision table — how each side changed
 //! since the base (what both sides agreed on at the end of the last sync), and what to do about it,
 //! conflicts and `--resolve` strategies included; and [`state`], the base on disk (a whole file plus a
-//! journal of the run under way, so a killed run loses nothing). The planner (scan both sides, build a
-//! printable plan) and the executor (bounded parallel transfers, temp-name writes checked and renamed,
+//! journal of the run under way, so a killed run loses nothing); and [`mod@plan`], which turns two
+//! listings and the base into a [`Plan`] for `sync`, `upload` or `download`. Scanning both sides into
+//! those listings and the executor (bounded parallel transfers, temp-name writes checked and renamed,
 //! the base recorded as it goes) come next; see `docs/sync.md`.
 
 #![forbid(unsafe_code)]
 
 pub mod decide;
+pub mod plan;
 pub mod state;
 
 pub use decide::{Action, Class, Conflict, Observed, Recorded, Resolve, classify, decide, resolve};
+pub use plan::{Item, Mode, Options, Plan, plan};
 pub use state::{BaseEntry, State, StateDir, StateError};

@@ -1,0 +1,361 @@
+//! The plan: what a run will do with each path, as a value (printed by `--dry-run`, carried out by the
+//! executor). [`plan`] classifies both sides against the base and applies the decision table
+//! ([`crate::decide()`]) for a two-way sync, or the one-way rules of `upload` and `download`
+//! (docs/sync.md); conflicts are settled by `--resolve` (and `--force` one way) where they can be.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use crate::decide::{Action, Class, Conflict, Observed, Resolve, classify, decide, resolve};
+use crate::state::BaseEntry;
+
+/// Which way a run goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The remote follows the local folder.
+    Upload,
+    /// The local folder follows the remote.
+    Download,
+    /// Both ways.
+    Sync,
+}
+
+/// What shapes a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Which way.
+    pub mode: Mode,
+    /// One way: delete files on the target that the source does not have.
+    pub delete: bool,
+    /// One way: overwrite (or delete) target files changed since the base.
+    pub force: bool,
+    /// How conflicts are settled.
+    pub resolve: Resolve,
+}
+
+/// One path of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// The path, `/`-separated, relative to both roots.
+    pub path: String,
+    /// What to do. [`Action::Conflict`] is a conflict left as it is; [`Action::Compare`] asks the
+    /// executor to compare contents first (the same content is nothing to do; different content is the
+    /// conflict, settled by [`Item::on_mismatch`] if anything).
+    pub action: Action,
+    /// For [`Action::Compare`]: what to do if the contents differ (`None`: keep the conflict).
+    pub on_mismatch: Option<Action>,
+    /// The conflict this item had, when `--resolve` or `--force` settled it.
+    pub resolved: Option<Conflict>,
+}
+
+/// The whole plan, in path order; paths with nothing to do and nothing to record are left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The items.
+    pub items: Vec<Item>,
+}
+
+impl Plan {
+    /// How many items have each action, for summaries.
+    #[must_use]
+    pub fn count(&self, wanted: impl Fn(&Action) -> bool) -> usize {
+        self.items.iter().filter(|i| wanted(&i.action)).count()
+    }
+}
+
+/// Plans a run from the two listings (files by path) and the base.
+#[must_use]
+pub fn plan(
+    local: &BTreeMap<String, Observed>,
+    remote: &BTreeMap<String, Observed>,
+    base: &BTreeMap<String, BaseEntry>,
+    options: &Options,
+) -> Plan {
+    let paths: BTreeSet<&String> = local.keys().chain(remote.keys()).chain(base.keys()).collect();
+    let mut items = Vec::new();
+    for path in paths {
+        let (l, r) = (local.get(path), remote.get(path));
+        let known = base.get(path);
+        let lc = classify(l, known.map(BaseEntry::local).as_ref());
+        let rc = classify(r, known.map(BaseEntry::remote).as_ref());
+        let times = (l.and_then(|o| o.mtime), r.and_then(|o| o.mtime));
+        let (action, on_mismatch, resolved) = match options.mode {
+            Mode::Sync => two_way(lc, rc, options.resolve, times),
+            Mode::Upload => one_way(lc, rc, *options, times, Side::Local),
+            Mode::Download => one_way(rc, lc, *options, (times.1, times.0), Side::Remote),
+        };
+        // Unchanged on both sides, or gone from both and from the base: nothing to do or record.
+        let idle = action == Action::Nothing
+            && ((lc == Class::Unchanged && rc == Class::Unchanged) || known.is_none());
+        if !idle {
+            items.push(Item {
+                path: path.clone(),
+                action,
+                on_mismatch,
+                resolved,
+            });
+        }
+    }
+    Plan { items }
+}
+
+type Decided = (Action, Option<Action>, Option<Conflict>);
+
+fn two_way(
+    lc: Class,
+    rc: Class,
+    strategy: Resolve,
+    times: (Option<SystemTime>, Option<SystemTime>),
+) -> Decided {
+    match decide(lc, rc, None) {
+        Action::Conflict(c) => match resolve(c, strategy, times.0, times.1) {
+            Some(action) => (action, None, Some(c)),
+            None => (Action::Conflict(c), None, None),
+        },
+        Action::Compare(c) => (Action::Compare(c), resolve(c, strategy, times.0, times.1), None),
+        action => (action, None, None),
+    }
+}
+
+/// Which side is the source of a one-way run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Local,
+    Remote,
+}
+
+/// One way, from the source's class `sc` to the target's `tc` (see docs/sync.md).
+fn one_way(
+    sc: Class,
+    tc: Class,
+    options: Options,
+    times: (Option<SystemTime>, Option<SystemTime>),
+    source: Side,
+) -> Decided {
+    let (copy, delete) = match source {
+        Side::Local => (Action::Upload, Action::DeleteRemote),
+        Side::Remote => (Action::Download, Action::DeleteLocal),
+    };
+    // `--resolve local` / `remote` names a side; one way it settles conflicts for the source.
+    let source_wins = options.force
+        || matches!(
+            (options.resolve, source),
+            (Resolve::Local, Side::Local) | (Resolve::Remote, Side::Remote)
+        )
+        || (options.resolve == Resolve::Newer && times.0 > times.1 && times.1.is_some())
+        || (options.resolve == Resolve::Older && times.0 < times.1 && times.0.is_some());
+    let target_changed = matches!(tc, Class::Modified);
+    let conflict = match source {
+        Side::Local => Conflict::DeletedLocalModifiedRemote,
+        Side::Remote => Conflict::ModifiedLocalDeletedRemote,
+    };
+    let settle = |c: Conflict, action: Action| {
+        if source_wins {
+            (action, None, Some(c))
+        } else {
+            (Action::Conflict(c), None, None)
+        }
+    };
+    if sc.present() {
+        match tc {
+            Class::Unchanged if sc == Class::Unchanged => (Action::Nothing, None, None),
+            Class::Deleted | Class::Absent | Class::Unchanged => (copy, None, None),
+            // The target changed since the base (or both are new): equal contents are fine.
+            _ => {
+                let c = if sc == Class::New && tc == Class::New {
+                    Conflict::BothNew
+                } else {
+                    Conflict::BothModified
+                };
+                if sc == Class::Unchanged && target_changed {
+                    // Only the target changed: copying would drop that edit.
+                    settle(c, copy)
+                } else {
+                    (Action::Compare(c), source_wins.then_some(copy), None)
+                }
+            }
+        }
+    } else if !tc.present() || !options.delete {
+        (Action::Nothing, None, None)
+    } else if target_changed {
+        settle(conflict, delete)
+    } else {
+        (delete, None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn seen(size: u64, t: u64) -> Observed {
+        Observed {
+            size,
+            mtime: Some(UNIX_EPOCH + Duration::from_secs(t)),
+            hash: None,
+        }
+    }
+
+    fn based(size: u64, t: u64) -> BaseEntry {
+        let ns = t * 1_000_000_000;
+        BaseEntry {
+            size,
+            local_mtime_ns: Some(ns),
+            remote_size: size,
+            remote_mtime_ns: Some(ns),
+            blake3: None,
+        }
+    }
+
+    fn options(mode: Mode) -> Options {
+        Options {
+            mode,
+            delete: false,
+            force: false,
+            resolve: Resolve::Skip,
+        }
+    }
+
+    /// A scenario: each path's (local, remote, base) as (size, time) pairs.
+    type Side3 = (Option<(u64, u64)>, Option<(u64, u64)>, Option<(u64, u64)>);
+
+    fn run(cases: &[(&str, Side3)], options: Options) -> BTreeMap<String, (Action, Option<Action>)> {
+        let mut local = BTreeMap::new();
+        let mut remote = BTreeMap::new();
+        let mut base = BTreeMap::new();
+        for (path, (l, r, b)) in cases {
+            if let Some((s, t)) = l {
+                local.insert((*path).to_owned(), seen(*s, *t));
+            }
+            if let Some((s, t)) = r {
+                remote.insert((*path).to_owned(), seen(*s, *t));
+            }
+            if let Some((s, t)) = b {
+                base.insert((*path).to_owned(), based(*s, *t));
+            }
+        }
+        plan(&local, &remote, &base, &options)
+            .items
+            .into_iter()
+            .map(|i| (i.path, (i.action, i.on_mismatch)))
+            .collect()
+    }
+
+    fn scenario() -> Vec<(&'static str, Side3)> {
+        vec![
+            ("same", (Some((1, 10)), Some((1, 10)), Some((1, 10)))),
+            ("edited-here", (Some((2, 20)), Some((1, 10)), Some((1, 10)))),
+            ("edited-there", (Some((1, 10)), Some((2, 20)), Some((1, 10)))),
+            ("edited-both", (Some((2, 20)), Some((3, 30)), Some((1, 10)))),
+            ("deleted-here", (None, Some((1, 10)), Some((1, 10)))),
+            ("deleted-there", (Some((1, 10)), None, Some((1, 10)))),
+            ("deleted-here-edited-there", (None, Some((2, 20)), Some((1, 10)))),
+            ("deleted-both", (None, None, Some((1, 10)))),
+            ("new-here", (Some((1, 10)), None, None)),
+            ("new-there", (None, Some((1, 10)), None)),
+            ("new-both", (Some((1, 10)), Some((1, 30)), None)),
+        ]
+    }
+
+    #[test]
+    fn two_way_plans_follow_the_table() {
+        let got = run(&scenario(), options(Mode::Sync));
+        let want = [
+            ("edited-here", Action::Upload),
+            ("edited-there", Action::Download),
+            ("edited-both", Action::Compare(Conflict::BothModified)),
+            ("deleted-here", Action::DeleteRemote),
+            ("deleted-there", Action::DeleteLocal),
+            (
+                "deleted-here-edited-there",
+                Action::Conflict(Conflict::DeletedLocalModifiedRemote),
+            ),
+            ("deleted-both", Action::Nothing),
+            ("new-here", Action::Upload),
+            ("new-there", Action::Download),
+            ("new-both", Action::Compare(Conflict::BothNew)),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (path, action) in want {
+            assert_eq!(got[path].0, action, "{path}");
+        }
+        // --resolve settles conflicts; a content mismatch gets the resolution to apply.
+        let mut resolved = options(Mode::Sync);
+        resolved.resolve = Resolve::Remote;
+        let got = run(&scenario(), resolved);
+        assert_eq!(got["deleted-here-edited-there"].0, Action::Download);
+        assert_eq!(
+            got["edited-both"],
+            (Action::Compare(Conflict::BothModified), Some(Action::Download))
+        );
+        resolved.resolve = Resolve::Newer;
+        let got = run(&scenario(), resolved);
+        assert_eq!(
+            got["edited-both"].1,
+            Some(Action::Download),
+            "the remote edit is newer"
+        );
+        assert_eq!(
+            got["deleted-here-edited-there"].0,
+            Action::Download,
+            "an edit beats a delete"
+        );
+    }
+
+    #[test]
+    fn upload_makes_the_remote_follow_without_dropping_remote_edits() {
+        let got = run(&scenario(), options(Mode::Upload));
+        assert_eq!(got["edited-here"].0, Action::Upload);
+        assert_eq!(
+            got["edited-there"].0,
+            Action::Conflict(Conflict::BothModified),
+            "a remote edit is not overwritten"
+        );
+        assert_eq!(
+            got["edited-both"],
+            (Action::Compare(Conflict::BothModified), None)
+        );
+        assert_eq!(
+            got["deleted-there"].0,
+            Action::Upload,
+            "a file missing remotely is uploaded again"
+        );
+        assert_eq!(got["new-here"].0, Action::Upload);
+        assert!(
+            !got.contains_key("new-there"),
+            "without --delete remote extras stay"
+        );
+        assert_eq!(got["deleted-here"].0, Action::Nothing);
+        // --delete removes remote files the local side does not have, but not a remote edit.
+        let mut delete = options(Mode::Upload);
+        delete.delete = true;
+        let got = run(&scenario(), delete);
+        assert_eq!(got["new-there"].0, Action::DeleteRemote);
+        assert_eq!(got["deleted-here"].0, Action::DeleteRemote);
+        assert_eq!(
+            got["deleted-here-edited-there"].0,
+            Action::Conflict(Conflict::DeletedLocalModifiedRemote)
+        );
+        // --force overwrites and deletes all the same.
+        delete.force = true;
+        let got = run(&scenario(), delete);
+        assert_eq!(got["edited-there"].0, Action::Upload);
+        assert_eq!(got["deleted-here-edited-there"].0, Action::DeleteRemote);
+        assert_eq!(got["edited-both"].1, Some(Action::Upload));
+    }
+
+    #[test]
+    fn download_is_the_mirror_image() {
+        let mut delete = options(Mode::Download);
+        delete.delete = true;
+        let got = run(&scenario(), delete);
+        assert_eq!(got["edited-there"].0, Action::Download);
+        assert_eq!(got["edited-here"].0, Action::Conflict(Conflict::BothModified));
+        assert_eq!(got["deleted-here"].0, Action::Download);
+        assert_eq!(got["new-here"].0, Action::DeleteLocal);
+        assert_eq!(got["deleted-there"].0, Action::DeleteLocal);
+        assert_eq!(got["new-there"].0, Action::Download);
+    }
+}
