@@ -161,6 +161,41 @@ fn transferring<T>(
     work(progress)
 }
 
+/// Sends a walked directory's objects and manifest to `to`, with progress.
+fn push_walked(
+    output: &OutputArgs,
+    label: &'static str,
+    walked: &snapsync_core::Walk,
+    to: &Repository,
+    jobs: usize,
+) -> anyhow::Result<PushReport> {
+    transferring(output, label, |progress| {
+        let options = TransferOptions {
+            jobs,
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::push_walk(walked, to, &options))?)
+    })
+}
+
+/// Copies a snapshot between stores (the cache is one), with progress.
+fn copy_snapshot(
+    output: &OutputArgs,
+    label: &'static str,
+    id: &Checksum,
+    from: &Repository,
+    to: &Repository,
+    jobs: usize,
+) -> anyhow::Result<PushReport> {
+    transferring(output, label, |progress| {
+        let options = TransferOptions {
+            jobs,
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::copy(id, from, to, &options))?)
+    })
+}
+
 fn print_id(id: &Checksum) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{id}")?;
@@ -206,13 +241,7 @@ pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()>
     let cache = cache(&args.cache)?;
     let jobs = jobs(&args.jobs, &cache);
     let started = Instant::now();
-    let report = transferring(output, "staging", |progress| {
-        let options = TransferOptions {
-            jobs,
-            progress: Some(progress),
-        };
-        Ok(runtime()?.block_on(snapsync_snapshot::push_walk(&walked, &cache, &options))?)
-    })?;
+    let report = push_walked(output, "staging", &walked, &cache, jobs)?;
     report_push(output, &report, started);
     print_id(&report.id)
 }
@@ -232,24 +261,12 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs) -> anyhow::Result<()> {
                 },
                 output,
             )?;
-            transferring(output, "pushing", |progress| {
-                let options = TransferOptions {
-                    jobs,
-                    progress: Some(progress),
-                };
-                Ok(runtime()?.block_on(snapsync_snapshot::push_walk(&walked, &store, &options))?)
-            })?
+            push_walked(output, "pushing", &walked, &store, jobs)?
         }
         (None, Some(id)) => {
             let id = parse_id(id)?;
             let cache = cache(&args.cache)?;
-            transferring(output, "pushing", |progress| {
-                let options = TransferOptions {
-                    jobs,
-                    progress: Some(progress),
-                };
-                Ok(runtime()?.block_on(snapsync_snapshot::copy(&id, &cache, &store, &options))?)
-            })?
+            copy_snapshot(output, "pushing", &id, &cache, &store, jobs)?
         }
         (None, None) => bail!(UsageError("push needs a directory or --id".into())),
     };
@@ -262,13 +279,7 @@ pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs) -> anyhow::Result<()>
     let (store, cache) = (store(&args.store)?, cache(&args.cache)?);
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
-    let report = transferring(output, "fetching", |progress| {
-        let options = TransferOptions {
-            jobs,
-            progress: Some(progress),
-        };
-        Ok(runtime()?.block_on(snapsync_snapshot::copy(&id, &store, &cache, &options))?)
-    })?;
+    let report = copy_snapshot(output, "fetching", &id, &store, &cache, jobs)?;
     report_push(output, &report, started);
     Ok(())
 }
@@ -324,13 +335,7 @@ pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs) -> anyhow::Result<()> {
     let (from, to) = (store(&args.from)?, store(&args.to)?);
     let jobs = jobs(&args.jobs, &to);
     let started = Instant::now();
-    let report = transferring(output, "copying", |progress| {
-        let options = TransferOptions {
-            jobs,
-            progress: Some(progress),
-        };
-        Ok(runtime()?.block_on(snapsync_snapshot::copy(&id, &from, &to, &options))?)
-    })?;
+    let report = copy_snapshot(output, "copying", &id, &from, &to, jobs)?;
     report_push(output, &report, started);
     Ok(())
 }
