@@ -66,45 +66,27 @@ pub async fn run_all(store: Arc<dyn Store>, options: &Options) -> Check {
             PrefixStore::new(Arc::clone(&store), name).map_err(|e| e.to_string())?,
         ))
     };
-    zero_byte_object(&*sub("zero")?)
-        .await
-        .map_err(|e| format!("zero_byte_object: {e}"))?;
-    odd_names(&*sub("names")?)
-        .await
-        .map_err(|e| format!("odd_names: {e}"))?;
-    nested_prefixes(&*sub("nested")?)
-        .await
-        .map_err(|e| format!("nested_prefixes: {e}"))?;
-    overwrite(&*sub("overwrite")?)
-        .await
-        .map_err(|e| format!("overwrite: {e}"))?;
-    create_if_absent(&*sub("create")?)
-        .await
-        .map_err(|e| format!("create_if_absent: {e}"))?;
-    create_race(sub("race")?)
-        .await
-        .map_err(|e| format!("create_race: {e}"))?;
-    range_reads(&*sub("range")?)
-        .await
-        .map_err(|e| format!("range_reads: {e}"))?;
-    missing_keys(&*sub("missing")?)
-        .await
-        .map_err(|e| format!("missing_keys: {e}"))?;
-    concurrent_puts(sub("concurrent")?)
-        .await
-        .map_err(|e| format!("concurrent_puts: {e}"))?;
-    copy_and_rename(&*sub("copy")?)
-        .await
-        .map_err(|e| format!("copy_and_rename: {e}"))?;
-    modification_times(&*sub("mtime")?)
-        .await
-        .map_err(|e| format!("modification_times: {e}"))?;
-    many_keys(sub("many")?, options.many_keys)
-        .await
-        .map_err(|e| format!("many_keys: {e}"))?;
-    large_object(&*sub("large")?, options.large_object)
-        .await
-        .map_err(|e| format!("large_object: {e}"))?;
+    // Each check under its own prefix; a failure names the check.
+    macro_rules! check {
+        ($name:ident($($arg:expr),*)) => {
+            $name($($arg),*)
+                .await
+                .map_err(|e| format!("{}: {e}", stringify!($name)))?
+        };
+    }
+    check!(zero_byte_object(&*sub("zero")?));
+    check!(odd_names(&*sub("names")?));
+    check!(nested_prefixes(&*sub("nested")?));
+    check!(overwrite(&*sub("overwrite")?));
+    check!(create_if_absent(&*sub("create")?));
+    check!(create_race(sub("race")?));
+    check!(range_reads(&*sub("range")?));
+    check!(missing_keys(&*sub("missing")?));
+    check!(concurrent_puts(sub("concurrent")?));
+    check!(copy_and_rename(&*sub("copy")?));
+    check!(modification_times(&*sub("mtime")?));
+    check!(many_keys(sub("many")?, options.many_keys));
+    check!(large_object(&*sub("large")?, options.large_object));
     Ok(())
 }
 

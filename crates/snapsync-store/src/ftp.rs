@@ -33,18 +33,18 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use suppaftp::list::ListParser;
-use suppaftp::tokio::{AsyncTlsConnector, ImplAsyncFtpStream, TokioTlsStream, TransferStream};
+use suppaftp::tokio::{AsyncTlsConnector, ImplAsyncFtpStream, TokioTlsStream};
 use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::tokio_rustls::client::TlsStream;
 use suppaftp::tokio_rustls::rustls::{self, RootCertStore};
 use suppaftp::types::{FileType, Response};
 use suppaftp::{FtpError, Status};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Kind, parent, temp_name};
+use crate::remote::{self, DirEntry, Kind, fill, parent, temp_name, transient};
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreUrl, check_key};
 
 type Client = ImplAsyncFtpStream<FlushingTls>;
@@ -607,13 +607,6 @@ fn dir_suffix(dir: &str, root: &str) -> String {
         .unwrap_or_default()
 }
 
-fn transient(location: &str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::Transient {
-        location: location.to_owned(),
-        source: source.into(),
-    }
-}
-
 fn failure(location: &str, error: FtpError) -> Failure {
     match error {
         FtpError::UnexpectedResponse(reply) => Failure::Reply(reply),
@@ -732,20 +725,6 @@ fn format_timeval(time: SystemTime) -> Option<String> {
     let seconds = i64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
     let time = chrono::DateTime::from_timestamp(seconds, 0)?;
     Some(time.format("%Y%m%d%H%M%S").to_string())
-}
-
-/// Reads until `buf` holds `want` bytes or the transfer ends.
-async fn fill(
-    transfer: &mut TransferStream<FlushingTls>,
-    buf: &mut BytesMut,
-    want: usize,
-) -> std::io::Result<()> {
-    while buf.len() < want {
-        if transfer.read_buf(buf).await? == 0 {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -901,14 +880,7 @@ impl Store for FtpStore {
             return Err(Error::AlreadyExists { location });
         }
         inner.make_dirs(parent(&path), &location).await?;
-        // Look at the local file first, so that a problem with it is reported as what it is.
-        let expected = match &source {
-            PutSource::Bytes(bytes) => bytes.len() as u64,
-            PutSource::File(file) => tokio::fs::metadata(file)
-                .await
-                .map_err(|e| Error::from_io(file.display().to_string(), e))?
-                .len(),
-        };
+        let expected = remote::source_len(&source).await?;
         let temp = temp_name(&path);
         let upload = {
             let temp = temp.clone();

@@ -75,48 +75,40 @@ impl ObjectStoreBackend {
             url: url.to_string(),
             reason: format!("unknown configuration key {key:?}"),
         };
+        // The three cloud builders take the same steps with their own types: the environment, our
+        // client defaults and the caller's keys on top, the bucket (or container), the retry policy.
+        macro_rules! build {
+            ($builder:ty, $bucket:ident) => {{
+                let mut builder = <$builder>::from_env();
+                for (key, value) in CLIENT_DEFAULTS.iter().chain(config) {
+                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, *value);
+                }
+                let store = builder
+                    .$bucket(bucket)
+                    .with_retry(retry_config())
+                    .build()
+                    .map_err(invalid)?;
+                Arc::new(store) as Arc<dyn ObjectStore>
+            }};
+        }
         let (inner, capabilities): (Arc<dyn ObjectStore>, Capabilities) = match url.scheme() {
             Scheme::Memory => {
                 let mut stores = MEMORY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let store = Arc::clone(stores.entry(bucket).or_insert_with(|| Arc::new(InMemory::new())));
                 (store, caps(false, 8))
             }
-            Scheme::S3 => {
-                let mut builder = object_store::aws::AmazonS3Builder::from_env();
-                for (key, value) in CLIENT_DEFAULTS.iter().chain(config) {
-                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, *value);
-                }
-                let store = builder
-                    .with_bucket_name(bucket)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(invalid)?;
-                (Arc::new(store), caps(false, 16))
-            }
-            Scheme::Gcs => {
-                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env();
-                for (key, value) in CLIENT_DEFAULTS.iter().chain(config) {
-                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, *value);
-                }
-                let store = builder
-                    .with_bucket_name(bucket)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(invalid)?;
-                (Arc::new(store), caps(false, 16))
-            }
-            Scheme::Azure => {
-                let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env();
-                for (key, value) in CLIENT_DEFAULTS.iter().chain(config) {
-                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, *value);
-                }
-                let store = builder
-                    .with_container_name(bucket)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(invalid)?;
-                (Arc::new(store), caps(false, 16))
-            }
+            Scheme::S3 => (
+                build!(object_store::aws::AmazonS3Builder, with_bucket_name),
+                caps(false, 16),
+            ),
+            Scheme::Gcs => (
+                build!(object_store::gcp::GoogleCloudStorageBuilder, with_bucket_name),
+                caps(false, 16),
+            ),
+            Scheme::Azure => (
+                build!(object_store::azure::MicrosoftAzureBuilder, with_container_name),
+                caps(false, 16),
+            ),
             other => {
                 return Err(Error::InvalidUrl {
                     url: url.to_string(),

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::{GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl};
@@ -52,6 +53,43 @@ pub(crate) fn url_parts(url: &StoreUrl, example: &str) -> Result<UrlParts> {
         password: parsed.password().map(decode),
         path: decode(parsed.path()),
     })
+}
+
+/// A temporary failure at `location`.
+pub(crate) fn transient(
+    location: &str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Transient {
+        location: location.to_owned(),
+        source: source.into(),
+    }
+}
+
+/// How many bytes `source` holds; a local file is looked at before anything is sent, so that a problem
+/// with it is reported as what it is.
+pub(crate) async fn source_len(source: &PutSource) -> Result<u64> {
+    match source {
+        PutSource::Bytes(bytes) => Ok(bytes.len() as u64),
+        PutSource::File(file) => Ok(tokio::fs::metadata(file)
+            .await
+            .map_err(|e| Error::from_io(file.display().to_string(), e))?
+            .len()),
+    }
+}
+
+/// Reads from `reader` until `buf` holds `want` bytes or the reader ends.
+pub(crate) async fn fill(
+    reader: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    want: usize,
+) -> std::io::Result<()> {
+    while buf.len() < want {
+        if reader.read_buf(buf).await? == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The configuration keys both backends take.

@@ -33,10 +33,10 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::{RawSftpSession, SftpSession};
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Kind, parent, temp_name};
+use crate::remote::{self, DirEntry, Kind, fill, parent, temp_name, transient};
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
@@ -203,13 +203,6 @@ impl SftpStore {
         Ok(SftpStore {
             inner: Arc::new(store),
         })
-    }
-}
-
-fn transient(location: &str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::Transient {
-        location: location.to_owned(),
-        source: source.into(),
     }
 }
 
@@ -695,15 +688,7 @@ impl Store for SftpStore {
         let stream = futures::stream::unfold(Some((file, 0u64, location)), move |state| async move {
             let (mut file, got, location) = state?;
             let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            let read = async {
-                while buf.len() < READ_CHUNK {
-                    if file.read_buf(&mut buf).await? == 0 {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            };
-            match tokio::time::timeout(timeout, read).await {
+            match tokio::time::timeout(timeout, fill(&mut file, &mut buf, READ_CHUNK)).await {
                 Err(_) => Some((Err(transient(&location, "download stalled")), None)),
                 Ok(Err(e)) => Some((Err(transient(&location, e)), None)),
                 Ok(Ok(())) if buf.is_empty() => {
@@ -746,11 +731,7 @@ impl Store for SftpStore {
                     let mut file = s.sftp.open(path.as_str()).await?;
                     file.seek(std::io::SeekFrom::Start(start)).await?;
                     let mut buf = BytesMut::with_capacity(want.min(1 << 24));
-                    while buf.len() < want {
-                        if file.read_buf(&mut buf).await? == 0 {
-                            break;
-                        }
-                    }
+                    fill(&mut file, &mut buf, want).await?;
                     buf.truncate(want);
                     Ok(buf.freeze())
                 }
@@ -762,13 +743,7 @@ impl Store for SftpStore {
         let path = self.inner.path(key)?;
         let location = self.inner.location(key);
         let inner = &self.inner;
-        let expected = match &source {
-            PutSource::Bytes(bytes) => bytes.len() as u64,
-            PutSource::File(file) => tokio::fs::metadata(file)
-                .await
-                .map_err(|e| Error::from_io(file.display().to_string(), e))?
-                .len(),
-        };
+        let expected = remote::source_len(&source).await?;
         if mode == PutMode::Create && inner.stat(&path, &location).await.is_ok() {
             return Err(Error::AlreadyExists { location });
         }

@@ -298,21 +298,23 @@ impl State {
             path: path.clone(),
             source,
         };
-        if self.journal.is_none() {
+        let mut line = serde_json::to_vec(record).map_err(|e| io(io::Error::other(e)))?;
+        line.push(b'\n');
+        let mut journal = if let Some(journal) = self.journal.take() {
+            journal
+        } else {
             fs::create_dir_all(self.dir.path()).map_err(io)?;
-            let file = OpenOptions::new()
+            OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(io)?;
-            self.journal = Some(file);
-        }
-        let mut line = serde_json::to_vec(record).map_err(|e| io(io::Error::other(e)))?;
-        line.push(b'\n');
-        let journal = self.journal.as_mut().expect("opened above");
+                .map_err(io)?
+        };
         // One write per record: a kill leaves a whole line or a torn last one, never a mix.
         journal.write_all(&line).map_err(io)?;
-        journal.flush().map_err(io)
+        journal.flush().map_err(io)?;
+        self.journal = Some(journal);
+        Ok(())
     }
 
     /// Writes the whole base to `base.json` (temporary name, flushed, renamed) and empties the journal:
