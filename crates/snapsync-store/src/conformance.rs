@@ -85,8 +85,51 @@ pub async fn run_all(store: Arc<dyn Store>, options: &Options) -> Check {
     check!(concurrent_puts(sub("concurrent")?));
     check!(copy_and_rename(&*sub("copy")?));
     check!(modification_times(&*sub("mtime")?));
+    check!(empty_directories(&*sub("dirs")?));
     check!(many_keys(sub("many")?, options.many_keys));
     check!(large_object(&*sub("large")?, options.large_object));
+    Ok(())
+}
+
+/// `remove_empty_dir` never removes a directory that holds a file; once its files are deleted it
+/// removes it (where the store has directories), and a new file can then be written there again.
+///
+/// # Errors
+/// What was wrong.
+pub async fn empty_directories(store: &dyn Store) -> Check {
+    put(store, "d/sub/file", b"kept", PutMode::Create).await?;
+    for dir in ["d/sub", "d"] {
+        ensure!(
+            !store.remove_empty_dir(dir).await.map_err(fail(dir))?,
+            "{dir} was removed while it held a file"
+        );
+    }
+    ensure!(
+        store.get_bytes("d/sub/file").await.map_err(fail("get"))?.as_ref() == b"kept",
+        "the file changed"
+    );
+    ensure!(
+        !store.remove_empty_dir("d/sub/file").await.map_err(fail("file"))?,
+        "a file was removed as a directory"
+    );
+    ensure!(
+        store.exists("d/sub/file").await.map_err(fail("head"))?,
+        "the file is gone"
+    );
+    store.delete("d/sub/file").await.map_err(fail("delete"))?;
+    let removed = store.remove_empty_dir("d/sub").await.map_err(fail("d/sub"))?;
+    let parent = store.remove_empty_dir("d").await.map_err(fail("d"))?;
+    ensure!(removed == parent, "d/sub removed: {removed}, then d: {parent}");
+    ensure!(
+        !store.remove_empty_dir("missing").await.map_err(fail("missing"))?,
+        "a missing directory was reported removed"
+    );
+    // The store must not think a removed directory still exists.
+    put(store, "d/sub/again", b"again", PutMode::Create).await?;
+    ensure!(
+        keys(store, "").await? == BTreeSet::from(["d/sub/again".to_owned()]),
+        "listing after writing into a removed directory"
+    );
     Ok(())
 }
 

@@ -979,6 +979,28 @@ impl Store for FtpStore {
             .map_err(|f| store_error(&location, f))
     }
 
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let target = path.clone();
+        let result = self
+            .inner
+            .run(&location, move |c, _| {
+                let path = target.clone();
+                Box::pin(async move { c.rmdir(&path).await })
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                remote::forget_dirs(&self.inner.made_dirs, &path);
+                Ok(true)
+            }
+            // Not empty, missing or not a directory: servers answer 550 to all three.
+            Err(Failure::Reply(reply)) if reply.status == Status::FileUnavailable => Ok(false),
+            Err(f) => Err(store_error(&location, f)),
+        }
+    }
+
     async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
         let path = self.inner.path(key)?;
         let location = self.inner.location(key);

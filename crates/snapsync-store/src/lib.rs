@@ -168,6 +168,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Sets an object's modification time, where [`Capabilities::set_mtime`].
     async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()>;
 
+    /// Removes the directory `key` if it is empty, for stores that have directories (local, FTP,
+    /// SFTP): `Ok(true)` when it was removed, `Ok(false)` when it is not empty, missing, or the store
+    /// has no directories (object stores, the default). Never removes anything that holds a file.
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        Ok(false)
+    }
+
     /// Makes every write that has completed durable: a barrier before writing something that refers to
     /// them (a snapshot's manifest after its objects). Object stores are durable per write already.
     async fn persist(&self) -> Result<()> {

@@ -346,6 +346,29 @@ impl Store for LocalStore {
         .await
     }
 
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        let location = self.location(key);
+        blocking(move || match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => match fs::remove_dir(&path) {
+                Ok(()) => Ok(true),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
+                    ) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(Error::from_io(location, e)),
+            },
+            Ok(_) => Ok(false),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
+            Err(e) => Err(Error::from_io(location, e)),
+        })
+        .await
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let (source, target) = (self.path(from)?, self.path(to)?);
         let (from_location, to_location) = (self.location(from), self.location(to));

@@ -160,6 +160,14 @@ pub(crate) fn missing_dirs(made: &Mutex<HashSet<String>>, dir: &str) -> Vec<Stri
         .collect()
 }
 
+/// Forgets `dir` and everything below it in `made` (after the directory was removed).
+pub(crate) fn forget_dirs(made: &Mutex<HashSet<String>>, dir: &str) {
+    let below = format!("{dir}/");
+    made.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|d| d != dir && !d.starts_with(&below));
+}
+
 /// What a directory listing says about one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {

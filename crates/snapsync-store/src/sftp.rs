@@ -831,6 +831,28 @@ impl Store for SftpStore {
         }
     }
 
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let target = path.clone();
+        let result = self
+            .inner
+            .run(&location, move |s| {
+                let path = target.clone();
+                async move { s.sftp.remove_dir(path.as_str()).await }
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                remote::forget_dirs(&self.inner.made_dirs, &path);
+                Ok(true)
+            }
+            // Not empty, missing, or not a directory: OpenSSH answers all three with a failure.
+            Err(Error::NotFound { .. } | Error::Other { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         // SFTP has no server-side copy.
         remote::copy_through_local(self, from, to).await

@@ -105,6 +105,10 @@ impl Store for PrefixStore {
         self.inner.set_mtime(&self.key(key)?, mtime).await
     }
 
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        self.inner.remove_empty_dir(&self.key(key)?).await
+    }
+
     async fn persist(&self) -> Result<()> {
         self.inner.persist().await
     }
@@ -235,6 +239,10 @@ impl Store for RetryStore {
         self.retry(|| self.inner.set_mtime(key, mtime)).await
     }
 
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        self.retry(|| self.inner.remove_empty_dir(key)).await
+    }
+
     async fn persist(&self) -> Result<()> {
         self.retry(|| self.inner.persist()).await
     }
@@ -337,5 +345,11 @@ impl Store for DryRunStore {
         check_key(key)?;
         self.record(format!("set-mtime {key}"));
         Ok(())
+    }
+
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.record(format!("remove-empty-dir {key}"));
+        Ok(false)
     }
 }
