@@ -12,7 +12,8 @@ const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  error (the message says what failed; a `hint:` line says what to try)
-  2  usage error (unknown option, bad argument)";
+  2  usage error (unknown option, bad argument)
+  4  upload, download, sync: finished, but conflicts were left unresolved";
 
 #[derive(Debug, Parser)]
 #[command(name = "snapsync", version, about = ABOUT, after_help = EXIT_CODES, propagate_version = true)]
@@ -201,6 +202,40 @@ where it goes wrong, and OUTPUT is left as it was.",
     )]
     Patch(PatchArgs),
 
+    /// Make REMOTE follow LOCAL: send new and changed files
+    #[command(
+        long_about = "Make REMOTE follow LOCAL: send new and changed files. REMOTE is a store URL (ftp://, ftps://, \
+sftp://, s3://, gs://, az://, file://) or a path.\n\n\
+What both sides held after the last run is remembered (in LOCAL/.snapsync/sync/), so a file changed on \
+REMOTE since then is not overwritten: it is reported as a conflict unless --force or --resolve local. \
+Files only REMOTE has stay unless --delete. Every file goes up under a temporary name, is checked and \
+renamed into place: an interrupted run leaves each file old or new, and the next run goes on.",
+        after_help = "Examples:\n  snapsync upload ./site ftps://me@example.com/www\n  snapsync upload --delete -x '*.bak' ./site sftp://me@host/var/www\n  snapsync upload -n ./build s3://bucket/site"
+    )]
+    Upload(SyncArgs),
+
+    /// Make LOCAL follow REMOTE: fetch new and changed files
+    #[command(
+        long_about = "Make LOCAL follow REMOTE: fetch new and changed files (LOCAL is created if missing). A local \
+file changed since the last run is not overwritten unless --force or --resolve remote; files only LOCAL \
+has stay unless --delete. Every file is written under a temporary name, hashed, flushed and renamed.",
+        after_help = "Examples:\n  snapsync download ./mirror sftp://me@host/srv/data\n  snapsync download --delete ./site ftp://example.com/pub"
+    )]
+    Download(SyncArgs),
+
+    /// Two-way sync of LOCAL and REMOTE
+    #[command(
+        long_about = "Two-way sync: changes on either side since the last run go to the other side; new files both \
+ways, deletions both ways (a file is only deleted when the other side did not change it since).\n\n\
+A conflict is a file changed on both sides differently, changed on one and deleted on the other, or new on \
+both with different content, including a folder deleted on one side while a file in it changed on the \
+other. Conflicts are left as they are and reported (exit status 4) unless --resolve settles them. \
+The first run (nothing remembered yet) only adds: files on one side are copied to the other, files on \
+both with different content are conflicts. See docs/sync.md for the whole table.",
+        after_help = "Examples:\n  snapsync sync ~/notes sftp://me@host/notes\n  snapsync sync --resolve new ./shared ftps://me@example.com/shared\n  snapsync sync -n ./site ftp://example.com/www"
+    )]
+    Sync(SyncArgs),
+
     /// Print a shell completion script
     #[command(after_help = "Example:\n  snapsync completions bash > /etc/bash_completion.d/snapsync")]
     Completions {
@@ -353,6 +388,74 @@ pub(crate) struct CacheArgs {
 }
 
 /// How many transfers run at once.
+/// How `--resolve` settles conflicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ResolveArg {
+    /// Leave both sides as they are and report the conflict.
+    Skip,
+    /// The local side wins (its file is sent, or its deletion applied).
+    Local,
+    /// The remote side wins.
+    Remote,
+    /// Ask for each conflict (on a terminal; otherwise skip).
+    Ask,
+    /// The newer file wins; a changed file wins over a deletion.
+    New,
+    /// The older file wins; a changed file wins over a deletion.
+    Old,
+}
+
+#[derive(Debug, Args)]
+// Independent command-line switches.
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct SyncArgs {
+    /// The local folder.
+    pub(crate) local: PathBuf,
+    /// The remote: a store URL or a path.
+    pub(crate) remote: String,
+    /// One way: delete files on the target that the source does not have.
+    #[arg(long)]
+    pub(crate) delete: bool,
+    /// One way: also delete target files --match leaves out (implies --delete).
+    #[arg(long)]
+    pub(crate) delete_unmatched: bool,
+    /// Sync only files whose name (or, with a `/`, path) matches GLOB; repeatable or comma-separated.
+    #[arg(short, long = "match", value_name = "GLOB")]
+    pub(crate) matches: Vec<String>,
+    #[arg(
+        short = 'x',
+        long,
+        value_name = "GLOB",
+        help = "Leave out files and folders matching GLOB; repeatable or comma-separated \
+[default: .DS_Store,.git,.hg,.svn,#recycle]"
+    )]
+    pub(crate) exclude: Vec<String>,
+    /// One way: overwrite or delete target files even if they changed since the last run.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// How to settle conflicts.
+    #[arg(long, value_enum, default_value = "skip")]
+    pub(crate) resolve: ResolveArg,
+    /// Print what would be done; change nothing.
+    #[arg(short = 'n', long)]
+    pub(crate) dry_run: bool,
+    /// Compare contents by BLAKE3 (hashing every local file) instead of trusting size and time.
+    #[arg(long)]
+    pub(crate) checksum: bool,
+    /// Remove another run's lock on REMOTE (after making sure it is not running).
+    #[arg(long)]
+    pub(crate) break_lock: bool,
+    /// A lock older than this is taken to belong to a dead run.
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = crate::snapshot::parse_age)]
+    pub(crate) lock_timeout: std::time::Duration,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Transfers at once [default: 4 for FTP and SFTP, 8 for local, 16 for object stores].
+    #[arg(short, long, value_name = "N")]
+    pub(crate) jobs: Option<NonZeroUsize>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct JobsArgs {
     /// Transfers at once [default: 8 for local stores, 16 for object stores].

@@ -7,6 +7,7 @@ mod manifest;
 mod output;
 mod progress;
 mod snapshot;
+mod sync;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -62,6 +63,8 @@ fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
             e.hint()
         } else if let Some(e) = e.downcast_ref::<snapsync_store::Error>() {
             e.hint()
+        } else if let Some(e) = e.downcast_ref::<snapsync_sync::Error>() {
+            e.hint()
         } else {
             None
         }
@@ -95,6 +98,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Signature(args) => delta::signature(args, &cli.output),
         Command::Delta(args) => delta::delta(args, &cli.output),
         Command::Patch(args) => delta::patch(args, &cli.output),
+        Command::Upload(args) => sync::upload(args, &cli.output),
+        Command::Download(args) => sync::download(args, &cli.output),
+        Command::Sync(args) => sync::sync(args, &cli.output),
         Command::Completions { shell } => {
             let mut out = io::stdout().lock();
             clap_complete::generate(*shell, &mut Cli::command(), "snapsync", &mut out);
@@ -114,6 +120,14 @@ fn report(error: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut err = io::stderr().lock();
+    if let Some(unresolved) = error.downcast_ref::<sync::Unresolved>() {
+        let _ = writeln!(err, "snapsync: {unresolved}");
+        let _ = writeln!(
+            err,
+            "hint: settle them with --resolve local|remote|new|old|ask, or edit one side and run again"
+        );
+        return ExitCode::from(sync::EXIT_CONFLICTS);
+    }
     let _ = writeln!(err, "error: {error}");
     // Libraries often repeat their cause inside their own message; say each thing once.
     let mut said = error.to_string();

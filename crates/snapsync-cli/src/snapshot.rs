@@ -87,7 +87,7 @@ pub(crate) fn set_connect_args(args: crate::cli::ConnectArgs) {
 }
 
 /// The store configuration the command line gives a URL's backend.
-fn store_config(url: &StoreUrl) -> Vec<(&'static str, String)> {
+pub(crate) fn store_config(url: &StoreUrl) -> Vec<(&'static str, String)> {
     let Some(args) = CONNECT.get() else {
         return Vec::new();
     };

@@ -12,9 +12,15 @@
 #![forbid(unsafe_code)]
 
 pub mod decide;
+mod error;
 pub mod plan;
+pub mod run;
+pub mod scan;
 pub mod state;
 
 pub use decide::{Action, Class, Conflict, Observed, Recorded, Resolve, classify, decide, resolve};
+pub use error::{Error, Result};
 pub use plan::{Item, Mode, Options, Plan, plan};
+pub use run::{Ask, Config, Event, Pair, Prepared, Report, Summary, conflict_name};
+pub use scan::{DEFAULT_EXCLUDES, Filter, Listing, Verdict};
 pub use state::{BaseEntry, State, StateDir, StateError};

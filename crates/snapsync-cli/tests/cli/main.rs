@@ -8,4 +8,5 @@ mod interop_stores;
 mod remote_stores;
 mod snapshot_failures;
 mod snapshots;
+mod sync;
 mod util;

@@ -1,0 +1,263 @@
+//! The folder-sync commands: upload, download, sync.
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use indicatif::HumanBytes;
+use snapsync_store::{LocalStore, RetryPolicy, RetryStore, Scheme, Store, StoreUrl};
+use snapsync_sync::{Action, Config, Conflict, Event, Filter, Item, Mode, Options, Pair, Resolve, Summary};
+
+use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
+use crate::progress::Ticker;
+
+/// Exit status when a run finished but left conflicts unresolved.
+pub(crate) const EXIT_CONFLICTS: u8 = 4;
+
+/// A run that finished with conflicts left as they were (exit status 4).
+#[derive(Debug)]
+pub(crate) struct Unresolved(pub(crate) usize);
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} conflict{} left unresolved (listed above); both sides keep their version",
+            self.0,
+            if self.0 == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Unresolved {}
+
+/// Opens REMOTE for a sync run: per-write durable local directories, and transient failures retried.
+fn open_remote(text: &str, jobs: Option<usize>) -> anyhow::Result<Arc<dyn Store>> {
+    let mut url = StoreUrl::parse(text)?;
+    if let Some(path) = url.local_path().filter(|p| p.is_relative()) {
+        // The state is kept per remote URL: a relative path names the same folder from anywhere.
+        url = StoreUrl::local(&std::path::absolute(path).with_context(|| format!("cannot resolve {text}"))?);
+    }
+    let inner: Arc<dyn Store> = if url.scheme() == Scheme::File {
+        Arc::new(LocalStore::new(url))
+    } else {
+        let mut config = crate::snapshot::store_config(&url);
+        if let Some(jobs) = jobs
+            && matches!(url.scheme(), Scheme::Ftp | Scheme::Ftps | Scheme::Sftp)
+        {
+            config.push(("connections", jobs.to_string()));
+        }
+        let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        snapsync_store::open_with_config(&url, &pairs)?
+    };
+    Ok(Arc::new(RetryStore::new(inner, RetryPolicy::default())))
+}
+
+pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    run(Mode::Upload, args, output)
+}
+
+pub(crate) fn download(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    run(Mode::Download, args, output)
+}
+
+pub(crate) fn sync(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    run(Mode::Sync, args, output)
+}
+
+fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let resolve = match args.resolve {
+        ResolveArg::Skip | ResolveArg::Ask => Resolve::Skip,
+        ResolveArg::Local => Resolve::Local,
+        ResolveArg::Remote => Resolve::Remote,
+        ResolveArg::New => Resolve::Newer,
+        ResolveArg::Old => Resolve::Older,
+    };
+    if mode == Mode::Sync && (args.delete || args.delete_unmatched || args.force) {
+        return Err(crate::UsageError(
+            "--delete, --delete-unmatched and --force are for upload and download; sync always applies \
+deletions it can tell apart from new files, and settles conflicts with --resolve"
+                .into(),
+        )
+        .into());
+    }
+    let excludes = if args.exclude.is_empty() {
+        vec![snapsync_sync::DEFAULT_EXCLUDES.to_owned()]
+    } else {
+        args.exclude.clone()
+    };
+    let filter = Filter::new(&args.matches, &excludes)?;
+    let mut config = Config::new(Options {
+        mode,
+        delete: args.delete || args.delete_unmatched,
+        force: args.force,
+        resolve,
+    });
+    config.filter = filter;
+    config.delete_unmatched = args.delete_unmatched;
+    config.checksum = args.checksum;
+    config.jobs = args.jobs.map_or(0, std::num::NonZeroUsize::get);
+    config.dry_run = args.dry_run;
+    config.break_lock = args.break_lock;
+    config.lock_timeout = args.lock_timeout;
+    if mode == Mode::Download && !args.dry_run && !args.local.exists() {
+        std::fs::create_dir_all(&args.local)
+            .with_context(|| format!("cannot create {}", args.local.display()))?;
+    }
+    let store = open_remote(&args.remote, args.jobs.map(std::num::NonZeroUsize::get))?;
+    let pair = Pair::new(args.local.clone(), store, config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let prepared = runtime.block_on(pair.prepare())?;
+
+    let total: u64 = prepared
+        .plan
+        .items
+        .iter()
+        .filter(|i| matches!(i.action, Action::Upload | Action::Download))
+        .count() as u64;
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&done);
+    let label = if args.dry_run { "planning" } else { "syncing" };
+    let ticker = Ticker::start(output, label, None, move || {
+        (seen.load(Ordering::Relaxed), format!("of {total} files"))
+    });
+    let ask_user = |item: &Item, conflict: Conflict| ask(item, conflict);
+    let ask: Option<snapsync_sync::Ask<'_>> = (args.resolve == ResolveArg::Ask).then_some(&ask_user);
+    let (verbose, dry_run, json) = (output.verbose > 0, args.dry_run, args.json);
+    let report = |event: Event<'_>| match event {
+        Event::Done { item, bytes } => {
+            done.fetch_add(bytes, Ordering::Relaxed);
+            if (dry_run || verbose) && item.action != Action::Nothing {
+                // The plan is the result of a dry run, on standard output, unless the JSON summary is.
+                if json {
+                    let _ = writeln!(io::stderr().lock(), "{}", describe(item));
+                } else {
+                    let _ = writeln!(io::stdout().lock(), "{}", describe(item));
+                }
+            }
+        }
+        Event::Failed { item, error } => {
+            let _ = writeln!(io::stderr().lock(), "error: {}: {error}", item.path);
+        }
+    };
+    if args.resolve == ResolveArg::Ask && !io::stdin().is_terminal() {
+        eprintln!("warning: --resolve ask needs a terminal; conflicts are skipped");
+    }
+    let summary =
+        runtime.block_on(pair.execute(prepared, ask.filter(|_| io::stdin().is_terminal()), &report))?;
+    drop(ticker);
+    print_summary(&summary, args, output)?;
+    if !summary.failed.is_empty() {
+        anyhow::bail!(
+            "{} of the files could not be synced (listed above); the rest were",
+            summary.failed.len()
+        );
+    }
+    if !summary.conflicts.is_empty() {
+        return Err(Unresolved(summary.conflicts.len()).into());
+    }
+    Ok(())
+}
+
+fn action_word(action: Action) -> &'static str {
+    match action {
+        Action::Nothing => "equal",
+        Action::Upload => "upload",
+        Action::Download => "download",
+        Action::DeleteLocal => "delete local",
+        Action::DeleteRemote => "delete remote",
+        Action::Conflict(_) => "conflict",
+        Action::Compare(_) => "compare",
+    }
+}
+
+fn describe(item: &Item) -> String {
+    let mut line = format!("{:<13} {}", action_word(item.action), item.path);
+    if let Some(conflict) = item.resolved {
+        let _ = write!(
+            line,
+            "  (conflict: {}; resolved)",
+            snapsync_sync::conflict_name(conflict)
+        );
+    }
+    line
+}
+
+/// Asks on the terminal how to settle one conflict.
+fn ask(item: &Item, conflict: Conflict) -> Option<Action> {
+    let local = snapsync_sync::resolve(conflict, Resolve::Local, None, None);
+    let remote = snapsync_sync::resolve(conflict, Resolve::Remote, None, None);
+    let mut err = io::stderr().lock();
+    let stdin = io::stdin();
+    loop {
+        let _ = write!(
+            err,
+            "conflict: {} ({}). Keep [l]ocal ({}), [r]emote ({}), or [s]kip? ",
+            item.path,
+            snapsync_sync::conflict_name(conflict),
+            local.map_or("-", action_word),
+            remote.map_or("-", action_word),
+        );
+        let _ = err.flush();
+        let mut answer = String::new();
+        if stdin.lock().read_line(&mut answer).unwrap_or(0) == 0 {
+            return None;
+        }
+        match answer.trim() {
+            "l" | "local" => return local,
+            "r" | "remote" => return remote,
+            "s" | "skip" | "" => return None,
+            _ => {}
+        }
+    }
+}
+
+fn print_summary(summary: &Summary, args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    let mut err = io::stderr().lock();
+    if !output.quiet {
+        for warning in &summary.warnings {
+            writeln!(err, "warning: {warning}")?;
+        }
+    }
+    for (path, kind) in &summary.conflicts {
+        writeln!(err, "conflict: {path}: {kind}")?;
+    }
+    if args.json {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(&mut out, summary)?;
+        writeln!(out)?;
+    }
+    if output.quiet {
+        return Ok(());
+    }
+    let would = if summary.dry_run {
+        "dry run, would have: "
+    } else {
+        ""
+    };
+    writeln!(
+        err,
+        "{would}{} up ({}), {} down ({}), {} deleted here, {} deleted there, {} folders removed, {} conflicts left{}, {} failed in {:.1}s",
+        summary.uploaded,
+        HumanBytes(summary.uploaded_bytes),
+        summary.downloaded,
+        HumanBytes(summary.downloaded_bytes),
+        summary.deleted_local,
+        summary.deleted_remote,
+        summary.dirs_removed,
+        summary.conflicts.len(),
+        if summary.resolved > 0 {
+            format!(" ({} resolved)", summary.resolved)
+        } else {
+            String::new()
+        },
+        summary.failed.len(),
+        summary.seconds,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! Folder sync through the binary: pyftpsync's two-way fixture (its `tests/fixture_tools.py` and
+//! `tests/test_sync_bidir.py`) against a local folder, pyftpdlib over FTP and OpenSSH's sshd over SFTP,
+//! with the default (skip), `--resolve local`, `--resolve remote` and `--dry-run`; the results are
+//! pyftpsync's expected trees, contents and times, except where pyftpsync documents a conflict it
+//! misses (folder4, folder7): there the edited file is kept and the conflict reported. A second run
+//! right after changes nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use snapsync_testkit::{FtpServer, Sshd};
+
+use crate::util::{run, stderr};
+
+/// 2014-01-01 12:00:00 UTC, pyftpsync's base time.
+const T12: u64 = 1_388_577_600;
+const T13: u64 = T12 + 3600;
+const T13_05: u64 = T13 + 5;
+
+/// A file's content and modification time (seconds).
+type Tree = BTreeMap<String, (String, u64)>;
+
+fn write(root: &Path, rel: &str, content: &str, time: u64) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, content).unwrap();
+    let file = fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(UNIX_EPOCH + Duration::from_secs(time)).unwrap();
+}
+
+/// Every file below `root` (the sync state and the lock left out).
+fn tree(root: &Path) -> Tree {
+    fn walk(root: &Path, dir: &Path, out: &mut Tree) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            if rel == ".snapsync" || rel == ".snapsync-lock" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &entry.path(), out);
+            } else {
+                let meta = entry.metadata().unwrap();
+                let time = meta
+                    .modified()
+                    .unwrap()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                out.insert(rel, (fs::read_to_string(entry.path()).unwrap(), time));
+            }
+        }
+    }
+    let mut out = Tree::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn expect(entries: &[(&str, &str, u64)]) -> Tree {
+    entries
+        .iter()
+        .map(|(path, content, time)| ((*path).to_owned(), ((*content).to_owned(), *time)))
+        .collect()
+}
+
+/// Where the fixture's remote lives: its URL, the same folder on this machine, and how to make files
+/// written there the server user's.
+struct Remote {
+    url: String,
+    root: PathBuf,
+    args: Vec<String>,
+    owner: Option<&'static str>,
+}
+
+impl Remote {
+    fn settle(&self) {
+        if let Some(owner) = self.owner {
+            let status = std::process::Command::new("chown")
+                .args(["-R", owner])
+                .arg(&self.root)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+}
+
+/// Runs `snapsync sync` with the remote's arguments; the exit status and the JSON summary.
+fn sync(local: &Path, remote: &Remote, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["sync", "--json", local.to_str().unwrap(), remote.url.as_str()];
+    args.extend(extra);
+    args.extend(remote.args.iter().map(String::as_str));
+    let out = run(&args);
+    let code = out.status.code().unwrap_or(-1);
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        )
+    });
+    (code, summary)
+}
+
+/// pyftpsync's `_prepare_initial_synced_fixture`: 9 files and 7 folders, synced once.
+fn initial(local: &Path, remote: &Remote) {
+    for i in 1..10 {
+        write(local, &format!("file{i}.txt"), &format!("local{i}"), T12);
+    }
+    for i in 1..8 {
+        write(
+            local,
+            &format!("folder{i}/file{i}_1.txt"),
+            &format!("local{i}_1"),
+            T12,
+        );
+    }
+    fs::create_dir_all(&remote.root).unwrap();
+    remote.settle();
+    let (code, summary) = sync(local, remote, &[]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["uploaded"], 16, "{summary}");
+    assert_eq!(tree(local), tree(&remote.root));
+}
+
+/// pyftpsync's `_prepare_modified_fixture`: changes on both sides.
+fn modify(local: &Path, remote: &Remote) {
+    let r = remote.root.as_path();
+    write(local, "file2.txt", "local 13:00", T13);
+    fs::remove_file(local.join("file3.txt")).unwrap();
+    write(r, "file4.txt", "remote 13:00", T13);
+    fs::remove_file(r.join("file5.txt")).unwrap();
+    write(local, "file6.txt", "local 13:00", T13);
+    write(r, "file6.txt", "remote 13:00:05", T13_05);
+    write(local, "file7.txt", "local 13:00:05", T13_05);
+    write(r, "file7.txt", "remote 13:00", T13);
+    fs::remove_file(local.join("file8.txt")).unwrap();
+    write(r, "file8.txt", "remote 13:00", T13);
+    write(local, "file9.txt", "local 13:00", T13);
+    fs::remove_file(r.join("file9.txt")).unwrap();
+
+    write(local, "folder2/file2_1.txt", "local 13:00", T13);
+    fs::remove_dir_all(local.join("folder3")).unwrap();
+    fs::remove_dir_all(local.join("folder4")).unwrap();
+    write(r, "folder4/file4_1.txt", "remote 13:00", T13);
+    write(r, "folder5/file5_1.txt", "remote 13:00", T13);
+    fs::remove_dir_all(r.join("folder6")).unwrap();
+    write(local, "folder7/file7_1.txt", "local 13:00", T13);
+    fs::remove_dir_all(r.join("folder7")).unwrap();
+
+    write(local, "new_file1.txt", "local 13:00", T13);
+    write(r, "new_file2.txt", "remote 13:00", T13);
+    write(local, "new_file3.txt", "local 13:00", T13);
+    write(r, "new_file3.txt", "local 13:00", T13);
+    write(local, "new_file4.txt", "local 13:00", T13);
+    write(r, "new_file4.txt", "remote 13:00 with other content", T13);
+    write(local, "new_file5.txt", "local 13:00", T13);
+    write(r, "new_file5.txt", "remote 13:00:05", T13_05);
+    write(local, "new_file6.txt", "local 13:00:05", T13_05);
+    write(r, "new_file6.txt", "remote 13:00", T13);
+    remote.settle();
+}
+
+/// The files every scenario ends with on both sides.
+fn common() -> Vec<(&'static str, &'static str, u64)> {
+    vec![
+        ("file1.txt", "local1", T12),
+        ("file2.txt", "local 13:00", T13),
+        ("file4.txt", "remote 13:00", T13),
+        ("folder1/file1_1.txt", "local1_1", T12),
+        ("folder2/file2_1.txt", "local 13:00", T13),
+        ("folder5/file5_1.txt", "remote 13:00", T13),
+        ("new_file1.txt", "local 13:00", T13),
+        ("new_file2.txt", "remote 13:00", T13),
+        ("new_file3.txt", "local 13:00", T13),
+    ]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    Default,
+    ResolveLocal,
+    ResolveRemote,
+    DryRun,
+}
+
+/// Runs one scenario in `local` ⇄ `remote` and checks the trees, the summary, and a second run.
+fn scenario(which: Scenario, local: &Path, remote: &Remote) {
+    initial(local, remote);
+    modify(local, remote);
+    let (local_before, remote_before) = (tree(local), tree(&remote.root));
+    let flags: &[&str] = match which {
+        Scenario::Default => &[],
+        Scenario::ResolveLocal => &["--resolve", "local"],
+        Scenario::ResolveRemote => &["--resolve", "remote"],
+        Scenario::DryRun => &["--resolve", "local", "--dry-run"],
+    };
+    let (code, summary) = sync(local, remote, flags);
+    let count = |key: &str| summary[key].as_u64().unwrap();
+    let conflicts = summary["conflicts"].as_array().unwrap().len();
+    let mut expect_local = common();
+    let mut expect_remote = common();
+    match which {
+        Scenario::Default => {
+            assert_eq!(code, 4, "{summary}");
+            // pyftpsync's 7 conflicts, and the two it misses: folder4 and folder7.
+            assert_eq!(conflicts, 9, "{summary}");
+            assert_eq!((count("uploaded"), count("downloaded")), (3, 3), "{summary}");
+            assert_eq!(
+                (count("deleted_local"), count("deleted_remote")),
+                (2, 2),
+                "{summary}"
+            );
+            assert_eq!((count("dirs_removed"), count("equal")), (2, 1), "{summary}");
+            expect_local.extend([
+                ("file6.txt", "local 13:00", T13),
+                ("file7.txt", "local 13:00:05", T13_05),
+                ("file9.txt", "local 13:00", T13),
+                ("new_file4.txt", "local 13:00", T13),
+                ("new_file5.txt", "local 13:00", T13),
+                ("new_file6.txt", "local 13:00:05", T13_05),
+                // pyftpsync deletes this folder; the edit in it is kept.
+                ("folder7/file7_1.txt", "local 13:00", T13),
+            ]);
+            expect_remote.extend([
+                ("file6.txt", "remote 13:00:05", T13_05),
+                ("file7.txt", "remote 13:00", T13),
+                ("file8.txt", "remote 13:00", T13),
+                ("new_file4.txt", "remote 13:00 with other content", T13),
+                ("new_file5.txt", "remote 13:00:05", T13_05),
+                ("new_file6.txt", "remote 13:00", T13),
+                ("folder4/file4_1.txt", "remote 13:00", T13),
+            ]);
+        }
+        Scenario::ResolveLocal => {
+            assert_eq!(code, 0, "{summary}");
+            assert_eq!((conflicts, count("resolved")), (0, 9), "{summary}");
+            assert_eq!((count("uploaded"), count("downloaded")), (10, 3), "{summary}");
+            assert_eq!(
+                (count("deleted_local"), count("deleted_remote")),
+                (2, 4),
+                "{summary}"
+            );
+            assert_eq!(count("dirs_removed"), 3, "{summary}");
+            let local_wins = [
+                ("file6.txt", "local 13:00", T13),
+                ("file7.txt", "local 13:00:05", T13_05),
+                ("file9.txt", "local 13:00", T13),
+                ("new_file4.txt", "local 13:00", T13),
+                ("new_file5.txt", "local 13:00", T13),
+                ("new_file6.txt", "local 13:00:05", T13_05),
+                ("folder7/file7_1.txt", "local 13:00", T13),
+            ];
+            expect_local.extend(local_wins);
+            expect_remote.extend(local_wins);
+        }
+        Scenario::ResolveRemote => {
+            assert_eq!(code, 0, "{summary}");
+            assert_eq!((conflicts, count("resolved")), (0, 9), "{summary}");
+            assert_eq!((count("uploaded"), count("downloaded")), (3, 10), "{summary}");
+            assert_eq!(
+                (count("deleted_local"), count("deleted_remote")),
+                (4, 2),
+                "{summary}"
+            );
+            assert_eq!(count("dirs_removed"), 3, "{summary}");
+            let remote_wins = [
+                ("file6.txt", "remote 13:00:05", T13_05),
+                ("file7.txt", "remote 13:00", T13),
+                ("file8.txt", "remote 13:00", T13),
+                ("new_file4.txt", "remote 13:00 with other content", T13),
+                ("new_file5.txt", "remote 13:00:05", T13_05),
+                ("new_file6.txt", "remote 13:00", T13),
+                ("folder4/file4_1.txt", "remote 13:00", T13),
+            ];
+            expect_local.extend(remote_wins);
+            expect_remote.extend(remote_wins);
+        }
+        Scenario::DryRun => {
+            assert_eq!(code, 0, "{summary}");
+            assert_eq!(summary["dry_run"], true);
+            // What --resolve local would do, and nothing done.
+            assert_eq!((count("uploaded"), count("downloaded")), (10, 3), "{summary}");
+            assert_eq!(tree(local), local_before);
+            assert_eq!(tree(&remote.root), remote_before);
+            return;
+        }
+    }
+    assert_eq!(tree(local), expect(&expect_local), "local after {which:?}");
+    assert_eq!(
+        tree(&remote.root),
+        expect(&expect_remote),
+        "remote after {which:?}"
+    );
+    // Folders whose files were all deleted are gone; the ones a conflict keeps are not.
+    assert!(!remote.root.join("folder3").exists() && !local.join("folder6").exists());
+    if matches!(which, Scenario::ResolveLocal) {
+        assert!(!remote.root.join("folder4").exists());
+    }
+    // A second run right after changes nothing (the conflicts skipped stay conflicts).
+    let (again_code, again) = sync(local, remote, flags);
+    assert_eq!(again_code, code, "{again}");
+    for key in [
+        "uploaded",
+        "downloaded",
+        "deleted_local",
+        "deleted_remote",
+        "dirs_removed",
+    ] {
+        assert_eq!(again[key], 0, "second run after {which:?}: {again}");
+    }
+    assert_eq!(tree(local), expect(&expect_local));
+    assert_eq!(tree(&remote.root), expect(&expect_remote));
+}
+
+fn all_scenarios(remote_for: impl Fn(&str) -> Remote) {
+    for which in [
+        Scenario::Default,
+        Scenario::ResolveLocal,
+        Scenario::ResolveRemote,
+        Scenario::DryRun,
+    ] {
+        let local = tempfile::tempdir().unwrap();
+        let remote = remote_for(&format!("{which:?}").to_lowercase());
+        scenario(which, local.path(), &remote);
+    }
+}
+
+#[test]
+fn pyftpsync_bidirectional_fixture_with_a_local_folder() {
+    let remotes = tempfile::tempdir().unwrap();
+    all_scenarios(|name| Remote {
+        url: remotes.path().join(name).display().to_string(),
+        root: remotes.path().join(name),
+        args: Vec::new(),
+        owner: None,
+    });
+}
+
+#[test]
+fn pyftpsync_bidirectional_fixture_over_ftp() {
+    let server = FtpServer::pyftpdlib();
+    all_scenarios(|name| Remote {
+        url: server.url(name),
+        root: server.root().join(name),
+        args: Vec::new(),
+        owner: None,
+    });
+}
+
+#[test]
+fn pyftpsync_bidirectional_fixture_over_sftp() {
+    let server = Sshd::start();
+    let known_hosts = server.known_hosts().display().to_string();
+    all_scenarios(|name| Remote {
+        url: server.url(name),
+        root: server.root().join(name),
+        args: vec!["--known-hosts".into(), known_hosts.clone()],
+        owner: Some(snapsync_testkit::SSH_USER),
+    });
+}

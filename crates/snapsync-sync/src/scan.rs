@@ -1,0 +1,411 @@
+//! Scanning: each side's files as a listing (path → size, time, and hash where known), through the
+//! same filter (`--match`, `--exclude`), so both sides are compared on the same terms.
+//!
+//! The local side is walked without following links: a symlink is reported and left alone (syncing
+//! it would copy what it points to, perhaps outside the folder; deleting through it could leave the
+//! folder). `.snapsync` at the local root (the sync state) and the remote's lock are never listed;
+//! temporary files of an interrupted run are collected so the next run removes them.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use futures::TryStreamExt;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use snapsync_core::{Exclude, MacroContext};
+use snapsync_store::{Store, is_temp_name};
+
+use crate::decide::Observed;
+use crate::error::{Error, Result};
+
+/// The name of the local directory that holds the sync state; never synced.
+pub const STATE_DIR_NAME: &str = ".snapsync";
+
+/// The remote key of the lock a run holds; never synced.
+pub const LOCK_NAME: &str = ".snapsync-lock";
+
+/// pyftpsync's default `--exclude` list.
+pub const DEFAULT_EXCLUDES: &str = ".DS_Store,.git,.hg,.svn,#recycle";
+
+/// What is synced: files that match `--match` (all when none is given) and are not `--exclude`d.
+/// Excluded directories are not entered.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    exclude: Exclude,
+    matches: Option<(Option<GlobSet>, Option<GlobSet>)>,
+}
+
+/// What the filter says of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Synced.
+    Wanted,
+    /// Excluded: invisible to the run.
+    Excluded,
+    /// Not matched by `--match`: left alone, unless `--delete-unmatched` removes it from the target.
+    Unmatched,
+}
+
+impl Filter {
+    /// A filter from `--match` and `--exclude` patterns; each may be a comma-separated list (as in
+    /// pyftpsync). A pattern without `/` matches a name at any depth, one with `/` the path below the
+    /// root; `*` stays within a name, `**` crosses directories.
+    ///
+    /// # Errors
+    /// [`Error::Pattern`] for a pattern that does not compile.
+    pub fn new(matches: &[String], excludes: &[String]) -> Result<Filter> {
+        let split = |patterns: &[String]| -> Vec<String> {
+            patterns
+                .iter()
+                .flat_map(|p| p.split(','))
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let exclude =
+            Exclude::new(&split(excludes), &[], &MacroContext::default()).map_err(Error::Pattern)?;
+        let matches = split(matches);
+        let matches = if matches.is_empty() {
+            None
+        } else {
+            let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+            let (mut any_name, mut any_path) = (false, false);
+            for pattern in &matches {
+                let anchored = pattern.contains('/');
+                let glob = GlobBuilder::new(pattern.trim_start_matches('/'))
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| Error::InvalidMatch {
+                        pattern: pattern.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if anchored {
+                    paths.add(glob);
+                    any_path = true;
+                } else {
+                    names.add(glob);
+                    any_name = true;
+                }
+            }
+            let build = |builder: GlobSetBuilder, used: bool| -> Result<Option<GlobSet>> {
+                used.then(|| {
+                    builder.build().map_err(|e| Error::InvalidMatch {
+                        pattern: matches.join(","),
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()
+            };
+            Some((build(names, any_name)?, build(paths, any_path)?))
+        };
+        Ok(Filter { exclude, matches })
+    }
+
+    /// Whether a directory (path below the root) is entered.
+    #[must_use]
+    pub fn enters(&self, path: &str) -> bool {
+        !self
+            .exclude
+            .excludes_relative(path.as_bytes(), name(path).as_bytes(), true)
+    }
+
+    /// What happens to the file at `path` (its directories are assumed entered).
+    #[must_use]
+    pub fn verdict(&self, path: &str) -> Verdict {
+        let file_name = name(path);
+        if self
+            .exclude
+            .excludes_relative(path.as_bytes(), file_name.as_bytes(), false)
+        {
+            return Verdict::Excluded;
+        }
+        match &self.matches {
+            None => Verdict::Wanted,
+            Some((names, paths)) => {
+                let hit = |set: &Option<GlobSet>, text: &str| set.as_ref().is_some_and(|s| s.is_match(text));
+                if hit(names, file_name) || hit(paths, path) {
+                    Verdict::Wanted
+                } else {
+                    Verdict::Unmatched
+                }
+            }
+        }
+    }
+
+    /// The verdict for a file listed with its full path: excluded when any directory on the way is.
+    #[must_use]
+    pub fn verdict_of_listed(&self, path: &str) -> Verdict {
+        let mut end = 0;
+        while let Some(slash) = path[end..].find('/') {
+            end += slash;
+            if !self.enters(&path[..end]) {
+                return Verdict::Excluded;
+            }
+            end += 1;
+        }
+        self.verdict(path)
+    }
+}
+
+fn name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// One side's files.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// The files to sync, by path.
+    pub files: BTreeMap<String, Observed>,
+    /// Files `--match` leaves out (for `--delete-unmatched`).
+    pub unmatched: BTreeMap<String, Observed>,
+    /// Temporary files an interrupted run left behind (local paths; removed by the next real run).
+    pub leftovers: Vec<PathBuf>,
+    /// What was skipped and why (symlinks, names that are not UTF-8, unreadable directories).
+    pub warnings: Vec<String>,
+}
+
+impl Listing {
+    /// A file of either kind.
+    #[must_use]
+    pub fn get(&self, path: &str) -> Option<&Observed> {
+        self.files.get(path).or_else(|| self.unmatched.get(path))
+    }
+}
+
+/// Lists the local folder `root`; with `checksum`, every file's BLAKE3 too (in parallel).
+///
+/// # Errors
+/// [`Error::Io`] when the root cannot be read; unreadable entries below it are warnings.
+pub fn scan_local(root: &Path, filter: &Filter, checksum: bool) -> Result<Listing> {
+    let mut listing = Listing::default();
+    let entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
+    walk_dir(root, "", entries, filter, &mut listing);
+    if checksum {
+        let hashed: Vec<(String, io::Result<[u8; 32]>)> = listing
+            .files
+            .par_iter()
+            .map(|(path, _)| {
+                let hash = snapsync_core::hash_file(&root.join(path)).map(|(c, _)| *c.as_bytes());
+                (path.clone(), hash)
+            })
+            .collect();
+        for (path, hash) in hashed {
+            match hash {
+                Ok(hash) => {
+                    if let Some(o) = listing.files.get_mut(&path) {
+                        o.hash = Some(hash);
+                    }
+                }
+                Err(e) => {
+                    listing
+                        .warnings
+                        .push(format!("{path}: cannot be read ({e}); left out"));
+                    listing.files.remove(&path);
+                }
+            }
+        }
+    }
+    Ok(listing)
+}
+
+fn walk_dir(root: &Path, dir: &str, entries: fs::ReadDir, filter: &Filter, listing: &mut Listing) {
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                listing
+                    .warnings
+                    .push(format!("{}: cannot be read ({e})", shown(dir)));
+                continue;
+            }
+        };
+        let os_name = entry.file_name();
+        let Some(entry_name) = os_name.to_str() else {
+            listing.warnings.push(format!(
+                "{}/{}: the name is not UTF-8; left out",
+                shown(dir),
+                os_name.to_string_lossy()
+            ));
+            continue;
+        };
+        let path = if dir.is_empty() {
+            entry_name.to_owned()
+        } else {
+            format!("{dir}/{entry_name}")
+        };
+        if dir.is_empty() && entry_name == STATE_DIR_NAME {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            listing.warnings.push(format!("{path}: cannot be read; left out"));
+            continue;
+        };
+        if kind.is_symlink() {
+            if filter.verdict(&path) != Verdict::Excluded {
+                listing
+                    .warnings
+                    .push(format!("{path}: a symbolic link; left out"));
+            }
+        } else if kind.is_dir() {
+            if filter.enters(&path) {
+                match fs::read_dir(entry.path()) {
+                    Ok(entries) => walk_dir(root, &path, entries, filter, listing),
+                    Err(e) => listing
+                        .warnings
+                        .push(format!("{path}: cannot be read ({e}); left out")),
+                }
+            }
+        } else if kind.is_file() {
+            if is_temp_name(OsStr::new(entry_name)) {
+                listing.leftovers.push(root.join(&path));
+                continue;
+            }
+            let verdict = filter.verdict(&path);
+            if verdict == Verdict::Excluded {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(meta) => {
+                    let observed = observed(&meta);
+                    if verdict == Verdict::Wanted {
+                        listing.files.insert(path, observed);
+                    } else {
+                        listing.unmatched.insert(path, observed);
+                    }
+                }
+                Err(e) => listing
+                    .warnings
+                    .push(format!("{path}: cannot be read ({e}); left out")),
+            }
+        }
+    }
+}
+
+fn shown(dir: &str) -> &str {
+    if dir.is_empty() { "." } else { dir }
+}
+
+/// What a local file's metadata says.
+#[must_use]
+pub fn observed(meta: &fs::Metadata) -> Observed {
+    Observed {
+        size: meta.len(),
+        mtime: meta.modified().ok(),
+        hash: None,
+    }
+}
+
+/// Lists the remote store.
+///
+/// # Errors
+/// The store's error when it cannot be listed.
+pub async fn scan_remote(store: &dyn Store, filter: &Filter) -> Result<Listing> {
+    let mut listing = Listing::default();
+    let mut stream = store.list("");
+    while let Some(meta) = stream.try_next().await.map_err(Error::Store)? {
+        // The lock, and the state of a folder that is itself synced elsewhere, are never synced.
+        if meta.key == LOCK_NAME || meta.key.starts_with(".snapsync/") {
+            continue;
+        }
+        let observed = Observed {
+            size: meta.size,
+            mtime: meta.modified,
+            hash: None,
+        };
+        match filter.verdict_of_listed(&meta.key) {
+            Verdict::Wanted => {
+                listing.files.insert(meta.key, observed);
+            }
+            Verdict::Unmatched => {
+                listing.unmatched.insert(meta.key, observed);
+            }
+            Verdict::Excluded => {}
+        }
+    }
+    Ok(listing)
+}
+
+/// Seconds are what most remotes keep: times compared across sides are compared at that precision.
+#[must_use]
+pub fn whole_seconds(time: Option<SystemTime>) -> Option<SystemTime> {
+    let since = time?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(matches: &[&str], excludes: &[&str]) -> Filter {
+        let owned = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        Filter::new(&owned(matches), &owned(excludes)).unwrap()
+    }
+
+    #[test]
+    fn default_excludes_hide_version_control_at_any_depth() {
+        let f = filter(&[], &[DEFAULT_EXCLUDES]);
+        assert!(!f.enters(".git"));
+        assert!(!f.enters("sub/.svn"));
+        assert_eq!(f.verdict("a/.DS_Store"), Verdict::Excluded);
+        assert_eq!(f.verdict_of_listed("x/.git/config"), Verdict::Excluded);
+        assert_eq!(f.verdict_of_listed("x/.gitignore"), Verdict::Wanted);
+        assert_eq!(f.verdict_of_listed("#recycle/a"), Verdict::Excluded);
+    }
+
+    #[test]
+    fn match_selects_files_by_name_or_path_and_leaves_the_rest_unmatched() {
+        let f = filter(&["*.html,*.css", "img/*.png"], &[]);
+        assert_eq!(f.verdict("index.html"), Verdict::Wanted);
+        assert_eq!(f.verdict("deep/er/site.css"), Verdict::Wanted);
+        assert_eq!(f.verdict("img/a.png"), Verdict::Wanted);
+        assert_eq!(f.verdict("other/img/a.png"), Verdict::Unmatched);
+        assert_eq!(f.verdict("notes.txt"), Verdict::Unmatched);
+        // Directories are always entered by --match; only --exclude prunes them.
+        assert!(f.enters("img"));
+    }
+
+    #[test]
+    fn exclusion_wins_over_match() {
+        let f = filter(&["*.txt"], &["secret.txt", "private"]);
+        assert_eq!(f.verdict("secret.txt"), Verdict::Excluded);
+        assert_eq!(f.verdict_of_listed("private/a.txt"), Verdict::Excluded);
+        assert_eq!(f.verdict_of_listed("public/a.txt"), Verdict::Wanted);
+    }
+
+    #[test]
+    fn bad_patterns_are_errors() {
+        assert!(Filter::new(&["[".into()], &[]).is_err());
+        assert!(Filter::new(&[], &["{a".into()]).is_err());
+    }
+
+    #[test]
+    fn the_local_scan_skips_state_links_and_excludes_and_collects_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join(".snapsync/sync")).unwrap();
+        fs::write(root.join(".snapsync/sync/x"), "state").unwrap();
+        fs::create_dir_all(root.join("sub/.git")).unwrap();
+        fs::write(root.join("sub/.git/HEAD"), "ref").unwrap();
+        fs::write(root.join("sub/a.txt"), "aaa").unwrap();
+        fs::write(root.join("b.log"), "bb").unwrap();
+        fs::write(root.join(".b.log.snapsync-1-2.tmp"), "torn").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let f = filter(&["*.txt"], &[DEFAULT_EXCLUDES]);
+        let listing = scan_local(root, &f, true).unwrap();
+        assert_eq!(listing.files.keys().collect::<Vec<_>>(), ["sub/a.txt"]);
+        assert_eq!(listing.files["sub/a.txt"].size, 3);
+        assert_eq!(
+            listing.files["sub/a.txt"].hash,
+            Some(*blake3::hash(b"aaa").as_bytes())
+        );
+        assert_eq!(listing.unmatched.keys().collect::<Vec<_>>(), ["b.log"]);
+        assert_eq!(listing.leftovers, [root.join(".b.log.snapsync-1-2.tmp")]);
+        assert_eq!(listing.warnings.len(), 1, "{:?}", listing.warnings);
+        assert!(listing.warnings[0].contains("link"));
+    }
+}
