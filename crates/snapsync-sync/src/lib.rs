@@ -1,13 +1,12 @@
 //! snapsync-sync: folder sync between a local directory and any store (`upload`, `download`, two-way
 //! `sync`).
 //!
-//! This crate grows in steps. Here now: [`mod@decide`], the two-way decision table — how each side changed
-//! since the base (what both sides agreed on at the end of the last sync), and what to do about it,
-//! conflicts and `--resolve` strategies included; and [`state`], the base on disk (a whole file plus a
-//! journal of the run under way, so a killed run loses nothing); and [`mod@plan`], which turns two
-//! listings and the base into a [`Plan`] for `sync`, `upload` or `download`. Scanning both sides into
-//! those listings and the executor (bounded parallel transfers, temp-name writes checked and renamed,
-//! the base recorded as it goes) come next; see `docs/sync.md`.
+//! [`mod@decide`] is the two-way decision table — how each side changed since the base (what both sides
+//! agreed on at the end of the last sync), and what to do about it, conflicts and `--resolve` strategies
+//! included; [`state`] keeps the base on disk (a whole file plus a journal of the run under way, so a
+//! killed run loses nothing); [`scan`] lists both sides through one [`Filter`]; [`mod@plan`] turns the
+//! two listings and the base into a [`Plan`]; [`run`] locks the remote, compares contents where needed
+//! and carries the plan out ([`Pair::prepare`], [`Pair::execute`]). See `docs/sync.md`.
 
 #![forbid(unsafe_code)]
 

@@ -367,3 +367,195 @@ fn pyftpsync_bidirectional_fixture_over_sftp() {
         owner: Some(snapsync_testkit::SSH_USER),
     });
 }
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs snapsync and returns (exit status, stdout, stderr).
+fn snapsync(args: &[&str]) -> (i32, String, String) {
+    let out = run(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+    )
+}
+
+#[test]
+fn upload_keeps_remote_edits_unless_forced_and_deletes_only_when_asked() {
+    let (local, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (l, r) = (local.path(), remote.path());
+    let (ls, rs) = (l.to_str().unwrap(), r.to_str().unwrap());
+    write(l, "a.txt", "a", T12);
+    write(l, "b.txt", "b", T12);
+    write(l, "sub/c.txt", "c", T12);
+    let (code, _, err) = snapsync(&["upload", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tree(r), tree(l));
+
+    write(r, "a.txt", "edited there", T13);
+    write(l, "b.txt", "edited here", T13);
+    write(r, "extra.txt", "only there", T13);
+    fs::remove_file(l.join("sub/c.txt")).unwrap();
+    // The remote's edit is a conflict, not overwritten; nothing is deleted without --delete.
+    let (code, out, err) = snapsync(&["upload", "-n", ls, rs]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(out.trim(), "upload        b.txt", "{err}");
+    let (code, _, err) = snapsync(&["upload", ls, rs]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("conflict: a.txt"), "{err}");
+    assert_eq!(read(&r.join("a.txt")), "edited there");
+    assert_eq!(read(&r.join("b.txt")), "edited here");
+    assert!(r.join("sub/c.txt").exists() && r.join("extra.txt").exists());
+    // --delete removes what the local side does not have; the empty folder goes with it.
+    let (code, _, err) = snapsync(&["upload", "--delete", ls, rs]);
+    assert_eq!(code, 4, "{err}");
+    assert!(!r.join("sub").exists() && !r.join("extra.txt").exists());
+    assert_eq!(read(&r.join("a.txt")), "edited there");
+    // --force overwrites the remote's edit.
+    let (code, _, err) = snapsync(&["upload", "--force", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tree(r), tree(l));
+    let (code, _, err) = snapsync(&["upload", "--delete", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 up"), "{err}");
+}
+
+#[test]
+fn download_creates_the_folder_and_mirrors_with_delete() {
+    let (remote, base) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (r, rs) = (remote.path(), remote.path().to_str().unwrap());
+    let l = base.path().join("new/mirror");
+    let ls = l.to_str().unwrap();
+    write(r, "x/y.txt", "y", T12);
+    write(r, "z.txt", "z", T13);
+    let (code, _, err) = snapsync(&["download", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tree(&l), tree(r));
+    write(&l, "local-only.txt", "mine", T13);
+    fs::remove_file(r.join("z.txt")).unwrap();
+    let (code, _, err) = snapsync(&["download", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(l.join("local-only.txt").exists() && l.join("z.txt").exists());
+    let (code, _, err) = snapsync(&["download", "--delete", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tree(&l), tree(r));
+}
+
+#[test]
+fn match_exclude_and_delete_unmatched_choose_what_is_synced() {
+    let (local, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (l, r) = (local.path(), remote.path());
+    let (ls, rs) = (l.to_str().unwrap(), r.to_str().unwrap());
+    write(l, "index.html", "<html>", T12);
+    write(l, "notes.txt", "notes", T12);
+    write(l, ".git/config", "git", T12);
+    write(l, "sub/.DS_Store", "junk", T12);
+    write(l, "sub/page.html", "<p>", T12);
+    write(r, "old.txt", "stale", T12);
+    // The default excludes keep version control and junk out.
+    let (code, _, err) = snapsync(&["upload", "-m", "*.html", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = tree(r).into_keys().collect();
+    assert_eq!(names, ["index.html", "old.txt", "sub/page.html"]);
+    // --delete-unmatched also removes target files --match leaves out.
+    let (code, _, err) = snapsync(&["upload", "-m", "*.html", "--delete-unmatched", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = tree(r).into_keys().collect();
+    assert_eq!(names, ["index.html", "sub/page.html"]);
+    // An explicit --exclude replaces the defaults.
+    let (code, _, err) = snapsync(&["upload", "-x", "*.txt", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(r.join(".git/config").exists() && !r.join("notes.txt").exists());
+    let (code, _, err) = snapsync(&["upload", "-m", "[", ls, rs]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--match"), "{err}");
+}
+
+#[test]
+fn a_held_lock_stops_a_second_run_until_it_is_stale_or_broken() {
+    let (local, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (l, r) = (local.path(), remote.path());
+    let (ls, rs) = (l.to_str().unwrap(), r.to_str().unwrap());
+    write(l, "a.txt", "a", T12);
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    fs::write(
+        r.join(".snapsync-lock"),
+        format!(r#"{{"host":"elsewhere","pid":42,"started_ns":{now}}}"#),
+    )
+    .unwrap();
+    let (code, _, err) = snapsync(&["sync", ls, rs]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("locked") && err.contains("elsewhere") && err.contains("--break-lock"),
+        "{err}"
+    );
+    assert!(!r.join("a.txt").exists());
+    // A dry run reads only and needs no lock.
+    let (code, out, err) = snapsync(&["sync", "-n", ls, rs]);
+    assert_eq!((code, out.trim()), (0, "upload        a.txt"), "{err}");
+    let (code, _, err) = snapsync(&["sync", "--break-lock", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(r.join("a.txt").exists() && !r.join(".snapsync-lock").exists());
+    // A lock older than --lock-timeout belongs to a dead run and is taken over.
+    fs::write(
+        r.join(".snapsync-lock"),
+        r#"{"host":"elsewhere","pid":42,"started_ns":1000}"#,
+    )
+    .unwrap();
+    write(l, "b.txt", "b", T12);
+    let (code, _, err) = snapsync(&["sync", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(r.join("b.txt").exists() && !r.join(".snapsync-lock").exists());
+}
+
+#[test]
+fn leftovers_are_removed_and_links_never_lead_out_of_the_folder() {
+    let (local, remote, outside) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (l, r) = (local.path(), remote.path());
+    let (ls, rs) = (l.to_str().unwrap(), r.to_str().unwrap());
+    write(l, "a.txt", "a", T12);
+    // A killed download leaves a temporary file; the next run removes it and never syncs it.
+    write(l, ".a.txt.snapsync-1-1.tmp", "torn", T12);
+    write(outside.path(), "secret.txt", "secret", T12);
+    std::os::unix::fs::symlink(outside.path(), l.join("linked")).unwrap();
+    let (code, _, err) = snapsync(&["sync", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("linked") && err.contains("symbolic link"), "{err}");
+    assert!(!l.join(".a.txt.snapsync-1-1.tmp").exists());
+    let names: Vec<String> = tree(r).into_keys().collect();
+    assert_eq!(names, ["a.txt"]);
+    // A remote file under the link's name would be written through it: refused, outside untouched.
+    write(r, "linked/planted.txt", "planted", T13);
+    let (code, _, err) = snapsync(&["sync", ls, rs]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("linked/planted.txt") && err.contains("symlink"),
+        "{err}"
+    );
+    assert!(!outside.path().join("planted.txt").exists());
+    assert_eq!(read(&outside.path().join("secret.txt")), "secret");
+}
+
+#[test]
+fn sync_over_ftp_with_a_wrong_password_fails_without_showing_it() {
+    let server = FtpServer::pyftpdlib();
+    let local = tempfile::tempdir().unwrap();
+    write(local.path(), "a.txt", "a", T12);
+    let url = server.url_with_password("site", "not-the-password-9");
+    let (code, _, err) = snapsync(&["sync", local.path().to_str().unwrap(), &url]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("not-the-password-9"), "{err}");
+    assert!(
+        err.to_lowercase().contains("denied") || err.contains("530"),
+        "{err}"
+    );
+}
