@@ -37,6 +37,9 @@ Tasks:
                        Time push and pull of the 20,000-file tree to a file:// store and to a local
                        S3 server (moto, PyPI) against snapdir; check that a 5 GiB file pushes and
                        pulls through both in under 200 MiB of memory (needs GNU time).
+  bench sync [OPTIONS] Time `snapsync upload` against pyftpsync (PyPI), lftp mirror and rclone (apt)
+                       to local pyftpdlib and sshd servers: 2,000 x 4 KiB files (initial, re-run
+                       unchanged, re-run after 1% changed), then 20 x 50 MiB files (4 with --quick).
       --runs N           timed runs per tool (default 5; a warm-up run comes first)
       --quick            small data (2,000 files, 256 MiB file; 64 MiB for delta; 1 GiB for the
                          snapshot memory check) for a smoke run

@@ -627,8 +627,13 @@ impl Pair {
         let mode = if let Some(r) = r {
             self.check_remote(path, r).await?;
             PutMode::Overwrite
-        } else {
+        } else if self.store.capabilities().atomic_create {
+            // A file that appeared remotely since the scan is not replaced.
             PutMode::Create
+        } else {
+            // Without an atomic create (FTP), checking first would cost two round trips per file and
+            // still leave a window; the lock keeps other snapsync runs out meanwhile.
+            PutMode::Overwrite
         };
         match self.store.put(path, PutSource::File(file.clone()), mode).await {
             Ok(()) => {}

@@ -6,6 +6,7 @@
 mod delta;
 mod id;
 mod snapshot;
+mod sync;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,13 +19,14 @@ use crate::util::{capture, cargo, project_root, run as run_command};
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 
-const USAGE: &str = "usage: cargo xtask bench <id|delta|snapshot> [--runs N] [--quick] [--data DIR]";
+const USAGE: &str = "usage: cargo xtask bench <id|delta|snapshot|sync> [--runs N] [--quick] [--data DIR]";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("id") => id::run(&Options::parse(&args[1..])?),
         Some("delta") => delta::run(&Options::parse(&args[1..])?),
         Some("snapshot") => snapshot::run(&Options::parse(&args[1..])?),
+        Some("sync") => sync::run(&Options::parse(&args[1..])?),
         _ => bail!("{USAGE}"),
     }
 }
