@@ -99,7 +99,8 @@ fn ci() -> Result<()> {
     fuzz(&["--seconds".into(), "20".into()])?;
     bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])?;
-    bench::run(&["snapshot".into(), "--quick".into(), "--runs".into(), "1".into()])
+    bench::run(&["snapshot".into(), "--quick".into(), "--runs".into(), "1".into()])?;
+    bench::run(&["sync".into(), "--quick".into(), "--runs".into(), "1".into()])
 }
 
 fn fuzz(args: &[String]) -> Result<()> {

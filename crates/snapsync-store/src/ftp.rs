@@ -727,6 +727,31 @@ fn format_timeval(time: SystemTime) -> Option<String> {
     Some(time.format("%Y%m%d%H%M%S").to_string())
 }
 
+impl FtpStore {
+    /// Files below `prefix`: the objects, or (`temps`) the temporary files interrupted writes left.
+    fn listing(&self, prefix: &str, temps: bool) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner = Arc::clone(&self.inner);
+        let prefix = prefix.trim_matches('/');
+        let start = if prefix.is_empty() {
+            if inner.root.is_empty() {
+                "/".to_owned()
+            } else {
+                inner.root.clone()
+            }
+        } else {
+            match inner.path(prefix) {
+                Ok(path) => path,
+                Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+            }
+        };
+        let (key_offset, jobs) = (inner.root.len() + 1, inner.connections);
+        remote::walk(start, key_offset, jobs, temps, move |dir| {
+            let inner = Arc::clone(&inner);
+            async move { inner.list_dir(dir).await }
+        })
+    }
+}
+
 #[async_trait]
 impl Store for FtpStore {
     fn url(&self) -> &StoreUrl {
@@ -745,25 +770,11 @@ impl Store for FtpStore {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        let inner = Arc::clone(&self.inner);
-        let prefix = prefix.trim_matches('/');
-        let start = if prefix.is_empty() {
-            if inner.root.is_empty() {
-                "/".to_owned()
-            } else {
-                inner.root.clone()
-            }
-        } else {
-            match inner.path(prefix) {
-                Ok(path) => path,
-                Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
-            }
-        };
-        let (key_offset, jobs) = (inner.root.len() + 1, inner.connections);
-        remote::walk(start, key_offset, jobs, move |dir| {
-            let inner = Arc::clone(&inner);
-            async move { inner.list_dir(dir).await }
-        })
+        self.listing(prefix, false)
+    }
+
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing("", true)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {

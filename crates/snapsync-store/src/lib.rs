@@ -144,6 +144,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Every object under `prefix` (`""` for all), in no particular order.
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>>;
 
+    /// The temporary files that interrupted writes left behind (their keys can be deleted), for stores
+    /// that write under a temporary name and rename (local, FTP, SFTP); empty for others (the default).
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        futures::stream::empty().boxed()
+    }
+
     /// The metadata of one object.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
 

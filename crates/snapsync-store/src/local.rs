@@ -150,8 +150,9 @@ fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
     }
 }
 
-/// Every file below `dir` (not following symlinked directories), as keys relative to `root`.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
+/// Every file below `dir` (not following symlinked directories), as keys relative to `root`: the
+/// objects, or (`temps`) the temporary files interrupted writes left.
+fn walk(root: &Path, dir: &Path, temps: bool, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         // Below a missing key or a file there is nothing.
@@ -161,14 +162,16 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        if is_temp_name(&name) {
-            continue;
-        }
         let path = entry.path();
         let file_type = entry.file_type()?;
         if file_type.is_dir() {
-            walk(root, &path, out)?;
-        } else if let Ok(meta) = fs::metadata(&path)
+            walk(root, &path, temps, out)?;
+            continue;
+        }
+        if is_temp_name(&name) != temps {
+            continue;
+        }
+        if let Ok(meta) = fs::metadata(&path)
             && meta.is_file()
         {
             let key = path.strip_prefix(root).unwrap_or(&path);
@@ -178,6 +181,38 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+impl LocalStore {
+    /// Files below `prefix`: the objects, or (`temps`) the temporary files interrupted writes left.
+    fn listing(&self, prefix: &str, temps: bool) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = prefix.trim_end_matches('/').to_owned();
+        if !prefix.is_empty()
+            && let Err(e) = check_key(&prefix)
+        {
+            return stream::once(async { Err(e) }).boxed();
+        }
+        let root = self.root.clone();
+        let location = self.location(&prefix);
+        stream::once(async move {
+            blocking(move || {
+                let mut out = Vec::new();
+                let dir = if prefix.is_empty() {
+                    root.clone()
+                } else {
+                    root.join(&prefix)
+                };
+                walk(&root, &dir, temps, &mut out).map_err(|e| Error::from_io(location, e))?;
+                Ok(out)
+            })
+            .await
+        })
+        .flat_map(|listed| match listed {
+            Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+            Err(e) => stream::once(async { Err(e) }).boxed(),
+        })
+        .boxed()
+    }
 }
 
 #[async_trait]
@@ -201,32 +236,11 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        let prefix = prefix.trim_end_matches('/').to_owned();
-        if !prefix.is_empty()
-            && let Err(e) = check_key(&prefix)
-        {
-            return stream::once(async { Err(e) }).boxed();
-        }
-        let root = self.root.clone();
-        let location = self.location(&prefix);
-        stream::once(async move {
-            blocking(move || {
-                let mut out = Vec::new();
-                let dir = if prefix.is_empty() {
-                    root.clone()
-                } else {
-                    root.join(&prefix)
-                };
-                walk(&root, &dir, &mut out).map_err(|e| Error::from_io(location, e))?;
-                Ok(out)
-            })
-            .await
-        })
-        .flat_map(|listed| match listed {
-            Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
-            Err(e) => stream::once(async { Err(e) }).boxed(),
-        })
-        .boxed()
+        self.listing(prefix, false)
+    }
+
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing("", true)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {

@@ -189,12 +189,13 @@ pub(crate) struct DirEntry {
 /// The listing behind `Store::list`: walks the directories from `start` with up to `jobs` listings at
 /// once (a failed one is tried twice more when the failure is temporary: listings are harmless to
 /// repeat), and yields every file as a key (its path without the first `key_offset` bytes). Temporary
-/// files, `.`, `..` and links are left out. The walk runs in its own task and stops when the stream is
+/// files (or, with `temps`, everything but them), `.`, `..` and links are left out. The walk runs in its own task and stops when the stream is
 /// dropped.
 pub(crate) fn walk<F, Fut>(
     start: String,
     key_offset: usize,
     jobs: usize,
+    temps: bool,
     list_dir: F,
 ) -> BoxStream<'static, Result<ObjectMeta>>
 where
@@ -241,7 +242,7 @@ where
                 };
                 match entry.kind {
                     Kind::Dir => pending.push_back(path),
-                    Kind::File if !crate::is_temp_name(std::ffi::OsStr::new(&entry.name)) => {
+                    Kind::File if crate::is_temp_name(std::ffi::OsStr::new(&entry.name)) == temps => {
                         let meta = ObjectMeta {
                             key: path.get(key_offset..).unwrap_or_default().to_owned(),
                             size: entry.size,

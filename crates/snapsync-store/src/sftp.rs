@@ -606,23 +606,9 @@ impl Inner {
     }
 }
 
-#[async_trait]
-impl Store for SftpStore {
-    fn url(&self) -> &StoreUrl {
-        &self.inner.url
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_rename: true,
-            server_side_copy: false,
-            set_mtime: true,
-            atomic_create: true,
-            default_jobs: self.inner.jobs,
-        }
-    }
-
-    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+impl SftpStore {
+    /// Files below `prefix`: the objects, or (`temps`) the temporary files interrupted writes left.
+    fn listing(&self, prefix: &str, temps: bool) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
         let prefix = prefix.trim_matches('/');
         let start = if prefix.is_empty() {
@@ -639,7 +625,7 @@ impl Store for SftpStore {
             inner.root.len() + 1
         };
         let jobs = inner.jobs;
-        remote::walk(start, key_offset, jobs, move |dir| {
+        remote::walk(start, key_offset, jobs, temps, move |dir| {
             let inner = Arc::clone(&inner);
             async move {
                 let entries = inner.list_dir(dir).await?;
@@ -663,6 +649,31 @@ impl Store for SftpStore {
                     .collect())
             }
         })
+    }
+}
+
+#[async_trait]
+impl Store for SftpStore {
+    fn url(&self) -> &StoreUrl {
+        &self.inner.url
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_rename: true,
+            server_side_copy: false,
+            set_mtime: true,
+            atomic_create: true,
+            default_jobs: self.inner.jobs,
+        }
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, false)
+    }
+
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing("", true)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {

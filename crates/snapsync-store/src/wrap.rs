@@ -69,6 +69,20 @@ impl Store for PrefixStore {
             .boxed()
     }
 
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        let strip = format!("{}/", self.prefix);
+        self.inner
+            .list_leftovers()
+            .try_filter_map(move |mut meta| {
+                let inside = meta.key.strip_prefix(&strip).map(str::to_owned);
+                futures::future::ready(Ok(inside.map(|key| {
+                    meta.key = key;
+                    meta
+                })))
+            })
+            .boxed()
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let mut meta = self.inner.head(&self.key(key)?).await?;
         key.clone_into(&mut meta.key);
@@ -197,6 +211,10 @@ impl Store for RetryStore {
         self.inner.local_path(key)
     }
 
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_leftovers()
+    }
+
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         let (inner, policy, prefix) = (Arc::clone(&self.inner), self.policy, prefix.to_owned());
         stream::once(async move { retry(policy, &mut || inner.list(&prefix).try_collect::<Vec<_>>()).await })
@@ -298,6 +316,10 @@ impl Store for DryRunStore {
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         self.inner.list(prefix)
+    }
+
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_leftovers()
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {

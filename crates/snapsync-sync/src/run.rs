@@ -359,7 +359,13 @@ impl Pair {
                     let age = holder
                         .as_ref()
                         .map(|h| Duration::from_nanos(now.saturating_sub(h.started_ns)));
-                    let stale = age.is_none_or(|age| age > self.config.lock_timeout);
+                    // Too old, or left by a process of this machine that is gone (a killed run).
+                    let dead = holder.as_ref().is_some_and(|h| {
+                        h.host == body.host
+                            && Path::new("/proc/self").exists()
+                            && !Path::new(&format!("/proc/{}", h.pid)).exists()
+                    });
+                    let stale = dead || age.is_none_or(|age| age > self.config.lock_timeout);
                     if self.config.break_lock || stale {
                         self.store.delete(LOCK_NAME).await?;
                         continue;
@@ -453,6 +459,12 @@ impl Pair {
         for leftover in &local.leftovers {
             let _ = fs::remove_file(leftover);
         }
+        // The remote's leftovers: under the lock, no other run is writing them.
+        let mut leftovers = self.store.list_leftovers();
+        while let Ok(Some(meta)) = leftovers.try_next().await {
+            let _ = self.store.delete(&meta.key).await;
+        }
+        drop(leftovers);
         let state = Mutex::new(state);
         let jobs = self.jobs();
         let outcomes: Vec<(usize, Result<u64>)> = futures::stream::iter(0..plan.items.len())

@@ -511,6 +511,20 @@ fn a_held_lock_stops_a_second_run_until_it_is_stale_or_broken() {
     let (code, _, err) = snapsync(&["sync", ls, rs]);
     assert_eq!(code, 0, "{err}");
     assert!(r.join("b.txt").exists() && !r.join(".snapsync-lock").exists());
+    // A fresh lock of this machine whose process is gone (a killed run) is taken over too.
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    fs::write(
+        r.join(".snapsync-lock"),
+        format!(
+            r#"{{"host":"{}","pid":4294967294,"started_ns":{now}}}"#,
+            host.trim()
+        ),
+    )
+    .unwrap();
+    write(l, "c.txt", "c", T12);
+    let (code, _, err) = snapsync(&["sync", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(r.join("c.txt").exists() && !r.join(".snapsync-lock").exists());
 }
 
 #[test]
@@ -558,4 +572,93 @@ fn sync_over_ftp_with_a_wrong_password_fails_without_showing_it() {
         err.to_lowercase().contains("denied") || err.contains("530"),
         "{err}"
     );
+}
+
+#[test]
+fn checksum_lets_content_decide_over_size_and_time() {
+    let (local, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (l, r) = (local.path(), remote.path());
+    let (ls, rs) = (l.to_str().unwrap(), r.to_str().unwrap());
+    write(l, "touched.txt", "same", T12);
+    write(l, "sneaky.txt", "aaaa", T12);
+    let (code, _, err) = snapsync(&["sync", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    // Touched without an edit; edited keeping size and time.
+    write(l, "touched.txt", "same", T13);
+    write(l, "sneaky.txt", "bbbb", T12);
+    let (code, out, err) = snapsync(&["sync", "-n", ls, rs]);
+    assert_eq!((code, out.trim()), (0, "upload        touched.txt"), "{err}");
+    let (code, out, err) = snapsync(&["sync", "-n", "--checksum", ls, rs]);
+    assert_eq!((code, out.trim()), (0, "upload        sneaky.txt"), "{err}");
+    let (code, _, err) = snapsync(&["sync", "--checksum", ls, rs]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read(&r.join("sneaky.txt")), "bbbb");
+}
+
+/// Starts `snapsync ARGS`, kills it once `ready` says the transfer is under way (or after 10 s).
+fn kill_midway(args: &[&str], ready: impl Fn() -> bool) {
+    let mut child = crate::util::snapsync()
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !ready() && started.elapsed() < Duration::from_secs(10) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Whether any temporary file of a transfer exists below `dir`.
+fn has_temp(dir: &Path) -> bool {
+    fs::read_dir(dir).unwrap().any(|e| {
+        let e = e.unwrap();
+        snapsync_store::is_temp_name(&e.file_name()) && e.metadata().unwrap().len() > 0
+    })
+}
+
+#[test]
+fn a_killed_run_leaves_each_file_old_or_new_and_the_next_run_finishes() {
+    let server = FtpServer::pyftpdlib();
+    let local = tempfile::tempdir().unwrap();
+    let l = local.path();
+    let ls = l.to_str().unwrap();
+    let url = server.url("site");
+    let remote = server.root().join("site");
+    let big: Vec<u8> = (0..(96u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::create_dir_all(&remote).unwrap();
+    fs::write(remote.join("big.bin"), b"old version").unwrap();
+    fs::write(l.join("big.bin"), &big).unwrap();
+    // Killed while uploading: the remote file is the old one, never a torn new one.
+    kill_midway(&["upload", "--force", ls, &url], || has_temp(&remote));
+    let now = fs::read(remote.join("big.bin")).unwrap();
+    assert!(now == b"old version" || now == big, "torn: {} bytes", now.len());
+    let (code, _, err) = snapsync(&["upload", "--force", ls, &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(fs::read(remote.join("big.bin")).unwrap() == big);
+    assert!(
+        !has_temp(&remote),
+        "the killed upload's temporary file stayed on the server"
+    );
+
+    // Killed while downloading: the local file is old or new; the next run removes the leftover.
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path();
+    fs::write(t.join("big.bin"), b"old local").unwrap();
+    let ts = t.to_str().unwrap();
+    kill_midway(&["download", "--force", ts, &url], || has_temp(t));
+    let now = fs::read(t.join("big.bin")).unwrap();
+    assert!(now == b"old local" || now == big, "torn: {} bytes", now.len());
+    let (code, _, err) = snapsync(&["download", "--force", ts, &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(fs::read(t.join("big.bin")).unwrap() == big);
+    assert!(!has_temp(t), "a leftover temporary file stayed");
 }
