@@ -114,24 +114,26 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
         .context("cannot start the async runtime")?;
     let prepared = runtime.block_on(pair.prepare())?;
 
-    let total: u64 = prepared
-        .plan
-        .items
-        .iter()
-        .filter(|i| matches!(i.action, Action::Upload | Action::Download))
-        .count() as u64;
-    let done = Arc::new(AtomicU64::new(0));
-    let seen = Arc::clone(&done);
-    let label = if args.dry_run { "planning" } else { "syncing" };
-    let ticker = Ticker::start(output, label, None, move || {
-        (seen.load(Ordering::Relaxed), format!("of {total} files"))
+    let (files, bytes) = prepared.transfers();
+    let (done_bytes, done_files) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (seen_bytes, seen_files) = (Arc::clone(&done_bytes), Arc::clone(&done_files));
+    let ticker = (!args.dry_run).then(|| {
+        Ticker::start(output, "syncing", Some(bytes), move || {
+            (
+                seen_bytes.load(Ordering::Relaxed),
+                format!("{}/{files} files", seen_files.load(Ordering::Relaxed)),
+            )
+        })
     });
     let ask_user = |item: &Item, conflict: Conflict| ask(item, conflict);
     let ask: Option<snapsync_sync::Ask<'_>> = (args.resolve == ResolveArg::Ask).then_some(&ask_user);
     let (verbose, dry_run, json) = (output.verbose > 0, args.dry_run, args.json);
     let report = |event: Event<'_>| match event {
         Event::Done { item, bytes } => {
-            done.fetch_add(bytes, Ordering::Relaxed);
+            done_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if matches!(item.action, Action::Upload | Action::Download) {
+                done_files.fetch_add(1, Ordering::Relaxed);
+            }
             if (dry_run || verbose) && item.action != Action::Nothing {
                 // The plan is the result of a dry run, on standard output, unless the JSON summary is.
                 if json {

@@ -129,6 +129,25 @@ pub struct Prepared {
     started: Instant,
 }
 
+impl Prepared {
+    /// Files and bytes the plan transfers (uploads and downloads), for progress.
+    #[must_use]
+    pub fn transfers(&self) -> (u64, u64) {
+        let mut files = 0;
+        let mut bytes = 0;
+        for item in &self.plan.items {
+            let side = match item.action {
+                Action::Upload => &self.local,
+                Action::Download => &self.remote,
+                _ => continue,
+            };
+            files += 1;
+            bytes += side.get(&item.path).map_or(0, |o| o.size);
+        }
+        (files, bytes)
+    }
+}
+
 /// A sync pair: a local folder and a store.
 #[derive(Debug)]
 pub struct Pair {

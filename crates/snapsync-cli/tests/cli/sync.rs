@@ -662,3 +662,36 @@ fn a_killed_run_leaves_each_file_old_or_new_and_the_next_run_finishes() {
     assert!(fs::read(t.join("big.bin")).unwrap() == big);
     assert!(!has_temp(t), "a leftover temporary file stayed");
 }
+
+#[test]
+fn resolve_ask_prompts_on_a_terminal_and_skips_without_one() {
+    let (local, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (l, r) = (local.path(), remote.path());
+    let (ls, rs) = (l.to_str().unwrap(), r.to_str().unwrap());
+    write(l, "a.txt", "local", T12);
+    write(r, "a.txt", "remote version", T13);
+    // No terminal: the conflict is skipped and reported.
+    let (code, _, err) = snapsync(&["sync", "--resolve", "ask", ls, rs]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("needs a terminal"), "{err}");
+    // On a terminal (script(1) gives it one): an answer that is not understood asks again; `r` keeps
+    // the remote version.
+    let command = format!("{} sync --resolve ask {ls} {rs}", env!("CARGO_BIN_EXE_snapsync"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) runs (util-linux)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"what\nr\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches("Keep [l]ocal (upload), [r]emote (download)").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(read(&l.join("a.txt")), "remote version");
+}
