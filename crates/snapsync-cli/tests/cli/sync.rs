@@ -695,3 +695,41 @@ fn resolve_ask_prompts_on_a_terminal_and_skips_without_one() {
     );
     assert_eq!(read(&l.join("a.txt")), "remote version");
 }
+
+#[test]
+fn two_way_sync_with_an_s3_bucket() {
+    let server = snapsync_testkit::S3Server::start();
+    server.create_bucket("site");
+    let env = server.env();
+    let run = |args: &[&str]| {
+        let out = crate::util::run_env(args, &env);
+        (out.status.code().unwrap_or(-1), stderr(&out))
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a_path, b_path) = (a.path(), b.path());
+    let (a_arg, b_arg) = (a_path.to_str().unwrap(), b_path.to_str().unwrap());
+    write(a_path, "index.html", "<h1>", T12);
+    write(a_path, "img/logo.png", "png", T12);
+    // Machine A sends, machine B (its own base) receives; both then sync both ways.
+    let (code, err) = run(&["sync", a_arg, "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = run(&["sync", b_arg, "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    let contents = |root: &Path| -> BTreeMap<String, String> {
+        tree(root).into_iter().map(|(k, (c, _))| (k, c)).collect()
+    };
+    assert_eq!(contents(b_path), contents(a_path));
+    // An object store keeps its own times: the base maps them, so a re-run does nothing.
+    let (code, err) = run(&["sync", a_arg, "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 up") && err.contains("0 down"), "{err}");
+    // B edits and deletes; A gets both.
+    write(b_path, "index.html", "<h1>edited", T13);
+    fs::remove_file(b_path.join("img/logo.png")).unwrap();
+    let (code, err) = run(&["sync", b_arg, "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = run(&["sync", a_arg, "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read(&a_path.join("index.html")), "<h1>edited");
+    assert!(!a_path.join("img").exists(), "the emptied folder stays");
+}
