@@ -755,9 +755,8 @@ impl Store for SftpStore {
         let location = self.inner.location(key);
         let inner = &self.inner;
         let expected = remote::source_len(&source).await?;
-        if mode == PutMode::Create && inner.stat(&path, &location).await.is_ok() {
-            return Err(Error::AlreadyExists { location });
-        }
+        // No existence check first for a create: the hard link below fails atomically when the key
+        // exists, and the round trip per new file is what an upload of many small files pays for most.
         inner.make_dirs(parent(&path), &location).await?;
         let temp = temp_name(&path);
         let upload = {
