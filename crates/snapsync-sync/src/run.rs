@@ -198,13 +198,28 @@ impl Pair {
                 std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
+        let mut unlocked_warning = None;
         let locked = if self.config.dry_run {
             false
         } else {
-            self.lock().await?;
-            true
+            match self.lock().await {
+                Ok(()) => true,
+                // A download only writes here: a read-only remote (an anonymous FTP mirror, say) is fine.
+                Err(Error::Store(e @ snapsync_store::Error::PermissionDenied { .. }))
+                    if self.config.options.mode == Mode::Download =>
+                {
+                    unlocked_warning = Some(format!(
+                        "the remote cannot be locked ({e}); downloading without a lock"
+                    ));
+                    false
+                }
+                Err(e) => return Err(e),
+            }
         };
-        let prepared = self.scan_and_plan(started, locked).await;
+        let mut prepared = self.scan_and_plan(started, locked).await;
+        if let (Ok(prepared), Some(warning)) = (&mut prepared, unlocked_warning) {
+            prepared.local.warnings.insert(0, warning);
+        }
         if prepared.is_err() && locked {
             let _ = self.store.delete(LOCK_NAME).await;
         }

@@ -733,3 +733,25 @@ fn two_way_sync_with_an_s3_bucket() {
     assert_eq!(read(&a_path.join("index.html")), "<h1>edited");
     assert!(!a_path.join("img").exists(), "the emptied folder stays");
 }
+
+#[test]
+fn download_from_a_read_only_remote_works_without_a_lock() {
+    let server = Sshd::start();
+    let known_hosts = server.known_hosts();
+    let known = ["--known-hosts", known_hosts.to_str().unwrap()];
+    // The folder belongs to root: the SFTP user can read it but not write a lock into it.
+    let remote = server.root().join("pub");
+    write(&remote, "readme.txt", "read me", T12);
+    let local = tempfile::tempdir().unwrap();
+    let ls = local.path().to_str().unwrap();
+    let url = server.url("pub");
+    let (code, _, err) = snapsync(&["download", ls, &url, known[0], known[1]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("without a lock"), "{err}");
+    assert_eq!(read(&local.path().join("readme.txt")), "read me");
+    // Sending needs the lock (and write access): refused with the reason.
+    write(local.path(), "new.txt", "new", T13);
+    let (code, _, err) = snapsync(&["upload", ls, &url, known[0], known[1]]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("access denied"), "{err}");
+}
