@@ -24,6 +24,9 @@ use crate::plan::{Item, Mode, Options, Plan, plan};
 use crate::scan::{self, Filter, LOCK_NAME, Listing};
 use crate::state::{BaseEntry, State, StateDir, to_ns};
 
+/// The mark of a run under way, in the pair's state directory.
+const RUNNING: &str = "running";
+
 /// Everything that shapes a run besides the two sides.
 #[derive(Clone, Debug)]
 // Independent command-line switches: flags are what they are.
@@ -126,6 +129,8 @@ pub struct Prepared {
     hashes: HashMap<String, [u8; 32]>,
     state: State,
     locked: bool,
+    interrupted: bool,
+    running: PathBuf,
     started: Instant,
 }
 
@@ -199,11 +204,15 @@ impl Pair {
             ));
         }
         let mut unlocked_warning = None;
+        let mut taken_over = false;
         let locked = if self.config.dry_run {
             false
         } else {
             match self.lock().await {
-                Ok(()) => true,
+                Ok(took_over) => {
+                    taken_over = took_over;
+                    true
+                }
                 // A download only writes here: a read-only remote (an anonymous FTP mirror, say) is fine.
                 Err(Error::Store(e @ snapsync_store::Error::PermissionDenied { .. }))
                     if self.config.options.mode == Mode::Download =>
@@ -216,7 +225,7 @@ impl Pair {
                 Err(e) => return Err(e),
             }
         };
-        let mut prepared = self.scan_and_plan(started, locked).await;
+        let mut prepared = self.scan_and_plan(started, locked, taken_over).await;
         if let (Ok(prepared), Some(warning)) = (&mut prepared, unlocked_warning) {
             prepared.local.warnings.insert(0, warning);
         }
@@ -226,7 +235,7 @@ impl Pair {
         prepared
     }
 
-    async fn scan_and_plan(&self, started: Instant, locked: bool) -> Result<Prepared> {
+    async fn scan_and_plan(&self, started: Instant, locked: bool, taken_over: bool) -> Result<Prepared> {
         let (root, filter, checksum) = (
             self.local.clone(),
             self.config.filter.clone(),
@@ -237,6 +246,10 @@ impl Pair {
             .map_err(|e| Error::io(&self.local, std::io::Error::other(e)))??;
         let remote = scan::scan_remote(&*self.store, &self.config.filter).await?;
         let state_dir = StateDir::new(&self.local, &self.store.url().to_string());
+        let running = state_dir.path().join(RUNNING);
+        // The last run here did not finish (or another machine's run died holding the lock): the
+        // remote may hold temporary files of its interrupted uploads.
+        let interrupted = taken_over || running.exists();
         let mut state = state_dir.load()?;
         if !self.config.dry_run {
             adopt_remote_times(&mut state, &remote)?;
@@ -273,6 +286,8 @@ impl Pair {
             hashes,
             state,
             locked,
+            interrupted,
+            running,
             started,
         })
     }
@@ -370,7 +385,8 @@ impl Pair {
         Ok(self.local.join(relative))
     }
 
-    async fn lock(&self) -> Result<()> {
+    /// Takes the remote's lock; `true` when it took over the lock of a run that died.
+    async fn lock(&self) -> Result<bool> {
         let now = to_ns(SystemTime::now()).unwrap_or(0);
         let body = LockBody {
             host: hostname(),
@@ -384,7 +400,7 @@ impl Pair {
                 .put(LOCK_NAME, PutSource::Bytes(bytes.clone()), PutMode::Create)
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(attempt > 0),
                 Err(snapsync_store::Error::AlreadyExists { location }) if attempt == 0 => {
                     let held = self.store.get_bytes(LOCK_NAME).await.ok();
                     let holder = held
@@ -443,6 +459,8 @@ impl Pair {
             hashes,
             state,
             locked,
+            interrupted,
+            running,
             started,
         } = prepared;
         let mut summary = Summary {
@@ -469,8 +487,16 @@ impl Pair {
             }
             Ok(())
         } else {
-            self.carry_out(&plan, &local, &remote, &hashes, state, &mut summary, report)
-                .await
+            self.carry_out(
+                &plan,
+                (&local, &remote),
+                &hashes,
+                state,
+                (interrupted, &running),
+                &mut summary,
+                report,
+            )
+            .await
         };
         if locked {
             let _ = self.store.delete(LOCK_NAME).await;
@@ -483,22 +509,28 @@ impl Pair {
     async fn carry_out(
         &self,
         plan: &Plan,
-        local: &Listing,
-        remote: &Listing,
+        (local, remote): (&Listing, &Listing),
         hashes: &HashMap<String, [u8; 32]>,
         state: State,
+        (interrupted, running): (bool, &Path),
         summary: &mut Summary,
         report: Report<'_>,
     ) -> Result<()> {
+        // Marks a run under way; a run that finds the mark knows the one before was interrupted.
+        if let Some(dir) = running.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        fs::write(running, std::process::id().to_string()).map_err(|e| Error::io(running, e))?;
         for leftover in &local.leftovers {
             let _ = fs::remove_file(leftover);
         }
-        // The remote's leftovers: under the lock, no other run is writing them.
-        let mut leftovers = self.store.list_leftovers();
-        while let Ok(Some(meta)) = leftovers.try_next().await {
-            let _ = self.store.delete(&meta.key).await;
+        // The remote's leftovers of an interrupted run: under the lock, no other run is writing them.
+        if interrupted {
+            let mut leftovers = self.store.list_leftovers();
+            while let Ok(Some(meta)) = leftovers.try_next().await {
+                let _ = self.store.delete(&meta.key).await;
+            }
         }
-        drop(leftovers);
         let state = Mutex::new(state);
         let jobs = self.jobs();
         let outcomes: Vec<(usize, Result<u64>)> = futures::stream::iter(0..plan.items.len())
@@ -554,6 +586,7 @@ impl Pair {
             }
         }
         state.compact()?;
+        let _ = fs::remove_file(running);
         Ok(())
     }
 
