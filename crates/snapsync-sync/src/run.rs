@@ -205,6 +205,23 @@ impl Pair {
         }
         let mut unlocked_warning = None;
         let mut taken_over = false;
+        // The mark of a run under way goes down before the lock, so a run killed even while locking
+        // leaves it; a run that finds it knows the one before was interrupted.
+        let running = StateDir::new(&self.local, &self.store.url().to_string())
+            .path()
+            .join(RUNNING);
+        let interrupted_before = running.exists();
+        if !self.config.dry_run {
+            if let Some(dir) = running.parent() {
+                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            fs::write(&running, std::process::id().to_string()).map_err(|e| Error::io(&running, e))?;
+        }
+        let unmark = || {
+            if !interrupted_before && !self.config.dry_run {
+                let _ = fs::remove_file(&running);
+            }
+        };
         let locked = if self.config.dry_run {
             false
         } else {
@@ -222,20 +239,28 @@ impl Pair {
                     ));
                     false
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    unmark();
+                    return Err(e);
+                }
             }
         };
-        let mut prepared = self.scan_and_plan(started, locked, taken_over).await;
+        let mut prepared = self
+            .scan_and_plan(started, locked, taken_over || interrupted_before)
+            .await;
         if let (Ok(prepared), Some(warning)) = (&mut prepared, unlocked_warning) {
             prepared.local.warnings.insert(0, warning);
         }
-        if prepared.is_err() && locked {
-            let _ = self.store.delete(LOCK_NAME).await;
+        if prepared.is_err() {
+            unmark();
+            if locked {
+                let _ = self.store.delete(LOCK_NAME).await;
+            }
         }
         prepared
     }
 
-    async fn scan_and_plan(&self, started: Instant, locked: bool, taken_over: bool) -> Result<Prepared> {
+    async fn scan_and_plan(&self, started: Instant, locked: bool, interrupted: bool) -> Result<Prepared> {
         let (root, filter, checksum) = (
             self.local.clone(),
             self.config.filter.clone(),
@@ -246,10 +271,9 @@ impl Pair {
             .map_err(|e| Error::io(&self.local, std::io::Error::other(e)))??;
         let remote = scan::scan_remote(&*self.store, &self.config.filter).await?;
         let state_dir = StateDir::new(&self.local, &self.store.url().to_string());
-        let running = state_dir.path().join(RUNNING);
-        // The last run here did not finish (or another machine's run died holding the lock): the
+        // `interrupted`: the last run here did not finish (or a run that died held the lock), so the
         // remote may hold temporary files of its interrupted uploads.
-        let interrupted = taken_over || running.exists();
+        let running = state_dir.path().join(RUNNING);
         let mut state = state_dir.load()?;
         if !self.config.dry_run {
             adopt_remote_times(&mut state, &remote)?;
@@ -516,11 +540,6 @@ impl Pair {
         summary: &mut Summary,
         report: Report<'_>,
     ) -> Result<()> {
-        // Marks a run under way; a run that finds the mark knows the one before was interrupted.
-        if let Some(dir) = running.parent() {
-            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        fs::write(running, std::process::id().to_string()).map_err(|e| Error::io(running, e))?;
         for leftover in &local.leftovers {
             let _ = fs::remove_file(leftover);
         }

@@ -615,11 +615,14 @@ fn kill_midway(args: &[&str], ready: impl Fn() -> bool) {
     let _ = child.wait();
 }
 
-/// Whether any temporary file of a transfer exists below `dir`.
-fn has_temp(dir: &Path) -> bool {
+/// Whether a temporary file of `name` (a transfer under way, or its leftover) exists in `dir`.
+fn has_temp(dir: &Path, name: &str) -> bool {
     fs::read_dir(dir).unwrap().any(|e| {
         let e = e.unwrap();
-        snapsync_store::is_temp_name(&e.file_name()) && e.metadata().unwrap().len() > 0
+        let file = e.file_name();
+        snapsync_store::is_temp_name(&file)
+            && file.to_string_lossy().starts_with(&format!(".{name}."))
+            && e.metadata().unwrap().len() > 0
     })
 }
 
@@ -638,14 +641,14 @@ fn a_killed_run_leaves_each_file_old_or_new_and_the_next_run_finishes() {
     fs::write(remote.join("big.bin"), b"old version").unwrap();
     fs::write(l.join("big.bin"), &big).unwrap();
     // Killed while uploading: the remote file is the old one, never a torn new one.
-    kill_midway(&["upload", "--force", ls, &url], || has_temp(&remote));
+    kill_midway(&["upload", "--force", ls, &url], || has_temp(&remote, "big.bin"));
     let now = fs::read(remote.join("big.bin")).unwrap();
     assert!(now == b"old version" || now == big, "torn: {} bytes", now.len());
     let (code, _, err) = snapsync(&["upload", "--force", ls, &url]);
     assert_eq!(code, 0, "{err}");
     assert!(fs::read(remote.join("big.bin")).unwrap() == big);
     assert!(
-        !has_temp(&remote),
+        !has_temp(&remote, "big.bin"),
         "the killed upload's temporary file stayed on the server"
     );
 
@@ -654,13 +657,13 @@ fn a_killed_run_leaves_each_file_old_or_new_and_the_next_run_finishes() {
     let t = target.path();
     fs::write(t.join("big.bin"), b"old local").unwrap();
     let ts = t.to_str().unwrap();
-    kill_midway(&["download", "--force", ts, &url], || has_temp(t));
+    kill_midway(&["download", "--force", ts, &url], || has_temp(t, "big.bin"));
     let now = fs::read(t.join("big.bin")).unwrap();
     assert!(now == b"old local" || now == big, "torn: {} bytes", now.len());
     let (code, _, err) = snapsync(&["download", "--force", ts, &url]);
     assert_eq!(code, 0, "{err}");
     assert!(fs::read(t.join("big.bin")).unwrap() == big);
-    assert!(!has_temp(t), "a leftover temporary file stayed");
+    assert!(!has_temp(t, "big.bin"), "a leftover temporary file stayed");
 }
 
 #[test]
