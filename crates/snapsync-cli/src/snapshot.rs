@@ -23,7 +23,7 @@ use crate::manifest::{How, walk_dir};
 use crate::progress::{Ticker, per_second};
 use crate::{UsageError, hinted};
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,21 +118,31 @@ pub(crate) fn store_config(url: &StoreUrl) -> Vec<(&'static str, String)> {
     config
 }
 
+/// Opens the store `url` names with the command line's connection options and `extra` configuration,
+/// retrying transient failures. A local directory is `batched` (no flush per write: the caller calls
+/// `Store::persist`) or flushes every write.
+pub(crate) fn open_store(
+    url: StoreUrl,
+    batched: bool,
+    extra: &[(&'static str, String)],
+) -> anyhow::Result<Arc<dyn Store>> {
+    let inner: Arc<dyn Store> = match url.scheme() {
+        Scheme::File if batched => Arc::new(LocalStore::batched(url)),
+        Scheme::File => Arc::new(LocalStore::new(url)),
+        _ => {
+            let mut config = store_config(&url);
+            config.extend_from_slice(extra);
+            let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            snapsync_store::open_with_config(&url, &pairs)?
+        }
+    };
+    Ok(Arc::new(RetryStore::new(inner, RetryPolicy::default())))
+}
+
 /// A store for snapshots: local directories write objects without one flush each (the snapshot code
 /// flushes once before each manifest); every store retries transient failures.
 pub(crate) fn store(url: &str) -> anyhow::Result<Repository> {
-    let url = StoreUrl::parse(url)?;
-    let inner: Arc<dyn Store> = if url.scheme() == Scheme::File {
-        Arc::new(LocalStore::batched(url))
-    } else {
-        let config = store_config(&url);
-        let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        snapsync_store::open_with_config(&url, &pairs)?
-    };
-    Ok(Repository::new(Arc::new(RetryStore::new(
-        inner,
-        RetryPolicy::default(),
-    ))))
+    Ok(Repository::new(open_store(StoreUrl::parse(url)?, true, &[])?))
 }
 
 fn jobs(args: &JobsArgs, repo: &Repository) -> usize {

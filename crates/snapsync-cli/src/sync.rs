@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use indicatif::HumanBytes;
-use snapsync_store::{LocalStore, RetryPolicy, RetryStore, Scheme, Store, StoreUrl};
+use snapsync_store::{Scheme, Store, StoreUrl};
 use snapsync_sync::{Action, Config, Conflict, Event, Filter, Item, Mode, Options, Pair, Resolve, Summary};
 
 use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
@@ -40,19 +40,13 @@ fn open_remote(text: &str, jobs: Option<usize>) -> anyhow::Result<Arc<dyn Store>
         // The state is kept per remote URL: a relative path names the same folder from anywhere.
         url = StoreUrl::local(&std::path::absolute(path).with_context(|| format!("cannot resolve {text}"))?);
     }
-    let inner: Arc<dyn Store> = if url.scheme() == Scheme::File {
-        Arc::new(LocalStore::new(url))
-    } else {
-        let mut config = crate::snapshot::store_config(&url);
-        if let Some(jobs) = jobs
-            && matches!(url.scheme(), Scheme::Ftp | Scheme::Ftps | Scheme::Sftp)
-        {
-            config.push(("connections", jobs.to_string()));
-        }
-        let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        snapsync_store::open_with_config(&url, &pairs)?
-    };
-    Ok(Arc::new(RetryStore::new(inner, RetryPolicy::default())))
+    let mut extra = Vec::new();
+    if let Some(jobs) = jobs
+        && matches!(url.scheme(), Scheme::Ftp | Scheme::Ftps | Scheme::Sftp)
+    {
+        extra.push(("connections", jobs.to_string()));
+    }
+    crate::snapshot::open_store(url, false, &extra)
 }
 
 pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
@@ -108,10 +102,7 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
     }
     let store = open_remote(&args.remote, args.jobs.map(std::num::NonZeroUsize::get))?;
     let pair = Pair::new(args.local.clone(), store, config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::snapshot::runtime()?;
     let prepared = runtime.block_on(pair.prepare())?;
 
     let (files, bytes) = prepared.transfers();

@@ -275,13 +275,15 @@ impl Pair {
         // remote may hold temporary files of its interrupted uploads.
         let running = state_dir.path().join(RUNNING);
         let mut state = state_dir.load()?;
-        if !self.config.dry_run {
-            adopt_remote_times(&mut state, &remote)?;
-        }
+        let adopted = adopted_remote_times(&state, &remote);
         let mut base: BTreeMap<String, BaseEntry> =
             state.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
-        if self.config.dry_run {
-            adopt_in(&mut base, &remote);
+        for (path, entry) in adopted {
+            // A dry run plans with the adopted times but records nothing.
+            if !self.config.dry_run {
+                state.set(&path, entry.clone())?;
+            }
+            base.insert(path, entry);
         }
         let mut plan = plan(&local.files, &remote.files, &base, &self.config.options);
         if self.config.delete_unmatched && self.config.options.mode != Mode::Sync {
@@ -372,13 +374,7 @@ impl Pair {
 
     async fn hash_local(&self, path: &str) -> Result<[u8; 32]> {
         let file = self.local_path(path)?;
-        tokio::task::spawn_blocking(move || {
-            snapsync_core::hash_file(&file)
-                .map(|(c, _)| *c.as_bytes())
-                .map_err(|e| Error::io(&file, e))
-        })
-        .await
-        .map_err(|e| Error::io(&self.local, std::io::Error::other(e)))?
+        blocking(&self.local, move || hash_file(&file)).await
     }
 
     async fn hash_remote(&self, path: &str) -> Result<[u8; 32]> {
@@ -716,9 +712,7 @@ impl Pair {
             check_local(&checked, Some(&expected), &owned)?;
             match hash {
                 Some(hash) => Ok(hash),
-                None => snapsync_core::hash_file(&checked)
-                    .map(|(c, _)| *c.as_bytes())
-                    .map_err(|e| Error::io(&checked, e)),
+                None => hash_file(&checked),
             }
         })
         .await?;
@@ -941,7 +935,15 @@ fn check_local(file: &Path, expected: Option<&Observed>, path: &str) -> Result<(
 /// Base entries whose remote time is pending (an upload whose time was not listed yet) take the time
 /// the listing shows, when the size is what was uploaded.
 fn adopt_remote_times(state: &mut State, listing: &Listing) -> Result<()> {
-    let pending: Vec<(String, BaseEntry)> = state
+    for (path, entry) in adopted_remote_times(state, listing) {
+        state.set(&path, entry)?;
+    }
+    Ok(())
+}
+
+/// The base entries whose pending remote time the listing settles, updated.
+fn adopted_remote_times(state: &State, listing: &Listing) -> Vec<(String, BaseEntry)> {
+    state
         .entries()
         .filter(|(_, e)| e.remote_mtime_ns.is_none())
         .filter_map(|(path, entry)| {
@@ -957,22 +959,7 @@ fn adopt_remote_times(state: &mut State, listing: &Listing) -> Result<()> {
                 )
             })
         })
-        .collect();
-    for (path, entry) in pending {
-        state.set(&path, entry)?;
-    }
-    Ok(())
-}
-
-fn adopt_in(base: &mut BTreeMap<String, BaseEntry>, listing: &Listing) {
-    for (path, entry) in base.iter_mut() {
-        if entry.remote_mtime_ns.is_none()
-            && let Some(seen) = listing.get(path)
-            && seen.size == entry.remote_size
-        {
-            entry.remote_mtime_ns = seen.mtime.and_then(to_ns);
-        }
-    }
+        .collect()
 }
 
 fn ancestors(path: &str) -> impl Iterator<Item = String> + '_ {
@@ -983,6 +970,13 @@ fn deepest_first(dirs: &BTreeSet<String>) -> Vec<&String> {
     let mut sorted: Vec<&String> = dirs.iter().collect();
     sorted.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     sorted
+}
+
+/// BLAKE3 of a local file.
+fn hash_file(file: &Path) -> Result<[u8; 32]> {
+    snapsync_core::hash_file(file)
+        .map(|(c, _)| *c.as_bytes())
+        .map_err(|e| Error::io(file, e))
 }
 
 fn hex(hash: [u8; 32]) -> String {

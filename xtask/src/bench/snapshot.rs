@@ -363,7 +363,8 @@ fn fresh(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-fn remove(path: &Path) -> Result<()> {
+/// Removes a directory tree; a missing one is fine.
+pub(crate) fn remove(path: &Path) -> Result<()> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing {}", path.display()))

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, ensure};
 use snapsync_testkit::{FTP_PASSWORD, FTP_USER, FtpServer, SSH_PASSWORD, SSH_USER, Sshd, pip_install};
 
+use super::snapshot::remove;
 use super::{MIB, Options, Rng, Scratch, build_snapsync, cpu_model, median};
 use crate::util::{capture, which};
 
@@ -281,15 +282,6 @@ fn timed(command: &mut Command) -> Result<Duration> {
     let started = Instant::now();
     capture(command)?;
     Ok(started.elapsed())
-}
-
-fn remove(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// `count` files of `size` bytes in `dirs` folders under `data/name`, made once.
