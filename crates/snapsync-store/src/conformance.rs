@@ -6,12 +6,16 @@
 //! against a real S3-compatible server and against Azurite; a new backend runs it too.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use crate::source::Point;
 use crate::{Error, PrefixStore, PutMode, PutSource, Store, StoreExt};
 
 /// The outcome of one check.
@@ -86,8 +90,12 @@ pub async fn run_all(store: Arc<dyn Store>, options: &Options) -> Check {
     check!(copy_and_rename(&*sub("copy")?));
     check!(modification_times(&*sub("mtime")?));
     check!(empty_directories(&*sub("dirs")?));
+    check!(lock_round_trip(&*sub("lock")?));
+    check!(lock_race(sub("lock-race")?, 30));
     check!(many_keys(sub("many")?, options.many_keys));
     check!(large_object(&*sub("large")?, options.large_object));
+    check!(changing_source(&*sub("changing")?));
+    check!(expected_source(&*sub("expected")?));
     Ok(())
 }
 
@@ -130,6 +138,211 @@ pub async fn empty_directories(store: &dyn Store) -> Check {
         keys(store, "").await? == BTreeSet::from(["d/sub/again".to_owned()]),
         "listing after writing into a removed directory"
     );
+    Ok(())
+}
+
+/// A store's root: a store opened on a directory that does not exist says so (where the store has
+/// directories: `directories`), lists as empty, and exists once [`Store::create_root`] made it (which
+/// may be done again); a store whose root is a file is an error that says it is not a directory.
+///
+/// `open(path)` opens a store of the backend under test at its URL followed by `/path` (these checks
+/// need stores at other URLs than one store and its prefixes give). Everything is written below
+/// `root-check`.
+///
+/// # Errors
+/// What was wrong.
+pub async fn root_existence(
+    open: &(dyn Fn(&str) -> crate::Result<Arc<dyn Store>> + Send + Sync),
+    directories: bool,
+) -> Check {
+    let missing = open("root-check/a b/missing").map_err(fail("open"))?;
+    let exists = missing
+        .root_exists()
+        .await
+        .map_err(fail("root_exists of a missing root"))?;
+    ensure!(
+        exists != directories,
+        "a missing root: root_exists says {exists} (the store has directories: {directories})"
+    );
+    ensure!(
+        keys(&*missing, "").await?.is_empty(),
+        "a missing root does not list as empty"
+    );
+    missing.create_root().await.map_err(fail("create_root"))?;
+    ensure!(
+        missing
+            .root_exists()
+            .await
+            .map_err(fail("root_exists after create_root"))?,
+        "create_root did not make the root"
+    );
+    missing.create_root().await.map_err(fail("create_root again"))?;
+    put(&*missing, "file", b"not a directory", PutMode::Create).await?;
+    let parent = open("root-check/a b").map_err(fail("open the parent"))?;
+    ensure!(
+        parent
+            .root_exists()
+            .await
+            .map_err(fail("root_exists of the parent"))?,
+        "the parent of a made root does not exist"
+    );
+    let file = open("root-check/a b/missing/file").map_err(fail("open a file as the root"))?;
+    match file.root_exists().await {
+        Err(Error::NotADirectory { .. }) if directories => {}
+        Ok(true) if !directories => {}
+        other => return Err(format!("a root that is a file: root_exists gave {other:?}")),
+    }
+    if directories {
+        match file.create_root().await {
+            Err(Error::NotADirectory { .. }) => {}
+            other => return Err(format!("a root that is a file: create_root gave {other:?}")),
+        }
+        let below = open("root-check/a b/missing/file/below").map_err(fail("open below a file"))?;
+        ensure!(
+            !below
+                .root_exists()
+                .await
+                .map_err(fail("root_exists below a file"))?,
+            "a root below a file exists"
+        );
+        match below.create_root().await {
+            Err(Error::NotADirectory { location }) if location.contains("missing/file") => {}
+            other => return Err(format!("a root below a file: create_root gave {other:?}")),
+        }
+    }
+    ensure!(
+        keys(&*missing, "").await? == BTreeSet::from(["file".to_owned()]),
+        "the root's listing after the checks"
+    );
+    Ok(())
+}
+
+/// The lock methods: a lock is created once ([`Error::AlreadyExists`] the second time), read back,
+/// updated, moved aside and removed; a missing lock is [`Error::NotFound`] to read, update and rename,
+/// and removing it is not an error.
+///
+/// # Errors
+/// What was wrong.
+pub async fn lock_round_trip(store: &dyn Store) -> Check {
+    let body = |text: &'static str| Bytes::from_static(text.as_bytes());
+    let not_found = |what: &str, result: crate::Result<()>| match result {
+        Err(Error::NotFound { .. }) => Ok(()),
+        other => Err(format!("{what} of a missing lock gave {other:?}, not NotFound")),
+    };
+    not_found("lock_read", store.lock_read("locks/l").await.map(drop))?;
+    not_found("lock_update", store.lock_update("locks/l", body("x")).await)?;
+    not_found("lock_rename", store.lock_rename("locks/l", "locks/aside").await)?;
+    store
+        .lock_remove("locks/l")
+        .await
+        .map_err(fail("lock_remove of a missing lock"))?;
+    store
+        .lock_create("locks/l", body("first holder"))
+        .await
+        .map_err(fail("lock_create"))?;
+    match store.lock_create("locks/l", body("second")).await {
+        Err(Error::AlreadyExists { .. }) => {}
+        other => return Err(format!("a second lock_create gave {other:?}, not AlreadyExists")),
+    }
+    let read = |key: &'static str| async move { store.lock_read(key).await.map_err(fail(key)) };
+    ensure!(
+        read("locks/l").await? == "first holder",
+        "lock_read after lock_create"
+    );
+    // A listing shows the lock (as the key, or as key/owner on FTP): it is not hidden.
+    let listed = keys(store, "locks").await?;
+    ensure!(
+        listed == BTreeSet::from(["locks/l".to_owned()])
+            || listed == BTreeSet::from(["locks/l/owner".to_owned()]),
+        "the listing shows the lock as {listed:?}"
+    );
+    store
+        .lock_update("locks/l", body("heartbeat"))
+        .await
+        .map_err(fail("lock_update"))?;
+    ensure!(
+        read("locks/l").await? == "heartbeat",
+        "lock_read after lock_update"
+    );
+    store
+        .lock_rename("locks/l", "locks/l.stale-1")
+        .await
+        .map_err(fail("lock_rename"))?;
+    not_found(
+        "lock_read after lock_rename",
+        store.lock_read("locks/l").await.map(drop),
+    )?;
+    ensure!(
+        read("locks/l.stale-1").await? == "heartbeat",
+        "the moved lock does not read back"
+    );
+    store
+        .lock_create("locks/l", body("taken over"))
+        .await
+        .map_err(fail("lock_create after the lock was moved aside"))?;
+    ensure!(
+        read("locks/l").await? == "taken over",
+        "lock_read of the new lock"
+    );
+    for key in ["locks/l.stale-1", "locks/l"] {
+        store.lock_remove(key).await.map_err(fail(key))?;
+        not_found(
+            "lock_read after lock_remove",
+            store.lock_read(key).await.map(drop),
+        )?;
+    }
+    store
+        .lock_remove("locks/l")
+        .await
+        .map_err(fail("lock_remove again"))?;
+    ensure!(
+        keys(store, "locks").await?.is_empty(),
+        "something is left after the locks were removed"
+    );
+    Ok(())
+}
+
+/// Two callers take one lock at the same moment, `rounds` times: exactly one gets it each time, the
+/// other gets [`Error::AlreadyExists`], and the lock holds the winner's body.
+///
+/// # Errors
+/// What was wrong.
+pub async fn lock_race(store: Arc<dyn Store>, rounds: usize) -> Check {
+    let racers = 2;
+    for round in 0..rounds {
+        let barrier = Arc::new(tokio::sync::Barrier::new(racers));
+        let results: Vec<(usize, crate::Result<()>)> = stream::iter(0..racers)
+            .map(|i| {
+                let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+                async move {
+                    barrier.wait().await;
+                    let body = Bytes::from(format!("racer {i} of round {round}"));
+                    (i, store.lock_create(".lock", body).await)
+                }
+            })
+            .buffer_unordered(racers)
+            .collect()
+            .await;
+        let mut winners = Vec::new();
+        for (i, result) in results {
+            match result {
+                Ok(()) => winners.push(i),
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(format!("round {round}: racer {i} failed with {}", fail("")(e))),
+            }
+        }
+        ensure!(
+            winners.len() == 1,
+            "round {round}: {} racers took the lock (exactly one must)",
+            winners.len()
+        );
+        let body = store.lock_read(".lock").await.map_err(fail("lock_read"))?;
+        ensure!(
+            body == format!("racer {} of round {round}", winners[0]),
+            "round {round}: the lock holds {body:?}, not the winner's body"
+        );
+        store.lock_remove(".lock").await.map_err(fail("lock_remove"))?;
+    }
     Ok(())
 }
 
@@ -579,4 +792,249 @@ pub async fn large_object(store: &dyn Store, size: u64) -> Check {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// A fresh local directory for a check's source files.
+fn scratch_dir(name: &str) -> std::result::Result<PathBuf, String> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "snapsync-conformance-{}-{}-{name}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `size` bytes of a pattern that depends on `seed`.
+fn pattern(size: u64, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(89))
+        .collect()
+}
+
+/// How [`changing_source`] changes a file while it is being put.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// Bytes are appended.
+    Append,
+    /// Bytes are overwritten in place and the modification time is put back: same size, same mtime,
+    /// only the change time tells.
+    RewriteInPlace,
+    /// A copy (same bytes, same mtime) is renamed over the path: only the inode tells.
+    ReplaceByRename,
+}
+
+impl Change {
+    fn apply(self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let before = std::fs::metadata(path)?;
+        let mtime = before.modified()?;
+        match self {
+            Change::Append => std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)?
+                .write_all(b"appended"),
+            Change::RewriteInPlace => {
+                let ctime = |meta: &std::fs::Metadata| (meta.ctime(), meta.ctime_nsec());
+                let file = std::fs::OpenOptions::new().write(true).open(path)?;
+                let started = std::time::Instant::now();
+                // The change time has the clock's granularity: write again until it moved.
+                loop {
+                    std::os::unix::fs::FileExt::write_all_at(&file, b"rewritten in place", 0)?;
+                    file.set_modified(mtime)?;
+                    if ctime(&file.metadata()?) != ctime(&before) {
+                        return Ok(());
+                    }
+                    if started.elapsed() > Duration::from_secs(10) {
+                        return Err(std::io::Error::other("the change time never moved"));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            Change::ReplaceByRename => {
+                let copy = path.with_extension("copy");
+                std::fs::copy(path, &copy)?;
+                std::fs::File::options()
+                    .write(true)
+                    .open(&copy)?
+                    .set_modified(mtime)?;
+                std::fs::rename(&copy, path)
+            }
+        }
+    }
+}
+
+/// A local file that changes while it is being put is never published: the put is
+/// [`Error::SourceChanged`], the key keeps its old content (or stays absent), and no temporary object
+/// is left. The change is made at a known moment of the upload (just before the first byte is read, or
+/// after the last byte was sent and before the object is published), for a small file and for one
+/// large enough to go up in parts, so the check does not depend on timing.
+///
+/// # Errors
+/// What was wrong.
+pub async fn changing_source(store: &dyn Store) -> Check {
+    let dir = scratch_dir("changing")?;
+    let result = changing_source_in(store, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn changing_source_in(store: &dyn Store, dir: &Path) -> Check {
+    let small = 100 * 1024;
+    let large = crate::SINGLE_PUT_MAX + (1 << 20);
+    put(store, "kept", b"old", PutMode::Create).await?;
+    let cases = [
+        (small, Point::Check, Change::Append, PutMode::Overwrite),
+        (small, Point::Check, Change::RewriteInPlace, PutMode::Create),
+        (small, Point::Check, Change::ReplaceByRename, PutMode::Overwrite),
+        (small, Point::Read, Change::RewriteInPlace, PutMode::Overwrite),
+        (small, Point::Read, Change::ReplaceByRename, PutMode::Create),
+        (large, Point::Check, Change::Append, PutMode::Overwrite),
+        (large, Point::Read, Change::Append, PutMode::Create),
+    ];
+    for (i, (size, point, change, mode)) in cases.into_iter().enumerate() {
+        let case = format!("{change:?} at {point:?} of a {size}-byte file ({mode:?})");
+        let key = match mode {
+            PutMode::Overwrite => "kept",
+            PutMode::Create => "absent",
+        };
+        let path = dir.join(format!("source-{i}"));
+        std::fs::write(&path, pattern(size, 1)).map_err(|e| format!("{case}: {e}"))?;
+        let applied: Arc<Mutex<Option<std::io::Result<()>>>> = Arc::default();
+        let watch = {
+            let (applied, path) = (Arc::clone(&applied), path.clone());
+            crate::source::watch(&path.clone(), move |at| {
+                let mut applied = applied.lock().unwrap_or_else(PoisonError::into_inner);
+                if at == point && applied.is_none() {
+                    *applied = Some(change.apply(&path));
+                }
+            })
+        };
+        let result = store.put(key, PutSource::File(path.clone()), mode).await;
+        drop(watch);
+        match applied.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(format!("{case}: changing the file failed: {e}")),
+            None => return Err(format!("{case}: the put never reached {point:?}")),
+        }
+        match result {
+            Err(Error::SourceChanged {
+                location,
+                path: reported,
+            }) => {
+                ensure!(
+                    reported == path && location.ends_with(key),
+                    "{case}: the error names {location} and {}",
+                    reported.display()
+                );
+            }
+            other => return Err(format!("{case}: {other:?}, not SourceChanged")),
+        }
+        ensure!(
+            store.get_bytes("kept").await.map_err(fail("get"))?.as_ref() == b"old",
+            "{case}: the old object was replaced"
+        );
+        ensure!(
+            keys(store, "").await? == BTreeSet::from(["kept".to_owned()]),
+            "{case}: listing after the refused put"
+        );
+        let leftovers: Vec<_> = store
+            .list_leftovers()
+            .try_collect()
+            .await
+            .map_err(fail("leftovers"))?;
+        ensure!(
+            leftovers.is_empty(),
+            "{case}: temporary files left: {leftovers:?}"
+        );
+    }
+    // Once it stays still, the changed file goes up as it now is.
+    let last = dir.join(format!("source-{}", cases.len() - 1));
+    store
+        .put("absent", PutSource::File(last.clone()), PutMode::Create)
+        .await
+        .map_err(fail("put of the settled file"))?;
+    let expected = std::fs::read(&last).map_err(|e| e.to_string())?;
+    ensure!(
+        store.get_bytes("absent").await.map_err(fail("get"))?.as_ref() == expected.as_slice(),
+        "the settled file reads back differently"
+    );
+    Ok(())
+}
+
+/// [`PutSource::FileExpecting`]: a file whose size or modification time is not the expected one is
+/// refused with [`Error::SourceChanged`] before a byte of it is read or sent; the expected one is
+/// stored.
+///
+/// # Errors
+/// What was wrong.
+pub async fn expected_source(store: &dyn Store) -> Check {
+    let dir = scratch_dir("expected")?;
+    let result = expected_source_in(store, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn expected_source_in(store: &dyn Store, dir: &Path) -> Check {
+    let path = dir.join("source");
+    let data = pattern(64 * 1024, 2);
+    std::fs::write(&path, &data).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+    let (size, mtime) = (meta.len(), meta.modified().map_err(|e| e.to_string())?);
+    let seen: Arc<Mutex<Vec<Point>>> = Arc::default();
+    let _watch = {
+        let seen = Arc::clone(&seen);
+        crate::source::watch(&path, move |at| {
+            seen.lock().unwrap_or_else(PoisonError::into_inner).push(at);
+        })
+    };
+    let expecting = |size, mtime| PutSource::FileExpecting {
+        path: path.clone(),
+        size,
+        mtime,
+    };
+    for (what, size, mtime) in [
+        ("a larger size", size + 1, Some(mtime)),
+        ("a smaller size, no mtime", size - 1, None),
+        ("a later mtime", size, Some(mtime + Duration::from_secs(1))),
+        ("an mtime 1 ns off", size, Some(mtime - Duration::from_nanos(1))),
+    ] {
+        match store.put("file", expecting(size, mtime), PutMode::Create).await {
+            Err(Error::SourceChanged { path: reported, .. }) if reported == path => {}
+            other => return Err(format!("{what}: {other:?}, not SourceChanged")),
+        }
+        let seen = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        ensure!(seen.is_empty(), "{what}: the file was read ({seen:?})");
+        ensure!(keys(store, "").await?.is_empty(), "{what}: something was stored");
+        let leftovers: Vec<_> = store
+            .list_leftovers()
+            .try_collect()
+            .await
+            .map_err(fail("leftovers"))?;
+        ensure!(
+            leftovers.is_empty(),
+            "{what}: temporary files left: {leftovers:?}"
+        );
+    }
+    store
+        .put("file", expecting(size, Some(mtime)), PutMode::Create)
+        .await
+        .map_err(fail("put as expected"))?;
+    store
+        .put("size-only", expecting(size, None), PutMode::Overwrite)
+        .await
+        .map_err(fail("put with the size only"))?;
+    for key in ["file", "size-only"] {
+        ensure!(
+            store.get_bytes(key).await.map_err(fail(key))?.as_ref() == data.as_slice(),
+            "{key} reads back differently"
+        );
+    }
+    let seen = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    ensure!(
+        seen.contains(&Point::Read) && seen.last() == Some(&Point::Check),
+        "the accepted puts were not checked: {seen:?}"
+    );
+    Ok(())
 }

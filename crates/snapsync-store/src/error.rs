@@ -6,6 +6,7 @@
 //! report). Messages are lower case, without a trailing period, and do not repeat their `source`.
 
 use std::io;
+use std::path::PathBuf;
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -94,6 +95,38 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A local file changed (was written, grew, shrank, or was replaced) while it was being stored, or
+    /// is not the version the caller expected ([`crate::PutSource::FileExpecting`]): nothing was stored,
+    /// the key keeps what it held. Not worth retrying as such: the caller decides whether to read the
+    /// file again.
+    #[error("{}: changed while it was being read; nothing was stored at {location}", path.display())]
+    SourceChanged {
+        /// Store URL and key.
+        location: String,
+        /// The local file.
+        path: PathBuf,
+    },
+
+    /// Something that must be a directory is a file (or another kind of entry): a store's root, or a
+    /// directory on the way to a key.
+    #[error("{location} is not a directory")]
+    NotADirectory {
+        /// Store URL and key, or the local path.
+        location: String,
+    },
+
+    /// No room to write: a full local disk (`ENOSPC`), an exceeded disk quota (`EDQUOT`), or a server
+    /// that says it is out of space or over its quota (FTP `452`, `552`). Not transient: retrying does
+    /// not free space.
+    #[error("{location}: {reason}")]
+    StorageFull {
+        /// Store URL and key, or the local path.
+        location: String,
+        /// What is full, with the server's own words where it gave some: `no space left on device`,
+        /// `the server is out of space (452 …)`.
+        reason: String,
+    },
+
     /// Anything else the store reported.
     #[error("{location}: store error")]
     Other {
@@ -131,6 +164,10 @@ impl Error {
                 "check the user, the password or key (--ssh-key, ssh-agent), the host key (known_hosts) and \
                  the permissions on the server",
             ),
+            Error::PermissionDenied { location, .. } if is_local_location(location) => Some(
+                "check the permissions of the files and directories there (ls -l): the user running \
+                 snapsync must be able to read them, and to write where it writes",
+            ),
             Error::PermissionDenied { .. } => Some(
                 "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY, \
                  GOOGLE_APPLICATION_CREDENTIALS) and the permissions on the bucket or directory",
@@ -144,13 +181,29 @@ impl Error {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::ReadOnlyFilesystem => {
                 Some("the destination is read-only")
             }
-            Error::Io { source, .. } if source.raw_os_error() == Some(28) => Some("the disk is full"),
+            Error::StorageFull { location, .. } if is_local_location(location) => {
+                Some("free some space on that disk (or raise the quota), then run it again")
+            }
+            Error::StorageFull { .. } => Some(
+                "free some space on the server, or ask its administrator for more (a quota), then run \
+                 it again",
+            ),
+            Error::NotADirectory { .. } => Some("check the path: a file is where a directory must be"),
+            Error::SourceChanged { .. } => {
+                Some("the file is being written to: run again once it is complete (or exclude it)")
+            }
             _ => None,
         }
     }
 
     /// Converts a local I/O error: not-found, exists and permission errors get their own kinds.
     pub(crate) fn from_io(location: String, source: io::Error) -> Error {
+        if let Some(reason) = storage_full(&source) {
+            return Error::StorageFull {
+                location,
+                reason: reason.to_owned(),
+            };
+        }
         match source.kind() {
             io::ErrorKind::NotFound => Error::NotFound { location },
             io::ErrorKind::AlreadyExists => Error::AlreadyExists { location },
@@ -215,6 +268,22 @@ impl Error {
     }
 }
 
+/// What a full disk or an exceeded quota is called, when `error` is one (`ENOSPC`, `EDQUOT`).
+fn storage_full(error: &io::Error) -> Option<&'static str> {
+    const ENOSPC: i32 = 28;
+    match (error.kind(), error.raw_os_error()) {
+        (io::ErrorKind::StorageFull, _) | (_, Some(ENOSPC)) => Some("no space left on device"),
+        (io::ErrorKind::QuotaExceeded, _) => Some("disk quota exceeded"),
+        _ => None,
+    }
+}
+
+/// Whether an error's location is a local path (`/dir/key`, `./dir`, `file:///dir/key`) rather than
+/// a URL of a server or a bucket.
+fn is_local_location(location: &str) -> bool {
+    location.starts_with("file://") || !location.contains("://")
+}
+
 /// A connection, request or timeout failure anywhere in the chain, or a server error status.
 fn is_transient_object_store(error: &object_store::Error) -> bool {
     use object_store::client::{HttpError, HttpErrorKind};
@@ -252,4 +321,63 @@ fn is_transient_object_store(error: &object_store::Error) -> bool {
     ]
     .iter()
     .any(|needle| text.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_says_so() {
+        for source in [
+            io::Error::from_raw_os_error(28),
+            io::Error::from(io::ErrorKind::StorageFull),
+        ] {
+            let err = Error::from_io("/backup/data/k".into(), source);
+            assert!(matches!(err, Error::StorageFull { .. }), "{err:?}");
+            assert_eq!(err.to_string(), "/backup/data/k: no space left on device");
+            assert!(!err.is_transient());
+            assert!(err.hint().unwrap().contains("free some space on that disk"));
+        }
+        let err = Error::from_io(
+            "file:///backup/k".into(),
+            io::Error::from(io::ErrorKind::QuotaExceeded),
+        );
+        assert_eq!(err.to_string(), "file:///backup/k: disk quota exceeded");
+        // Other failures keep their kinds.
+        let err = Error::from_io("/x".into(), io::Error::from_raw_os_error(5));
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn local_paths_get_a_hint_about_file_permissions_not_credentials() {
+        let denied = |location: &str| {
+            Error::from_io(location.into(), io::Error::from(io::ErrorKind::PermissionDenied))
+                .hint()
+                .unwrap()
+        };
+        for local in ["/srv/backup/k", "./rel/k", "rel/k", "file:///srv/backup/k"] {
+            let hint = denied(local);
+            assert!(hint.contains("permissions of the files"), "{local}: {hint}");
+            assert!(!hint.contains("AWS"), "{local}: {hint}");
+        }
+        assert!(denied("s3://bucket/k").contains("AWS_ACCESS_KEY_ID"));
+        assert!(denied("az://container/k").contains("credentials"));
+        assert!(denied("ftp://u:***@h/k").contains("user name and password"));
+        assert!(denied("sftp://u@h/k").contains("known_hosts"));
+        let full = Error::StorageFull {
+            location: "sftp://u@h/k".into(),
+            reason: "the server is out of space".into(),
+        };
+        assert!(full.hint().unwrap().contains("on the server"));
+    }
+
+    #[test]
+    fn a_file_where_a_directory_must_be_is_named() {
+        let err = Error::NotADirectory {
+            location: "ftp://u:***@h/data".into(),
+        };
+        assert_eq!(err.to_string(), "ftp://u:***@h/data is not a directory");
+        assert!(err.hint().is_some());
+    }
 }

@@ -11,6 +11,21 @@
 //! * **Listings** use `MLSD` where the server offers `MLST` in `FEAT`, otherwise `LIST -a` parsed as
 //!   Unix or DOS lines (`LIST` times are coarse: minutes, or days for old files). Directories are
 //!   walked in parallel, one connection each. Symbolic links are not followed and not listed.
+//!   Only the prefix asked for may be missing (an empty listing); a directory that a listing found and
+//!   the server then refuses to list is an error naming it, never an empty directory, vsftpd's
+//!   `226 Transfer done (but failed to open directory)` with an empty `LIST` included.
+//! * **Missing or refused?** Servers answer `550` to both. To a read (`RETR`, `SIZE`, `MDTM`, `MLST`) it
+//!   is taken as [`Error::NotFound`], to a write (`STOR`, `RNTO`, `MKD`, `DELE`, `RMD`) as
+//!   [`Error::PermissionDenied`] with the server's words. Where it matters (the root, a listing's
+//!   prefix, a lock) the path is looked for: `CWD` into it proves a directory; otherwise the parent's
+//!   listing shows whether the name is there (a parent that cannot be listed either makes it "cannot be
+//!   told", an error, unless the parent itself is missing). `452`, `552` and replies that name a full
+//!   disk or a quota are [`Error::StorageFull`], never retried.
+//! * **Locks** ([`Store::lock_create`]): no FTP file operation is exclusive, but `MKD` is (the second
+//!   client's fails), so a lock is the directory `key` with its body in `key/owner` (stored through a
+//!   temporary name, like any object; listings show the lock as `key/owner`). A lock directory without
+//!   `owner` is a lock being made: [`Store::lock_read`] gives an empty body. A lock file left by an older
+//!   version (a plain file at `key`) is read, refused and removed as a lock too.
 //! * **Times**: `head` uses `MLST` or `SIZE` + `MDTM`; `set_mtime` uses `MFMT`, or vsftpd's
 //!   `MDTM YYYYMMDDHHMMSS path`, and says [`Error::Unsupported`] where the server has neither.
 //! * **Connections** come from a small pool (`connections`, default 4), each logged in once, set to
@@ -39,13 +54,16 @@ use suppaftp::tokio_rustls::client::TlsStream;
 use suppaftp::tokio_rustls::rustls::{self, RootCertStore};
 use suppaftp::types::{FileType, Response};
 use suppaftp::{FtpError, Status};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::remote::{self, DirEntry, Kind, fill, parent, temp_name, transient};
-use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreUrl, check_key};
+use crate::source::OpenSource;
+use crate::{
+    Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreExt, StoreUrl, check_key,
+};
 
 type Client = ImplAsyncFtpStream<FlushingTls>;
 
@@ -316,6 +334,19 @@ enum Failure {
 
 type FtpOutcome<T> = std::result::Result<T, Failure>;
 
+/// What is at a server path, as [`Inner::probe`] found out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    Missing,
+    Dir,
+    File,
+    /// A link, or another kind of entry.
+    Other,
+}
+
+/// The name of the file that holds an FTP lock's body, inside the lock's directory.
+const LOCK_OWNER: &str = "owner";
+
 impl Inner {
     fn location(&self, key: &str) -> String {
         self.url.with_key(key)
@@ -495,12 +526,12 @@ impl Inner {
         Ok(())
     }
 
-    /// The entries of one server directory; a missing directory has none.
-    async fn list_dir(self: &Arc<Self>, dir: String) -> Result<Vec<DirEntry>> {
-        let location = format!("{}{}", self.url.with_key(""), dir_suffix(&dir, &self.root));
-        let listed = {
-            let dir = dir.clone();
-            self.run(&location, move |c, features| {
+    /// The entries of one server directory as the server lists them (`.` and `..` included where it
+    /// shows them), and whether the server sent no line at all to a `LIST` (see [`Inner::list_dir`]).
+    async fn list_raw(self: &Arc<Self>, dir: &str, location: &str) -> FtpOutcome<(Vec<DirEntry>, bool)> {
+        let dir = dir.to_owned();
+        let (machine, lines) = self
+            .run(location, move |c, features| {
                 let dir = dir.clone();
                 Box::pin(async move {
                     if features.mlst {
@@ -512,15 +543,8 @@ impl Inner {
                     }
                 })
             })
-            .await
-        };
-        let (machine, lines) = match listed {
-            Ok(v) => v,
-            // No such directory (550), or not a directory (pyftpdlib: 501): nothing below it.
-            Err(Failure::Reply(reply)) if matches!(reply.status.code(), 550 | 501) => return Ok(Vec::new()),
-            Err(f) => return Err(store_error(&location, f)),
-        };
-        Ok(lines
+            .await?;
+        let entries = lines
             .iter()
             .filter_map(|line| {
                 if machine {
@@ -529,8 +553,127 @@ impl Inner {
                     parse_list(line)
                 }
             })
-            .filter(|e| !matches!(e.name.as_str(), "." | "..") && !e.name.contains('/'))
-            .collect())
+            .filter(|e| !e.name.contains('/'))
+            .collect();
+        Ok((entries, !machine && lines.is_empty()))
+    }
+
+    /// The entries of one server directory.
+    ///
+    /// Only the prefix asked for (`top`) may be missing or a file: nothing is below it then. Servers
+    /// answer `550` alike to a missing directory and to one they will not list, so for `top` the
+    /// directory is looked for ([`Inner::probe`]): one that is there but cannot be listed is
+    /// [`Error::PermissionDenied`]. A directory the walk found in its parent's listing and cannot list
+    /// is an error as well, never an empty directory. vsftpd answers a directory it cannot open
+    /// (execute but no read permission) with an empty listing and a success code: a `LIST -a` without
+    /// even `.` and `..` is an error too, on a server whose listings show them.
+    async fn list_dir(self: &Arc<Self>, dir: String, top: bool) -> Result<Vec<DirEntry>> {
+        let location = format!("{}{}", self.url.with_key(""), dir_suffix(&dir, &self.root));
+        let unlistable = |why: String| Error::PermissionDenied {
+            location: location.clone(),
+            source: why.into(),
+        };
+        match self.list_raw(&dir, &location).await {
+            Ok((_, true)) if self.lists_dots(&dir, &location).await => Err(unlistable(
+                "the server sent an empty listing, without . and .. (its answer to a directory it cannot \
+                 open)"
+                    .into(),
+            )),
+            Ok((entries, _)) => Ok(entries
+                .into_iter()
+                .filter(|e| !matches!(e.name.as_str(), "." | ".."))
+                .collect()),
+            // No such directory (550), or not a directory (pyftpdlib: 501), or a refusal (550).
+            Err(Failure::Reply(reply)) if matches!(reply.status.code(), 550 | 501) => {
+                if !top {
+                    return Err(unlistable(format!(
+                        "it was in its parent's listing, then could not be listed: {}",
+                        reply_text(&reply)
+                    )));
+                }
+                match self.probe(&dir, &location).await? {
+                    Probe::Dir => Err(unlistable(format!(
+                        "the directory is there, but cannot be listed: {}",
+                        reply_text(&reply)
+                    ))),
+                    Probe::Missing | Probe::File | Probe::Other => Ok(Vec::new()),
+                }
+            }
+            Err(f) => Err(store_error(&location, f)),
+        }
+    }
+
+    /// Whether the server's `LIST -a` shows `.` (vsftpd's does): then an empty answer is not an empty
+    /// directory. Told from the parent's listing; `false` where that cannot be had (the top of the
+    /// server, a parent that cannot be listed).
+    async fn lists_dots(self: &Arc<Self>, dir: &str, location: &str) -> bool {
+        let Some((parent, _)) = dir.rsplit_once('/').filter(|(_, name)| !name.is_empty()) else {
+            return false;
+        };
+        let parent = if parent.is_empty() { "/" } else { parent };
+        matches!(
+            self.list_raw(parent, location).await,
+            Ok((entries, _)) if entries.iter().any(|e| e.name == ".")
+        )
+    }
+
+    /// What is at the server path `path`: a directory, a file, something else, or nothing.
+    ///
+    /// `CWD` into it proves a directory. Otherwise (servers answer `550` alike to a missing directory,
+    /// to a file and to a directory they will not enter) the parent's listing is looked through for the
+    /// name: that tells a missing entry from one that is there. A parent that cannot be listed either
+    /// is looked for the same way: when it is missing, so is `path`; when it is there, whether `path`
+    /// is cannot be told, and that is an error.
+    async fn probe(self: &Arc<Self>, path: &str, location: &str) -> Result<Probe> {
+        let Some((parent, name)) = path.rsplit_once('/').filter(|(_, name)| !name.is_empty()) else {
+            // The top of the server.
+            return Ok(Probe::Dir);
+        };
+        let target = path.to_owned();
+        let entered = self
+            .run(location, move |c, _| {
+                let path = target.clone();
+                Box::pin(async move { c.cwd(&path).await })
+            })
+            .await;
+        match entered {
+            Ok(()) => return Ok(Probe::Dir),
+            Err(Failure::Reply(_)) => {}
+            Err(Failure::Store(e)) => return Err(e),
+        }
+        let parent = if parent.is_empty() { "/" } else { parent };
+        match self.list_raw(parent, location).await {
+            Ok((entries, _)) => {
+                let kinds: Vec<Kind> = entries
+                    .iter()
+                    .filter(|e| e.name == name)
+                    .map(|e| e.kind)
+                    .collect();
+                Ok(if kinds.contains(&Kind::Dir) {
+                    Probe::Dir
+                } else if kinds.contains(&Kind::File) {
+                    Probe::File
+                } else if kinds.is_empty() {
+                    Probe::Missing
+                } else {
+                    Probe::Other
+                })
+            }
+            Err(Failure::Reply(reply)) if matches!(reply.status.code(), 550 | 501) => {
+                match Box::pin(self.probe(parent, location)).await? {
+                    Probe::Dir => Err(Error::PermissionDenied {
+                        location: location.to_owned(),
+                        source: format!(
+                            "cannot tell whether it exists: {parent} cannot be listed ({})",
+                            reply_text(&reply)
+                        )
+                        .into(),
+                    }),
+                    Probe::Missing | Probe::File | Probe::Other => Ok(Probe::Missing),
+                }
+            }
+            Err(f) => Err(store_error(location, f)),
+        }
     }
 
     /// What `MLST` or `SIZE` + `MDTM` say about a file; `None` when it is not a file.
@@ -590,6 +733,43 @@ impl Inner {
         .await
     }
 
+    /// Stores `body` at the server path `path` through a temporary name beside it (its size checked,
+    /// then renamed over `path`), without making any directory: a missing one is an error.
+    async fn store_bytes(self: &Arc<Self>, path: &str, body: Bytes, location: &str) -> Result<()> {
+        let temp = temp_name(path);
+        let expected = body.len() as u64;
+        let upload = {
+            let temp = temp.clone();
+            self.run(location, move |c, _| {
+                let (temp, body) = (temp.clone(), body.clone());
+                Box::pin(async move {
+                    let mut transfer = c.put_with_stream(&temp).await?;
+                    tokio::io::AsyncWriteExt::write_all(&mut transfer, &body)
+                        .await
+                        .map_err(FtpError::ConnectionError)?;
+                    transfer.finish().await?;
+                    Ok(c.size(&temp).await? as u64)
+                })
+            })
+            .await
+        };
+        let result = match upload {
+            Ok(stored) if stored == expected => self
+                .rename_path(temp.clone(), path.to_owned(), location)
+                .await
+                .map_err(|f| write_error(location, f)),
+            Ok(stored) => Err(transient(
+                location,
+                format!("the server holds {stored} of the {expected} bytes sent"),
+            )),
+            Err(f) => Err(write_error(location, f)),
+        };
+        if result.is_err() {
+            self.remove_quietly(temp, location).await;
+        }
+        result
+    }
+
     async fn remove_quietly(self: &Arc<Self>, path: String, location: &str) {
         let _ = self
             .run(location, move |c, _| {
@@ -628,10 +808,14 @@ fn store_error(location: &str, failure: Failure) -> Error {
     }
 }
 
-/// A refused command as a store error.
+/// A refused command as a store error. `550` is a missing file here, as it is to the reads (`RETR`,
+/// `SIZE`, `MDTM`, `MLST`); writes map their replies with [`write_refused`].
 fn refused(location: &str, reply: &Response) -> Error {
     let code = reply.status.code();
     let source = reply_text(reply).into();
+    if let Some(full) = out_of_space(location, reply) {
+        return full;
+    }
     match code {
         550 => Error::NotFound {
             location: location.to_owned(),
@@ -640,7 +824,20 @@ fn refused(location: &str, reply: &Response) -> Error {
             location: location.to_owned(),
             source,
         },
-        421 | 425 | 426 | 450 | 451 | 452 => Error::Transient {
+        // Insufficient storage (452), exceeded storage allocation (552): retrying does not free space.
+        452 | 552 => Error::StorageFull {
+            location: location.to_owned(),
+            reason: format!("the server is out of space ({})", reply_line(reply)),
+        },
+        // vsftpd's answer to a write its disk refused: a full disk, most often; retrying does not help.
+        451 if reply_line(reply).contains("Failure writing to local file") => Error::StorageFull {
+            location: location.to_owned(),
+            reason: format!(
+                "the server could not write the file, most likely for lack of space ({})",
+                reply_line(reply)
+            ),
+        },
+        421 | 425 | 426 | 450 | 451 => Error::Transient {
             location: location.to_owned(),
             source,
         },
@@ -651,9 +848,52 @@ fn refused(location: &str, reply: &Response) -> Error {
     }
 }
 
+/// A refused write (`STOR`, `RNTO`, `MKD`, `DELE`, `RMD`) as a store error: `550` there is a refusal
+/// (permissions, a read-only account) far more often than a missing file, and `553` (a name not
+/// allowed) is one too; the server's words go with it.
+fn write_refused(location: &str, reply: &Response) -> Error {
+    if let Some(full) = out_of_space(location, reply) {
+        return full;
+    }
+    match reply.status.code() {
+        550 | 553 => Error::PermissionDenied {
+            location: location.to_owned(),
+            source: format!("the server refused the write: {}", reply_line(reply)).into(),
+        },
+        _ => refused(location, reply),
+    }
+}
+
+/// Whatever the code, a server that names a full disk or a quota (`451 … No space left on
+/// device`, a `426 …` that quotes the system's error, a `550 Disk quota exceeded`) is out of space.
+fn out_of_space(location: &str, reply: &Response) -> Option<Error> {
+    let words = reply_line(reply).to_ascii_lowercase();
+    ((400..600).contains(&reply.status.code())
+        && ["no space left on device", "quota exceeded"]
+            .iter()
+            .any(|w| words.contains(w)))
+    .then(|| Error::StorageFull {
+        location: location.to_owned(),
+        reason: format!("the server is out of space ({})", reply_line(reply)),
+    })
+}
+
+/// [`store_error`] for a write.
+fn write_error(location: &str, failure: Failure) -> Error {
+    match failure {
+        Failure::Reply(reply) => write_refused(location, &reply),
+        Failure::Store(e) => e,
+    }
+}
+
 fn reply_text(reply: &Response) -> String {
+    format!("the server answered {}", reply_line(reply))
+}
+
+/// The server's reply as one line: its code and words.
+fn reply_line(reply: &Response) -> String {
     let body = String::from_utf8_lossy(&reply.body);
-    format!("the server answered {}", body.trim())
+    body.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// One `MLSD` line or the `MLST` answer: `fact=value;fact=value; name`.
@@ -745,9 +985,9 @@ impl FtpStore {
             }
         };
         let (key_offset, jobs) = (inner.root.len() + 1, inner.connections);
-        remote::walk(start, key_offset, jobs, temps, move |dir| {
+        remote::walk(start, key_offset, jobs, temps, move |dir, top| {
             let inner = Arc::clone(&inner);
-            async move { inner.list_dir(dir).await }
+            async move { inner.list_dir(dir, top).await }
         })
     }
 }
@@ -887,44 +1127,45 @@ impl Store for FtpStore {
         let path = self.inner.path(key)?;
         let location = self.inner.location(key);
         let inner = &self.inner;
+        // A local file is opened (and stamped) first: a wrong one is refused before anything is sent.
+        let source = OpenSource::open(source, &location).await?;
         if mode == PutMode::Create && self.exists_path(&path, &location).await? {
             return Err(Error::AlreadyExists { location });
         }
         inner.make_dirs(parent(&path), &location).await?;
-        let expected = remote::source_len(&source).await?;
+        let expected = source.len();
         let temp = temp_name(&path);
         let upload = {
-            let temp = temp.clone();
+            let (temp, source) = (temp.clone(), source.clone());
             inner
                 .run(&location, move |c, _| {
                     let (temp, source) = (temp.clone(), source.clone());
                     Box::pin(async move {
+                        let mut reader = source
+                            .reader(READ_CHUNK)
+                            .await
+                            .map_err(FtpError::ConnectionError)?;
                         let mut transfer = c.put_with_stream(&temp).await?;
-                        match source {
-                            PutSource::Bytes(bytes) => transfer.write_all(&bytes).await,
-                            PutSource::File(file) => match tokio::fs::File::open(&file).await {
-                                Ok(file) => {
-                                    let mut reader = tokio::io::BufReader::with_capacity(READ_CHUNK, file);
-                                    tokio::io::copy_buf(&mut reader, &mut transfer).await.map(drop)
-                                }
-                                Err(e) => Err(e),
-                            },
-                        }
-                        .map_err(FtpError::ConnectionError)?;
+                        let sent = tokio::io::copy_buf(&mut reader, &mut transfer)
+                            .await
+                            .map_err(FtpError::ConnectionError)?;
                         transfer.finish().await?;
                         let stored = c.size(&temp).await?;
-                        Ok(stored as u64)
+                        Ok((sent, stored as u64))
                     })
                 })
                 .await
         };
-        let result = match upload {
-            Ok(stored) if stored == expected => Ok(()),
-            Ok(stored) => Err(transient(
+        // Before anything is published: the source must still be what was stamped, and all of it sent.
+        let checked = source.check(upload.as_ref().ok().map(|(sent, _)| *sent)).await;
+        let result = match (checked, upload) {
+            (Err(changed), _) => Err(changed),
+            (Ok(()), Ok((_, stored))) if stored == expected => Ok(()),
+            (Ok(()), Ok((_, stored))) => Err(transient(
                 &location,
                 format!("the server holds {stored} of the {expected} bytes sent"),
             )),
-            Err(f) => Err(store_error(&location, f)),
+            (Ok(()), Err(f)) => Err(write_error(&location, f)),
         };
         let result = match result {
             Ok(()) if mode == PutMode::Create && self.exists_path(&path, &location).await? => {
@@ -935,7 +1176,7 @@ impl Store for FtpStore {
             Ok(()) => inner
                 .rename_path(temp.clone(), path, &location)
                 .await
-                .map_err(|f| store_error(&location, f)),
+                .map_err(|f| write_error(&location, f)),
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -961,10 +1202,7 @@ impl Store for FtpStore {
             Err(Failure::Reply(reply)) if reply.status == Status::FileUnavailable => {
                 // Gone already is fine; anything else that answers 550 (a permission) is not.
                 if self.exists_path(&path, &location).await? {
-                    Err(Error::PermissionDenied {
-                        location,
-                        source: reply_text(&reply).into(),
-                    })
+                    Err(write_refused(&location, &reply))
                 } else {
                     Ok(())
                 }
@@ -984,10 +1222,213 @@ impl Store for FtpStore {
         self.inner
             .make_dirs(parent(&target), &self.inner.location(to))
             .await?;
-        self.inner
-            .rename_path(source, target, &location)
-            .await
-            .map_err(|f| store_error(&location, f))
+        match self.inner.rename_path(source.clone(), target, &location).await {
+            Ok(()) => Ok(()),
+            // A missing source, or a refused rename.
+            Err(Failure::Reply(reply)) if reply.status.code() == 550 => {
+                if self.exists_path(&source, &location).await? {
+                    Err(write_refused(&location, &reply))
+                } else {
+                    Err(Error::NotFound { location })
+                }
+            }
+            Err(f) => Err(write_error(&location, f)),
+        }
+    }
+
+    async fn root_exists(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let location = inner.url.to_string();
+        if inner.root.is_empty() {
+            return Ok(true);
+        }
+        match inner.probe(&inner.root, &location).await? {
+            Probe::Dir => Ok(true),
+            Probe::Missing => Ok(false),
+            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
+        }
+    }
+
+    async fn create_root(&self) -> Result<()> {
+        let inner = &self.inner;
+        let location = inner.url.to_string();
+        // Every part from the top: those that exist refuse, which is fine.
+        let parts = remote::missing_dirs(&Mutex::default(), &inner.root);
+        let mut refusal = None;
+        for dir in &parts {
+            let target = dir.clone();
+            let made = inner
+                .run(&location, move |c, _| {
+                    let dir = target.clone();
+                    Box::pin(async move { c.mkdir(&dir).await })
+                })
+                .await;
+            match made {
+                Ok(()) => {}
+                Err(Failure::Reply(reply)) => refusal = Some(reply),
+                Err(Failure::Store(e)) => return Err(e),
+            }
+        }
+        match inner.probe(&inner.root, &location).await? {
+            Probe::Dir => {
+                inner
+                    .made_dirs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(parts);
+                Ok(())
+            }
+            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
+            Probe::Missing => {
+                // A file in the way of a part, or a refusal.
+                for dir in &parts {
+                    if matches!(inner.probe(dir, &location).await?, Probe::File | Probe::Other) {
+                        return Err(Error::NotADirectory {
+                            location: remote::path_location(&inner.url, dir),
+                        });
+                    }
+                }
+                Err(match refusal {
+                    Some(reply) => write_refused(&location, &reply),
+                    None => Error::NotFound { location },
+                })
+            }
+        }
+    }
+
+    async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let inner = &self.inner;
+        inner.make_dirs(parent(&path), &location).await?;
+        // MKD is the one exclusive operation FTP has: of racing clients, one makes the directory.
+        let mut attempt = 0;
+        loop {
+            let target = path.clone();
+            let made = inner
+                .run(&location, move |c, _| {
+                    let dir = target.clone();
+                    Box::pin(async move { c.mkdir(&dir).await })
+                })
+                .await;
+            match made {
+                Ok(()) => break,
+                Err(Failure::Reply(reply)) => match inner.probe(&path, &location).await? {
+                    // Refused, or made and removed again in between: once more, then it is a refusal.
+                    Probe::Missing if attempt < 2 => attempt += 1,
+                    Probe::Missing => return Err(write_refused(&location, &reply)),
+                    Probe::Dir | Probe::File | Probe::Other => return Err(Error::AlreadyExists { location }),
+                },
+                Err(Failure::Store(e)) => return Err(e),
+            }
+        }
+        // The lock is ours; until its body is in, a reader sees an empty one (being created).
+        let owner = format!("{path}/{LOCK_OWNER}");
+        if let Err(e) = inner.store_bytes(&owner, body, &location).await {
+            let _ = self.lock_remove(key).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn lock_read(&self, key: &str) -> Result<Bytes> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        match self.get_bytes(&format!("{key}/{LOCK_OWNER}")).await {
+            Ok(body) => Ok(body),
+            Err(Error::NotFound { .. }) => match self.inner.probe(&path, &location).await? {
+                // Made, its body not stored yet: held, by somebody who has not said who yet.
+                Probe::Dir => Ok(Bytes::new()),
+                // A lock file (written with a create-if-absent put, as older versions did).
+                Probe::File => self.get_bytes(key).await,
+                Probe::Missing | Probe::Other => Err(Error::NotFound { location }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let owner = format!("{path}/{LOCK_OWNER}");
+        // Never makes the directory: a lock that is gone stays gone.
+        match self.inner.store_bytes(&owner, body, &location).await {
+            Ok(()) => Ok(()),
+            Err(e @ (Error::PermissionDenied { .. } | Error::NotFound { .. })) => {
+                match self.inner.probe(&path, &location).await? {
+                    Probe::Dir => Err(e),
+                    Probe::Missing | Probe::File | Probe::Other => Err(Error::NotFound { location }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lock_remove(&self, key: &str) -> Result<()> {
+        let path = self.inner.path(key)?;
+        let location = self.inner.location(key);
+        let inner = &self.inner;
+        // The body, and whatever an interrupted write left beside it.
+        let files = match inner.list_raw(&path, &location).await {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .filter(|e| e.kind == Kind::File)
+                .map(|e| format!("{path}/{}", e.name))
+                .collect(),
+            // Missing, or a file: told below.
+            Err(Failure::Reply(_)) => Vec::new(),
+            Err(Failure::Store(e)) => return Err(e),
+        };
+        let target = path.clone();
+        let removed = inner
+            .run(&location, move |c, _| {
+                let (dir, files) = (target.clone(), files.clone());
+                Box::pin(async move {
+                    for file in &files {
+                        match c.rm(file).await {
+                            Ok(()) | Err(FtpError::UnexpectedResponse(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    c.rmdir(&dir).await
+                })
+            })
+            .await;
+        remote::forget_dirs(&inner.made_dirs, &path);
+        match removed {
+            Ok(()) => Ok(()),
+            Err(Failure::Reply(reply)) => match inner.probe(&path, &location).await? {
+                Probe::Missing => Ok(()),
+                // A lock file (older versions).
+                Probe::File => self.delete(key).await,
+                Probe::Dir | Probe::Other => Err(write_refused(&location, &reply)),
+            },
+            Err(Failure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.inner.path(key)?, self.inner.path(to)?);
+        let location = self.inner.location(key);
+        let inner = &self.inner;
+        inner.make_dirs(parent(&target), &inner.location(to)).await?;
+        let from = source.clone();
+        // The whole directory, body and all, in one RNFR/RNTO.
+        let renamed = inner
+            .run(&location, move |c, _| {
+                let (from, to) = (from.clone(), target.clone());
+                Box::pin(async move { c.rename(&from, &to).await })
+            })
+            .await;
+        remote::forget_dirs(&inner.made_dirs, &source);
+        match renamed {
+            Ok(()) => Ok(()),
+            Err(Failure::Reply(reply)) => match inner.probe(&source, &location).await? {
+                Probe::Missing => Err(Error::NotFound { location }),
+                Probe::Dir | Probe::File | Probe::Other => Err(write_refused(&location, &reply)),
+            },
+            Err(Failure::Store(e)) => Err(e),
+        }
     }
 
     async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
@@ -1099,6 +1540,99 @@ mod tests {
         let dos_dir = parse_list("10-19-20  03:19PM       <DIR>          docs").unwrap();
         assert_eq!(dos_dir.kind, Kind::Dir);
         assert!(parse_list("total 12").is_none());
+    }
+
+    fn reply(code: u32, text: &str) -> Response {
+        Response {
+            status: Status::from(code),
+            body: format!("{code} {text}\r\n").into_bytes(),
+        }
+    }
+
+    fn source_text(e: &Error) -> String {
+        std::error::Error::source(e)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn full_servers_are_said_to_be_full_not_temporarily_failing() {
+        let loc = "ftp://u:***@h/data/k";
+        for (code, text, expected) in [
+            (
+                452,
+                "Insufficient storage space.",
+                "ftp://u:***@h/data/k: the server is out of space (452 Insufficient storage space.)",
+            ),
+            (
+                552,
+                "Quota exceeded.",
+                "ftp://u:***@h/data/k: the server is out of space (552 Quota exceeded.)",
+            ),
+            (
+                451,
+                "Failure writing to local file.",
+                "ftp://u:***@h/data/k: the server could not write the file, most likely for lack of space \
+                 (451 Failure writing to local file.)",
+            ),
+        ] {
+            for err in [
+                refused(loc, &reply(code, text)),
+                write_refused(loc, &reply(code, text)),
+            ] {
+                assert!(matches!(err, Error::StorageFull { .. }), "{err:?}");
+                assert!(!err.is_transient());
+                assert_eq!(err.to_string(), expected);
+                assert!(
+                    err.hint().unwrap().contains("free some space on the server"),
+                    "{err:?}"
+                );
+            }
+        }
+        // Any reply that names a full disk or a quota.
+        for (code, text) in [
+            (451, "Transfer aborted. No space left on device"),
+            (426, "No space left on device; transfer aborted."),
+            (550, "Disk quota exceeded"),
+        ] {
+            let err = write_refused(loc, &reply(code, text));
+            assert_eq!(
+                err.to_string(),
+                format!("ftp://u:***@h/data/k: the server is out of space ({code} {text})")
+            );
+        }
+        // Other 4xx replies are still worth another try.
+        for code in [421, 425, 426, 450, 451] {
+            assert!(refused(loc, &reply(code, "Try later.")).is_transient(), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_refused_write_is_permission_denied_and_a_missing_read_not_found() {
+        let loc = "ftp://u:***@h/data/k";
+        let read = refused(loc, &reply(550, "No such file or directory."));
+        assert!(matches!(read, Error::NotFound { .. }), "{read:?}");
+        for (code, text) in [(550, "Not enough privileges."), (553, "File name not allowed.")] {
+            let err = write_refused(loc, &reply(code, text));
+            assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+            assert_eq!(err.to_string(), "ftp://u:***@h/data/k: access denied");
+            assert_eq!(
+                source_text(&err),
+                format!("the server refused the write: {code} {text}")
+            );
+            let err = write_error(loc, Failure::Reply(reply(code, text)));
+            assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+        }
+        // A refused login stays what it is, for writes as for reads.
+        let login = write_refused(loc, &reply(530, "Not logged in."));
+        assert!(matches!(login, Error::PermissionDenied { .. }), "{login:?}");
+        assert_eq!(source_text(&login), "the server answered 530 Not logged in.");
+        // Replies of several lines read as one.
+        let long = Response {
+            status: Status::from(550),
+            body: b"550-Refused:\r\n550 read-only account\r\n".to_vec(),
+        };
+        assert_eq!(reply_line(&long), "550-Refused: 550 read-only account");
     }
 
     #[test]

@@ -19,6 +19,32 @@
 //! [`PrefixStore`], [`RetryStore`] (exponential backoff on [`Error::Transient`]) and [`DryRunStore`]
 //! (records writes, performs none). [`conformance`] is the suite every backend passes.
 //!
+//! Where "missing" and "empty" must not be confused (a folder sync deletes what it believes gone):
+//!
+//! * **Listings.** Only the prefix asked for may be missing: its listing is then empty, as in S3. A
+//!   directory that a listing found below it and then cannot list (no permission, gone meanwhile) is
+//!   an error naming it, never an empty directory.
+//! * **The root.** [`Store::root_exists`] tells a missing root (`Ok(false)`) from an empty one, and
+//!   errs when it cannot tell; [`Store::create_root`] makes it. Object stores have no directories: for
+//!   them the root always exists.
+//! * **Locks.** [`Store::lock_create`] is exclusive on every backend, FTP included (there the lock is
+//!   a directory made with `MKD`, its body in `key/owner`: **listings show an FTP lock as
+//!   `key/owner`**); [`Store::lock_read`], [`Store::lock_update`], [`Store::lock_rename`] and
+//!   [`Store::lock_remove`] handle it the same way on every backend.
+//!
+//! | | local | SFTP | FTP | object stores |
+//! |---|---|---|---|---|
+//! | `root_exists` | `stat` of the directory | `STAT` of the directory | `CWD`, else the parent's listing (see [`FtpStore`]) | always `true` |
+//! | `create_root` | `mkdir -p` | `MKDIR` of each missing part | `MKD` of each missing part | nothing |
+//! | `lock_create` | hard link of a temporary file (atomic create) | `hardlink@openssh.com` (atomic create) | `MKD key`, then `key/owner` | `put` if-none-match |
+//! | `lock_rename` | `rename` | `posix-rename@openssh.com` | `RNFR`/`RNTO` of the directory | copy + delete |
+//!
+//! Errors say what happened in a way a user can act on: a full disk or server is
+//! [`Error::StorageFull`] ("no space left on device", "the server is out of space (452 …)"), never a
+//! temporary failure; an FTP server that refuses a write (`550` to `STOR`, `RNTO`, `MKD`, `DELE`) is
+//! [`Error::PermissionDenied`] with the server's words, while `550` to a read is
+//! [`Error::NotFound`].
+//!
 //! ```
 //! # tokio_test_block_on(async {
 //! use snapsync_store::{PutMode, PutSource, StoreExt, StoreUrl};
@@ -44,6 +70,7 @@ mod local;
 mod object;
 mod remote;
 mod sftp;
+mod source;
 mod url;
 mod wrap;
 
@@ -86,12 +113,31 @@ pub enum PutMode {
 }
 
 /// What to store.
+///
+/// A local file is never published torn: every backend stamps the file when it opens it (size,
+/// modification and change times, inode, device of the open handle) and, after the last byte was sent
+/// and before the object is published, checks that the handle and the path still show that stamp and
+/// that exactly that many bytes were read. A file that changed while it was being read is
+/// [`Error::SourceChanged`]: its temporary object is removed (or its upload aborted) and the key keeps
+/// what it held.
 #[derive(Clone, Debug)]
 pub enum PutSource {
     /// Bytes in memory.
     Bytes(Bytes),
     /// The contents of a local file, streamed (large files go up in parts where the store has them).
     File(PathBuf),
+    /// Like [`PutSource::File`], for a caller that knows which version of the file it means (the one it
+    /// scanned and hashed): when the file is opened its size, and its modification time if given, must
+    /// equal these (exactly, as [`std::fs::Metadata::modified`] reports it), or the put is
+    /// [`Error::SourceChanged`] before anything is sent.
+    FileExpecting {
+        /// The local file.
+        path: PathBuf,
+        /// Its expected size in bytes.
+        size: u64,
+        /// Its expected modification time; `None` checks the size only.
+        mtime: Option<SystemTime>,
+    },
 }
 
 /// An object being read.
@@ -194,6 +240,75 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         let _ = key;
         None
+    }
+
+    /// Whether the store's root, the directory its URL names, exists.
+    ///
+    /// `Ok(false)` only when it is positively missing (make it with [`Store::create_root`]);
+    /// [`Error::NotADirectory`] when it is a file; any other error (no permission, no connection, a
+    /// server that will not tell) when it cannot be told. A listing of a missing root is empty, as that
+    /// of any missing prefix: a caller to whom a missing root and an empty one differ asks this first.
+    /// Object stores have no directories: the default says `Ok(true)` (a missing bucket is
+    /// [`Error::NoSuchBucket`] at the first operation).
+    async fn root_exists(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Creates the store's root directory, and its parents; nothing when it exists.
+    /// [`Error::NotADirectory`] when a file is in the way. The default, for stores without
+    /// directories, does nothing.
+    async fn create_root(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Takes the lock `key`, holding `body` (who took it, and when): exclusive on every backend, so of
+    /// any number of racing callers exactly one gets `Ok`, the others [`Error::AlreadyExists`].
+    ///
+    /// A lock is not an ordinary object: handle it with the `lock_*` methods only. The default creates
+    /// an object with [`PutMode::Create`] where that is atomic ([`Capabilities::atomic_create`]: local,
+    /// SFTP, object stores) and is [`Error::Unsupported`] elsewhere. FTP, where no file operation is
+    /// exclusive, makes the directory `key` (`MKD`, which only one client can do) and stores the body
+    /// in `key/owner`; listings show such a lock as `key/owner`.
+    async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
+        if self.capabilities().atomic_create {
+            self.put(key, PutSource::Bytes(body), PutMode::Create).await
+        } else {
+            check_key(key)?;
+            Err(Error::Unsupported {
+                location: self.url().with_key(key),
+                operation: "an exclusive lock",
+            })
+        }
+    }
+
+    /// The body of the lock `key`; [`Error::NotFound`] when there is no lock. An empty body means a
+    /// lock being created this moment (FTP: its directory is made, its body not yet stored): it is
+    /// held, by somebody who has not said who yet.
+    async fn lock_read(&self, key: &str) -> Result<Bytes> {
+        self.get_bytes(key).await
+    }
+
+    /// Replaces the body of the lock `key` (a heartbeat); [`Error::NotFound`] when there is no lock
+    /// (it was removed or moved aside: the caller no longer holds it). The body is replaced as a whole,
+    /// but not conditionally: a holder checks with [`Store::lock_read`] that the lock is still its own.
+    async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
+        self.head(key).await?;
+        self.put(key, PutSource::Bytes(body), PutMode::Overwrite).await
+    }
+
+    /// Removes the lock `key`; a missing one is not an error.
+    async fn lock_remove(&self, key: &str) -> Result<()> {
+        self.delete(key).await
+    }
+
+    /// Moves the lock `key` to `to`, a name of the caller's own (for a takeover: move the stale lock
+    /// aside, check with [`Store::lock_read`] on `to` that it is the one that was judged stale, remove
+    /// it, then [`Store::lock_create`] again); [`Error::NotFound`] when there is no lock. Atomic where
+    /// [`Capabilities::native_rename`] (local, SFTP, FTP: the lock's directory is renamed); a copy and a
+    /// delete on object stores, where two callers may both move it: the `lock_create` that follows is
+    /// what stays exclusive.
+    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
+        self.rename(key, to).await
     }
 }
 

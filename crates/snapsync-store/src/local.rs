@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::error::{Error, Result};
+use crate::source::OpenSource;
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
 
 /// Bytes per piece when streaming a file out.
@@ -109,6 +110,19 @@ pub(crate) fn write_atomically(
     sync: bool,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<()> {
+    write_checked(path, location, mode, sync, fill, || Ok(()))
+}
+
+/// [`write_atomically`], with `check` run once the contents were written (or failed to be), before
+/// the file is published: its error wins over a failed write, and nothing is published.
+fn write_checked(
+    path: &Path,
+    location: &str,
+    mode: PutMode,
+    sync: bool,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+    check: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::from_io(location.to_owned(), e))?;
     }
@@ -127,6 +141,11 @@ pub(crate) fn write_atomically(
             file.flush()?;
             if sync { file.sync_all() } else { Ok(()) }
         });
+    let checked = check();
+    if let Err(e) = checked {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(Error::from_io(location.to_owned(), e));
@@ -152,35 +171,74 @@ fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
 
 /// Every file below `dir` (not following symlinked directories), as keys relative to `root`: the
 /// objects, or (`temps`) the temporary files interrupted writes left.
-fn walk(root: &Path, dir: &Path, temps: bool, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
+///
+/// Only `dir` itself (`top`: the prefix asked for) may be missing or a file, and then there is nothing
+/// below it. A directory that a listing found and that cannot be listed in turn (no permission, gone
+/// meanwhile) is an error naming it, never an empty directory: a caller must not take it for one.
+fn walk(
+    url: &StoreUrl,
+    root: &Path,
+    dir: &Path,
+    top: bool,
+    temps: bool,
+    out: &mut Vec<ObjectMeta>,
+) -> Result<()> {
+    let location = |path: &Path| url.with_key(&path.strip_prefix(root).unwrap_or(path).to_string_lossy());
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        // Below a missing key or a file there is nothing.
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
-        Err(e) => return Err(e),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            return if top {
+                Ok(())
+            } else {
+                Err(Error::Other {
+                    location: location(dir),
+                    source: format!("it was in its parent's listing, then could not be listed: {e}").into(),
+                })
+            };
+        }
+        Err(e) => return Err(Error::from_io(location(dir), e)),
     };
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(|e| Error::from_io(location(dir), e))?;
         let name = entry.file_name();
         let path = entry.path();
-        let file_type = entry.file_type()?;
+        let file_type = entry
+            .file_type()
+            .map_err(|e| Error::from_io(location(&path), e))?;
         if file_type.is_dir() {
-            walk(root, &path, temps, out)?;
+            walk(url, root, &path, false, temps, out)?;
             continue;
         }
         if is_temp_name(&name) != temps {
             continue;
         }
-        if let Ok(meta) = fs::metadata(&path)
-            && meta.is_file()
-        {
-            let key = path.strip_prefix(root).unwrap_or(&path);
-            if let Some(key) = key.to_str() {
-                out.push(meta_of(key.to_owned(), &meta));
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                let key = path.strip_prefix(root).unwrap_or(&path);
+                if let Some(key) = key.to_str() {
+                    out.push(meta_of(key.to_owned(), &meta));
+                }
             }
+            Ok(_) => {}
+            // Deleted since the directory was read, or a symbolic link to nothing (or to itself):
+            // no file there.
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+                    || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {}
+            // Cannot tell whether a file is there: not a missing file.
+            Err(e) => return Err(Error::from_io(location(&path), e)),
         }
     }
     Ok(())
+}
+
+/// The nearest of `path` and its parents that exists, when it is not a directory (the file that
+/// stands where a directory must be).
+fn file_in_the_way(path: &Path) -> Option<&Path> {
+    path.ancestors()
+        .find_map(|p| fs::metadata(p).ok().map(|meta| (p, meta)))
+        .filter(|(_, meta)| !meta.is_dir())
+        .map(|(p, _)| p)
 }
 
 impl LocalStore {
@@ -192,8 +250,7 @@ impl LocalStore {
         {
             return stream::once(async { Err(e) }).boxed();
         }
-        let root = self.root.clone();
-        let location = self.location(&prefix);
+        let (root, url) = (self.root.clone(), self.url.clone());
         stream::once(async move {
             blocking(move || {
                 let mut out = Vec::new();
@@ -202,7 +259,7 @@ impl LocalStore {
                 } else {
                     root.join(&prefix)
                 };
-                walk(&root, &dir, temps, &mut out).map_err(|e| Error::from_io(location, e))?;
+                walk(&url, &root, &dir, true, temps, &mut out)?;
                 Ok(out)
             })
             .await
@@ -233,6 +290,33 @@ impl Store for LocalStore {
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
+    }
+
+    async fn root_exists(&self) -> Result<bool> {
+        let (root, location) = (self.root.clone(), self.url.to_string());
+        blocking(move || match fs::metadata(&root) {
+            Ok(meta) if meta.is_dir() => Ok(true),
+            Ok(_) => Err(Error::NotADirectory { location }),
+            // Missing, or below a file: there is no such directory.
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
+            Err(e) => Err(Error::from_io(location, e)),
+        })
+        .await
+    }
+
+    async fn create_root(&self) -> Result<()> {
+        let (root, location) = (self.root.clone(), self.url.to_string());
+        blocking(move || match fs::create_dir_all(&root) {
+            Ok(()) => Ok(()),
+            Err(e) => match file_in_the_way(&root) {
+                Some(file) if file == root => Err(Error::NotADirectory { location }),
+                Some(file) => Err(Error::NotADirectory {
+                    location: file.display().to_string(),
+                }),
+                None => Err(Error::from_io(location, e)),
+            },
+        })
+        .await
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -340,11 +424,21 @@ impl Store for LocalStore {
         let location = self.location(key);
         let sync = self.sync_each;
         blocking(move || {
-            write_atomically(&path, &location, mode, sync, |file| match &source {
-                PutSource::Bytes(bytes) => file.write_all(bytes),
+            let source = OpenSource::open_blocking(source, &location)?;
+            let read = std::cell::Cell::new(None);
+            let fill = |file: &mut File| match &source {
+                OpenSource::Bytes(bytes) => file.write_all(bytes),
                 // io::copy between files uses copy_file_range where the kernel has it.
-                PutSource::File(from) => io::copy(&mut File::open(from)?, file).map(drop),
-            })
+                OpenSource::File(from) => {
+                    read.set(Some(io::copy(&mut from.reader_blocking()?, file)?));
+                    Ok(())
+                }
+            };
+            let check = || match &source {
+                OpenSource::Bytes(_) => Ok(()),
+                OpenSource::File(from) => from.check_blocking(read.get()),
+            };
+            write_checked(&path, &location, mode, sync, fill, check)
         })
         .await
     }
@@ -436,5 +530,55 @@ impl Store for LocalStore {
                 .map_err(|e| Error::from_io(location, e))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_listed_prefix_may_be_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let url = StoreUrl::local(root);
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f"), b"x").unwrap();
+        fs::write(root.join("file"), b"x").unwrap();
+        let mut out = Vec::new();
+        // The prefix asked for: missing, or a file, lists nothing.
+        walk(&url, root, &root.join("missing"), true, false, &mut out).unwrap();
+        walk(&url, root, &root.join("file"), true, false, &mut out).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        // A directory the walk found, gone before it was listed (the same call, as the walk makes it
+        // for a directory below the prefix): an error naming it, not an empty directory.
+        for gone in ["vanished", "file"] {
+            let err = walk(&url, root, &root.join(gone), false, false, &mut out).unwrap_err();
+            assert!(matches!(err, Error::Other { .. }), "{err:?}");
+            assert_eq!(err.to_string(), format!("{}/{gone}: store error", root.display()));
+            assert!(
+                std::error::Error::source(&err)
+                    .unwrap()
+                    .to_string()
+                    .contains("could not be listed"),
+                "{err:?}"
+            );
+        }
+        walk(&url, root, root, true, false, &mut out).unwrap();
+        let keys: Vec<&str> = out.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.contains(&"a/b/f") && keys.contains(&"file"), "{keys:?}");
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_directory_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"").unwrap();
+        assert_eq!(
+            file_in_the_way(&dir.path().join("f/sub/deeper")),
+            Some(dir.path().join("f").as_path())
+        );
+        assert_eq!(file_in_the_way(&dir.path().join("d/sub")), None);
+        assert_eq!(file_in_the_way(dir.path()), None);
     }
 }

@@ -19,6 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode as OsPutMode, PutOptions
 use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
+use crate::source::{OpenSource, SourceFile};
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreUrl, check_key};
 
 /// Objects up to this size go up in one request; larger files in parts of this size.
@@ -179,7 +180,9 @@ impl ObjectStoreBackend {
         })
     }
 
-    async fn put_large(&self, key: &str, path: &std::path::Path, mode: PutMode) -> Result<()> {
+    /// Uploads `source` in parts; the upload is completed only if the file did not change meanwhile
+    /// (aborted otherwise).
+    async fn put_large(&self, key: &str, source: &SourceFile, mode: PutMode) -> Result<()> {
         if mode == PutMode::Create && self.head(key).await.is_ok() {
             return Err(Error::AlreadyExists {
                 location: self.location(key),
@@ -193,26 +196,31 @@ impl ObjectStoreBackend {
             .map_err(self.error(key))?;
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT_MAX as usize);
         let result: Result<()> = async {
-            let mut file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| Error::from_io(path.display().to_string(), e))?;
+            // One byte past the stamped size at most: a file that keeps growing is not read forever.
+            let mut file = match source.reader().await {
+                Ok(file) => file.take(source.len().saturating_add(1)),
+                Err(e) => return Err(source.read_failed(e).await),
+            };
             let mut buf = BytesMut::with_capacity(SINGLE_PUT_MAX as usize);
+            let mut read = 0u64;
             loop {
                 buf.clear();
-                let n = file
-                    .read_buf(&mut buf)
-                    .await
-                    .map_err(|e| Error::from_io(path.display().to_string(), e))?;
+                let n = match file.read_buf(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => return Err(source.read_failed(e).await),
+                };
                 if n == 0 {
                     break;
                 }
+                read += n as u64;
                 writer
                     .wait_for_capacity(PART_CONCURRENCY)
                     .await
                     .map_err(self.error(key))?;
                 writer.write(&buf);
             }
-            Ok(())
+            // Before the upload completes: the file must still be what was stamped, and all of it read.
+            source.check(Some(read)).await
         }
         .await;
         match result {
@@ -298,22 +306,14 @@ impl Store for ObjectStoreBackend {
     }
 
     async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
-        let bytes = match source {
-            PutSource::Bytes(bytes) => bytes,
-            PutSource::File(path) => {
-                let len = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| Error::from_io(path.display().to_string(), e))?
-                    .len();
-                if len > SINGLE_PUT_MAX {
-                    return self.put_large(key, &path, mode).await;
-                }
-                Bytes::from(
-                    tokio::fs::read(&path)
-                        .await
-                        .map_err(|e| Error::from_io(path.display().to_string(), e))?,
-                )
+        check_key(key)?;
+        let bytes = match OpenSource::open(source, &self.location(key)).await? {
+            OpenSource::Bytes(bytes) => bytes,
+            OpenSource::File(file) if file.len() > SINGLE_PUT_MAX => {
+                return self.put_large(key, &file, mode).await;
             }
+            // Read whole and checked before the one request that publishes it.
+            OpenSource::File(file) => file.read_checked().await?,
         };
         let mode = match mode {
             PutMode::Overwrite => OsPutMode::Overwrite,

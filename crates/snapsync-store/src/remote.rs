@@ -66,18 +66,6 @@ pub(crate) fn transient(
     }
 }
 
-/// How many bytes `source` holds; a local file is looked at before anything is sent, so that a problem
-/// with it is reported as what it is.
-pub(crate) async fn source_len(source: &PutSource) -> Result<u64> {
-    match source {
-        PutSource::Bytes(bytes) => Ok(bytes.len() as u64),
-        PutSource::File(file) => Ok(tokio::fs::metadata(file)
-            .await
-            .map_err(|e| Error::from_io(file.display().to_string(), e))?
-            .len()),
-    }
-}
-
 /// Reads from `reader` until `buf` holds `want` bytes or the reader ends.
 pub(crate) async fn fill(
     reader: &mut (impl AsyncRead + Unpin),
@@ -144,6 +132,23 @@ pub(crate) fn temp_name(path: &str) -> String {
     }
 }
 
+/// How a server path that is not below the store's root is named in messages: the store's URL with
+/// that path (password hidden; a relative path is below the user's home, `/~/`).
+pub(crate) fn path_location(url: &StoreUrl, path: &str) -> String {
+    let Some(mut shown) = url.secret_url().cloned() else {
+        return path.to_owned();
+    };
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if path.starts_with('/') {
+        shown.set_path(path);
+    } else {
+        shown.set_path(&format!("/~/{path}"));
+    }
+    shown.to_string()
+}
+
 /// The directory part of a `/`-separated path (`""` for none).
 pub(crate) fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(dir, _)| dir)
@@ -189,8 +194,12 @@ pub(crate) struct DirEntry {
 /// The listing behind `Store::list`: walks the directories from `start` with up to `jobs` listings at
 /// once (a failed one is tried twice more when the failure is temporary: listings are harmless to
 /// repeat), and yields every file as a key (its path without the first `key_offset` bytes). Temporary
-/// files (or, with `temps`, everything but them), `.`, `..` and links are left out. The walk runs in its own task and stops when the stream is
-/// dropped.
+/// files (or, with `temps`, everything but them), `.`, `..` and links are left out. The walk runs in
+/// its own task and stops when the stream is dropped, or after the first error.
+///
+/// `list_dir(dir, top)` lists one directory; `top` is true for `start` only, the prefix the caller
+/// asked for, which alone may be missing (an empty listing). A directory found in a listing that then
+/// cannot be listed must be an error: the walk never takes it for an empty one.
 pub(crate) fn walk<F, Fut>(
     start: String,
     key_offset: usize,
@@ -199,22 +208,22 @@ pub(crate) fn walk<F, Fut>(
     list_dir: F,
 ) -> BoxStream<'static, Result<ObjectMeta>>
 where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
+    F: Fn(String, bool) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<DirEntry>>> + Send + 'static,
 {
     let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<ObjectMeta>>(256);
     tokio::spawn(async move {
         let list_dir = &list_dir;
-        let mut pending = VecDeque::from([start]);
+        let mut pending = VecDeque::from([(start, true)]);
         let mut running = FuturesUnordered::new();
         loop {
             while running.len() < jobs
-                && let Some(dir) = pending.pop_front()
+                && let Some((dir, top)) = pending.pop_front()
             {
                 running.push(async move {
                     let mut attempt = 0;
                     loop {
-                        match list_dir(dir.clone()).await {
+                        match list_dir(dir.clone(), top).await {
                             Err(e) if e.is_transient() && attempt < 2 => attempt += 1,
                             entries => break (dir, entries),
                         }
@@ -241,7 +250,7 @@ where
                     dir => format!("{dir}/{}", entry.name),
                 };
                 match entry.kind {
-                    Kind::Dir => pending.push_back(path),
+                    Kind::Dir => pending.push_back((path, false)),
                     Kind::File if crate::is_temp_name(std::ffi::OsStr::new(&entry.name)) == temps => {
                         let meta = ObjectMeta {
                             key: path.get(key_offset..).unwrap_or_default().to_owned(),

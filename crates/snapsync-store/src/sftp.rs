@@ -37,6 +37,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::remote::{self, DirEntry, Kind, fill, parent, temp_name, transient};
+use crate::source::OpenSource;
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
@@ -520,6 +521,32 @@ impl Inner {
         Ok(())
     }
 
+    /// The store's root as the server names it (`.`, the home, for an empty one).
+    fn root_path(&self) -> String {
+        if self.root.is_empty() {
+            ".".to_owned()
+        } else {
+            self.root.clone()
+        }
+    }
+
+    /// Whether the server path `path` (links followed) is a directory: `None` when there is nothing
+    /// there (or a file is in the way of one of its parents).
+    async fn is_dir(&self, path: &str, location: &str) -> Result<Option<bool>> {
+        let path = path.to_owned();
+        let meta = self
+            .run(location, move |s| {
+                let path = path.clone();
+                async move { s.sftp.metadata(path.as_str()).await }
+            })
+            .await;
+        match meta {
+            Ok(meta) => Ok(Some(meta.file_type().is_dir())),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn stat(&self, path: &str, location: &str) -> Result<ObjectMeta> {
         let path = path.to_owned();
         let meta = self
@@ -571,7 +598,9 @@ impl Inner {
             .await;
     }
 
-    async fn list_dir(&self, dir: String) -> Result<Vec<(String, FileAttributes)>> {
+    /// The entries of one directory. Only the prefix asked for (`top`) may be missing or a file (then
+    /// nothing is below it); a directory the walk found that cannot be listed is an error.
+    async fn list_dir(&self, dir: String, top: bool) -> Result<Vec<(String, FileAttributes)>> {
         let relative = dir
             .strip_prefix(self.root.as_str())
             .unwrap_or(&dir)
@@ -595,12 +624,20 @@ impl Inner {
         };
         match listed {
             Ok(entries) => Ok(entries),
-            Err(Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(Error::NotFound { .. }) if top => Ok(Vec::new()),
             // Not a directory (a key that is a file): nothing below it.
-            Err(e @ Error::Other { .. }) => match self.stat(&target, &location).await {
+            Err(e @ Error::Other { .. }) if top => match self.stat(&target, &location).await {
                 Ok(_) => Ok(Vec::new()),
                 Err(_) => Err(e),
             },
+            // Found in its parent's listing, gone (or no longer a directory) now: not an empty one.
+            Err(Error::NotFound { .. }) => Err(Error::Other {
+                location,
+                source: "it was in its parent's listing, then could not be listed: the server says there \
+                         is no such directory"
+                    .into(),
+            }),
+            // No permission, among others: an error as it is.
             Err(e) => Err(e),
         }
     }
@@ -625,10 +662,10 @@ impl SftpStore {
             inner.root.len() + 1
         };
         let jobs = inner.jobs;
-        remote::walk(start, key_offset, jobs, temps, move |dir| {
+        remote::walk(start, key_offset, jobs, temps, move |dir, top| {
             let inner = Arc::clone(&inner);
             async move {
-                let entries = inner.list_dir(dir).await?;
+                let entries = inner.list_dir(dir, top).await?;
                 Ok(entries
                     .into_iter()
                     .map(|(name, attrs)| {
@@ -754,17 +791,24 @@ impl Store for SftpStore {
         let path = self.inner.path(key)?;
         let location = self.inner.location(key);
         let inner = &self.inner;
-        let expected = remote::source_len(&source).await?;
+        // A local file is opened (and stamped) first: a wrong one is refused before anything is sent.
+        let source = OpenSource::open(source, &location).await?;
+        let expected = source.len();
         // No existence check first for a create: the hard link below fails atomically when the key
         // exists, and the round trip per new file is what an upload of many small files pays for most.
         inner.make_dirs(parent(&path), &location).await?;
         let temp = temp_name(&path);
         let upload = {
-            let temp = temp.clone();
+            let (temp, source) = (temp.clone(), source.clone());
             inner
                 .run(&location, move |s| {
                     let (temp, source) = (temp.clone(), source.clone());
                     async move {
+                        // Not an I/O error: that would count as a lost connection.
+                        let mut reader = source
+                            .reader(READ_CHUNK)
+                            .await
+                            .map_err(|e| SftpError::UnexpectedBehavior(e.to_string()))?;
                         let mut file = s
                             .sftp
                             .open_with_flags(
@@ -772,22 +816,18 @@ impl Store for SftpStore {
                                 OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
                             )
                             .await?;
-                        match source {
-                            PutSource::Bytes(bytes) => file.write_all(&bytes).await?,
-                            PutSource::File(local) => {
-                                let local = tokio::fs::File::open(&local).await?;
-                                let mut reader = tokio::io::BufReader::with_capacity(READ_CHUNK, local);
-                                tokio::io::copy_buf(&mut reader, &mut file).await?;
-                            }
-                        }
+                        let sent = tokio::io::copy_buf(&mut reader, &mut file).await?;
                         file.shutdown().await?;
-                        Ok(s.sftp.metadata(temp.as_str()).await?.len())
+                        Ok((sent, s.sftp.metadata(temp.as_str()).await?.len()))
                     }
                 })
                 .await
         };
+        // Before anything is published: the source must still be what was stamped, and all of it sent.
+        let checked = source.check(upload.as_ref().ok().map(|(sent, _)| *sent)).await;
+        let upload = checked.and(upload);
         let result = match upload {
-            Ok(stored) if stored == expected => match mode {
+            Ok((_, stored)) if stored == expected => match mode {
                 PutMode::Overwrite => inner.rename_over(&temp, &path, &location).await,
                 PutMode::Create => {
                     let (temp_c, path_c) = (temp.clone(), path.clone());
@@ -812,7 +852,7 @@ impl Store for SftpStore {
                     }
                 }
             },
-            Ok(stored) => Err(transient(
+            Ok((_, stored)) => Err(transient(
                 &location,
                 format!("the server holds {stored} of the {expected} bytes sent"),
             )),
@@ -838,6 +878,61 @@ impl Store for SftpStore {
         match result {
             Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn root_exists(&self) -> Result<bool> {
+        let location = self.inner.url.to_string();
+        match self.inner.is_dir(&self.inner.root_path(), &location).await? {
+            Some(true) => Ok(true),
+            Some(false) => Err(Error::NotADirectory { location }),
+            None => Ok(false),
+        }
+    }
+
+    async fn create_root(&self) -> Result<()> {
+        let inner = &self.inner;
+        let location = inner.url.to_string();
+        // Every part from the top (the home, for a relative root, is there): those that exist
+        // refuse, which is fine.
+        let parts = remote::missing_dirs(&Mutex::default(), &inner.root);
+        let mut refusal = None;
+        for dir in &parts {
+            let path = dir.clone();
+            let made = inner
+                .run(&location, move |s| {
+                    let path = path.clone();
+                    async move { s.sftp.create_dir(path.as_str()).await }
+                })
+                .await;
+            if let Err(e) = made {
+                if e.is_transient() {
+                    return Err(e);
+                }
+                refusal = Some(e);
+            }
+        }
+        match inner.is_dir(&inner.root_path(), &location).await? {
+            Some(true) => {
+                inner
+                    .made_dirs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(parts);
+                Ok(())
+            }
+            Some(false) => Err(Error::NotADirectory { location }),
+            None => {
+                // A file in the way of a part, or a refusal.
+                for dir in &parts {
+                    if inner.is_dir(dir, &location).await? == Some(false) {
+                        return Err(Error::NotADirectory {
+                            location: remote::path_location(&inner.url, dir),
+                        });
+                    }
+                }
+                Err(refusal.unwrap_or(Error::NotFound { location }))
+            }
         }
     }
 

@@ -126,6 +126,37 @@ impl Store for PrefixStore {
     async fn persist(&self) -> Result<()> {
         self.inner.persist().await
     }
+
+    /// The inner store's root: the prefix is a key prefix, not a directory of its own (open a store
+    /// at the longer URL to ask about that directory).
+    async fn root_exists(&self) -> Result<bool> {
+        self.inner.root_exists().await
+    }
+
+    /// The inner store's root (see [`PrefixStore::root_exists`]).
+    async fn create_root(&self) -> Result<()> {
+        self.inner.create_root().await
+    }
+
+    async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
+        self.inner.lock_create(&self.key(key)?, body).await
+    }
+
+    async fn lock_read(&self, key: &str) -> Result<Bytes> {
+        self.inner.lock_read(&self.key(key)?).await
+    }
+
+    async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
+        self.inner.lock_update(&self.key(key)?, body).await
+    }
+
+    async fn lock_remove(&self, key: &str) -> Result<()> {
+        self.inner.lock_remove(&self.key(key)?).await
+    }
+
+    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
+        self.inner.lock_rename(&self.key(key)?, &self.key(to)?).await
+    }
 }
 
 /// How [`RetryStore`] retries.
@@ -264,6 +295,39 @@ impl Store for RetryStore {
     async fn persist(&self) -> Result<()> {
         self.retry(|| self.inner.persist()).await
     }
+
+    async fn root_exists(&self) -> Result<bool> {
+        self.retry(|| self.inner.root_exists()).await
+    }
+
+    async fn create_root(&self) -> Result<()> {
+        self.retry(|| self.inner.create_root()).await
+    }
+
+    /// Retried like a create-if-absent put: an attempt that took the lock but whose answer was lost
+    /// makes the retry fail with [`Error::AlreadyExists`], and [`Store::lock_read`] then shows the
+    /// caller's own body (or an empty one, on FTP, when the body was not stored).
+    async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
+        self.retry(|| self.inner.lock_create(key, body.clone())).await
+    }
+
+    async fn lock_read(&self, key: &str) -> Result<Bytes> {
+        self.retry(|| self.inner.lock_read(key)).await
+    }
+
+    async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
+        self.retry(|| self.inner.lock_update(key, body.clone())).await
+    }
+
+    async fn lock_remove(&self, key: &str) -> Result<()> {
+        self.retry(|| self.inner.lock_remove(key)).await
+    }
+
+    /// Retried: an attempt that moved the lock but whose answer was lost makes the retry fail with
+    /// [`Error::NotFound`]; the caller finds the lock at `to`.
+    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
+        self.retry(|| self.inner.lock_rename(key, to)).await
+    }
 }
 
 /// Reads from the inner store; records every write and performs none.
@@ -373,5 +437,52 @@ impl Store for DryRunStore {
         check_key(key)?;
         self.record(format!("remove-empty-dir {key}"));
         Ok(false)
+    }
+
+    async fn root_exists(&self) -> Result<bool> {
+        self.inner.root_exists().await
+    }
+
+    async fn create_root(&self) -> Result<()> {
+        self.record("create-root".to_owned());
+        Ok(())
+    }
+
+    /// Fails as the real one would where a lock is there; records the creation otherwise.
+    async fn lock_create(&self, key: &str, _body: Bytes) -> Result<()> {
+        check_key(key)?;
+        match self.inner.lock_read(key).await {
+            Ok(_) => Err(Error::AlreadyExists {
+                location: self.inner.url().with_key(key),
+            }),
+            Err(Error::NotFound { .. }) => {
+                self.record(format!("lock-create {key}"));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lock_read(&self, key: &str) -> Result<Bytes> {
+        self.inner.lock_read(key).await
+    }
+
+    async fn lock_update(&self, key: &str, _body: Bytes) -> Result<()> {
+        check_key(key)?;
+        self.record(format!("lock-update {key}"));
+        Ok(())
+    }
+
+    async fn lock_remove(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        self.record(format!("lock-remove {key}"));
+        Ok(())
+    }
+
+    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
+        self.inner.lock_read(key).await?;
+        check_key(to)?;
+        self.record(format!("lock-rename {key} {to}"));
+        Ok(())
     }
 }

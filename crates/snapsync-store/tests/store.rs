@@ -31,11 +31,24 @@ async fn suite(store: Arc<dyn Store>, options: &Options) {
     }
 }
 
+/// The root checks of the conformance suite, on stores that `base` and `config` open (`base/path`).
+async fn roots(base: &str, config: &[(&'static str, String)], directories: bool) {
+    let (base, config) = (base.trim_end_matches('/').to_owned(), config.to_vec());
+    let open =
+        move |path: &str| open_with_config(&StoreUrl::parse(&format!("{base}/{path}"))?, &pairs(&config));
+    if let Err(failure) = conformance::root_existence(&open, directories).await {
+        panic!("root_existence: {failure}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn local_filesystem_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap()).unwrap();
     suite(store, &Options::default()).await;
+    // As a plain path and as a file:// URL.
+    roots(&dir.path().join("plain").display().to_string(), &[], true).await;
+    roots(&format!("file://{}/url", dir.path().display()), &[], true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,6 +63,7 @@ async fn batched_local_filesystem_passes_the_conformance_suite() {
 async fn memory_passes_the_conformance_suite() {
     let store = open(&StoreUrl::parse("memory://conformance").unwrap()).unwrap();
     suite(store, &Options::default()).await;
+    roots("memory://conformance-roots", &[], false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,6 +85,7 @@ async fn s3_passes_the_conformance_suite_against_a_real_server() {
         "{:?}",
         &all[..3.min(all.len())]
     );
+    roots("s3://conformance/roots", &config, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,6 +99,7 @@ async fn azure_passes_the_conformance_suite_against_azurite() {
     )
     .unwrap();
     suite(store, &Options::default()).await;
+    roots("az://conformance/roots", &config, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,6 +245,113 @@ async fn a_read_only_local_store_says_so() {
             .starts_with(&format!("{}/blocker/x", dir.path().display())),
         "{err}"
     );
+}
+
+/// Makes file permissions apply to this thread, and to the threads it starts from now on, although the
+/// tests run as root: drops `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH` (capabilities are per thread
+/// on Linux, and a new thread inherits its creator's). Nothing to drop for a user who is not root.
+fn obey_file_permissions() {
+    use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+    let mut caps = capabilities(None).unwrap();
+    let dac = CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH;
+    caps.effective.remove(dac);
+    caps.permitted.remove(dac);
+    caps.inheritable.remove(dac);
+    set_capabilities(None, caps).unwrap();
+}
+
+pub(crate) fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A directory that cannot be listed is an error naming it, never an empty directory (which a folder
+/// sync would take for deleted files). Really exercised: the listing runs on threads without the
+/// capabilities that let root read anything (checked first), against a directory with mode 000.
+#[test]
+fn a_local_directory_that_cannot_be_listed_is_an_error_not_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(root.join("locked/inner")).unwrap();
+    std::fs::write(root.join("locked/inner/precious.txt"), b"data").unwrap();
+    std::fs::write(root.join("kept.txt"), b"kept").unwrap();
+    chmod(&root.join("locked"), 0o000);
+    let checked = std::thread::spawn({
+        let root = root.clone();
+        move || {
+            obey_file_permissions();
+            assert!(
+                std::fs::read_dir(root.join("locked")).is_err(),
+                "the test cannot make a directory unreadable to itself"
+            );
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let store = open(&StoreUrl::local(&root)).unwrap();
+                // Below the prefix asked for, and the prefix itself.
+                for prefix in ["", "locked"] {
+                    let err = store.list_all(prefix).await.unwrap_err();
+                    assert!(
+                        matches!(err, Error::PermissionDenied { .. }),
+                        "{prefix:?}: {err:?}"
+                    );
+                    assert_eq!(
+                        err.to_string(),
+                        format!("{}/locked: access denied", root.display())
+                    );
+                    let hint = err.hint().unwrap();
+                    assert!(hint.contains("permissions of the files"), "{hint}");
+                }
+                // A prefix that is not there still lists as empty.
+                assert!(store.list_all("missing").await.unwrap().is_empty());
+                assert!(store.root_exists().await.unwrap());
+                // A root inside the locked directory: whether it exists cannot be told.
+                let inside = open(&StoreUrl::local(&root.join("locked/inner"))).unwrap();
+                let err = inside.root_exists().await.unwrap_err();
+                assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+                // A lock cannot be taken there either, and says why.
+                let err = inside
+                    .lock_create(".lock", Bytes::from_static(b"me"))
+                    .await
+                    .unwrap_err();
+                assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+            });
+        }
+    })
+    .join();
+    chmod(&root.join("locked"), 0o755);
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A full disk is said to be one. Really exercised: the store is on a tmpfs of 64 KiB.
+#[tokio::test]
+async fn a_full_local_disk_says_no_space_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = snapsync_testkit::Tmpfs::mount(&dir.path().join("small"), 64 * 1024);
+    let store = open(&StoreUrl::local(small.path())).unwrap();
+    let err = store
+        .put(
+            "big",
+            PutSource::Bytes(Bytes::from(vec![7u8; 1024 * 1024])),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StorageFull { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{}/big: no space left on device", small.path().display())
+    );
+    assert!(!err.is_transient());
+    assert!(err.hint().unwrap().contains("free some space"));
+    // Nothing half-written is left behind.
+    let leftovers: Vec<_> = futures::StreamExt::collect(store.list_leftovers()).await;
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[tokio::test]

@@ -22,6 +22,21 @@ pub enum FtpFlavor {
     Vsftpd,
 }
 
+/// How an FTP server is started, besides its flavor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FtpOptions {
+    /// Explicit TLS (`AUTH TLS`) required on control and data connections.
+    pub tls: bool,
+    /// The test user may read but not write (pyftpdlib without `-w`, vsftpd with `write_enable=NO`):
+    /// every write is refused with `550`.
+    pub read_only: bool,
+    /// File permissions apply to the server as to any user. vsftpd's sessions run as the test user,
+    /// so they always do; pyftpdlib runs as the user who starts it, root in the tests, whom
+    /// permissions do not stop: with this it runs without `CAP_DAC_OVERRIDE` and
+    /// `CAP_DAC_READ_SEARCH` (through `setpriv`), so that a directory with mode 000 is refused to it.
+    pub obey_permissions: bool,
+}
+
 /// An FTP server on 127.0.0.1 serving a fresh directory.
 #[derive(Debug)]
 pub struct FtpServer {
@@ -31,12 +46,26 @@ pub struct FtpServer {
     dir: PathBuf,
     root: PathBuf,
     tls: bool,
+    options: FtpOptions,
 }
 
 impl FtpServer {
     /// Starts one: `tls` requires explicit TLS (`AUTH TLS`) on control and data connections.
     #[must_use]
     pub fn start(flavor: FtpFlavor, tls: bool) -> FtpServer {
+        FtpServer::start_with(
+            flavor,
+            FtpOptions {
+                tls,
+                ..FtpOptions::default()
+            },
+        )
+    }
+
+    /// Starts one with `options`.
+    #[must_use]
+    pub fn start_with(flavor: FtpFlavor, options: FtpOptions) -> FtpServer {
+        let tls = options.tls;
         let port = free_port();
         let dir = workdir().join(format!("ftp-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -46,8 +75,8 @@ impl FtpServer {
             make_certificate(&dir);
         }
         let process = match flavor {
-            FtpFlavor::Pyftpdlib => spawn_pyftpdlib(&dir, &root, port, tls),
-            FtpFlavor::Vsftpd => spawn_vsftpd(&dir, &root, port, tls),
+            FtpFlavor::Pyftpdlib => spawn_pyftpdlib(&dir, &root, port, options),
+            FtpFlavor::Vsftpd => spawn_vsftpd(&dir, &root, port, options),
         };
         FtpServer {
             process,
@@ -56,6 +85,7 @@ impl FtpServer {
             dir,
             root,
             tls,
+            options,
         }
     }
 
@@ -124,8 +154,8 @@ impl FtpServer {
     pub fn restart(&mut self) {
         self.process.stop();
         self.process = match self.flavor {
-            FtpFlavor::Pyftpdlib => spawn_pyftpdlib(&self.dir, &self.root, self.port, self.tls),
-            FtpFlavor::Vsftpd => spawn_vsftpd(&self.dir, &self.root, self.port, self.tls),
+            FtpFlavor::Pyftpdlib => spawn_pyftpdlib(&self.dir, &self.root, self.port, self.options),
+            FtpFlavor::Vsftpd => spawn_vsftpd(&self.dir, &self.root, self.port, self.options),
         };
     }
 }
@@ -164,26 +194,41 @@ pub fn make_certificate(dir: &Path) {
     );
 }
 
-fn spawn_pyftpdlib(dir: &Path, root: &Path, port: u16, tls: bool) -> Process {
+fn spawn_pyftpdlib(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> Process {
     let pythonpath = pip_install("pyftpdlib", &["pyftpdlib==2.*", "pyopenssl"]);
-    let mut command = Command::new(python());
+    let mut command = if options.obey_permissions && is_root() {
+        // setpriv execs the server: the process is still the one started (and stopped) here.
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--inh-caps=-dac_override,-dac_read_search",
+                "--bounding-set=-dac_override,-dac_read_search",
+                "--",
+            ])
+            .arg(python());
+        command
+    } else {
+        Command::new(python())
+    };
+    command.env("PYTHONPATH", pythonpath).args([
+        "-m",
+        "pyftpdlib",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ]);
+    // Without -w the user may only read.
+    if !options.read_only {
+        command.arg("-w");
+    }
     command
-        .env("PYTHONPATH", pythonpath)
-        .args([
-            "-m",
-            "pyftpdlib",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-w",
-            "-d",
-        ])
+        .arg("-d")
         .arg(root)
         .args(["-u", FTP_USER, "-P", FTP_PASSWORD])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if tls {
+    if options.tls {
         command
             .arg("--tls")
             .arg("--certfile")
@@ -199,7 +244,7 @@ fn spawn_pyftpdlib(dir: &Path, root: &Path, port: u16, tls: bool) -> Process {
 
 /// vsftpd runs as root and logs in system users: a user for the tests is created once, and each
 /// server's configuration points it at its own root directory.
-fn spawn_vsftpd(dir: &Path, root: &Path, port: u16, tls: bool) -> Process {
+fn spawn_vsftpd(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> Process {
     let binary = Path::new("/usr/sbin/vsftpd");
     assert!(
         binary.exists(),
@@ -220,14 +265,15 @@ fn spawn_vsftpd(dir: &Path, root: &Path, port: u16, tls: bool) -> Process {
     std::fs::create_dir_all(&empty).expect("create vsftpd's secure_chroot_dir");
     let mut config = format!(
         "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\n\
-         anonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\nlocal_umask=022\nchroot_local_user=YES\n\
+         anonymous_enable=NO\nlocal_enable=YES\nwrite_enable={}\nlocal_umask=022\nchroot_local_user=YES\n\
          allow_writeable_chroot=YES\npam_service_name=vsftpd\nsecure_chroot_dir={}\nlocal_root={}\n\
          pasv_enable=YES\nutf8_filesystem=YES\nseccomp_sandbox=NO\nmax_per_ip=0\nmax_clients=0\n\
          xferlog_enable=NO\ndual_log_enable=NO\nsyslog_enable=NO\nvsftpd_log_file=/dev/null\n",
+        if options.read_only { "NO" } else { "YES" },
         empty.display(),
         root.display()
     );
-    if tls {
+    if options.tls {
         let _ = write!(
             config,
             "ssl_enable=YES\nrsa_cert_file={}\nrsa_private_key_file={}\nforce_local_logins_ssl=YES\n\

@@ -20,7 +20,9 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use ftp::{FTP_PASSWORD, FTP_USER, FtpFlavor, FtpServer, ensure_system_user, make_certificate};
+pub use ftp::{
+    FTP_PASSWORD, FTP_USER, FtpFlavor, FtpOptions, FtpServer, ensure_system_user, make_certificate,
+};
 pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 pub use ssh::{SSH_KEY_PASSPHRASE, SSH_PASSWORD, SSH_USER, Sshd};
 
@@ -254,5 +256,47 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A small tmpfs mounted on a directory, to fill a disk in a test; unmounted when dropped. Mounting
+/// needs root (`CAP_SYS_ADMIN`), as vsftpd does.
+#[derive(Debug)]
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` bytes on `path` (created if missing).
+    #[must_use]
+    pub fn mount(path: &Path, bytes: u64) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0755"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs on {} (the disk-full tests need root): {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Where it is mounted.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a server's session may still have a file open there.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }

@@ -8,7 +8,7 @@ use snapsync_store::conformance::Options;
 use snapsync_store::{Error, PutMode, PutSource, Store, StoreExt, StoreUrl, open_with_config};
 use snapsync_testkit::{SSH_KEY_PASSPHRASE, Sshd};
 
-use super::{pairs, suite};
+use super::{chmod, pairs, roots, suite};
 
 fn open(url: &str, config: &[(&'static str, String)]) -> Arc<dyn Store> {
     open_with_config(&StoreUrl::parse(url).unwrap(), &pairs(config)).unwrap()
@@ -31,6 +31,15 @@ async fn sshd_passes_the_conformance_suite() {
     let store = open(&server.url("deep/store root"), &server.config());
     suite(Arc::clone(&store), &Options::default()).await;
     assert!(server.root().join("deep/store root/zero").is_dir());
+    roots(&server.url("roots"), &server.config(), true).await;
+    // Relative to the home (`/~/`): the test user's home is `/`, where it may not write; only ask.
+    let home = open(
+        &server
+            .url("")
+            .replacen(&server.root().display().to_string(), "/~", 1),
+        &server.config(),
+    );
+    assert!(home.root_exists().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,4 +182,67 @@ async fn an_ssh_agent_logs_in() {
         .unwrap();
     assert_eq!(std::fs::read(server.root().join("a/k")).unwrap(), b"via agent");
     agent.stop();
+}
+
+/// Folders the server will not list are errors that name them, never empty folders. Really exercised:
+/// sshd's sessions run as the test user, not root; `locked` (mode 000) and `blind` (mode 0311) are
+/// root's.
+#[tokio::test(flavor = "multi_thread")]
+async fn folders_the_server_will_not_list_are_errors_not_empty_folders() {
+    let server = Sshd::start();
+    let data = server.root().join("data");
+    for dir in ["locked/inner", "blind", "open"] {
+        std::fs::create_dir_all(data.join(dir)).unwrap();
+    }
+    std::fs::write(data.join("locked/inner/precious.txt"), b"x").unwrap();
+    std::fs::write(data.join("blind/hidden.txt"), b"x").unwrap();
+    std::fs::write(data.join("open/seen.txt"), b"x").unwrap();
+    std::fs::write(data.join("kept.txt"), b"x").unwrap();
+    chmod(&data.join("locked"), 0o000);
+    chmod(&data.join("blind"), 0o311);
+    let store = open(&server.url("data"), &server.config());
+    let err = store.list_all("").await.unwrap_err();
+    let text = error_text(&err);
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{text}");
+    assert!(
+        text.contains("/data/locked/") || text.contains("/data/blind/"),
+        "{text}"
+    );
+    for prefix in ["locked", "blind"] {
+        let err = store.list_all(prefix).await.unwrap_err();
+        assert!(
+            matches!(err, Error::PermissionDenied { .. }),
+            "{prefix}: {}",
+            error_text(&err)
+        );
+    }
+    let open_keys: Vec<String> = store
+        .list_all("open")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(open_keys, ["open/seen.txt"]);
+    assert!(store.list_all("missing").await.unwrap().is_empty());
+    // Roots: there, missing, a file, and one whether it exists cannot be told.
+    let root = |path: &str| open(&server.url(path), &server.config());
+    assert!(root("data/locked").root_exists().await.unwrap());
+    assert!(!root("data/missing").root_exists().await.unwrap());
+    let err = root("data/kept.txt").root_exists().await.unwrap_err();
+    assert!(matches!(err, Error::NotADirectory { .. }), "{err:?}");
+    let err = root("data/locked/inner").root_exists().await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    // Nor can a lock be taken there, and the error says why.
+    let err = root("data/locked/inner")
+        .lock_create(".lock", Bytes::from_static(b"me"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::PermissionDenied { .. }),
+        "{}",
+        error_text(&err)
+    );
+    chmod(&data.join("locked"), 0o755);
+    chmod(&data.join("blind"), 0o755);
 }
