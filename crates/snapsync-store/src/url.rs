@@ -73,6 +73,32 @@ impl StoreUrl {
             return Err(invalid("it is empty"));
         }
         let Some((scheme, _)) = text.split_once("://") else {
+            // `file:/path` (one slash) is a file URL; `s3:bucket`, `ftp:/host`… are mistyped URLs, not
+            // folders named `s3:bucket` to be created in the working directory.
+            if let Some((word, rest)) = text.split_once(':')
+                && !word.contains('/')
+            {
+                match word.to_ascii_lowercase().as_str() {
+                    "file" if !rest.starts_with('/') => {
+                        return Err(invalid("not a usable file: path (use file:///absolute/path)"));
+                    }
+                    "file" => {
+                        let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+                        let path = url
+                            .to_file_path()
+                            .map_err(|()| invalid("not a usable file: path (use file:///absolute/path)"))?;
+                        return Ok(StoreUrl::local(&path));
+                    }
+                    "memory" | "s3" | "s3a" | "gs" | "gcs" | "az" | "azure" | "abfs" | "ftp" | "ftps"
+                    | "sftp" | "http" | "https" => {
+                        return Err(invalid(&format!(
+                            "a {word}: URL needs two slashes ({word}://…); for a local folder whose name \
+has a colon, write ./{text}"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
             // A plain path (relative or absolute) is a local directory.
             return Ok(StoreUrl {
                 scheme: Scheme::File,
@@ -254,6 +280,11 @@ mod tests {
         let plain = StoreUrl::parse("relative/dir").unwrap();
         assert_eq!(plain.local_path(), Some(Path::new("relative/dir")));
         assert_eq!(StoreUrl::parse("s3://b/a%20b").unwrap().prefix(), "a b");
+        // One slash is still a file URL, never a folder named `file:` in the working directory.
+        let one_slash = StoreUrl::parse("file:/tmp/site").unwrap();
+        assert_eq!(one_slash.local_path(), Some(Path::new("/tmp/site")));
+        let colon = StoreUrl::parse("notes:2024").unwrap();
+        assert_eq!(colon.local_path(), Some(Path::new("notes:2024")));
     }
 
     #[test]
@@ -264,6 +295,9 @@ mod tests {
             ("s3:///nobucket", "needs a bucket"),
             ("memory://", "memory:// needs a name"),
             ("file://otherhost/x", "names a local path"),
+            ("ftp:/host/www", "needs two slashes (ftp://"),
+            ("s3:bucket", "needs two slashes"),
+            ("file:relative", "not a usable file: path"),
         ] {
             let err = StoreUrl::parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
