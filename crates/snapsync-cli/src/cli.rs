@@ -206,7 +206,8 @@ where it goes wrong, and OUTPUT is left as it was.",
     #[command(
         long_about = "Make REMOTE follow LOCAL: send new and changed files. REMOTE is a store URL (ftp://, ftps://, \
 sftp://, s3://, gs://, az://, file://) or a path.\n\n\
-What both sides held after the last run is remembered (in LOCAL/.snapsync/sync/), so a file changed on \
+What both sides held after the last run is remembered (in ~/.local/state/snapsync/sync/, outside \
+LOCAL), so a file changed on \
 REMOTE since then is not overwritten: it is reported as a conflict unless --force or --resolve local. \
 Files only REMOTE has stay unless --delete. Every file goes up under a temporary name, is checked and \
 renamed into place: an interrupted run leaves each file old or new, and the next run goes on.",
@@ -442,11 +443,21 @@ pub(crate) struct SyncArgs {
     /// Compare contents by BLAKE3 (hashing every local file) instead of trusting size and time.
     #[arg(long)]
     pub(crate) checksum: bool,
+    /// Create REMOTE's folder if it does not exist (without this, a missing remote folder is an error,
+    /// never an empty one: a typo or an unmounted disk must not look like "everything was deleted").
+    #[arg(long)]
+    pub(crate) create_folder: bool,
+    /// Go ahead when the plan deletes every file of a side, or at least 10 files and more than half of
+    /// a side, or when a side that had files lists none (without this the run stops before changing
+    /// anything; with --resolve ask on a terminal it asks).
+    #[arg(long)]
+    pub(crate) allow_mass_delete: bool,
     /// Remove another run's lock on REMOTE (after making sure it is not running).
     #[arg(long)]
     pub(crate) break_lock: bool,
-    /// A lock older than this is taken to belong to a dead run.
-    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = crate::snapshot::parse_age)]
+    /// A lock not renewed for this long belongs to a dead run and is taken over (a live run renews
+    /// its lock every AGE/4, at most every minute).
+    #[arg(long, value_name = "AGE", default_value = "10m", value_parser = crate::snapshot::parse_age)]
     pub(crate) lock_timeout: std::time::Duration,
     /// Print the summary as JSON on standard output.
     #[arg(long)]

@@ -128,13 +128,13 @@ fn report(error: &anyhow::Error) -> ExitCode {
         );
         return ExitCode::from(sync::EXIT_CONFLICTS);
     }
-    let _ = writeln!(err, "error: {error}");
+    let _ = writeln!(err, "error: {}", output::printable(&error.to_string()));
     // Libraries often repeat their cause inside their own message; say each thing once.
     let mut said = error.to_string();
     for cause in error.chain().skip(1) {
         let text = cause.to_string();
         if !said.contains(&text) {
-            let _ = writeln!(err, "  caused by: {text}");
+            let _ = writeln!(err, "  caused by: {}", output::printable(&text));
             said = text;
         }
     }

@@ -171,9 +171,28 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size (e.g. 1048576, 64K, 10M, 2G)"))
 }
 
+/// A line as it may be printed: a name holding a newline or another control character (legal in a
+/// file name) is shown escaped (`a\nb`), so one path is one line and cannot fake others.
+pub(crate) fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.chars().any(char::is_control) {
+        line.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        line.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, printable};
 
     #[test]
     fn sizes_parse_with_binary_units() {
@@ -187,5 +206,14 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn control_characters_in_names_are_shown_escaped() {
+        assert_eq!(printable("upload a.txt"), "upload a.txt");
+        assert_eq!(
+            printable("conflict: evil\nerror: fake\t.txt"),
+            "conflict: evil\\nerror: fake\\t.txt"
+        );
     }
 }

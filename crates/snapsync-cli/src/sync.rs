@@ -11,6 +11,7 @@ use snapsync_store::{Scheme, Store, StoreUrl};
 use snapsync_sync::{Action, Config, Conflict, Event, Filter, Item, Mode, Options, Pair, Resolve, Summary};
 
 use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
+use crate::output::printable;
 use crate::progress::Ticker;
 
 /// Exit status when a run finished but left conflicts unresolved.
@@ -96,6 +97,8 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
     config.dry_run = args.dry_run;
     config.break_lock = args.break_lock;
     config.lock_timeout = args.lock_timeout;
+    config.allow_mass_delete = args.allow_mass_delete;
+    config.create_folder = args.create_folder;
     if mode == Mode::Download && !args.dry_run && !args.local.exists() {
         std::fs::create_dir_all(&args.local)
             .with_context(|| format!("cannot create {}", args.local.display()))?;
@@ -103,7 +106,16 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
     let store = open_remote(&args.remote, args.jobs.map(std::num::NonZeroUsize::get))?;
     let pair = Pair::new(args.local.clone(), store, config);
     let runtime = crate::snapshot::runtime()?;
-    let prepared = runtime.block_on(pair.prepare())?;
+    let mut prepared = runtime.block_on(pair.prepare())?;
+    if let Some(reason) = prepared.mass_delete()
+        && !args.allow_mass_delete
+        && !args.dry_run
+        && args.resolve == ResolveArg::Ask
+        && io::stdin().is_terminal()
+        && confirm(&format!("{reason}. Go ahead?"))
+    {
+        prepared.confirm_mass_delete();
+    }
 
     let (files, bytes) = prepared.transfers();
     let (done_bytes, done_files) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -128,14 +140,18 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
             if (dry_run || verbose) && item.action != Action::Nothing {
                 // The plan is the result of a dry run, on standard output, unless the JSON summary is.
                 if json {
-                    let _ = writeln!(io::stderr().lock(), "{}", describe(item));
+                    let _ = writeln!(io::stderr().lock(), "{}", printable(&describe(item)));
                 } else {
-                    let _ = writeln!(io::stdout().lock(), "{}", describe(item));
+                    let _ = writeln!(io::stdout().lock(), "{}", printable(&describe(item)));
                 }
             }
         }
         Event::Failed { item, error } => {
-            let _ = writeln!(io::stderr().lock(), "error: {}: {error}", item.path);
+            let _ = writeln!(
+                io::stderr().lock(),
+                "error: {}",
+                printable(&format!("{}: {error}", item.path))
+            );
         }
     };
     if args.resolve == ResolveArg::Ask && !io::stdin().is_terminal() {
@@ -145,6 +161,24 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
         runtime.block_on(pair.execute(prepared, ask.filter(|_| io::stdin().is_terminal()), &report))?;
     drop(ticker);
     print_summary(&summary, args, output)?;
+    if !summary.unknown.is_empty() {
+        anyhow::bail!(
+            "{} path{} could not be read (listed above): {} and everything below {} left alone on both sides{}",
+            summary.unknown.len(),
+            if summary.unknown.len() == 1 { "" } else { "s" },
+            if summary.unknown.len() == 1 {
+                "it was"
+            } else {
+                "they were"
+            },
+            if summary.unknown.len() == 1 { "it" } else { "them" },
+            if summary.failed.is_empty() {
+                String::new()
+            } else {
+                format!(", and {} file(s) failed", summary.failed.len())
+            }
+        );
+    }
     if !summary.failed.is_empty() {
         anyhow::bail!(
             "{} of the files could not be synced (listed above); the rest were",
@@ -181,6 +215,18 @@ fn describe(item: &Item) -> String {
     line
 }
 
+/// Asks a yes/no question on the terminal; no unless the answer is yes.
+fn confirm(question: &str) -> bool {
+    let mut err = io::stderr().lock();
+    let _ = write!(err, "{question} [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    if io::stdin().lock().read_line(&mut answer).unwrap_or(0) == 0 {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "yes")
+}
+
 /// Asks on the terminal how to settle one conflict.
 fn ask(item: &Item, conflict: Conflict) -> Option<Action> {
     let local = snapsync_sync::resolve(conflict, Resolve::Local, None, None);
@@ -214,11 +260,18 @@ fn print_summary(summary: &Summary, args: &SyncArgs, output: &OutputArgs) -> any
     let mut err = io::stderr().lock();
     if !output.quiet {
         for warning in &summary.warnings {
-            writeln!(err, "warning: {warning}")?;
+            writeln!(err, "warning: {}", printable(warning))?;
         }
     }
+    for (path, why) in &summary.unknown {
+        writeln!(
+            err,
+            "unknown: {}",
+            printable(&format!("{path}: {why}; left alone"))
+        )?;
+    }
     for (path, kind) in &summary.conflicts {
-        writeln!(err, "conflict: {path}: {kind}")?;
+        writeln!(err, "conflict: {}", printable(&format!("{path}: {kind}")))?;
     }
     if args.json {
         let mut out = io::stdout().lock();

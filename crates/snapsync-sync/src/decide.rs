@@ -112,6 +112,10 @@ pub enum Conflict {
     ModifiedLocalDeletedRemote,
     /// Deleted locally, modified remotely.
     DeletedLocalModifiedRemote,
+    /// A file on one side where the other side has a folder of that name that stays (one side
+    /// replaced a file by a folder, or the reverse, while the other changed it): never settled
+    /// automatically.
+    FileAndFolder,
 }
 
 /// What to do with a path.
@@ -202,14 +206,20 @@ pub fn resolve(
     local_mtime: Option<SystemTime>,
     remote_mtime: Option<SystemTime>,
 ) -> Option<Action> {
+    if conflict == Conflict::FileAndFolder {
+        return None;
+    }
     let local_wins = match conflict {
         Conflict::ModifiedLocalDeletedRemote => Action::Upload,
         Conflict::DeletedLocalModifiedRemote => Action::DeleteRemote,
-        Conflict::BothModified | Conflict::BothNew => Action::Upload,
+        Conflict::BothModified | Conflict::BothNew | Conflict::FileAndFolder => Action::Upload,
     };
     let remote_wins = match conflict {
         Conflict::ModifiedLocalDeletedRemote => Action::DeleteLocal,
-        Conflict::DeletedLocalModifiedRemote | Conflict::BothModified | Conflict::BothNew => Action::Download,
+        Conflict::DeletedLocalModifiedRemote
+        | Conflict::BothModified
+        | Conflict::BothNew
+        | Conflict::FileAndFolder => Action::Download,
     };
     match strategy {
         Resolve::Skip => None,
@@ -219,6 +229,7 @@ pub fn resolve(
             // A modification against a delete: keep the modified file, whichever strategy.
             Conflict::ModifiedLocalDeletedRemote => Some(Action::Upload),
             Conflict::DeletedLocalModifiedRemote => Some(Action::Download),
+            Conflict::FileAndFolder => None,
             Conflict::BothModified | Conflict::BothNew => {
                 let (Some(l), Some(r)) = (local_mtime, remote_mtime) else {
                     return None;
@@ -378,6 +389,9 @@ mod tests {
             DeletedLocalModifiedRemote,
         ] {
             assert_eq!(resolve(conflict, Resolve::Skip, new, old), None);
+        }
+        for strategy in [Resolve::Local, Resolve::Remote, Resolve::Newer, Resolve::Older] {
+            assert_eq!(resolve(Conflict::FileAndFolder, strategy, new, old), None);
         }
         assert_eq!(
             resolve(BothModified, Resolve::Local, old, new),

@@ -50,8 +50,18 @@ pub enum Error {
         holder: String,
     },
 
+    /// The run's lock was taken over by another run (it had not been renewed in time): the run
+    /// started nothing more.
+    #[error("{location}: the lock was taken over by another run; this run stopped (nothing half-done)")]
+    LockLost {
+        /// The lock's location.
+        location: String,
+    },
+
     /// A file changed between the scan and the action: nothing was done to it.
-    #[error("{path}: changed on the {side} side during the run; left as it is (the next run picks it up)")]
+    #[error(
+        "{path}: changed on the {side} side during the run; nothing was changed for it (the next run picks it up)"
+    )]
     Changed {
         /// The path.
         path: String,
@@ -66,6 +76,21 @@ pub enum Error {
         path: String,
         /// What did not match.
         what: String,
+    },
+
+    /// The plan deletes a whole side, or most of it: nothing was changed (see
+    /// [`crate::Prepared::mass_delete`]).
+    #[error("stopped before changing anything: {reason}")]
+    MassDelete {
+        /// What the plan would delete.
+        reason: String,
+    },
+
+    /// The remote folder does not exist (and `--create-folder` was not given).
+    #[error("{location} does not exist (a missing remote folder is never taken as an empty one)")]
+    MissingRemote {
+        /// The remote's URL, without its password.
+        location: String,
     },
 
     /// A path that would leave the local folder (a `..` part, or a symlinked directory on the way).
@@ -94,8 +119,15 @@ impl Error {
             Error::Locked { .. } => Some(
                 "wait for the other run to finish; if it was killed, the lock goes stale after --lock-timeout, or remove it now with --break-lock",
             ),
+            Error::MassDelete { .. } => Some(
+                "check that both folders are the ones you meant (a disk not mounted, a typo in the path); \
+run with --dry-run to see the plan, then with --allow-mass-delete if the deletions are what you want",
+            ),
+            Error::MissingRemote { .. } => {
+                Some("check the path; to create it (a first upload), run again with --create-folder")
+            }
             Error::State(_) => Some(
-                "the sync state is under LOCAL/.snapsync/sync/; removing its directory for this remote starts over as a first sync (nothing is deleted then)",
+                "the sync state is under ~/.local/state/snapsync/sync/ (or $XDG_STATE_HOME, $SNAPSYNC_STATE_DIR); removing this pair's directory there starts over as a first sync (nothing is deleted then)",
             ),
             _ => None,
         }

@@ -12,6 +12,7 @@
 
 pub mod decide;
 mod error;
+pub mod lock;
 pub mod plan;
 pub mod run;
 pub mod scan;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use crate::decide::{Action, Class, Conflict, Observed, Resolve, classify, decide, resolve};
+use crate::scan::whole_seconds;
 use crate::state::BaseEntry;
 
 /// Which way a run goes.
@@ -96,7 +97,47 @@ pub fn plan(
             });
         }
     }
+    kinds_apart(&mut items, local, remote);
     Plan { items }
+}
+
+/// A transfer into a folder whose name is a file on the target side that stays there (it is not
+/// deleted by the plan) cannot be carried out: it, and the file, are a [`Conflict::FileAndFolder`].
+fn kinds_apart(items: &mut [Item], local: &BTreeMap<String, Observed>, remote: &BTreeMap<String, Observed>) {
+    let deleted = |action: Action| -> BTreeSet<String> {
+        items
+            .iter()
+            .filter(|i| i.action == action)
+            .map(|i| i.path.clone())
+            .collect()
+    };
+    let (local_deletes, remote_deletes) = (deleted(Action::DeleteLocal), deleted(Action::DeleteRemote));
+    let mut clashes = BTreeSet::new();
+    for item in items.iter() {
+        let (target, gone) = match item.action {
+            Action::Upload => (remote, &remote_deletes),
+            Action::Download => (local, &local_deletes),
+            Action::Compare(_) => match item.on_mismatch {
+                Some(Action::Upload) => (remote, &remote_deletes),
+                Some(Action::Download) => (local, &local_deletes),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let path = item.path.as_str();
+        for (i, _) in path.match_indices('/') {
+            let folder = &path[..i];
+            if target.contains_key(folder) && !gone.contains(folder) {
+                clashes.insert(folder.to_owned());
+                clashes.insert(path.to_owned());
+            }
+        }
+    }
+    for item in items.iter_mut().filter(|i| clashes.contains(&i.path)) {
+        item.action = Action::Conflict(Conflict::FileAndFolder);
+        item.on_mismatch = None;
+        item.resolved = None;
+    }
 }
 
 type Decided = (Action, Option<Action>, Option<Conflict>);
@@ -160,6 +201,9 @@ fn one_way(
         match tc {
             Class::Unchanged if sc == Class::Unchanged => (Action::Nothing, None, None),
             Class::Deleted | Class::Absent | Class::Unchanged => (copy, None, None),
+            // Nothing synced yet, and the source's file is newer (a first upload over older copies):
+            // it replaces the target's, as pyftpsync, lftp and rclone do.
+            Class::New if sc == Class::New && newer(times.0, times.1) => (copy, None, None),
             // The target changed since the base (or both are new): equal contents are fine.
             _ => {
                 let c = if sc == Class::New && tc == Class::New {
@@ -184,6 +228,14 @@ fn one_way(
     }
 }
 
+/// Whether `a` is newer than `b` by a whole second or more (what remotes keep of a time).
+fn newer(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (whole_seconds(a), whole_seconds(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
@@ -199,7 +251,7 @@ mod tests {
     }
 
     fn based(size: u64, t: u64) -> BaseEntry {
-        let ns = t * 1_000_000_000;
+        let ns = i64::try_from(t).unwrap() * 1_000_000_000;
         BaseEntry {
             size,
             local_mtime_ns: Some(ns),
@@ -344,6 +396,56 @@ mod tests {
         assert_eq!(got["edited-there"].0, Action::Upload);
         assert_eq!(got["deleted-here-edited-there"].0, Action::DeleteRemote);
         assert_eq!(got["edited-both"].1, Some(Action::Upload));
+    }
+
+    #[test]
+    fn without_a_base_one_way_replaces_older_targets_and_keeps_newer_ones() {
+        let cases = [
+            ("older-there", (Some((1, 20)), Some((2, 10)), None)),
+            ("newer-there", (Some((1, 10)), Some((2, 20)), None)),
+            ("same-time", (Some((1, 10)), Some((2, 10)), None)),
+        ];
+        let got = run(&cases, options(Mode::Upload));
+        assert_eq!(got["older-there"], (Action::Upload, None));
+        assert_eq!(
+            got["newer-there"],
+            (Action::Compare(Conflict::BothNew), None),
+            "a newer target is a conflict unless the contents are equal"
+        );
+        assert_eq!(got["same-time"], (Action::Compare(Conflict::BothNew), None));
+        let mut force = options(Mode::Upload);
+        force.force = true;
+        assert_eq!(
+            run(&cases, force)["newer-there"],
+            (Action::Compare(Conflict::BothNew), Some(Action::Upload))
+        );
+        // Download: the remote is the source.
+        let got = run(&cases, options(Mode::Download));
+        assert_eq!(got["newer-there"], (Action::Download, None));
+        assert_eq!(got["older-there"], (Action::Compare(Conflict::BothNew), None));
+        // Two-way sync without a base keeps reporting both-new conflicts (as Unison does).
+        let got = run(&cases, options(Mode::Sync));
+        assert_eq!(got["older-there"].0, Action::Compare(Conflict::BothNew));
+    }
+
+    #[test]
+    fn a_file_against_a_folder_of_the_same_name_is_a_conflict_unless_one_is_deleted() {
+        // Local: the file `x` became a folder `x/` holding `a`; the remote still has the file.
+        let cases = [
+            ("x", (None, Some((1, 10)), Some((1, 10)))),
+            ("x/a", (Some((1, 20)), None, None)),
+        ];
+        let got = run(&cases, options(Mode::Sync));
+        assert_eq!(got["x"].0, Action::DeleteRemote, "the file goes first");
+        assert_eq!(got["x/a"].0, Action::Upload);
+        // The remote edited the file meanwhile: it stays, and the folder cannot go up.
+        let cases = [
+            ("x", (None, Some((2, 30)), Some((1, 10)))),
+            ("x/a", (Some((1, 20)), None, None)),
+        ];
+        let got = run(&cases, options(Mode::Sync));
+        assert_eq!(got["x"].0, Action::Conflict(Conflict::FileAndFolder));
+        assert_eq!(got["x/a"].0, Action::Conflict(Conflict::FileAndFolder));
     }
 
     #[test]

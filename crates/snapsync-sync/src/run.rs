@@ -11,17 +11,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
-use snapsync_store::{PutMode, PutSource, Store, StoreExt, temp_path};
+use serde::Serialize;
+use snapsync_store::{PutMode, PutSource, Store, temp_path};
 
 use crate::decide::{Action, Conflict, Observed};
 use crate::error::{Error, Result};
+use crate::lock::Lease;
 use crate::plan::{Item, Mode, Options, Plan, plan};
-use crate::scan::{self, Filter, LOCK_NAME, Listing};
+use crate::scan::{self, Filter, Listing};
 use crate::state::{BaseEntry, State, StateDir, to_ns};
 
 /// The mark of a run under way, in the pair's state directory.
@@ -46,8 +47,14 @@ pub struct Config {
     pub dry_run: bool,
     /// `--break-lock`: remove another run's lock.
     pub break_lock: bool,
-    /// A lock older than this is stale and taken over.
+    /// A lock not renewed for this long is stale and taken over.
     pub lock_timeout: Duration,
+    /// `--allow-mass-delete`: carry out a plan that deletes a whole side or most of it (see
+    /// [`Prepared::mass_delete`]) without asking.
+    pub allow_mass_delete: bool,
+    /// `--create-folder`: create the remote folder when it does not exist (otherwise that is an
+    /// error: a missing remote is never taken as an empty one).
+    pub create_folder: bool,
 }
 
 impl Config {
@@ -62,7 +69,9 @@ impl Config {
             jobs: 0,
             dry_run: false,
             break_lock: false,
-            lock_timeout: Duration::from_hours(1),
+            lock_timeout: Duration::from_mins(10),
+            allow_mass_delete: false,
+            create_folder: false,
         }
     }
 }
@@ -111,30 +120,56 @@ pub struct Summary {
     pub conflicts: Vec<(String, String)>,
     /// Items that failed: path and error.
     pub failed: Vec<(String, String)>,
-    /// What the scan left out (symlinks, unreadable entries).
+    /// What the scan left out on purpose (symlinks, names that are not UTF-8), and other warnings.
     pub warnings: Vec<String>,
+    /// Paths that could not be listed or read, and why: left alone with everything below them (the
+    /// run then fails).
+    pub unknown: Vec<(String, String)>,
     /// Seconds the run took.
     pub seconds: f64,
     /// Whether nothing was changed (`--dry-run`).
     pub dry_run: bool,
 }
 
+/// Deleting at least this many files, and more than half of a side, stops a run (unless allowed).
+pub const MASS_DELETE_MIN: usize = 10;
+
 /// A planned run, ready to execute.
 #[derive(Debug)]
 pub struct Prepared {
     /// The plan (after comparing contents where it asked to).
     pub plan: Plan,
+    /// Why the plan deletes too much to go ahead unasked (see [`Prepared::mass_delete`]).
+    mass_delete: Option<String>,
     local: Listing,
     remote: Listing,
     hashes: HashMap<String, [u8; 32]>,
     state: State,
-    locked: bool,
+    lease: Option<Lease>,
+    /// Pids of interrupted runs of this pair on this machine: their temporary files are leftovers.
+    dead_pids: Vec<u32>,
+    /// The run before this one did not finish: its mark stays until a run finishes.
     interrupted: bool,
     running: PathBuf,
     started: Instant,
 }
 
 impl Prepared {
+    /// Why this plan would delete too much to be carried out without the user's say-so, if it would:
+    /// every file of a side, or a side that had files at the last sync and lists none now (a remote
+    /// folder that is not mounted, an account that was reset), or at least [`MASS_DELETE_MIN`] files
+    /// and more than half of a side. [`Pair::execute`] then refuses, unless
+    /// [`Config::allow_mass_delete`] or [`Prepared::confirm_mass_delete`].
+    #[must_use]
+    pub fn mass_delete(&self) -> Option<&str> {
+        self.mass_delete.as_deref()
+    }
+
+    /// The user said yes to the deletions [`Prepared::mass_delete`] warned about.
+    pub fn confirm_mass_delete(&mut self) {
+        self.mass_delete = None;
+    }
+
     /// Files and bytes the plan transfers (uploads and downloads), for progress.
     #[must_use]
     pub fn transfers(&self) -> (u64, u64) {
@@ -167,13 +202,6 @@ pub type Ask<'a> = &'a (dyn Fn(&Item, Conflict) -> Option<Action> + Sync);
 /// Reports finished items.
 pub type Report<'a> = &'a (dyn Fn(Event<'_>) + Sync);
 
-#[derive(Serialize, Deserialize)]
-struct LockBody {
-    host: String,
-    pid: u32,
-    started_ns: u64,
-}
-
 impl Pair {
     /// The pair `local` ⇄ `store`, run as `config` says.
     #[must_use]
@@ -203,14 +231,30 @@ impl Pair {
                 std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
+        // A remote folder that is not there is an error, never an empty remote: an unmounted disk or a
+        // typo would otherwise read as "everything was deleted there". Checked before the lock, whose
+        // write would create it.
+        if !self.store.root_exists().await? {
+            if !self.config.create_folder {
+                return Err(Error::MissingRemote {
+                    location: self.store.url().to_string(),
+                });
+            }
+            if !self.config.dry_run {
+                self.store.create_root().await?;
+            }
+        }
         let mut unlocked_warning = None;
-        let mut taken_over = false;
         // The mark of a run under way goes down before the lock, so a run killed even while locking
         // leaves it; a run that finds it knows the one before was interrupted.
         let running = StateDir::new(&self.local, &self.store.url().to_string())
             .path()
             .join(RUNNING);
         let interrupted_before = running.exists();
+        // The pid of the run that was interrupted: only temporary files it left are removed.
+        let previous_pid: Option<u32> = fs::read_to_string(&running)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok());
         if !self.config.dry_run {
             if let Some(dir) = running.parent() {
                 fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -222,45 +266,65 @@ impl Pair {
                 let _ = fs::remove_file(&running);
             }
         };
-        let locked = if self.config.dry_run {
-            false
-        } else {
-            match self.lock().await {
-                Ok(took_over) => {
-                    taken_over = took_over;
-                    true
+        let mut lease = None;
+        let mut dead_pids: Vec<u32> = previous_pid.into_iter().collect();
+        if !self.config.dry_run {
+            match Lease::take(
+                Arc::clone(&self.store),
+                self.config.lock_timeout,
+                self.config.break_lock,
+            )
+            .await
+            {
+                Ok(taken) => {
+                    // A run of this machine that died with the lock: its temporary files may be left.
+                    if let Some(holder) = taken.took_over
+                        && holder.host == crate::lock::hostname()
+                    {
+                        dead_pids.push(holder.pid);
+                    }
+                    lease = Some(taken.lease);
                 }
-                // A download only writes here: a read-only remote (an anonymous FTP mirror, say) is fine.
-                Err(Error::Store(e @ snapsync_store::Error::PermissionDenied { .. }))
-                    if self.config.options.mode == Mode::Download =>
-                {
+                // A download only writes here: a read-only remote (an anonymous FTP mirror, a folder
+                // mounted read-only) is fine.
+                Err(Error::Store(e)) if self.config.options.mode == Mode::Download && read_only(&e) => {
                     unlocked_warning = Some(format!(
                         "the remote cannot be locked ({e}); downloading without a lock"
                     ));
-                    false
                 }
                 Err(e) => {
                     unmark();
                     return Err(e);
                 }
             }
-        };
-        let mut prepared = self
-            .scan_and_plan(started, locked, taken_over || interrupted_before)
-            .await;
-        if let (Ok(prepared), Some(warning)) = (&mut prepared, unlocked_warning) {
-            prepared.local.warnings.insert(0, warning);
         }
-        if prepared.is_err() {
-            unmark();
-            if locked {
-                let _ = self.store.delete(LOCK_NAME).await;
+        // A reused pid must not make this run's own files look like leftovers.
+        dead_pids.retain(|&pid| pid != std::process::id());
+        let prepared = self.scan_and_plan(started, dead_pids, interrupted_before).await;
+        match prepared {
+            Ok(mut prepared) => {
+                if let Some(warning) = unlocked_warning {
+                    prepared.local.warnings.insert(0, warning);
+                }
+                prepared.lease = lease;
+                Ok(prepared)
+            }
+            Err(e) => {
+                unmark();
+                if let Some(lease) = lease {
+                    lease.release().await;
+                }
+                Err(e)
             }
         }
-        prepared
     }
 
-    async fn scan_and_plan(&self, started: Instant, locked: bool, interrupted: bool) -> Result<Prepared> {
+    async fn scan_and_plan(
+        &self,
+        started: Instant,
+        dead_pids: Vec<u32>,
+        interrupted: bool,
+    ) -> Result<Prepared> {
         let (root, filter, checksum) = (
             self.local.clone(),
             self.config.filter.clone(),
@@ -271,8 +335,7 @@ impl Pair {
             .map_err(|e| Error::io(&self.local, std::io::Error::other(e)))??;
         let remote = scan::scan_remote(&*self.store, &self.config.filter).await?;
         let state_dir = StateDir::new(&self.local, &self.store.url().to_string());
-        // `interrupted`: the last run here did not finish (or a run that died held the lock), so the
-        // remote may hold temporary files of its interrupted uploads.
+        // `interrupted`: the last run here did not finish, so its mark stays until a run finishes.
         let running = state_dir.path().join(RUNNING);
         let mut state = state_dir.load()?;
         let adopted = adopted_remote_times(&state, &remote);
@@ -285,18 +348,42 @@ impl Pair {
             }
             base.insert(path, entry);
         }
-        let mut plan = plan(&local.files, &remote.files, &base, &self.config.options);
+        // What this run did not look at keeps its base entry as it is: files the filter leaves out
+        // (they are in neither listing, which must not read as "deleted on both sides"), and paths
+        // either side could not read or left alone (unknown is not empty).
+        let in_view = |path: &str| {
+            self.config.filter.verdict_of_listed(path) == scan::Verdict::Wanted
+                && !local.protects(path)
+                && !remote.protects(path)
+        };
+        base.retain(|path, _| in_view(path));
+        let visible = |files: &BTreeMap<String, Observed>| -> BTreeMap<String, Observed> {
+            files
+                .iter()
+                .filter(|(path, _)| !local.protects(path) && !remote.protects(path))
+                .map(|(p, o)| (p.clone(), o.clone()))
+                .collect()
+        };
+        let (local_files, remote_files) = (visible(&local.files), visible(&remote.files));
+        let mut plan = plan(&local_files, &remote_files, &base, &self.config.options);
         if self.config.delete_unmatched && self.config.options.mode != Mode::Sync {
             let (target, delete) = match self.config.options.mode {
                 Mode::Upload => (&remote, Action::DeleteRemote),
                 _ => (&local, Action::DeleteLocal),
             };
-            plan.items.extend(target.unmatched.keys().map(|path| Item {
-                path: path.clone(),
-                action: delete,
-                on_mismatch: None,
-                resolved: None,
-            }));
+            let protected = |path: &&String| local.protects(path) || remote.protects(path);
+            plan.items.extend(
+                target
+                    .unmatched
+                    .keys()
+                    .filter(|p| !protected(p))
+                    .map(|path| Item {
+                        path: path.clone(),
+                        action: delete,
+                        on_mismatch: None,
+                        resolved: None,
+                    }),
+            );
             plan.items.sort_by(|a, b| a.path.cmp(&b.path));
         }
         let mut hashes: HashMap<String, [u8; 32]> = local
@@ -305,13 +392,23 @@ impl Pair {
             .filter_map(|(p, o)| o.hash.map(|h| (p.clone(), h)))
             .collect();
         self.compare(&mut plan, &local, &remote, &mut hashes).await?;
+        let mass_delete = mass_delete(
+            &plan,
+            (
+                local_files.len() + local.unmatched.len(),
+                remote_files.len() + remote.unmatched.len(),
+            ),
+            base.len(),
+        );
         Ok(Prepared {
+            mass_delete,
             plan,
             local,
             remote,
             hashes,
             state,
-            locked,
+            lease: None,
+            dead_pids,
             interrupted,
             running,
             started,
@@ -405,61 +502,15 @@ impl Pair {
         Ok(self.local.join(relative))
     }
 
-    /// Takes the remote's lock; `true` when it took over the lock of a run that died.
-    async fn lock(&self) -> Result<bool> {
-        let now = to_ns(SystemTime::now()).unwrap_or(0);
-        let body = LockBody {
-            host: hostname(),
-            pid: std::process::id(),
-            started_ns: now,
-        };
-        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        for attempt in 0..2 {
-            match self
-                .store
-                .put(LOCK_NAME, PutSource::Bytes(bytes.clone()), PutMode::Create)
-                .await
-            {
-                Ok(()) => return Ok(attempt > 0),
-                Err(snapsync_store::Error::AlreadyExists { location }) if attempt == 0 => {
-                    let held = self.store.get_bytes(LOCK_NAME).await.ok();
-                    let holder = held
-                        .as_deref()
-                        .and_then(|b| serde_json::from_slice::<LockBody>(b).ok());
-                    let age = holder
-                        .as_ref()
-                        .map(|h| Duration::from_nanos(now.saturating_sub(h.started_ns)));
-                    // Too old, or left by a process of this machine that is gone (a killed run).
-                    let dead = holder.as_ref().is_some_and(|h| {
-                        h.host == body.host
-                            && Path::new("/proc/self").exists()
-                            && !Path::new(&format!("/proc/{}", h.pid)).exists()
-                    });
-                    let stale = dead || age.is_none_or(|age| age > self.config.lock_timeout);
-                    if self.config.break_lock || stale {
-                        self.store.delete(LOCK_NAME).await?;
-                        continue;
-                    }
-                    let holder = holder.map_or_else(
-                        || "unreadable lock".to_owned(),
-                        |h| {
-                            format!(
-                                "host {}, process {}, {} s ago",
-                                h.host,
-                                h.pid,
-                                age.unwrap_or_default().as_secs()
-                            )
-                        },
-                    );
-                    return Err(Error::Locked { location, holder });
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// Lets go of what [`Pair::prepare`] took (the lock, the mark of a run under way) for a run that
+    /// goes no further.
+    async fn release(&self, prepared: Prepared) {
+        if let Some(lease) = prepared.lease {
+            lease.release().await;
         }
-        Err(Error::Locked {
-            location: self.store.url().with_key(LOCK_NAME),
-            holder: "another run took it at the same moment".into(),
-        })
+        if !prepared.interrupted {
+            let _ = fs::remove_file(&prepared.running);
+        }
     }
 
     /// Carries the plan out (or, with `--dry-run`, only counts it), then records the state.
@@ -472,22 +523,37 @@ impl Pair {
         ask: Option<Ask<'_>>,
         report: Report<'_>,
     ) -> Result<Summary> {
+        if let Some(reason) = prepared.mass_delete.clone()
+            && !self.config.allow_mass_delete
+            && !self.config.dry_run
+        {
+            self.release(prepared).await;
+            return Err(Error::MassDelete { reason });
+        }
         let Prepared {
+            mass_delete,
             mut plan,
             local,
             remote,
             hashes,
             state,
-            locked,
-            interrupted,
+            lease,
+            dead_pids,
+            interrupted: _,
             running,
             started,
         } = prepared;
         let mut summary = Summary {
             dry_run: self.config.dry_run,
-            warnings: local.warnings.clone(),
+            warnings: local.warnings.iter().chain(&remote.warnings).cloned().collect(),
+            unknown: local.unknown.iter().chain(&remote.unknown).cloned().collect(),
             ..Summary::default()
         };
+        if let Some(reason) = mass_delete {
+            summary.warnings.push(format!(
+                "{reason}: a real run stops here unless --allow-mass-delete"
+            ));
+        }
         if let Some(ask) = ask {
             for item in &mut plan.items {
                 if let Action::Conflict(conflict) = item.action
@@ -512,14 +578,20 @@ impl Pair {
                 (&local, &remote),
                 &hashes,
                 state,
-                (interrupted, &running),
+                (&dead_pids, lease.as_ref(), &running),
                 &mut summary,
                 report,
             )
             .await
         };
-        if locked {
-            let _ = self.store.delete(LOCK_NAME).await;
+        let lost = lease.as_ref().is_some_and(Lease::lost);
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        if lost && result.is_ok() {
+            return Err(Error::LockLost {
+                location: self.store.url().with_key(crate::lock::LOCK_NAME),
+            });
         }
         summary.seconds = started.elapsed().as_secs_f64();
         result.map(|()| summary)
@@ -532,67 +604,68 @@ impl Pair {
         (local, remote): (&Listing, &Listing),
         hashes: &HashMap<String, [u8; 32]>,
         state: State,
-        (interrupted, running): (bool, &Path),
+        (dead_pids, lease, running): (&[u32], Option<&Lease>, &Path),
         summary: &mut Summary,
         report: Report<'_>,
     ) -> Result<()> {
+        // Temporary files of interrupted runs of this pair on this machine (their pid is in their
+        // name): under the lock, no other run is writing them. A file that only looks like one (a
+        // user's, or another machine's run's) is left alone.
+        let dead = |name: &str| scan::temp_pid(name).is_some_and(|pid| dead_pids.contains(&pid));
         for leftover in &local.leftovers {
-            let _ = fs::remove_file(leftover);
+            if leftover.file_name().and_then(|n| n.to_str()).is_some_and(dead) {
+                let _ = fs::remove_file(leftover);
+            }
         }
-        // The remote's leftovers of an interrupted run: under the lock, no other run is writing them.
-        if interrupted {
+        if !dead_pids.is_empty() {
             let mut leftovers = self.store.list_leftovers();
             while let Ok(Some(meta)) = leftovers.try_next().await {
-                let _ = self.store.delete(&meta.key).await;
+                if dead(meta.key.rsplit('/').next().unwrap_or(&meta.key)) {
+                    let _ = self.store.delete(&meta.key).await;
+                }
             }
         }
         let state = Mutex::new(state);
-        let jobs = self.jobs();
-        let outcomes: Vec<(usize, Result<u64>)> = futures::stream::iter(0..plan.items.len())
-            .map(|i| {
-                let item = &plan.items[i];
-                let (l, r) = (local.get(&item.path), remote.get(&item.path));
-                let hash = hashes.get(&item.path).copied();
-                let state = &state;
-                async move {
-                    let outcome = self.one(item, l, r, hash, state).await;
-                    match &outcome {
-                        Ok(bytes) if !matches!(item.action, Action::Conflict(_)) => {
-                            report(Event::Done { item, bytes: *bytes });
-                        }
-                        Ok(_) => {}
-                        Err(error) => report(Event::Failed { item, error }),
-                    }
-                    (i, outcome)
-                }
-            })
-            .buffer_unordered(jobs)
-            .collect()
+        // Deletions first, then the folders they emptied, then transfers: a file replaced by a folder
+        // of the same name (or the reverse) is then settled in one run, its old kind out of the way
+        // before the new one arrives.
+        let is_delete =
+            |i: &usize| matches!(plan.items[*i].action, Action::DeleteLocal | Action::DeleteRemote);
+        let (deletes, rest): (Vec<usize>, Vec<usize>) = (0..plan.items.len()).partition(is_delete);
+        let outcomes = self
+            .run_items(plan, deletes, (local, remote), hashes, (&state, lease), report)
             .await;
-        let mut state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
         let (mut local_dirs, mut remote_dirs) = (BTreeSet::new(), BTreeSet::new());
-        for (i, outcome) in outcomes {
-            let item = &plan.items[i];
-            match outcome {
-                Ok(_) => {
-                    count(summary, item, local, remote);
-                    let dirs = match item.action {
-                        Action::DeleteLocal => &mut local_dirs,
-                        Action::DeleteRemote => &mut remote_dirs,
-                        _ => continue,
-                    };
-                    dirs.extend(ancestors(&item.path));
-                }
-                Err(e) => summary.failed.push((item.path.clone(), e.to_string())),
+        for (i, outcome) in &outcomes {
+            let item = &plan.items[*i];
+            if outcome.is_ok() {
+                let dirs = match item.action {
+                    Action::DeleteLocal => &mut local_dirs,
+                    _ => &mut remote_dirs,
+                };
+                dirs.extend(ancestors(&item.path));
             }
         }
-        summary.failed.sort();
         summary.dirs_removed += self.prune_local(&local_dirs);
         for dir in deepest_first(&remote_dirs) {
             if self.store.remove_empty_dir(dir).await.unwrap_or(false) {
                 summary.dirs_removed += 1;
             }
         }
+        let transfers = self
+            .run_items(plan, rest, (local, remote), hashes, (&state, lease), report)
+            .await;
+        let mut state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        for (i, outcome) in outcomes.into_iter().chain(transfers) {
+            let item = &plan.items[i];
+            match outcome {
+                Ok(_) => {
+                    count(summary, item, local, remote);
+                }
+                Err(e) => summary.failed.push((item.path.clone(), e.to_string())),
+            }
+        }
+        summary.failed.sort();
         // Uploads recorded the remote's time as pending; the listing says what the next run will see.
         if summary.uploaded > 0 {
             let listed = scan::scan_remote(&*self.store, &self.config.filter).await;
@@ -603,6 +676,45 @@ impl Pair {
         state.compact()?;
         let _ = fs::remove_file(running);
         Ok(())
+    }
+
+    /// Carries out the items `indices` of `plan`, `--jobs` at a time; each one's outcome.
+    async fn run_items(
+        &self,
+        plan: &Plan,
+        indices: Vec<usize>,
+        (local, remote): (&Listing, &Listing),
+        hashes: &HashMap<String, [u8; 32]>,
+        (state, lease): (&Mutex<State>, Option<&Lease>),
+        report: Report<'_>,
+    ) -> Vec<(usize, Result<u64>)> {
+        futures::stream::iter(indices)
+            .map(|i| {
+                let item = &plan.items[i];
+                let (l, r) = (local.get(&item.path), remote.get(&item.path));
+                let hash = hashes.get(&item.path).copied();
+                async move {
+                    // Another run has the remote now (the lock was taken over): start nothing more.
+                    let outcome = if lease.is_some_and(Lease::lost) {
+                        Err(Error::LockLost {
+                            location: self.store.url().with_key(crate::lock::LOCK_NAME),
+                        })
+                    } else {
+                        self.one(item, l, r, hash, state).await
+                    };
+                    match &outcome {
+                        Ok(bytes) if !matches!(item.action, Action::Conflict(_)) => {
+                            report(Event::Done { item, bytes: *bytes });
+                        }
+                        Ok(_) => {}
+                        Err(error) => report(Event::Failed { item, error }),
+                    }
+                    (i, outcome)
+                }
+            })
+            .buffer_unordered(self.jobs())
+            .collect()
+            .await
     }
 
     fn prune_local(&self, dirs: &BTreeSet<String>) -> u64 {
@@ -727,17 +839,20 @@ impl Pair {
             // still leave a window; the lock keeps other snapsync runs out meanwhile.
             PutMode::Overwrite
         };
-        match self.store.put(path, PutSource::File(file.clone()), mode).await {
+        // The store publishes the file only if, when opened, it is the version scanned and hashed
+        // (size and time) and it did not change while it was read: what goes up is what was hashed,
+        // and an edit made meanwhile leaves the remote as it was (the next run uploads the edit).
+        let source = PutSource::FileExpecting {
+            path: file.clone(),
+            size: l.size,
+            mtime: l.mtime,
+        };
+        match self.store.put(path, source, mode).await {
             Ok(()) => {}
             Err(snapsync_store::Error::AlreadyExists { .. }) => return Err(changed(path, "remote")),
+            Err(snapsync_store::Error::SourceChanged { .. }) => return Err(changed(path, "local")),
             Err(e) => return Err(e.into()),
         }
-        // The file must not have changed while it was read: what went up is then what was hashed.
-        let (after_file, expected, owned) = (file.clone(), l.clone(), path.to_owned());
-        blocking(&self.local, move || {
-            check_local(&after_file, Some(&expected), &owned)
-        })
-        .await?;
         if let Some(mtime) = l.mtime
             && self.store.capabilities().set_mtime
         {
@@ -857,6 +972,40 @@ impl Pair {
     }
 }
 
+/// Why `plan` deletes too much to go ahead unasked (see [`Prepared::mass_delete`]); `files` is how
+/// many files each side (local, remote) lists in view, `known` how many paths the base knows.
+fn mass_delete(plan: &Plan, files: (usize, usize), known: usize) -> Option<String> {
+    let deletes = |action: Action| plan.count(|a| *a == action);
+    let sides = [
+        ("local", "remote", deletes(Action::DeleteLocal), files.0, files.1),
+        ("remote", "local", deletes(Action::DeleteRemote), files.1, files.0),
+    ];
+    for (side, other, deleted, held, other_held) in sides {
+        if deleted == 0 {
+            continue;
+        }
+        let reason = if other_held == 0 && known > 0 {
+            format!(
+                "the {other} side lists no files at all, though {known} were synced before (a folder that is not mounted, or was emptied?); \
+this run would delete {deleted} {side} file{}",
+                plural(deleted)
+            )
+        } else if deleted >= held {
+            format!("this run would delete every {side} file ({deleted})")
+        } else if deleted >= MASS_DELETE_MIN && deleted * 2 > held {
+            format!("this run would delete {deleted} of the {held} {side} files")
+        } else {
+            continue;
+        };
+        return Some(reason);
+    }
+    None
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// Counts an item into the summary; the bytes it moves.
 fn count(summary: &mut Summary, item: &Item, local: &Listing, remote: &Listing) -> u64 {
     let size = |listing: &Listing| listing.get(&item.path).map_or(0, |o| o.size);
@@ -908,6 +1057,7 @@ pub fn conflict_name(conflict: Conflict) -> &'static str {
         Conflict::BothNew => "new on both sides, different content",
         Conflict::ModifiedLocalDeletedRemote => "modified locally, deleted remotely",
         Conflict::DeletedLocalModifiedRemote => "deleted locally, modified remotely",
+        Conflict::FileAndFolder => "a file on one side, a folder on the other",
     }
 }
 
@@ -983,16 +1133,6 @@ fn hex(hash: [u8; 32]) -> String {
     blake3::Hash::from(hash).to_hex().to_string()
 }
 
-fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 async fn blocking<T: Send + 'static>(
     root: &Path,
     work: impl FnOnce() -> Result<T> + Send + 'static,
@@ -1000,4 +1140,13 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::io(root, std::io::Error::other(e)))?
+}
+
+/// Whether a store error says the remote cannot be written (a read-only account or mount).
+fn read_only(error: &snapsync_store::Error) -> bool {
+    match error {
+        snapsync_store::Error::PermissionDenied { .. } => true,
+        snapsync_store::Error::Io { source, .. } => source.kind() == std::io::ErrorKind::ReadOnlyFilesystem,
+        _ => false,
+    }
 }

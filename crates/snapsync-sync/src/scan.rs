@@ -25,8 +25,7 @@ use crate::error::{Error, Result};
 /// The name of the local directory that holds the sync state; never synced.
 pub const STATE_DIR_NAME: &str = ".snapsync";
 
-/// The remote key of the lock a run holds; never synced.
-pub const LOCK_NAME: &str = ".snapsync-lock";
+pub use crate::lock::LOCK_NAME;
 
 /// pyftpsync's default `--exclude` list.
 pub const DEFAULT_EXCLUDES: &str = ".DS_Store,.git,.hg,.svn,#recycle";
@@ -165,11 +164,28 @@ pub struct Listing {
     pub unmatched: BTreeMap<String, Observed>,
     /// Temporary files an interrupted run left behind (local paths; removed by the next real run).
     pub leftovers: Vec<PathBuf>,
-    /// What was skipped and why (symlinks, names that are not UTF-8, unreadable directories).
+    /// What was skipped and why (symlinks, names that are not UTF-8).
     pub warnings: Vec<String>,
+    /// Paths that could not be listed or read (a folder or file refused, a listing that broke off),
+    /// with why: the run leaves each one and everything below it alone on both sides, keeps their
+    /// base entries, reports them and fails. Unknown is never empty.
+    pub unknown: Vec<(String, String)>,
+    /// Paths left alone on purpose (symbolic links): like unknown ones, nothing below them is
+    /// changed on either side, but they are only warnings.
+    pub skipped: Vec<String>,
 }
 
 impl Listing {
+    /// Whether `path` is, or lies below, a path this side could not read or left alone.
+    #[must_use]
+    pub fn protects(&self, path: &str) -> bool {
+        self.unknown
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .chain(self.skipped.iter().map(String::as_str))
+            .any(|p| is_within(path, p))
+    }
+
     /// A file of either kind.
     #[must_use]
     pub fn get(&self, path: &str) -> Option<&Observed> {
@@ -202,10 +218,8 @@ pub fn scan_local(root: &Path, filter: &Filter, checksum: bool) -> Result<Listin
                     }
                 }
                 Err(e) => {
-                    listing
-                        .warnings
-                        .push(format!("{path}: cannot be read ({e}); left out"));
-                    listing.files.remove(&path);
+                    // Kept in the listing (it is there) but unknown: nothing is done to it either way.
+                    listing.unknown.push((path, format!("cannot be read ({e})")));
                 }
             }
         }
@@ -218,9 +232,10 @@ fn walk_dir(root: &Path, dir: &str, entries: fs::ReadDir, filter: &Filter, listi
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
+                // The listing of this folder broke off: what it holds is unknown, not absent.
                 listing
-                    .warnings
-                    .push(format!("{}: cannot be read ({e})", shown(dir)));
+                    .unknown
+                    .push((dir.to_owned(), format!("its listing failed ({e})")));
                 continue;
             }
         };
@@ -241,23 +256,25 @@ fn walk_dir(root: &Path, dir: &str, entries: fs::ReadDir, filter: &Filter, listi
         if dir.is_empty() && entry_name == STATE_DIR_NAME {
             continue;
         }
-        let Ok(kind) = entry.file_type() else {
-            listing.warnings.push(format!("{path}: cannot be read; left out"));
-            continue;
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) => {
+                listing.unknown.push((path, format!("cannot be read ({e})")));
+                continue;
+            }
         };
         if kind.is_symlink() {
             if filter.verdict(&path) != Verdict::Excluded {
                 listing
                     .warnings
-                    .push(format!("{path}: a symbolic link; left out"));
+                    .push(format!("{path}: a symbolic link; left alone"));
+                listing.skipped.push(path);
             }
         } else if kind.is_dir() {
             if filter.enters(&path) {
                 match fs::read_dir(entry.path()) {
                     Ok(entries) => walk_dir(root, &path, entries, filter, listing),
-                    Err(e) => listing
-                        .warnings
-                        .push(format!("{path}: cannot be read ({e}); left out")),
+                    Err(e) => listing.unknown.push((path, format!("cannot be listed ({e})"))),
                 }
             }
         } else if kind.is_file() {
@@ -278,12 +295,26 @@ fn walk_dir(root: &Path, dir: &str, entries: fs::ReadDir, filter: &Filter, listi
                         listing.unmatched.insert(path, observed);
                     }
                 }
-                Err(e) => listing
-                    .warnings
-                    .push(format!("{path}: cannot be read ({e}); left out")),
+                Err(e) => listing.unknown.push((path, format!("cannot be read ({e})"))),
             }
         }
     }
+}
+
+/// The process id in a temporary file's name (`.NAME.snapsync-PID-….tmp`), if it is one.
+#[must_use]
+pub fn temp_pid(name: &str) -> Option<u32> {
+    if !is_temp_name(OsStr::new(name)) {
+        return None;
+    }
+    let (_, tail) = name.rsplit_once(".snapsync-")?;
+    tail.split('-').next()?.parse().ok()
+}
+
+/// Whether `path` is `dir` or lies below it (`""` holds everything).
+#[must_use]
+pub fn is_within(path: &str, dir: &str) -> bool {
+    dir.is_empty() || path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
 fn shown(dir: &str) -> &str {
@@ -309,7 +340,7 @@ pub async fn scan_remote(store: &dyn Store, filter: &Filter) -> Result<Listing> 
     let mut stream = store.list("");
     while let Some(meta) = stream.try_next().await.map_err(Error::Store)? {
         // The lock, and the state of a folder that is itself synced elsewhere, are never synced.
-        if meta.key == LOCK_NAME || meta.key.starts_with(".snapsync/") {
+        if meta.key.starts_with(LOCK_NAME) || meta.key.starts_with(".snapsync/") {
             continue;
         }
         let observed = Observed {
@@ -375,6 +406,14 @@ mod tests {
         assert_eq!(f.verdict("secret.txt"), Verdict::Excluded);
         assert_eq!(f.verdict_of_listed("private/a.txt"), Verdict::Excluded);
         assert_eq!(f.verdict_of_listed("public/a.txt"), Verdict::Wanted);
+    }
+
+    #[test]
+    fn temporary_names_carry_the_pid_of_their_run() {
+        assert_eq!(temp_pid(".a.txt.snapsync-4242-7.tmp"), Some(4242));
+        assert_eq!(temp_pid(".a.snapsync-b.snapsync-17-3af0.tmp"), Some(17));
+        assert_eq!(temp_pid("a.txt"), None);
+        assert_eq!(temp_pid(".a.snapsync-x-1.tmp"), None);
     }
 
     #[test]

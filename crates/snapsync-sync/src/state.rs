@@ -32,12 +32,12 @@ const VERSION: u32 = 1;
 pub struct BaseEntry {
     /// Size of the local file.
     pub size: u64,
-    /// Local modification time, nanoseconds since 1970.
-    pub local_mtime_ns: Option<u64>,
+    /// Local modification time, nanoseconds since 1970 (negative before).
+    pub local_mtime_ns: Option<i64>,
     /// Size of the remote file as the remote listed it.
     pub remote_size: u64,
-    /// Remote modification time as the remote reported it, nanoseconds since 1970.
-    pub remote_mtime_ns: Option<u64>,
+    /// Remote modification time as the remote reported it, nanoseconds since 1970 (negative before).
+    pub remote_mtime_ns: Option<i64>,
     /// BLAKE3 of the content (hex), where known.
     pub blake3: Option<String>,
 }
@@ -76,17 +76,23 @@ impl BaseEntry {
     }
 }
 
-/// Nanoseconds since 1970, for the state file.
+/// Nanoseconds since 1970, for the state file: negative before 1970 (a file dated 1969 has a time
+/// like any other); `None` only outside ±292 years.
 #[must_use]
-pub fn to_ns(time: SystemTime) -> Option<u64> {
-    time.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+pub fn to_ns(time: SystemTime) -> Option<i64> {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).ok(),
+        Err(before) => i64::try_from(before.duration().as_nanos()).ok().map(|ns| -ns),
+    }
 }
 
-fn from_ns(ns: u64) -> SystemTime {
-    let seconds = ns / 1_000_000_000;
-    UNIX_EPOCH + Duration::new(seconds, (ns % 1_000_000_000) as u32)
+fn from_ns(ns: i64) -> SystemTime {
+    let magnitude = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -135,24 +141,94 @@ pub enum StateError {
     },
 }
 
-/// Where the state of one (local folder, remote) pair lives: `LOCAL/.snapsync/sync/<16 hex of the
-/// remote URL's BLAKE3>/`. The `.snapsync` folder is never synced. Keeping it in the local folder means
-/// each machine syncing a remote has its own base, and a moved folder keeps it.
+/// Where the state of one (local folder, remote) pair lives: `STATE/sync/<16 hex digits of
+/// BLAKE3(local folder's absolute path, remote URL)>/`, where STATE is `$SNAPSYNC_STATE_DIR`, else
+/// `$XDG_STATE_HOME/snapsync`, else `~/.local/state/snapsync` (see [`default_root`]). Outside the
+/// folder, so syncing a folder never changes it (its snapshot id stays the same); each machine, and
+/// each folder synced with a remote, has its own base. A state an earlier version kept inside the
+/// folder (`LOCAL/.snapsync/sync/<16 hex of BLAKE3(remote URL)>/`) is moved here when first loaded.
 #[derive(Clone, Debug)]
 pub struct StateDir {
     dir: PathBuf,
+    legacy: PathBuf,
     remote: String,
 }
 
+/// Where sync states live by default: `$SNAPSYNC_STATE_DIR`, else `$XDG_STATE_HOME/snapsync`, else
+/// `$HOME/.local/state/snapsync` (the XDG base directory rules), else `.snapsync-state` in the
+/// working directory.
+#[must_use]
+pub fn default_root() -> PathBuf {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("SNAPSYNC_STATE_DIR")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("snapsync")))
+        .or_else(|| var("HOME").map(|d| d.join(".local/state/snapsync")))
+        .unwrap_or_else(|| PathBuf::from(".snapsync-state"))
+}
+
 impl StateDir {
-    /// The state directory for `local` and `remote` (the remote URL as printed: without a password).
+    /// The state directory for `local` and `remote` (the remote URL as printed: without a password)
+    /// under [`default_root`].
     #[must_use]
     pub fn new(local: &Path, remote: &str) -> StateDir {
-        let id = blake3::hash(remote.as_bytes()).to_hex();
+        StateDir::in_root(&default_root(), local, remote)
+    }
+
+    /// The state directory for `local` and `remote` under `root`.
+    #[must_use]
+    pub fn in_root(root: &Path, local: &Path, remote: &str) -> StateDir {
+        let folder = fs::canonicalize(local)
+            .or_else(|_| std::path::absolute(local))
+            .unwrap_or_else(|_| local.to_owned());
+        let mut key = blake3::Hasher::new();
+        key.update(folder.as_os_str().as_encoded_bytes());
+        key.update(b"\0");
+        key.update(remote.as_bytes());
+        let id = key.finalize().to_hex();
+        let legacy = blake3::hash(remote.as_bytes()).to_hex();
         StateDir {
-            dir: local.join(".snapsync").join("sync").join(&id.as_str()[..16]),
+            dir: root.join("sync").join(&id.as_str()[..16]),
+            legacy: local.join(".snapsync").join("sync").join(&legacy.as_str()[..16]),
             remote: remote.to_owned(),
         }
+    }
+
+    /// Moves a state an earlier version kept inside the local folder to [`StateDir::path`], once.
+    fn migrate(&self) -> Result<(), StateError> {
+        if self.dir.exists() || !self.legacy.is_dir() {
+            return Ok(());
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        let parent = self.dir.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent).map_err(io(parent))?;
+        // Copied whole into a temporary directory, then renamed: a kill leaves the old state in use.
+        let temp = parent.join(format!(".migrate.{}.tmp", std::process::id()));
+        let _ = fs::remove_dir_all(&temp);
+        fs::create_dir_all(&temp).map_err(io(&temp))?;
+        for entry in fs::read_dir(&self.legacy).map_err(io(&self.legacy))? {
+            let entry = entry.map_err(io(&self.legacy))?;
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let to = temp.join(entry.file_name());
+                fs::copy(entry.path(), &to).map_err(io(&to))?;
+            }
+        }
+        fs::rename(&temp, &self.dir).map_err(io(&self.dir))?;
+        // The old copy goes, and the folders it leaves empty (never anything else of the user's).
+        let _ = fs::remove_dir_all(&self.legacy);
+        if let Some(sync) = self.legacy.parent() {
+            let _ = fs::remove_dir(sync);
+            if let Some(top) = sync.parent() {
+                let _ = fs::remove_dir(top);
+            }
+        }
+        Ok(())
     }
 
     /// The directory.
@@ -175,6 +251,7 @@ impl StateDir {
     /// # Errors
     /// [`StateError`] for unreadable or damaged files, or a state of another remote.
     pub fn load(&self) -> Result<State, StateError> {
+        self.migrate()?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
@@ -376,7 +453,8 @@ mod tests {
     #[test]
     fn a_first_sync_starts_empty_and_a_compacted_base_loads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let pair = StateDir::new(dir.path(), "sftp://me@host/site");
+        let root = tempfile::tempdir().unwrap();
+        let pair = StateDir::in_root(root.path(), dir.path(), "sftp://me@host/site");
         let mut state = pair.load().unwrap();
         assert_eq!(state.entries().count(), 0);
         state.set("a.txt", entry(1)).unwrap();
@@ -395,18 +473,59 @@ mod tests {
         let local = loaded.get("dir/b.txt").unwrap().local();
         assert_eq!(local.mtime.map(to_ns), Some(Some(1_600_000_000_123_456_789)));
         assert_eq!(local.hash, Some(*blake3::hash(b"x").as_bytes()));
-        // The state lives in the local folder, per remote.
-        assert!(pair.path().starts_with(dir.path().join(".snapsync/sync")));
+        // The state lives outside the local folder, per folder and remote.
+        assert!(pair.path().starts_with(root.path().join("sync")));
+        assert!(
+            fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "the folder was changed"
+        );
         assert_ne!(
             pair.path(),
-            StateDir::new(dir.path(), "sftp://me@other/site").path()
+            StateDir::in_root(root.path(), dir.path(), "sftp://me@other/site").path()
         );
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            pair.path(),
+            StateDir::in_root(root.path(), other.path(), "sftp://me@host/site").path()
+        );
+    }
+
+    #[test]
+    fn a_state_kept_in_the_folder_by_an_earlier_version_moves_out() {
+        let (folder, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let pair = StateDir::in_root(root.path(), folder.path(), "ftp://h/x");
+        fs::create_dir_all(&pair.legacy).unwrap();
+        let old = BaseFile {
+            version: VERSION,
+            remote: "ftp://h/x".into(),
+            entries: BTreeMap::from([("a".to_owned(), entry(1))]),
+        };
+        fs::write(pair.legacy.join("base.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        fs::write(folder.path().join("mine.txt"), "user file").unwrap();
+        let loaded = pair.load().unwrap();
+        assert_eq!(loaded.get("a"), Some(&entry(1)));
+        assert!(pair.path().join("base.json").exists());
+        let left: Vec<_> = fs::read_dir(folder.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["mine.txt"], "the old state stayed in the folder");
+    }
+
+    #[test]
+    fn times_before_1970_are_kept() {
+        let before = UNIX_EPOCH - Duration::new(86_400 * 365, 250);
+        let ns = to_ns(before).unwrap();
+        assert_eq!(ns, -(86_400 * 365 * 1_000_000_000 + 250));
+        assert_eq!(from_ns(ns), before);
+        let after = UNIX_EPOCH + Duration::new(1_600_000_000, 7);
+        assert_eq!(from_ns(to_ns(after).unwrap()), after);
     }
 
     #[test]
     fn a_killed_run_is_replayed_from_its_journal_and_a_torn_line_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let pair = StateDir::new(dir.path(), "ftp://h/x");
+        let pair = StateDir::in_root(dir.path(), dir.path(), "ftp://h/x");
         let mut state = pair.load().unwrap();
         state.set("old", entry(1)).unwrap();
         state.compact().unwrap();
@@ -428,7 +547,7 @@ mod tests {
     #[test]
     fn damaged_or_foreign_state_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let pair = StateDir::new(dir.path(), "s3://b/p");
+        let pair = StateDir::in_root(dir.path(), dir.path(), "s3://b/p");
         fs::create_dir_all(pair.path()).unwrap();
         fs::write(pair.base_path(), "{not json").unwrap();
         let err = pair.load().unwrap_err().to_string();

@@ -9,4 +9,5 @@ mod remote_stores;
 mod snapshot_failures;
 mod snapshots;
 mod sync;
+mod sync_safety;
 mod util;

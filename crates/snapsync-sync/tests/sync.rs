@@ -1,0 +1,323 @@
+//! The sync library driven directly: runs racing for one remote's lock (through a store wrapper that
+//! widens the race), a lock that is renewed while its run lives, and the plan's guards against
+//! deleting what a run could not see.
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use snapsync_store::{
+    Capabilities, GetStream, LocalStore, ObjectMeta, PutMode, PutSource, Result as StoreResult, Store,
+    StoreUrl,
+};
+use snapsync_sync::{Config, Error, Mode, Options, Pair, Resolve};
+
+/// A store that sleeps before every lock operation and rename, so that runs taking the lock at the
+/// same moment interleave at every step.
+#[derive(Debug)]
+struct Slow {
+    inner: Arc<dyn Store>,
+    delay: Duration,
+}
+
+impl Slow {
+    async fn pause(&self) {
+        tokio::time::sleep(self.delay).await;
+    }
+}
+
+#[async_trait]
+impl Store for Slow {
+    fn url(&self) -> &StoreUrl {
+        self.inner.url()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'static, StoreResult<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn list_leftovers(&self) -> BoxStream<'static, StoreResult<ObjectMeta>> {
+        self.inner.list_leftovers()
+    }
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<GetStream> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> StoreResult<()> {
+        self.inner.put(key, source, mode).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.inner.copy(from, to).await
+    }
+    async fn rename(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.pause().await;
+        self.inner.rename(from, to).await
+    }
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> StoreResult<()> {
+        self.inner.set_mtime(key, mtime).await
+    }
+    async fn remove_empty_dir(&self, key: &str) -> StoreResult<bool> {
+        self.inner.remove_empty_dir(key).await
+    }
+    async fn root_exists(&self) -> StoreResult<bool> {
+        self.inner.root_exists().await
+    }
+    async fn create_root(&self) -> StoreResult<()> {
+        self.inner.create_root().await
+    }
+    async fn lock_create(&self, key: &str, body: Bytes) -> StoreResult<()> {
+        self.pause().await;
+        self.inner.lock_create(key, body).await
+    }
+    async fn lock_read(&self, key: &str) -> StoreResult<Bytes> {
+        self.pause().await;
+        self.inner.lock_read(key).await
+    }
+    async fn lock_update(&self, key: &str, body: Bytes) -> StoreResult<()> {
+        self.pause().await;
+        self.inner.lock_update(key, body).await
+    }
+    async fn lock_remove(&self, key: &str) -> StoreResult<()> {
+        self.pause().await;
+        self.inner.lock_remove(key).await
+    }
+    async fn lock_rename(&self, key: &str, to: &str) -> StoreResult<()> {
+        self.pause().await;
+        self.inner.lock_rename(key, to).await
+    }
+}
+
+fn config(mode: Mode) -> Config {
+    Config::new(Options {
+        mode,
+        delete: false,
+        force: false,
+        resolve: Resolve::Skip,
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn local_store(root: &Path) -> Arc<dyn Store> {
+    Arc::new(LocalStore::new(StoreUrl::local(root)))
+}
+
+/// Two local folders with a file each, syncing to one remote folder.
+struct Race {
+    _dirs: tempfile::TempDir,
+    remote: PathBuf,
+    locals: [PathBuf; 2],
+}
+
+fn race() -> Race {
+    let dirs = tempfile::tempdir().unwrap();
+    let remote = dirs.path().join("remote");
+    fs::create_dir_all(&remote).unwrap();
+    let locals = [dirs.path().join("a"), dirs.path().join("b")];
+    for (i, local) in locals.iter().enumerate() {
+        fs::create_dir_all(local).unwrap();
+        fs::write(local.join(format!("from-{i}.txt")), "x").unwrap();
+    }
+    Race {
+        _dirs: dirs,
+        remote,
+        locals,
+    }
+}
+
+/// Prepares both runs at once and counts how many got the lock; the winners' runs are carried out.
+async fn both_prepare(store: &Arc<dyn Store>, race: &Race, config: &Config) -> usize {
+    let pairs: Vec<Pair> = race
+        .locals
+        .iter()
+        .map(|local| Pair::new(local.clone(), Arc::clone(store), config.clone()))
+        .collect();
+    let (a, b) = tokio::join!(pairs[0].prepare(), pairs[1].prepare());
+    let mut winners = 0;
+    for (pair, outcome) in pairs.iter().zip([a, b]) {
+        match outcome {
+            Ok(prepared) => {
+                winners += 1;
+                pair.execute(prepared, None, &|_| {}).await.unwrap();
+            }
+            Err(Error::Locked { .. }) => {}
+            Err(other) => panic!("neither locked nor run: {other}"),
+        }
+    }
+    winners
+}
+
+#[test]
+fn of_two_runs_started_at_once_exactly_one_proceeds() {
+    let rt = runtime();
+    for iteration in 0..25 {
+        let race = race();
+        let store: Arc<dyn Store> = Arc::new(Slow {
+            inner: local_store(&race.remote),
+            delay: Duration::from_millis(iteration % 5),
+        });
+        let winners = rt.block_on(both_prepare(&store, &race, &config(Mode::Sync)));
+        assert_eq!(winners, 1, "iteration {iteration}");
+        assert!(!race.remote.join(".snapsync-lock").exists(), "the lock was left");
+    }
+}
+
+#[test]
+fn of_two_runs_taking_over_a_stale_lock_exactly_one_proceeds() {
+    let rt = runtime();
+    for iteration in 0..25 {
+        let race = race();
+        // A lock of a run on another machine, not renewed for two hours.
+        let old = SystemTime::now() - Duration::from_hours(2);
+        let ns = old.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+        fs::write(
+            race.remote.join(".snapsync-lock"),
+            format!(r#"{{"token":"dead","host":"elsewhere","pid":1,"started_ns":{ns},"renewed_ns":{ns}}}"#),
+        )
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(Slow {
+            inner: local_store(&race.remote),
+            delay: Duration::from_millis(1 + iteration % 7),
+        });
+        let winners = rt.block_on(both_prepare(&store, &race, &config(Mode::Sync)));
+        assert_eq!(winners, 1, "iteration {iteration}");
+        let left: Vec<String> = fs::read_dir(&race.remote)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".snapsync-lock"))
+            .collect();
+        assert!(left.is_empty(), "locks left behind: {left:?}");
+    }
+}
+
+#[test]
+fn a_live_run_renews_its_lock_so_it_is_never_taken_over_as_stale() {
+    let rt = runtime();
+    let race = race();
+    let store = local_store(&race.remote);
+    let mut short = config(Mode::Sync);
+    short.lock_timeout = Duration::from_millis(800);
+    rt.block_on(async {
+        let first = Pair::new(race.locals[0].clone(), Arc::clone(&store), short.clone());
+        let prepared = first.prepare().await.unwrap();
+        // Longer than the timeout: without renewal the lock would be stale by now.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let second = Pair::new(race.locals[1].clone(), Arc::clone(&store), short.clone());
+        match second.prepare().await {
+            Err(Error::Locked { holder, .. }) => assert!(holder.contains("renewed"), "{holder}"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a live run's lock was taken over"),
+        }
+        first.execute(prepared, None, &|_| {}).await.unwrap();
+    });
+    assert!(race.remote.join("from-0.txt").exists());
+}
+
+#[test]
+fn a_run_whose_lock_was_taken_over_starts_nothing_more() {
+    let rt = runtime();
+    let race = race();
+    let store = local_store(&race.remote);
+    let mut short = config(Mode::Upload);
+    short.lock_timeout = Duration::from_millis(400);
+    rt.block_on(async {
+        let first = Pair::new(race.locals[0].clone(), Arc::clone(&store), short.clone());
+        let prepared = first.prepare().await.unwrap();
+        // Another run breaks the lock (as --break-lock does).
+        let mut breaking = short.clone();
+        breaking.break_lock = true;
+        let second = Pair::new(race.locals[1].clone(), Arc::clone(&store), breaking);
+        let taken = second.prepare().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        match first.execute(prepared, None, &|_| {}).await {
+            Err(Error::LockLost { .. }) => {}
+            other => panic!("the first run went on: {other:?}"),
+        }
+        assert!(
+            !race.remote.join("from-0.txt").exists(),
+            "it uploaded without the lock"
+        );
+        second.execute(taken, None, &|_| {}).await.unwrap();
+    });
+    assert!(race.remote.join("from-1.txt").exists());
+}
+
+/// The same races against real FTP servers, where the lock is a directory made with `MKD`.
+#[test]
+fn over_ftp_of_two_runs_exactly_one_proceeds() {
+    use snapsync_testkit::{FtpFlavor, FtpServer};
+    let rt = runtime();
+    for flavor in [FtpFlavor::Pyftpdlib, FtpFlavor::Vsftpd] {
+        let server = FtpServer::start(flavor, false);
+        let config_pairs = server.config();
+        let pairs: Vec<(&str, &str)> = config_pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for iteration in 0..10 {
+            let race = race();
+            let site = format!("site{iteration}");
+            fs::create_dir_all(server.root().join(&site)).unwrap();
+            if iteration % 2 == 1 {
+                // A stale lock of a run on another machine, to be taken over by one of the two.
+                let lock = server.root().join(&site).join(".snapsync-lock");
+                fs::create_dir_all(&lock).unwrap();
+                fs::write(
+                    lock.join("owner"),
+                    r#"{"token":"dead","host":"elsewhere","pid":1,"started_ns":1,"renewed_ns":1}"#,
+                )
+                .unwrap();
+            }
+            ensure_server_owns(&server, &site);
+            let url = StoreUrl::parse(&server.url(&site)).unwrap();
+            let inner = snapsync_store::open_with_config(&url, &pairs).unwrap();
+            let store: Arc<dyn Store> = Arc::new(Slow {
+                inner,
+                delay: Duration::from_millis(iteration % 3),
+            });
+            let winners = rt.block_on(both_prepare(&store, &race, &config(Mode::Sync)));
+            assert_eq!(winners, 1, "{flavor:?}, iteration {iteration}");
+            let left: Vec<String> = fs::read_dir(server.root().join(&site))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".snapsync-lock"))
+                .collect();
+            assert!(left.is_empty(), "{flavor:?}: locks left behind: {left:?}");
+        }
+    }
+}
+
+/// Files made by the test belong to the FTP server's user, as the server's own would.
+fn ensure_server_owns(server: &snapsync_testkit::FtpServer, site: &str) {
+    if server.flavor() == snapsync_testkit::FtpFlavor::Vsftpd {
+        let owner = std::fs::metadata(server.root()).unwrap();
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!(
+                "{}:{}",
+                std::os::unix::fs::MetadataExt::uid(&owner),
+                std::os::unix::fs::MetadataExt::gid(&owner)
+            ))
+            .arg(server.root().join(site))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
