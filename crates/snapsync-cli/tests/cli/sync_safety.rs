@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use snapsync_testkit::FtpServer;
+use snapsync_testkit::{FtpServer, Sshd};
 
 use crate::sync::{T12, T13, has_temp, read, snapsync, tree, write};
 
@@ -17,6 +17,34 @@ struct Remote {
     root: PathBuf,
     _server: Option<FtpServer>,
     _dir: Option<tempfile::TempDir>,
+    /// For SFTP: the server, and the extra arguments it needs (`--known-hosts`).
+    sftp: Option<(Sshd, Vec<String>)>,
+}
+
+impl Remote {
+    /// Makes what the test wrote in the remote folder the server user's, as the server's own would be.
+    fn settle(&self) {
+        if self.sftp.is_some() {
+            let status = Command::new("chown")
+                .args(["-R", snapsync_testkit::SSH_USER])
+                .arg(&self.root)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+}
+
+fn sftp_remote() -> Remote {
+    let server = Sshd::start();
+    let known_hosts = server.known_hosts().display().to_string();
+    Remote {
+        url: server.url("site"),
+        root: server.root().join("site"),
+        _server: None,
+        _dir: None,
+        sftp: Some((server, vec!["--known-hosts".into(), known_hosts])),
+    }
 }
 
 fn local_remote() -> Remote {
@@ -27,6 +55,7 @@ fn local_remote() -> Remote {
         root,
         _server: None,
         _dir: Some(dir),
+        sftp: None,
     }
 }
 
@@ -37,6 +66,7 @@ fn ftp_remote() -> Remote {
         root: server.root().join("site"),
         _server: Some(server),
         _dir: None,
+        sftp: None,
     }
 }
 
@@ -45,10 +75,19 @@ fn both(test: impl Fn(&Remote)) {
     test(&ftp_remote());
 }
 
+/// Where the backends differ in how a root or a listing is checked: SFTP too.
+fn all_three(test: impl Fn(&Remote)) {
+    both(&test);
+    test(&sftp_remote());
+}
+
 /// `snapsync ARGS... LOCAL REMOTE`.
 fn run(args: &[&str], local: &Path, remote: &Remote) -> (i32, String, String) {
     let mut all = args.to_vec();
     all.extend([local.to_str().unwrap(), remote.url.as_str()]);
+    if let Some((_, extra)) = &remote.sftp {
+        all.extend(extra.iter().map(String::as_str));
+    }
     snapsync(&all)
 }
 
@@ -60,6 +99,7 @@ fn synced(remote: &Remote) -> tempfile::TempDir {
     write(l, "b.txt", "b", T12);
     write(l, "sub/c.txt", "c", T12);
     fs::create_dir_all(&remote.root).unwrap();
+    remote.settle();
     let (code, _, err) = run(&["sync"], l, remote);
     assert_eq!(code, 0, "{err}");
     assert_eq!(tree(l), tree(&remote.root));
@@ -68,7 +108,7 @@ fn synced(remote: &Remote) -> tempfile::TempDir {
 
 #[test]
 fn a_missing_remote_folder_is_an_error_never_an_empty_remote() {
-    both(|remote| {
+    all_three(|remote| {
         let local = synced(remote);
         let l = local.path();
         let before = tree(l);
@@ -94,13 +134,14 @@ fn a_missing_remote_folder_is_an_error_never_an_empty_remote() {
 
 #[test]
 fn a_remote_that_went_empty_stops_the_run_before_anything_is_deleted() {
-    both(|remote| {
+    all_three(|remote| {
         let local = synced(remote);
         let l = local.path();
         let before = tree(l);
         // The remote folder is still there but empty (an account reset, an empty mount point).
         fs::remove_dir_all(&remote.root).unwrap();
         fs::create_dir_all(&remote.root).unwrap();
+        remote.settle();
         let (code, _, err) = run(&["sync"], l, remote);
         assert_eq!(code, 1, "{err}");
         assert!(
@@ -159,14 +200,17 @@ fn most_of_a_side_deleted_at_once_needs_a_confirmation() {
 /// Runs snapsync without the capabilities that let root read any folder (so `chmod 000` works on
 /// root's own folders, as it does for a user).
 fn run_without_override(args: &[&str], local: &Path, remote: &Remote) -> (i32, String, String) {
-    let binary = env!("CARGO_BIN_EXE_snapsync");
-    let mut command = Command::new("capsh");
+    let mut command = Command::new("setpriv");
     command
-        .arg("--drop=cap_dac_override,cap_dac_read_search")
-        .args(["--", "-c", r#"exec "$0" "$@""#, binary])
+        .args([
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--",
+            env!("CARGO_BIN_EXE_snapsync"),
+        ])
         .args(args)
         .args([local.to_str().unwrap(), remote.url.as_str()]);
-    let out = command.output().expect("capsh (apt-get install libcap2-bin)");
+    let out = command.output().expect("setpriv runs (util-linux)");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -367,6 +411,7 @@ fn an_ftp_folder_the_server_will_not_list_deletes_nothing() {
             root: server.root().join("site"),
             _server: None,
             _dir: None,
+            sftp: None,
         };
         fs::create_dir_all(&remote.root).unwrap();
         if flavor == FtpFlavor::Vsftpd {
