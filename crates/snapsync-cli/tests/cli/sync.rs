@@ -679,7 +679,20 @@ fn resolve_ask_prompts_on_a_terminal_and_skips_without_one() {
     assert!(err.contains("needs a terminal"), "{err}");
     // On a terminal (script(1) gives it one): an answer that is not understood asks again; `r` keeps
     // the remote version.
-    let command = format!("{} sync --resolve ask {ls} {rs}", env!("CARGO_BIN_EXE_snapsync"));
+    let (ok, text) = on_a_terminal(&format!("sync --resolve ask {ls} {rs}"), b"what\nr\n");
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.matches("Keep [l]ocal (upload), [r]emote (download)").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(read(&l.join("a.txt")), "remote version");
+}
+
+/// Runs `snapsync ARGS` on a terminal (script(1) gives it one) that types `input`: whether it
+/// succeeded, and what the terminal showed.
+pub(crate) fn on_a_terminal(args: &str, input: &[u8]) -> (bool, String) {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_snapsync"));
     let mut child = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .stdin(std::process::Stdio::piped())
@@ -687,16 +700,12 @@ fn resolve_ask_prompts_on_a_terminal_and_skips_without_one() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("script(1) runs (util-linux)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"what\nr\n").unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input).unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(
-        text.matches("Keep [l]ocal (upload), [r]emote (download)").count(),
-        2,
-        "{text}"
-    );
-    assert_eq!(read(&l.join("a.txt")), "remote version");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]

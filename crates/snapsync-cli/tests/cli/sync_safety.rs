@@ -9,7 +9,7 @@ use std::process::Command;
 
 use snapsync_testkit::{FtpServer, Sshd};
 
-use crate::sync::{T12, T13, has_temp, read, snapsync, tree, write};
+use crate::sync::{T12, T13, has_temp, on_a_terminal, read, snapsync, tree, write};
 
 /// A remote: its URL and the same folder on this machine.
 struct Remote {
@@ -360,27 +360,8 @@ fn on_a_terminal_resolve_ask_asks_before_a_mass_deletion() {
     let l = local.path();
     fs::remove_dir_all(&remote.root).unwrap();
     fs::create_dir_all(&remote.root).unwrap();
-    let answer = |text: &[u8]| {
-        let command = format!(
-            "{} sync --resolve ask {} {}",
-            env!("CARGO_BIN_EXE_snapsync"),
-            l.display(),
-            remote.url
-        );
-        let mut child = Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("script(1) runs (util-linux)");
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), text).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let args = format!("sync --resolve ask {} {}", l.display(), remote.url);
+    let answer = |text: &[u8]| on_a_terminal(&args, text);
     let (ok, text) = answer(b"n\n");
     assert!(
         !ok && text.contains("Go ahead? [y/N]") && text.contains("stopped"),
