@@ -86,6 +86,14 @@ pub enum Event<'a> {
         /// Bytes transferred.
         bytes: u64,
     },
+    /// Bytes of a download under way arrived (progress within a file; [`Event::Done`] still follows
+    /// with the file's total).
+    Received {
+        /// The item.
+        item: &'a Item,
+        /// Bytes that arrived since the last report.
+        bytes: u64,
+    },
     /// An item failed; the target was left as it was.
     Failed {
         /// The item.
@@ -700,7 +708,7 @@ impl Pair {
                             location: self.store.url().with_key(crate::lock::LOCK_NAME),
                         })
                     } else {
-                        self.one(item, l, r, hash, state).await
+                        self.one(item, l, r, hash, (state, report)).await
                     };
                     match &outcome {
                         Ok(bytes) if !matches!(item.action, Action::Conflict(_)) => {
@@ -738,7 +746,7 @@ impl Pair {
         l: Option<&Observed>,
         r: Option<&Observed>,
         hash: Option<[u8; 32]>,
-        state: &Mutex<State>,
+        (state, report): (&Mutex<State>, Report<'_>),
     ) -> Result<u64> {
         let path = item.path.as_str();
         let record = |entry: Option<BaseEntry>| -> Result<()> {
@@ -775,7 +783,8 @@ impl Pair {
             }
             Action::Download => {
                 let r = r.ok_or_else(|| changed(path, "remote"))?;
-                let entry = self.download(path, r, l).await?;
+                let received = |bytes| report(Event::Received { item, bytes });
+                let entry = self.download(path, r, l, &received).await?;
                 let bytes = entry.size;
                 record(Some(entry))?;
                 Ok(bytes)
@@ -871,7 +880,13 @@ impl Pair {
         })
     }
 
-    async fn download(&self, path: &str, r: &Observed, l: Option<&Observed>) -> Result<BaseEntry> {
+    async fn download(
+        &self,
+        path: &str,
+        r: &Observed,
+        l: Option<&Observed>,
+        received: &(dyn Fn(u64) + Sync),
+    ) -> Result<BaseEntry> {
         let target = self.local_path(path)?;
         if let Some(parent) = target.parent() {
             let parent = parent.to_owned();
@@ -885,7 +900,7 @@ impl Pair {
             return Err(changed(path, "remote"));
         }
         let temp = temp_path(&target);
-        let written = self.write_temp(&temp, got.stream, r).await;
+        let written = self.write_temp(&temp, got.stream, r, received).await;
         let (hash, size) = match written {
             Ok(done) => done,
             Err(e) => {
@@ -942,6 +957,7 @@ impl Pair {
         temp: &Path,
         mut stream: futures::stream::BoxStream<'static, snapsync_store::Result<Bytes>>,
         r: &Observed,
+        received: &(dyn Fn(u64) + Sync),
     ) -> Result<([u8; 32], u64)> {
         let mut file = tokio::fs::File::create(temp)
             .await
@@ -954,6 +970,7 @@ impl Pair {
             tokio::io::AsyncWriteExt::write_all(&mut file, &piece)
                 .await
                 .map_err(|e| Error::io(temp, e))?;
+            received(piece.len() as u64);
         }
         tokio::io::AsyncWriteExt::flush(&mut file)
             .await

@@ -321,3 +321,31 @@ fn ensure_server_owns(server: &snapsync_testkit::FtpServer, site: &str) {
         assert!(status.success());
     }
 }
+
+#[test]
+fn a_download_reports_its_bytes_as_they_arrive() {
+    let dirs = tempfile::tempdir().unwrap();
+    let (local, remote) = (dirs.path().join("local"), dirs.path().join("remote"));
+    fs::create_dir_all(&local).unwrap();
+    fs::create_dir_all(&remote).unwrap();
+    let size = 12 << 20;
+    fs::write(remote.join("big.bin"), vec![7u8; size]).unwrap();
+    let pair = Pair::new(local.clone(), local_store(&remote), config(Mode::Download));
+    let pieces = std::sync::Mutex::new(Vec::new());
+    runtime().block_on(async {
+        let prepared = pair.prepare().await.unwrap();
+        let report = |event: snapsync_sync::Event<'_>| {
+            if let snapsync_sync::Event::Received { bytes, .. } = event {
+                pieces.lock().unwrap().push(bytes);
+            }
+        };
+        pair.execute(prepared, None, &report).await.unwrap();
+    });
+    let pieces = pieces.into_inner().unwrap();
+    assert!(
+        pieces.len() > 1,
+        "the whole file was reported at once: {pieces:?}"
+    );
+    assert_eq!(pieces.iter().sum::<u64>(), size as u64);
+    assert_eq!(fs::read(local.join("big.bin")).unwrap().len(), size);
+}
