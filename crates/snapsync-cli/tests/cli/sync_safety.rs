@@ -445,3 +445,72 @@ fn a_download_from_a_read_only_ftp_account_works_without_a_lock() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("access denied") || err.contains("refused"), "{err}");
 }
+
+/// A file replaced by a folder of the same name (and back) settles in one run each, with no error.
+#[test]
+fn a_file_replaced_by_a_folder_settles_in_one_run() {
+    both(|remote| {
+        let local = synced(remote);
+        let l = local.path();
+        fs::remove_file(l.join("a.txt")).unwrap();
+        write(l, "a.txt/inside.txt", "now a folder", T13);
+        let (code, _, err) = run(&["sync"], l, remote);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(read(&remote.root.join("a.txt/inside.txt")), "now a folder");
+        // And back: the folder becomes a file again.
+        fs::remove_dir_all(l.join("a.txt")).unwrap();
+        write(l, "a.txt", "a file again", T13);
+        let (code, _, err) = run(&["sync"], l, remote);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(read(&remote.root.join("a.txt")), "a file again");
+        assert_eq!(tree(l), tree(&remote.root));
+        // The remote edits the file while the local side makes it a folder: a conflict, both kept.
+        write(&remote.root, "b.txt", "edited there", T13 + 60);
+        fs::remove_file(l.join("b.txt")).unwrap();
+        write(l, "b.txt/x.txt", "x", T13);
+        let (code, _, err) = run(&["sync"], l, remote);
+        assert_eq!(code, 4, "{err}");
+        assert!(err.contains("a file on one side, a folder on the other"), "{err}");
+        assert_eq!(read(&remote.root.join("b.txt")), "edited there");
+        assert_eq!(read(&l.join("b.txt/x.txt")), "x");
+    });
+}
+
+/// Syncing a folder does not change it: the state lives elsewhere, so its snapshot id stays.
+#[test]
+fn syncing_a_folder_leaves_its_snapshot_id_as_it_was() {
+    let remote = local_remote();
+    let local = tempfile::tempdir().unwrap();
+    let l = local.path();
+    write(l, "a.txt", "a", T12);
+    let (_, id_before, _) = snapsync(&["id", l.to_str().unwrap()]);
+    fs::create_dir_all(&remote.root).unwrap();
+    let (code, _, err) = run(&["sync"], l, &remote);
+    assert_eq!(code, 0, "{err}");
+    let (_, id_after, _) = snapsync(&["id", l.to_str().unwrap()]);
+    assert_eq!(id_before, id_after);
+    assert!(!l.join(".snapsync").exists());
+}
+
+/// A file dated before 1970 has a time in the base like any other: a remote-only edit is a download.
+#[test]
+fn files_dated_before_1970_are_synced_like_any_other() {
+    let remote = local_remote();
+    let local = tempfile::tempdir().unwrap();
+    let l = local.path();
+    let before_1970 = |path: &Path, secs: u64| {
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::UNIX_EPOCH - std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
+    fs::write(l.join("old.txt"), "old").unwrap();
+    before_1970(&l.join("old.txt"), 300_000_000);
+    fs::create_dir_all(&remote.root).unwrap();
+    let (code, _, err) = run(&["sync"], l, &remote);
+    assert_eq!(code, 0, "{err}");
+    fs::write(remote.root.join("old.txt"), "edited there").unwrap();
+    before_1970(&remote.root.join("old.txt"), 200_000_000);
+    let (code, _, err) = run(&["sync"], l, &remote);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read(&l.join("old.txt")), "edited there");
+}
