@@ -28,8 +28,8 @@
 //!   errs when it cannot tell; [`Store::create_root`] makes it. Object stores have no directories: for
 //!   them the root always exists.
 //! * **Locks.** [`Store::lock_create`] is exclusive on every backend, FTP included (there the lock is
-//!   a directory made with `MKD`, its body in `key/owner`: **listings show an FTP lock as
-//!   `key/owner`**); [`Store::lock_read`], [`Store::lock_update`], [`Store::lock_rename`] and
+//!   a directory made with `MKD`, its body in `key/owner`: listings show an FTP lock as `key/owner`,
+//!   except that they never enter a directory named [`LOCK_PREFIX`]…); [`Store::lock_read`], [`Store::lock_update`], [`Store::lock_rename`] and
 //!   [`Store::lock_remove`] handle it the same way on every backend.
 //!
 //! | | local | SFTP | FTP | object stores |
@@ -91,6 +91,11 @@ pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
 pub use crate::sftp::SftpStore;
 pub use crate::url::{Scheme, StoreUrl, redact_text};
 pub use crate::wrap::{DryRunStore, PrefixStore, RetryPolicy, RetryStore};
+
+/// Names that start with this are locks (see [`Store::lock_create`]): listings never enter a
+/// directory so named (an FTP lock is one, and a lock being moved aside or removed by another run
+/// vanishes while a listing walks; that is not a folder that failed to list).
+pub const LOCK_PREFIX: &str = ".snapsync-lock";
 
 /// What a listing or `head` says about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,7 +273,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// an object with [`PutMode::Create`] where that is atomic ([`Capabilities::atomic_create`]: local,
     /// SFTP, object stores) and is [`Error::Unsupported`] elsewhere. FTP, where no file operation is
     /// exclusive, makes the directory `key` (`MKD`, which only one client can do) and stores the body
-    /// in `key/owner`; listings show such a lock as `key/owner`.
+    /// in `key/owner`; listings show such a lock as `key/owner` (none when its name starts with
+    /// [`LOCK_PREFIX`], which listings do not enter).
     async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
         if self.capabilities().atomic_create {
             self.put(key, PutSource::Bytes(body), PutMode::Create).await

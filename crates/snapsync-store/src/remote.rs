@@ -250,6 +250,7 @@ where
                     dir => format!("{dir}/{}", entry.name),
                 };
                 match entry.kind {
+                    Kind::Dir if entry.name.starts_with(crate::LOCK_PREFIX) => {}
                     Kind::Dir => pending.push_back((path, false)),
                     Kind::File if crate::is_temp_name(std::ffi::OsStr::new(&entry.name)) == temps => {
                         let meta = ObjectMeta {

@@ -31,7 +31,7 @@ use crate::state::to_ns;
 
 /// The remote key of the lock a run holds; never synced (nor anything whose name starts with it: a
 /// lock moved aside, and the FTP lock's directory).
-pub const LOCK_NAME: &str = ".snapsync-lock";
+pub const LOCK_NAME: &str = snapsync_store::LOCK_PREFIX;
 
 /// What a lock says about its run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

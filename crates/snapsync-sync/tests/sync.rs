@@ -17,17 +17,28 @@ use snapsync_store::{
 };
 use snapsync_sync::{Config, Error, Mode, Options, Pair, Resolve};
 
-/// A store that sleeps before every lock operation and rename, so that runs taking the lock at the
-/// same moment interleave at every step.
+/// A store that sleeps before every lock operation and rename, for a time that varies from call to
+/// call (0 to 4 times `delay`), so that runs taking the lock at the same moment interleave at every
+/// step, in ever other orders.
 #[derive(Debug)]
 struct Slow {
     inner: Arc<dyn Store>,
     delay: Duration,
+    calls: std::sync::atomic::AtomicU32,
 }
 
 impl Slow {
+    fn new(inner: Arc<dyn Store>, delay: Duration) -> Slow {
+        Slow {
+            inner,
+            delay,
+            calls: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
     async fn pause(&self) {
-        tokio::time::sleep(self.delay).await;
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(self.delay * (call.wrapping_mul(2_654_435_761) >> 29 & 3)).await;
     }
 }
 
@@ -172,10 +183,10 @@ fn of_two_runs_started_at_once_exactly_one_proceeds() {
     let rt = runtime();
     for iteration in 0..25 {
         let race = race();
-        let store: Arc<dyn Store> = Arc::new(Slow {
-            inner: local_store(&race.remote),
-            delay: Duration::from_millis(iteration % 5),
-        });
+        let store: Arc<dyn Store> = Arc::new(Slow::new(
+            local_store(&race.remote),
+            Duration::from_millis(1 + iteration % 5),
+        ));
         let winners = rt.block_on(both_prepare(&store, &race, &config(Mode::Sync)));
         assert_eq!(winners, 1, "iteration {iteration}");
         assert!(!race.remote.join(".snapsync-lock").exists(), "the lock was left");
@@ -195,10 +206,10 @@ fn of_two_runs_taking_over_a_stale_lock_exactly_one_proceeds() {
             format!(r#"{{"token":"dead","host":"elsewhere","pid":1,"started_ns":{ns},"renewed_ns":{ns}}}"#),
         )
         .unwrap();
-        let store: Arc<dyn Store> = Arc::new(Slow {
-            inner: local_store(&race.remote),
-            delay: Duration::from_millis(1 + iteration % 7),
-        });
+        let store: Arc<dyn Store> = Arc::new(Slow::new(
+            local_store(&race.remote),
+            Duration::from_millis(1 + iteration % 7),
+        ));
         let winners = rt.block_on(both_prepare(&store, &race, &config(Mode::Sync)));
         assert_eq!(winners, 1, "iteration {iteration}");
         let left: Vec<String> = fs::read_dir(&race.remote)
@@ -288,10 +299,7 @@ fn over_ftp_of_two_runs_exactly_one_proceeds() {
             ensure_server_owns(&server, &site);
             let url = StoreUrl::parse(&server.url(&site)).unwrap();
             let inner = snapsync_store::open_with_config(&url, &pairs).unwrap();
-            let store: Arc<dyn Store> = Arc::new(Slow {
-                inner,
-                delay: Duration::from_millis(iteration % 3),
-            });
+            let store: Arc<dyn Store> = Arc::new(Slow::new(inner, Duration::from_millis(1 + iteration % 3)));
             let winners = rt.block_on(both_prepare(&store, &race, &config(Mode::Sync)));
             assert_eq!(winners, 1, "{flavor:?}, iteration {iteration}");
             let left: Vec<String> = fs::read_dir(server.root().join(&site))
