@@ -60,6 +60,9 @@ struct Setup {
     rclone_ssh_pass: String,
     /// The SFTP root without `..` parts (pyftpsync compares paths as strings).
     sftp_root: PathBuf,
+    /// Where snapsync keeps its sync state (`SNAPSYNC_STATE_DIR`), emptied for each initial upload as
+    /// the other tools' metadata is.
+    state: PathBuf,
 }
 
 impl Setup {
@@ -86,7 +89,10 @@ impl Setup {
         match (tool, backend) {
             (Tool::Snapsync, _) => {
                 let mut c = Command::new(&self.snapsync);
-                c.args(["upload", "-q"]).arg(local);
+                // As pyftpsync's: the remote folder is made on the first run.
+                c.env("SNAPSYNC_STATE_DIR", &self.state)
+                    .args(["upload", "-q", "--create-folder"])
+                    .arg(local);
                 match backend {
                     Backend::Ftp => c.arg(self.ftp.url(name)),
                     Backend::Sftp => c
@@ -197,6 +203,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     eprintln!("xtask: starting pyftpdlib and sshd");
     let sshd = Sshd::start();
     let sftp_root = fs::canonicalize(sshd.root())?;
+    let scratch = Scratch::on_disk("sync")?;
     let setup = Setup {
         sftp_root,
         sshd,
@@ -205,8 +212,8 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         ftp: FtpServer::pyftpdlib(),
         rclone_ftp_pass: obscure(FTP_PASSWORD)?,
         rclone_ssh_pass: obscure(SSH_PASSWORD)?,
+        state: scratch.0.join("snapsync-state"),
     };
-    let scratch = Scratch::on_disk("sync")?;
     println!(
         "\nbench sync: {SMALL_FILES} x {} KiB files, then {big_count} x {} MiB; median of {runs} run(s); \
          ratio = best anchor / snapsync (>1: snapsync faster)",
@@ -228,6 +235,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
                 let remote = setup.remote_dir(backend, tool.name());
                 let local = scratch.0.join(format!("local-{}", tool.name()));
                 remove(&local)?;
+                remove(&setup.state)?;
                 copy_tree(&small, &local)?;
                 fresh_remote(&remote, backend)?;
                 times[0][t].push(timed(&mut setup.upload(*tool, backend, &local))?);
@@ -239,7 +247,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
                 // Big files, straight from the data directory (metadata a tool leaves there is removed).
                 fresh_remote(&remote, backend)?;
                 times[3][t].push(timed(&mut setup.upload(*tool, backend, &big))?);
-                remove(&big.join(".snapsync"))?;
+                remove(&setup.state)?;
                 let _ = fs::remove_file(big.join(".pyftpsync-meta.json"));
                 check_uploaded(&big, &remote, big_count)?;
                 remove(&remote)?;
