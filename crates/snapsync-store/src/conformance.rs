@@ -90,12 +90,67 @@ pub async fn run_all(store: Arc<dyn Store>, options: &Options) -> Check {
     check!(copy_and_rename(&*sub("copy")?));
     check!(modification_times(&*sub("mtime")?));
     check!(empty_directories(&*sub("dirs")?));
+    check!(listed_directories(&*sub("listed-dirs")?));
     check!(lock_round_trip(&*sub("lock")?));
     check!(lock_race(sub("lock-race")?, 30));
     check!(many_keys(sub("many")?, options.many_keys));
     check!(large_object(&*sub("large")?, options.large_object));
     check!(changing_source(&*sub("changing")?));
     check!(expected_source(&*sub("expected")?));
+    Ok(())
+}
+
+/// `create_dir` makes an empty directory (and its parents) where the store has directories, and
+/// `list_with_dirs` shows it as `key/` besides the objects, which `list` alone does not; for object
+/// stores both are the objects only. Making one that exists is fine; a file in the way is an error.
+///
+/// # Errors
+/// What was wrong.
+pub async fn listed_directories(store: &dyn Store) -> Check {
+    put(store, "a/file", b"x", PutMode::Create).await?;
+    store
+        .create_dir("a/empty/deeper")
+        .await
+        .map_err(fail("create_dir"))?;
+    store
+        .create_dir("a/empty/deeper")
+        .await
+        .map_err(fail("create_dir again"))?;
+    let with_dirs: BTreeSet<String> = store
+        .list_with_dirs("")
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .map_err(fail("list_with_dirs"))?;
+    let objects = keys(store, "").await?;
+    ensure!(
+        objects == BTreeSet::from(["a/file".to_owned()]),
+        "list shows {objects:?}"
+    );
+    let dirs = BTreeSet::from([
+        "a/".to_owned(),
+        "a/empty/".to_owned(),
+        "a/empty/deeper/".to_owned(),
+    ]);
+    let expected: BTreeSet<String> = objects.union(&dirs).cloned().collect();
+    ensure!(
+        with_dirs == expected || with_dirs == objects,
+        "list_with_dirs shows {with_dirs:?}"
+    );
+    if with_dirs == expected {
+        ensure!(
+            store.create_dir("a/file").await.is_err(),
+            "create_dir over a file succeeded"
+        );
+        // The empty ones are removed again, deepest first.
+        for dir in ["a/empty/deeper", "a/empty"] {
+            ensure!(
+                store.remove_empty_dir(dir).await.map_err(fail(dir))?,
+                "{dir} was not removed"
+            );
+        }
+    }
+    store.delete("a/file").await.map_err(fail("delete"))?;
     Ok(())
 }
 

@@ -59,7 +59,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Kind, fill, parent, temp_name, transient};
+use crate::remote::{self, DirEntry, Kind, Listed, fill, parent, temp_name, transient};
 use crate::source::OpenSource;
 use crate::{
     Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreExt, StoreUrl, check_key,
@@ -968,8 +968,9 @@ fn format_timeval(time: SystemTime) -> Option<String> {
 }
 
 impl FtpStore {
-    /// Files below `prefix`: the objects, or (`temps`) the temporary files interrupted writes left.
-    fn listing(&self, prefix: &str, temps: bool) -> BoxStream<'static, Result<ObjectMeta>> {
+    /// What is below `prefix`: the objects (and directories), or the temporary files interrupted
+    /// writes left.
+    fn listing(&self, prefix: &str, listed: Listed) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
         let prefix = prefix.trim_matches('/');
         let start = if prefix.is_empty() {
@@ -985,7 +986,7 @@ impl FtpStore {
             }
         };
         let (key_offset, jobs) = (inner.root.len() + 1, inner.connections);
-        remote::walk(start, key_offset, jobs, temps, move |dir, top| {
+        remote::walk(start, key_offset, jobs, listed, move |dir, top| {
             let inner = Arc::clone(&inner);
             async move { inner.list_dir(dir, top).await }
         })
@@ -1010,11 +1011,15 @@ impl Store for FtpStore {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing(prefix, false)
+        self.listing(prefix, Listed::Objects)
+    }
+
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, Listed::ObjectsAndDirs)
     }
 
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing("", true)
+        self.listing("", Listed::Leftovers)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -1233,6 +1238,20 @@ impl Store for FtpStore {
                 }
             }
             Err(f) => Err(write_error(&location, f)),
+        }
+    }
+
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        let (path, location) = (self.inner.path(key)?, self.inner.location(key));
+        self.inner.make_dirs(&path, &location).await?;
+        // make_dirs leaves refusals to the upload that follows; here nothing follows: look.
+        match self.inner.probe(&path, &location).await? {
+            Probe::Dir => Ok(()),
+            Probe::Missing => Err(Error::PermissionDenied {
+                location,
+                source: "the server did not make the folder".into(),
+            }),
+            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
         }
     }
 

@@ -195,6 +195,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Every object under `prefix` (`""` for all), in no particular order.
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>>;
 
+    /// Like [`Store::list`], with the directories too, for stores that have them (local, FTP, SFTP):
+    /// a directory comes as its key and a `/` (`a/b/`), size 0, before what is below it. Object stores
+    /// have no directories: the default is [`Store::list`].
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.list(prefix)
+    }
+
+    /// Makes the directory `key` (and its parents) if it is not there, for stores that have
+    /// directories; nothing for object stores (the default).
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        check_key(key)
+    }
+
     /// The temporary files that interrupted writes left behind (their keys can be deleted), for stores
     /// that write under a temporary name and rename (local, FTP, SFTP); empty for others (the default).
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {

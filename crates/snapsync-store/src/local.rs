@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::error::{Error, Result};
+use crate::remote::Listed;
 use crate::source::OpenSource;
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
 
@@ -180,7 +181,7 @@ fn walk(
     root: &Path,
     dir: &Path,
     top: bool,
-    temps: bool,
+    listed: Listed,
     out: &mut Vec<ObjectMeta>,
 ) -> Result<()> {
     let location = |path: &Path| url.with_key(&path.strip_prefix(root).unwrap_or(path).to_string_lossy());
@@ -206,10 +207,19 @@ fn walk(
             .file_type()
             .map_err(|e| Error::from_io(location(&path), e))?;
         if file_type.is_dir() {
-            walk(url, root, &path, false, temps, out)?;
+            if listed == Listed::ObjectsAndDirs
+                && let Some(key) = path.strip_prefix(root).ok().and_then(Path::to_str)
+            {
+                out.push(ObjectMeta {
+                    key: format!("{key}/"),
+                    size: 0,
+                    modified: None,
+                });
+            }
+            walk(url, root, &path, false, listed, out)?;
             continue;
         }
-        if is_temp_name(&name) != temps {
+        if is_temp_name(&name) != (listed == Listed::Leftovers) {
             continue;
         }
         match fs::metadata(&path) {
@@ -243,7 +253,7 @@ fn file_in_the_way(path: &Path) -> Option<&Path> {
 
 impl LocalStore {
     /// Files below `prefix`: the objects, or (`temps`) the temporary files interrupted writes left.
-    fn listing(&self, prefix: &str, temps: bool) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn listing(&self, prefix: &str, listed: Listed) -> BoxStream<'static, Result<ObjectMeta>> {
         let prefix = prefix.trim_end_matches('/').to_owned();
         if !prefix.is_empty()
             && let Err(e) = check_key(&prefix)
@@ -259,7 +269,7 @@ impl LocalStore {
                 } else {
                     root.join(&prefix)
                 };
-                walk(&url, &root, &dir, true, temps, &mut out)?;
+                walk(&url, &root, &dir, true, listed, &mut out)?;
                 Ok(out)
             })
             .await
@@ -304,6 +314,17 @@ impl Store for LocalStore {
         .await
     }
 
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        let (dir, location) = (self.root.join(key), self.url.with_key(key));
+        blocking(move || match fs::create_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(_) if file_in_the_way(&dir).is_some() => Err(Error::NotADirectory { location }),
+            Err(e) => Err(Error::from_io(location, e)),
+        })
+        .await
+    }
+
     async fn create_root(&self) -> Result<()> {
         let (root, location) = (self.root.clone(), self.url.to_string());
         blocking(move || match fs::create_dir_all(&root) {
@@ -320,11 +341,15 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing(prefix, false)
+        self.listing(prefix, Listed::Objects)
+    }
+
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, Listed::ObjectsAndDirs)
     }
 
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing("", true)
+        self.listing("", Listed::Leftovers)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -547,13 +572,13 @@ mod tests {
         fs::write(root.join("file"), b"x").unwrap();
         let mut out = Vec::new();
         // The prefix asked for: missing, or a file, lists nothing.
-        walk(&url, root, &root.join("missing"), true, false, &mut out).unwrap();
-        walk(&url, root, &root.join("file"), true, false, &mut out).unwrap();
+        walk(&url, root, &root.join("missing"), true, Listed::Objects, &mut out).unwrap();
+        walk(&url, root, &root.join("file"), true, Listed::Objects, &mut out).unwrap();
         assert!(out.is_empty(), "{out:?}");
         // A directory the walk found, gone before it was listed (the same call, as the walk makes it
         // for a directory below the prefix): an error naming it, not an empty directory.
         for gone in ["vanished", "file"] {
-            let err = walk(&url, root, &root.join(gone), false, false, &mut out).unwrap_err();
+            let err = walk(&url, root, &root.join(gone), false, Listed::Objects, &mut out).unwrap_err();
             assert!(matches!(err, Error::Other { .. }), "{err:?}");
             assert_eq!(err.to_string(), format!("{}/{gone}: store error", root.display()));
             assert!(
@@ -564,7 +589,7 @@ mod tests {
                 "{err:?}"
             );
         }
-        walk(&url, root, root, true, false, &mut out).unwrap();
+        walk(&url, root, root, true, Listed::Objects, &mut out).unwrap();
         let keys: Vec<&str> = out.iter().map(|m| m.key.as_str()).collect();
         assert_eq!(keys.len(), 2, "{keys:?}");
         assert!(keys.contains(&"a/b/f") && keys.contains(&"file"), "{keys:?}");

@@ -191,10 +191,29 @@ pub(crate) struct DirEntry {
     pub(crate) modified: Option<SystemTime>,
 }
 
+/// What a listing yields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listed {
+    /// The objects ([`crate::Store::list`]).
+    Objects,
+    /// The temporary files interrupted writes left ([`crate::Store::list_leftovers`]).
+    Leftovers,
+    /// The objects and the directories, a directory as its key and a `/` ([`crate::Store::list_with_dirs`]).
+    ObjectsAndDirs,
+}
+
+impl Listed {
+    /// Whether a file of this name is listed.
+    pub(crate) fn takes_file(self, name: &str) -> bool {
+        crate::is_temp_name(std::ffi::OsStr::new(name)) == (self == Listed::Leftovers)
+    }
+}
+
 /// The listing behind `Store::list`: walks the directories from `start` with up to `jobs` listings at
 /// once (a failed one is tried twice more when the failure is temporary: listings are harmless to
 /// repeat), and yields every file as a key (its path without the first `key_offset` bytes). Temporary
-/// files (or, with `temps`, everything but them), `.`, `..` and links are left out. The walk runs in
+/// files (or, for [`Listed::Leftovers`], everything but them), `.`, `..` and links are left out;
+/// [`Listed::ObjectsAndDirs`] also yields each directory as its key and a `/`. The walk runs in
 /// its own task and stops when the stream is dropped, or after the first error.
 ///
 /// `list_dir(dir, top)` lists one directory; `top` is true for `start` only, the prefix the caller
@@ -204,7 +223,7 @@ pub(crate) fn walk<F, Fut>(
     start: String,
     key_offset: usize,
     jobs: usize,
-    temps: bool,
+    listed: Listed,
     list_dir: F,
 ) -> BoxStream<'static, Result<ObjectMeta>>
 where
@@ -251,8 +270,20 @@ where
                 };
                 match entry.kind {
                     Kind::Dir if entry.name.starts_with(crate::LOCK_PREFIX) => {}
-                    Kind::Dir => pending.push_back((path, false)),
-                    Kind::File if crate::is_temp_name(std::ffi::OsStr::new(&entry.name)) == temps => {
+                    Kind::Dir => {
+                        if listed == Listed::ObjectsAndDirs {
+                            let meta = ObjectMeta {
+                                key: format!("{}/", path.get(key_offset..).unwrap_or_default()),
+                                size: 0,
+                                modified: entry.modified,
+                            };
+                            if futures::SinkExt::send(&mut sender, Ok(meta)).await.is_err() {
+                                return;
+                            }
+                        }
+                        pending.push_back((path, false));
+                    }
+                    Kind::File if listed.takes_file(&entry.name) => {
                         let meta = ObjectMeta {
                             key: path.get(key_offset..).unwrap_or_default().to_owned(),
                             size: entry.size,

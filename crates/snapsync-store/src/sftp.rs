@@ -36,7 +36,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Kind, fill, parent, temp_name, transient};
+use crate::remote::{self, DirEntry, Kind, Listed, fill, parent, temp_name, transient};
 use crate::source::OpenSource;
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
 
@@ -644,8 +644,9 @@ impl Inner {
 }
 
 impl SftpStore {
-    /// Files below `prefix`: the objects, or (`temps`) the temporary files interrupted writes left.
-    fn listing(&self, prefix: &str, temps: bool) -> BoxStream<'static, Result<ObjectMeta>> {
+    /// What is below `prefix`: the objects (and directories), or the temporary files interrupted
+    /// writes left.
+    fn listing(&self, prefix: &str, listed: Listed) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
         let prefix = prefix.trim_matches('/');
         let start = if prefix.is_empty() {
@@ -662,7 +663,7 @@ impl SftpStore {
             inner.root.len() + 1
         };
         let jobs = inner.jobs;
-        remote::walk(start, key_offset, jobs, temps, move |dir, top| {
+        remote::walk(start, key_offset, jobs, listed, move |dir, top| {
             let inner = Arc::clone(&inner);
             async move {
                 let entries = inner.list_dir(dir, top).await?;
@@ -706,11 +707,15 @@ impl Store for SftpStore {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing(prefix, false)
+        self.listing(prefix, Listed::Objects)
+    }
+
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, Listed::ObjectsAndDirs)
     }
 
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing("", true)
+        self.listing("", Listed::Leftovers)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -878,6 +883,20 @@ impl Store for SftpStore {
         match result {
             Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        let (path, location) = (self.inner.path(key)?, self.inner.location(key));
+        self.inner.make_dirs(&path, &location).await?;
+        // make_dirs leaves refusals to the upload that follows; here nothing follows: look.
+        match self.inner.is_dir(&path, &location).await? {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::NotADirectory { location }),
+            None => Err(Error::PermissionDenied {
+                location,
+                source: "the server did not make the folder".into(),
+            }),
         }
     }
 

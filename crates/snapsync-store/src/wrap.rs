@@ -36,6 +36,27 @@ impl PrefixStore {
         check_key(key)?;
         Ok(format!("{}/{key}", self.prefix))
     }
+
+    /// A listing of the inner store (`list` or `list_with_dirs`) under the prefix, keys made relative.
+    fn listing(
+        &self,
+        prefix: &str,
+        list: impl FnOnce(&dyn Store, &str) -> BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = prefix.trim_end_matches('/');
+        let full = if prefix.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let strip = format!("{}/", self.prefix);
+        list(&*self.inner, &full)
+            .map_ok(move |mut meta| {
+                meta.key = meta.key.strip_prefix(&strip).unwrap_or(&meta.key).to_owned();
+                meta
+            })
+            .boxed()
+    }
 }
 
 #[async_trait]
@@ -53,20 +74,11 @@ impl Store for PrefixStore {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        let prefix = prefix.trim_end_matches('/');
-        let full = if prefix.is_empty() {
-            self.prefix.clone()
-        } else {
-            format!("{}/{prefix}", self.prefix)
-        };
-        let strip = format!("{}/", self.prefix);
-        self.inner
-            .list(&full)
-            .map_ok(move |mut meta| {
-                meta.key = meta.key.strip_prefix(&strip).unwrap_or(&meta.key).to_owned();
-                meta
-            })
-            .boxed()
+        self.listing(prefix, |inner, full| inner.list(full))
+    }
+
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, |inner, full| inner.list_with_dirs(full))
     }
 
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -121,6 +133,10 @@ impl Store for PrefixStore {
 
     async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
         self.inner.remove_empty_dir(&self.key(key)?).await
+    }
+
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        self.inner.create_dir(&self.key(key)?).await
     }
 
     async fn persist(&self) -> Result<()> {
@@ -207,6 +223,23 @@ impl RetryStore {
     {
         retry(self.policy, &mut operation).await
     }
+
+    /// A whole listing of the inner store (`list` or `list_with_dirs`), retried as one operation.
+    fn listing(
+        &self,
+        prefix: &str,
+        list: fn(&dyn Store, &str) -> BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let (inner, policy, prefix) = (Arc::clone(&self.inner), self.policy, prefix.to_owned());
+        stream::once(
+            async move { retry(policy, &mut || list(&*inner, &prefix).try_collect::<Vec<_>>()).await },
+        )
+        .flat_map(|listed| match listed {
+            Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+            Err(e) => stream::once(async { Err(e) }).boxed(),
+        })
+        .boxed()
+    }
 }
 
 async fn retry<T, F, Fut>(policy: RetryPolicy, operation: &mut F) -> Result<T>
@@ -247,13 +280,11 @@ impl Store for RetryStore {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        let (inner, policy, prefix) = (Arc::clone(&self.inner), self.policy, prefix.to_owned());
-        stream::once(async move { retry(policy, &mut || inner.list(&prefix).try_collect::<Vec<_>>()).await })
-            .flat_map(|listed| match listed {
-                Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
-                Err(e) => stream::once(async { Err(e) }).boxed(),
-            })
-            .boxed()
+        self.listing(prefix, |inner, prefix| inner.list(prefix))
+    }
+
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, |inner, prefix| inner.list_with_dirs(prefix))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -290,6 +321,10 @@ impl Store for RetryStore {
 
     async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
         self.retry(|| self.inner.remove_empty_dir(key)).await
+    }
+
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        self.retry(|| self.inner.create_dir(key)).await
     }
 
     async fn persist(&self) -> Result<()> {
@@ -382,6 +417,10 @@ impl Store for DryRunStore {
         self.inner.list(prefix)
     }
 
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_dirs(prefix)
+    }
+
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
         self.inner.list_leftovers()
     }
@@ -437,6 +476,12 @@ impl Store for DryRunStore {
         check_key(key)?;
         self.record(format!("remove-empty-dir {key}"));
         Ok(false)
+    }
+
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        self.record(format!("create-dir {key}"));
+        Ok(())
     }
 
     async fn root_exists(&self) -> Result<bool> {
