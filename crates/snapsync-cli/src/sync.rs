@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use indicatif::HumanBytes;
 use snapsync_store::{Scheme, Store, StoreUrl};
-use snapsync_sync::{Action, Config, Conflict, Event, Filter, Item, Mode, Options, Pair, Resolve, Summary};
+use snapsync_sync::{
+    Action, Config, Conflict, DirAction, Event, Filter, Item, Mode, Options, Pair, Resolve, Summary,
+};
 
 use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
 use crate::output::printable;
@@ -149,6 +151,22 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
                     let _ = writeln!(io::stderr().lock(), "{}", printable(&describe(item)));
                 } else {
                     let _ = writeln!(io::stdout().lock(), "{}", printable(&describe(item)));
+                }
+            }
+        }
+        Event::Folder { path, action } => {
+            if dry_run || verbose {
+                let word = match action {
+                    DirAction::CreateLocal => "mkdir local",
+                    DirAction::CreateRemote => "mkdir remote",
+                    DirAction::RemoveLocal => "rmdir local",
+                    DirAction::RemoveRemote => "rmdir remote",
+                };
+                let line = printable(&format!("{word:<13} {path}/")).into_owned();
+                if json {
+                    let _ = writeln!(io::stderr().lock(), "{line}");
+                } else {
+                    let _ = writeln!(io::stdout().lock(), "{line}");
                 }
             }
         }
@@ -294,13 +312,14 @@ fn print_summary(summary: &Summary, args: &SyncArgs, output: &OutputArgs) -> any
     };
     writeln!(
         err,
-        "{would}{} up ({}), {} down ({}), {} deleted here, {} deleted there, {} folders removed, {} conflicts left{}, {} failed in {:.1}s",
+        "{would}{} up ({}), {} down ({}), {} deleted here, {} deleted there, {} folders made, {} removed, {} conflicts left{}, {} failed in {:.1}s",
         summary.uploaded,
         HumanBytes(summary.uploaded_bytes),
         summary.downloaded,
         HumanBytes(summary.downloaded_bytes),
         summary.deleted_local,
         summary.deleted_remote,
+        summary.dirs_created,
         summary.dirs_removed,
         summary.conflicts.len(),
         if summary.resolved > 0 {

@@ -1006,6 +1006,7 @@ impl Store for FtpStore {
             // Until a connection has asked the server, assume it can (MFMT or vsftpd's MDTM).
             set_mtime: true,
             atomic_create: false,
+            directories: true,
             default_jobs: self.inner.connections,
         }
     }

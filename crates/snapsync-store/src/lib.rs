@@ -175,6 +175,9 @@ pub struct Capabilities {
     pub set_mtime: bool,
     /// [`PutMode::Create`] is atomic: of two racing creates exactly one wins.
     pub atomic_create: bool,
+    /// The store has directories (local, FTP, SFTP): [`Store::list_with_dirs`] shows them and
+    /// [`Store::create_dir`] makes them. Object stores have none.
+    pub directories: bool,
     /// Parallel transfers that suit this backend.
     pub default_jobs: usize,
 }

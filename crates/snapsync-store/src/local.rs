@@ -294,6 +294,7 @@ impl Store for LocalStore {
             server_side_copy: true,
             set_mtime: true,
             atomic_create: true,
+            directories: true,
             default_jobs: 8,
         }
     }

@@ -239,6 +239,7 @@ fn caps(native_rename: bool, default_jobs: usize) -> Capabilities {
         server_side_copy: true,
         set_mtime: false,
         atomic_create: true,
+        directories: false,
         default_jobs,
     }
 }

@@ -702,6 +702,7 @@ impl Store for SftpStore {
             server_side_copy: false,
             set_mtime: true,
             atomic_create: true,
+            directories: true,
             default_jobs: self.inner.jobs,
         }
     }

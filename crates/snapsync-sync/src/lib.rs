@@ -20,7 +20,7 @@ pub mod state;
 
 pub use decide::{Action, Class, Conflict, Observed, Recorded, Resolve, classify, decide, resolve};
 pub use error::{Error, Result};
-pub use plan::{Item, Mode, Options, Plan, plan};
+pub use plan::{DirAction, Item, Mode, Options, Plan, plan, plan_dirs};
 pub use run::{Ask, Config, Event, Pair, Prepared, Report, Summary, conflict_name};
 pub use scan::{DEFAULT_EXCLUDES, Filter, Listing, Verdict};
 pub use state::{BaseEntry, State, StateDir, StateError};

@@ -54,6 +54,58 @@ pub struct Item {
 pub struct Plan {
     /// The items.
     pub items: Vec<Item>,
+    /// Empty folders to make or remove (folders that hold files follow their files), in path order.
+    pub dirs: Vec<(String, DirAction)>,
+}
+
+/// What happens to an empty folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DirAction {
+    /// Make it here (it is new on the remote).
+    CreateLocal,
+    /// Make it on the remote (it is new here).
+    CreateRemote,
+    /// Remove it here if it is still empty (the remote removed it).
+    RemoveLocal,
+    /// Remove it on the remote if it is still empty (it was removed here).
+    RemoveRemote,
+}
+
+/// The empty folders' part of a plan: `local` and `remote` are each side's folders, `base` the folders
+/// both had at the end of the last run, `holds_files` whether anything (a file of either side, or a
+/// path left alone) lies below a folder: such folders follow their files and are not planned here.
+///
+/// Two-way, a folder one side has is made on the other, unless both had it at the last run (then the
+/// other side removed it, and it is removed here too, if still empty). One way, the target gets the
+/// source's empty folders, and loses its own only with `--delete`.
+#[must_use]
+pub fn plan_dirs(
+    local: &BTreeSet<String>,
+    remote: &BTreeSet<String>,
+    base: &BTreeSet<String>,
+    holds_files: impl Fn(&str) -> bool,
+    options: &Options,
+) -> Vec<(String, DirAction)> {
+    let mut out = Vec::new();
+    for dir in local.symmetric_difference(remote) {
+        if holds_files(dir) {
+            continue;
+        }
+        let here = local.contains(dir);
+        let known = base.contains(dir);
+        let action = match (options.mode, here) {
+            (Mode::Sync, true) if known => DirAction::RemoveLocal,
+            (Mode::Sync | Mode::Upload, true) => DirAction::CreateRemote,
+            (Mode::Sync, false) if known => DirAction::RemoveRemote,
+            (Mode::Sync | Mode::Download, false) => DirAction::CreateLocal,
+            (Mode::Upload, false) if options.delete => DirAction::RemoveRemote,
+            (Mode::Download, true) if options.delete => DirAction::RemoveLocal,
+            _ => continue,
+        };
+        out.push((dir.clone(), action));
+    }
+    // In path order: the symmetric difference of two sorted sets is sorted.
+    out
 }
 
 impl Plan {
@@ -98,7 +150,10 @@ pub fn plan(
         }
     }
     kinds_apart(&mut items, local, remote);
-    Plan { items }
+    Plan {
+        items,
+        dirs: Vec::new(),
+    }
 }
 
 /// A transfer into a folder whose name is a file on the target side that stays there (it is not
@@ -446,6 +501,41 @@ mod tests {
         let got = run(&cases, options(Mode::Sync));
         assert_eq!(got["x"].0, Action::Conflict(Conflict::FileAndFolder));
         assert_eq!(got["x/a"].0, Action::Conflict(Conflict::FileAndFolder));
+    }
+
+    #[test]
+    fn empty_folders_are_made_on_the_other_side_and_removals_follow_the_base() {
+        let set = |dirs: &[&str]| dirs.iter().map(ToString::to_string).collect::<BTreeSet<String>>();
+        let (local, remote) = (
+            set(&["new-here", "gone-there", "full"]),
+            set(&["new-there", "gone-here"]),
+        );
+        let base = set(&["gone-there", "gone-here"]);
+        let holds = |dir: &str| dir == "full";
+        let plan = |mode, delete| {
+            let mut o = options(mode);
+            o.delete = delete;
+            plan_dirs(&local, &remote, &base, holds, &o)
+        };
+        assert_eq!(
+            plan(Mode::Sync, false),
+            [
+                ("gone-here".to_owned(), DirAction::RemoveRemote),
+                ("gone-there".to_owned(), DirAction::RemoveLocal),
+                ("new-here".to_owned(), DirAction::CreateRemote),
+                ("new-there".to_owned(), DirAction::CreateLocal),
+            ]
+        );
+        let upload = plan(Mode::Upload, false);
+        assert_eq!(
+            upload,
+            [
+                ("gone-there".to_owned(), DirAction::CreateRemote),
+                ("new-here".to_owned(), DirAction::CreateRemote),
+            ]
+        );
+        assert!(plan(Mode::Upload, true).contains(&("new-there".to_owned(), DirAction::RemoveRemote)));
+        assert!(plan(Mode::Download, false).contains(&("new-there".to_owned(), DirAction::CreateLocal)));
     }
 
     #[test]

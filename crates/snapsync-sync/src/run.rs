@@ -21,7 +21,7 @@ use snapsync_store::{PutMode, PutSource, Store, temp_path};
 use crate::decide::{Action, Conflict, Observed};
 use crate::error::{Error, Result};
 use crate::lock::Lease;
-use crate::plan::{Item, Mode, Options, Plan, plan};
+use crate::plan::{DirAction, Item, Mode, Options, Plan, plan, plan_dirs};
 use crate::scan::{self, Filter, Listing};
 use crate::state::{BaseEntry, State, StateDir, to_ns};
 
@@ -94,6 +94,13 @@ pub enum Event<'a> {
         /// Bytes that arrived since the last report.
         bytes: u64,
     },
+    /// An empty folder was made or removed (or, with `--dry-run`, would be).
+    Folder {
+        /// The folder.
+        path: &'a str,
+        /// What was done.
+        action: DirAction,
+    },
     /// An item failed; the target was left as it was.
     Failed {
         /// The item.
@@ -120,6 +127,8 @@ pub struct Summary {
     pub deleted_remote: u64,
     /// Empty directories removed (both sides).
     pub dirs_removed: u64,
+    /// Empty directories made (both sides).
+    pub dirs_created: u64,
     /// Files found equal on both sides by content.
     pub equal: u64,
     /// Conflicts settled by `--resolve` or `--force`.
@@ -394,6 +403,35 @@ impl Pair {
             );
             plan.items.sort_by(|a, b| a.path.cmp(&b.path));
         }
+        if self.store.capabilities().directories {
+            let holds_files = |dir: &str| {
+                let below = format!("{dir}/");
+                let has = |files: &BTreeMap<String, Observed>| {
+                    files
+                        .range(below.clone()..)
+                        .next()
+                        .is_some_and(|(p, _)| p.starts_with(&below))
+                };
+                let left_alone = |listing: &Listing| {
+                    listing
+                        .unknown
+                        .iter()
+                        .map(|(p, _)| p)
+                        .chain(&listing.skipped)
+                        .any(|p| scan::is_within(p, dir) || scan::is_within(dir, p))
+                };
+                [&local, &remote]
+                    .iter()
+                    .any(|l| has(&l.files) || has(&l.unmatched) || left_alone(l))
+            };
+            plan.dirs = plan_dirs(
+                &local.dirs,
+                &remote.dirs,
+                state.dirs(),
+                holds_files,
+                &self.config.options,
+            );
+        }
         let mut hashes: HashMap<String, [u8; 32]> = local
             .files
             .iter()
@@ -579,6 +617,16 @@ impl Pair {
                     report(Event::Done { item, bytes });
                 }
             }
+            for (path, action) in &plan.dirs {
+                match action {
+                    DirAction::CreateLocal | DirAction::CreateRemote => summary.dirs_created += 1,
+                    DirAction::RemoveLocal | DirAction::RemoveRemote => summary.dirs_removed += 1,
+                }
+                report(Event::Folder {
+                    path,
+                    action: *action,
+                });
+            }
             Ok(())
         } else {
             self.carry_out(
@@ -654,16 +702,39 @@ impl Pair {
                 dirs.extend(ancestors(&item.path));
             }
         }
-        summary.dirs_removed += self.prune_local(&local_dirs);
+        // A folder emptied by deletions goes too, unless the other side keeps it (where the remote
+        // has folders, an empty folder is synced like a file).
+        local_dirs.retain(|d| !remote.dirs.contains(d));
+        remote_dirs.retain(|d| !local.dirs.contains(d));
+        let mut gone: BTreeSet<String> = self.prune_local(&local_dirs);
         for dir in deepest_first(&remote_dirs) {
             if self.store.remove_empty_dir(dir).await.unwrap_or(false) {
-                summary.dirs_removed += 1;
+                gone.insert(dir.clone());
             }
         }
+        summary.dirs_removed += gone.len() as u64;
         let transfers = self
             .run_items(plan, rest, (local, remote), hashes, (&state, lease), report)
             .await;
         let mut state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if self.store.capabilities().directories {
+            let done = self.carry_out_dirs(plan, summary, report).await;
+            // The folders both sides have now; what this run did not look at keeps its record.
+            let mut both: BTreeSet<String> = local.dirs.intersection(&remote.dirs).cloned().collect();
+            for (dir, action) in done {
+                match action {
+                    DirAction::CreateLocal | DirAction::CreateRemote => both.insert(dir),
+                    DirAction::RemoveLocal | DirAction::RemoveRemote => both.remove(&dir),
+                };
+            }
+            for dir in &gone {
+                both.remove(dir);
+            }
+            let unseen =
+                |d: &&String| !self.config.filter.enters_all(d) || local.protects(d) || remote.protects(d);
+            both.extend(state.dirs().iter().filter(unseen).cloned());
+            state.set_dirs(both);
+        }
         for (i, outcome) in outcomes.into_iter().chain(transfers) {
             let item = &plan.items[i];
             match outcome {
@@ -725,18 +796,73 @@ impl Pair {
             .await
     }
 
-    fn prune_local(&self, dirs: &BTreeSet<String>) -> u64 {
-        let mut removed = 0;
+    /// Removes the local folders `dirs` that are empty, deepest first; those it removed.
+    fn prune_local(&self, dirs: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut removed = BTreeSet::new();
         for dir in deepest_first(dirs) {
             let Ok(path) = self.local_path(dir) else {
                 continue;
             };
             let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
             if is_dir && fs::remove_dir(&path).is_ok() {
-                removed += 1;
+                removed.insert(dir.clone());
             }
         }
         removed
+    }
+
+    /// Makes and removes the plan's empty folders (removals deepest first, and only of folders still
+    /// empty); those done. A failure is reported and counted, never fatal.
+    async fn carry_out_dirs(
+        &self,
+        plan: &Plan,
+        summary: &mut Summary,
+        report: Report<'_>,
+    ) -> Vec<(String, DirAction)> {
+        let mut done = Vec::new();
+        let mut ordered: Vec<&(String, DirAction)> = plan.dirs.iter().collect();
+        // Makes first, top down; then removals, deepest first.
+        ordered.sort_by_key(|(dir, action)| {
+            let depth = dir.matches('/').count();
+            match action {
+                DirAction::CreateLocal | DirAction::CreateRemote => (0, depth),
+                DirAction::RemoveLocal | DirAction::RemoveRemote => (1, usize::MAX - depth),
+            }
+        });
+        for (dir, action) in ordered {
+            let outcome: Result<bool> = match action {
+                DirAction::CreateLocal => self.local_path(dir).and_then(|path| {
+                    fs::create_dir_all(&path)
+                        .map(|()| true)
+                        .map_err(|e| Error::io(&path, e))
+                }),
+                DirAction::CreateRemote => self
+                    .store
+                    .create_dir(dir)
+                    .await
+                    .map(|()| true)
+                    .map_err(Error::from),
+                DirAction::RemoveLocal => Ok(!self.prune_local(&BTreeSet::from([dir.clone()])).is_empty()),
+                DirAction::RemoveRemote => self.store.remove_empty_dir(dir).await.map_err(Error::from),
+            };
+            match outcome {
+                Ok(true) => {
+                    match action {
+                        DirAction::CreateLocal | DirAction::CreateRemote => summary.dirs_created += 1,
+                        DirAction::RemoveLocal | DirAction::RemoveRemote => summary.dirs_removed += 1,
+                    }
+                    report(Event::Folder {
+                        path: dir,
+                        action: *action,
+                    });
+                    done.push((dir.clone(), *action));
+                }
+                // Not empty any more (something arrived meanwhile): it stays, as the next run will see.
+                Ok(false) => {}
+                Err(e) => summary.failed.push((format!("{dir}/"), e.to_string())),
+            }
+        }
+        done
     }
 
     /// Carries out one item; the bytes transferred.

@@ -6,7 +6,7 @@
 //! folder). `.snapsync` at the local root (the sync state) and the remote's lock are never listed;
 //! temporary files of an interrupted run are collected so the next run removes them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -136,6 +136,12 @@ impl Filter {
         }
     }
 
+    /// Whether the directory `path` and every one above it are entered.
+    #[must_use]
+    pub fn enters_all(&self, path: &str) -> bool {
+        self.enters(path) && path.match_indices('/').all(|(i, _)| self.enters(&path[..i]))
+    }
+
     /// The verdict for a file listed with its full path: excluded when any directory on the way is.
     #[must_use]
     pub fn verdict_of_listed(&self, path: &str) -> Verdict {
@@ -173,6 +179,8 @@ pub struct Listing {
     /// Paths left alone on purpose (symbolic links): like unknown ones, nothing below them is
     /// changed on either side, but they are only warnings.
     pub skipped: Vec<String>,
+    /// The folders, where the side has folders (for empty folders: the others follow their files).
+    pub dirs: BTreeSet<String>,
 }
 
 impl Listing {
@@ -273,7 +281,10 @@ fn walk_dir(root: &Path, dir: &str, entries: fs::ReadDir, filter: &Filter, listi
         } else if kind.is_dir() {
             if filter.enters(&path) {
                 match fs::read_dir(entry.path()) {
-                    Ok(entries) => walk_dir(root, &path, entries, filter, listing),
+                    Ok(entries) => {
+                        listing.dirs.insert(path.clone());
+                        walk_dir(root, &path, entries, filter, listing);
+                    }
                     Err(e) => listing.unknown.push((path, format!("cannot be listed ({e})"))),
                 }
             }
@@ -337,10 +348,16 @@ pub fn observed(meta: &fs::Metadata) -> Observed {
 /// The store's error when it cannot be listed.
 pub async fn scan_remote(store: &dyn Store, filter: &Filter) -> Result<Listing> {
     let mut listing = Listing::default();
-    let mut stream = store.list("");
+    let mut stream = store.list_with_dirs("");
     while let Some(meta) = stream.try_next().await.map_err(Error::Store)? {
         // The lock, and the state of a folder that is itself synced elsewhere, are never synced.
         if meta.key.starts_with(LOCK_NAME) || meta.key.starts_with(".snapsync/") {
+            continue;
+        }
+        if let Some(dir) = meta.key.strip_suffix('/') {
+            if filter.enters_all(dir) {
+                listing.dirs.insert(dir.to_owned());
+            }
             continue;
         }
         let observed = Observed {

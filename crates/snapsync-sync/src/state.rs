@@ -14,7 +14,7 @@
 //! The remote's times are recorded as the remote reported them (and its size as it listed it), so a
 //! server that cannot set times, or rounds them, is handled by the mapping kept here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -100,6 +100,9 @@ struct BaseFile {
     version: u32,
     remote: String,
     entries: BTreeMap<String, BaseEntry>,
+    /// Folders both sides had at the end of the last run (where the remote has folders).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    dirs: BTreeSet<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -257,7 +260,7 @@ impl StateDir {
             move |source| StateError::Io { path, source }
         };
         let base_path = self.base_path();
-        let mut entries = match fs::read(&base_path) {
+        let (mut entries, dirs) = match fs::read(&base_path) {
             Ok(bytes) => {
                 let file: BaseFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
                     path: base_path.clone(),
@@ -276,9 +279,9 @@ impl StateDir {
                         expected: self.remote.clone(),
                     });
                 }
-                file.entries
+                (file.entries, file.dirs)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), BTreeSet::new()),
             Err(e) => return Err(io(&base_path)(e)),
         };
         let journal_path = self.journal_path();
@@ -308,6 +311,7 @@ impl StateDir {
         Ok(State {
             dir: self.clone(),
             entries,
+            dirs,
             journal: None,
             replayed,
         })
@@ -319,6 +323,7 @@ impl StateDir {
 pub struct State {
     dir: StateDir,
     entries: BTreeMap<String, BaseEntry>,
+    dirs: BTreeSet<String>,
     journal: Option<File>,
     replayed: usize,
 }
@@ -333,6 +338,19 @@ impl State {
     /// Every path the base knows, in order.
     pub fn entries(&self) -> impl Iterator<Item = (&String, &BaseEntry)> {
         self.entries.iter()
+    }
+
+    /// The folders both sides had at the end of the last run.
+    #[must_use]
+    pub fn dirs(&self) -> &BTreeSet<String> {
+        &self.dirs
+    }
+
+    /// The folders both sides have now; written with the base at [`State::compact`] (a killed run
+    /// keeps the last run's: a folder is then judged again, which only creates or removes empty
+    /// folders).
+    pub fn set_dirs(&mut self, dirs: BTreeSet<String>) {
+        self.dirs = dirs;
     }
 
     /// How many journal records of an interrupted run were applied at load.
@@ -410,6 +428,7 @@ impl State {
             version: VERSION,
             remote: self.dir.remote.clone(),
             entries: self.entries.clone(),
+            dirs: self.dirs.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(&base)(io::Error::other(e)))?;
         let temp = self
@@ -499,6 +518,7 @@ mod tests {
             version: VERSION,
             remote: "ftp://h/x".into(),
             entries: BTreeMap::from([("a".to_owned(), entry(1))]),
+            dirs: BTreeSet::new(),
         };
         fs::write(pair.legacy.join("base.json"), serde_json::to_vec(&old).unwrap()).unwrap();
         fs::write(folder.path().join("mine.txt"), "user file").unwrap();
@@ -556,6 +576,7 @@ mod tests {
             version: VERSION,
             remote: "s3://other/p".into(),
             entries: BTreeMap::new(),
+            dirs: BTreeSet::new(),
         };
         fs::write(pair.base_path(), serde_json::to_vec(&foreign).unwrap()).unwrap();
         let err = pair.load().unwrap_err().to_string();
@@ -564,6 +585,7 @@ mod tests {
             version: VERSION + 1,
             remote: "s3://b/p".into(),
             entries: BTreeMap::new(),
+            dirs: BTreeSet::new(),
         };
         fs::write(pair.base_path(), serde_json::to_vec(&future).unwrap()).unwrap();
         assert!(pair.load().unwrap_err().to_string().contains("version 2"));

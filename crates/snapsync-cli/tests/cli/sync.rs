@@ -397,7 +397,8 @@ fn upload_keeps_remote_edits_unless_forced_and_deletes_only_when_asked() {
     write(r, "a.txt", "edited there", T13);
     write(l, "b.txt", "edited here", T13);
     write(r, "extra.txt", "only there", T13);
-    fs::remove_file(l.join("sub/c.txt")).unwrap();
+    // The whole folder goes (a folder that stays here, even empty, is kept there too).
+    fs::remove_dir_all(l.join("sub")).unwrap();
     // The remote's edit is a conflict, not overwritten; nothing is deleted without --delete.
     let (code, out, err) = snapsync(&["upload", "-n", ls, rs]);
     assert_eq!(code, 4, "{err}");

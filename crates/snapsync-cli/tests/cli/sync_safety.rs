@@ -514,3 +514,56 @@ fn files_dated_before_1970_are_synced_like_any_other() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(read(&l.join("old.txt")), "edited there");
 }
+
+/// Empty folders are synced like files where the remote has folders: made on the other side, and
+/// removed there when removed here (and only if still empty); folders that hold files follow them.
+#[test]
+fn empty_folders_are_made_and_removed_on_the_other_side() {
+    all_three(|remote| {
+        let local = synced(remote);
+        let l = local.path();
+        let dirs = walkdir;
+        fs::create_dir_all(l.join("empty/deeper")).unwrap();
+        fs::create_dir_all(remote.root.join("there")).unwrap();
+        remote.settle();
+        let (code, out, err) = run(&["sync", "-n"], l, remote);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("mkdir remote  empty/deeper/") && out.contains("mkdir local   there/"),
+            "{out}"
+        );
+        let (code, _, err) = run(&["sync"], l, remote);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(dirs(l), dirs(&remote.root), "{err}");
+        assert!(remote.root.join("empty/deeper").is_dir() && l.join("there").is_dir());
+        // Nothing left to do.
+        let (code, out, err) = run(&["sync", "-n"], l, remote);
+        assert_eq!((code, out.trim()), (0, ""), "{err}");
+        // Removed on one side, removed on the other; a folder that got a file meanwhile stays.
+        fs::remove_dir(l.join("empty/deeper")).unwrap();
+        fs::remove_dir(remote.root.join("there")).unwrap();
+        let (code, _, err) = run(&["sync"], l, remote);
+        assert_eq!(code, 0, "{err}");
+        assert!(!remote.root.join("empty/deeper").exists() && remote.root.join("empty").is_dir());
+        assert!(!l.join("there").exists());
+        assert_eq!(dirs(l), dirs(&remote.root));
+    });
+}
+
+/// Every folder below `root`, as `/`-separated paths (the state and the lock left out).
+fn walkdir(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+            if path.is_dir() && !rel.starts_with(".snapsync") {
+                out.push(rel);
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
