@@ -134,12 +134,12 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
     let ask: Option<snapsync_sync::Ask<'_>> = (args.resolve == ResolveArg::Ask).then_some(&ask_user);
     let (verbose, dry_run, json) = (output.verbose > 0, args.dry_run, args.json);
     let report = |event: Event<'_>| match event {
-        // A download reports its bytes as they arrive, so a big file moves the bar while it comes.
-        Event::Received { bytes, .. } => {
+        // Transfers report their bytes as they move, so a big file moves the bar while it goes.
+        Event::Moved { bytes, .. } => {
             done_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         Event::Done { item, bytes } => {
-            if item.action != Action::Download {
+            if !matches!(item.action, Action::Upload | Action::Download) {
                 done_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
             if matches!(item.action, Action::Upload | Action::Download) {

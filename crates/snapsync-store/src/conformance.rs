@@ -1048,6 +1048,7 @@ async fn expected_source_in(store: &dyn Store, dir: &Path) -> Check {
         path: path.clone(),
         size,
         mtime,
+        progress: None,
     };
     for (what, size, mtime) in [
         ("a larger size", size + 1, Some(mtime)),
@@ -1072,10 +1073,20 @@ async fn expected_source_in(store: &dyn Store, dir: &Path) -> Check {
             "{what}: temporary files left: {leftovers:?}"
         );
     }
+    // The bytes are counted as they are read, for a progress bar.
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let source = PutSource::FileExpecting {
+        path: path.clone(),
+        size,
+        mtime: Some(mtime),
+        progress: Some(Arc::clone(&counted)),
+    };
     store
-        .put("file", expecting(size, Some(mtime)), PutMode::Create)
+        .put("file", source, PutMode::Create)
         .await
         .map_err(fail("put as expected"))?;
+    let counted = counted.load(std::sync::atomic::Ordering::Relaxed);
+    ensure!(counted >= size, "progress counted {counted} of {size} bytes");
     store
         .put("size-only", expecting(size, None), PutMode::Overwrite)
         .await

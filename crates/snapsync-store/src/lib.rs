@@ -142,6 +142,9 @@ pub enum PutSource {
         size: u64,
         /// Its expected modification time; `None` checks the size only.
         mtime: Option<SystemTime>,
+        /// Where the bytes read so far are added as the file is sent, for a progress bar (an attempt
+        /// that is retried counts again).
+        progress: Option<Arc<std::sync::atomic::AtomicU64>>,
     },
 }
 

@@ -456,7 +456,7 @@ impl Store for LocalStore {
                 OpenSource::Bytes(bytes) => file.write_all(bytes),
                 // io::copy between files uses copy_file_range where the kernel has it.
                 OpenSource::File(from) => {
-                    read.set(Some(io::copy(&mut from.reader_blocking()?, file)?));
+                    read.set(Some(from.copy_blocking(file)?));
                     Ok(())
                 }
             };

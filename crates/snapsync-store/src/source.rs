@@ -16,7 +16,7 @@ use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,10 +79,13 @@ impl OpenSource {
     pub(crate) fn open_blocking(source: PutSource, location: &str) -> Result<OpenSource> {
         match source {
             PutSource::Bytes(bytes) => Ok(OpenSource::Bytes(bytes)),
-            PutSource::File(path) => SourceFile::open(path, None, location).map(OpenSource::File),
-            PutSource::FileExpecting { path, size, mtime } => {
-                SourceFile::open(path, Some((size, mtime)), location).map(OpenSource::File)
-            }
+            PutSource::File(path) => SourceFile::open(path, None, None, location).map(OpenSource::File),
+            PutSource::FileExpecting {
+                path,
+                size,
+                mtime,
+                progress,
+            } => SourceFile::open(path, Some((size, mtime)), progress, location).map(OpenSource::File),
         }
     }
 
@@ -125,6 +128,28 @@ impl OpenSource {
     }
 }
 
+/// A reader that adds what it reads to a progress counter, if there is one.
+#[derive(Debug)]
+pub(crate) struct Counted<R> {
+    inner: R,
+    progress: Option<Arc<AtomicU64>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (std::task::Poll::Ready(Ok(())), Some(progress)) = (&polled, &self.progress) {
+            progress.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
 /// A local file opened for a put, with the stamp it had when it was opened.
 #[derive(Clone, Debug)]
 pub(crate) struct SourceFile(Arc<Inner>);
@@ -137,12 +162,19 @@ struct Inner {
     stamp: Stamp,
     /// Where it is being stored (store URL and key).
     location: String,
+    /// Where the bytes read are counted, if the caller asked.
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl SourceFile {
     /// Opens and stamps `path`; with `expect`, the file's size and (when given) modification time
     /// must be those, or it is [`Error::SourceChanged`]. Blocks.
-    fn open(path: PathBuf, expect: Option<(u64, Option<SystemTime>)>, location: &str) -> Result<SourceFile> {
+    fn open(
+        path: PathBuf,
+        expect: Option<(u64, Option<SystemTime>)>,
+        progress: Option<Arc<AtomicU64>>,
+        location: &str,
+    ) -> Result<SourceFile> {
         let io_error = |e| Error::from_io(path.display().to_string(), e);
         let file = File::open(&path).map_err(io_error)?;
         let meta = file.metadata().map_err(io_error)?;
@@ -151,6 +183,7 @@ impl SourceFile {
             file,
             path,
             location: location.to_owned(),
+            progress,
         }));
         if let Some((size, mtime)) = expect {
             let mtime_differs = mtime.is_some_and(|mtime| meta.modified().ok() != Some(mtime));
@@ -207,13 +240,42 @@ impl SourceFile {
         }
     }
 
-    /// [`SourceFile::reader_blocking`], as an async reader.
-    pub(crate) async fn reader(&self) -> io::Result<tokio::fs::File> {
+    /// [`SourceFile::reader_blocking`], as an async reader that counts what it reads (see
+    /// [`SourceFile::count`]).
+    pub(crate) async fn reader(&self) -> io::Result<Counted<tokio::fs::File>> {
         let this = self.clone();
         let file = tokio::task::spawn_blocking(move || this.reader_blocking())
             .await
             .map_err(io::Error::other)??;
-        Ok(tokio::fs::File::from_std(file))
+        Ok(Counted {
+            inner: tokio::fs::File::from_std(file),
+            progress: self.0.progress.clone(),
+        })
+    }
+
+    /// Copies the file from its start into `to` (blocking), counting the bytes read where the caller
+    /// asked for progress (the plain copy otherwise, which the kernel may do by itself); the bytes
+    /// copied.
+    pub(crate) fn copy_blocking(&self, to: &mut File) -> io::Result<u64> {
+        let mut from = self.reader_blocking()?;
+        match &self.0.progress {
+            None => io::copy(&mut from, to),
+            Some(progress) => {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut total = 0u64;
+                loop {
+                    let n = match io::Read::read(&mut from, &mut buf) {
+                        Ok(0) => return Ok(total),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    io::Write::write_all(to, &buf[..n])?;
+                    total += n as u64;
+                    progress.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// The check before publishing: the held handle and the path must still show the stamp, and
@@ -470,6 +532,7 @@ mod tests {
                     path: path.clone(),
                     size,
                     mtime,
+                    progress: None,
                 },
                 "memory://t/key",
             )

@@ -86,12 +86,13 @@ pub enum Event<'a> {
         /// Bytes transferred.
         bytes: u64,
     },
-    /// Bytes of a download under way arrived (progress within a file; [`Event::Done`] still follows
-    /// with the file's total).
-    Received {
+    /// Bytes of a transfer under way moved (progress within a file: a download's as they arrive,
+    /// an upload's as they are read, a few times a second; [`Event::Done`] follows with the file's
+    /// total, which these add up to).
+    Moved {
         /// The item.
         item: &'a Item,
-        /// Bytes that arrived since the last report.
+        /// Bytes moved since the last report.
         bytes: u64,
     },
     /// An empty folder was made or removed (or, with `--dry-run`, would be).
@@ -902,14 +903,35 @@ impl Pair {
             }
             Action::Upload => {
                 let l = l.ok_or_else(|| changed(path, "local"))?;
-                let entry = self.upload(path, l, r, hash).await?;
+                // The store counts what it reads; reported a few times a second while it sends.
+                let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let upload = self.upload(path, l, r, hash, Arc::clone(&sent));
+                tokio::pin!(upload);
+                let mut reported = 0;
+                let mut report_sent = || {
+                    let now = sent.load(std::sync::atomic::Ordering::Relaxed).min(l.size);
+                    if now > reported {
+                        report(Event::Moved {
+                            item,
+                            bytes: now - reported,
+                        });
+                        reported = now;
+                    }
+                };
+                let entry = loop {
+                    tokio::select! {
+                        done = &mut upload => break done?,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => report_sent(),
+                    }
+                };
+                report_sent();
                 let bytes = entry.size;
                 record(Some(entry))?;
                 Ok(bytes)
             }
             Action::Download => {
                 let r = r.ok_or_else(|| changed(path, "remote"))?;
-                let received = |bytes| report(Event::Received { item, bytes });
+                let received = |bytes| report(Event::Moved { item, bytes });
                 let entry = self.download(path, r, l, &received).await?;
                 let bytes = entry.size;
                 record(Some(entry))?;
@@ -952,6 +974,7 @@ impl Pair {
         l: &Observed,
         r: Option<&Observed>,
         hash: Option<[u8; 32]>,
+        sent: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<BaseEntry> {
         let file = self.local_path(path)?;
         let (checked, expected, owned) = (file.clone(), l.clone(), path.to_owned());
@@ -981,6 +1004,7 @@ impl Pair {
             path: file.clone(),
             size: l.size,
             mtime: l.mtime,
+            progress: Some(sent),
         };
         match self.store.put(path, source, mode).await {
             Ok(()) => {}

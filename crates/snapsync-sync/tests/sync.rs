@@ -331,7 +331,7 @@ fn ensure_server_owns(server: &snapsync_testkit::FtpServer, site: &str) {
 }
 
 #[test]
-fn a_download_reports_its_bytes_as_they_arrive() {
+fn transfers_report_their_bytes_as_they_move() {
     let dirs = tempfile::tempdir().unwrap();
     let (local, remote) = (dirs.path().join("local"), dirs.path().join("remote"));
     fs::create_dir_all(&local).unwrap();
@@ -343,7 +343,7 @@ fn a_download_reports_its_bytes_as_they_arrive() {
     runtime().block_on(async {
         let prepared = pair.prepare().await.unwrap();
         let report = |event: snapsync_sync::Event<'_>| {
-            if let snapsync_sync::Event::Received { bytes, .. } = event {
+            if let snapsync_sync::Event::Moved { bytes, .. } = event {
                 pieces.lock().unwrap().push(bytes);
             }
         };
@@ -356,4 +356,19 @@ fn a_download_reports_its_bytes_as_they_arrive() {
     );
     assert_eq!(pieces.iter().sum::<u64>(), size as u64);
     assert_eq!(fs::read(local.join("big.bin")).unwrap().len(), size);
+    // An upload's bytes are counted by the store as it reads them, and add up to the file.
+    fs::write(local.join("up.bin"), vec![9u8; size]).unwrap();
+    let pair = Pair::new(local.clone(), local_store(&remote), config(Mode::Upload));
+    let moved = std::sync::atomic::AtomicU64::new(0);
+    runtime().block_on(async {
+        let prepared = pair.prepare().await.unwrap();
+        let report = |event: snapsync_sync::Event<'_>| {
+            if let snapsync_sync::Event::Moved { item, bytes } = event {
+                assert_eq!(item.path, "up.bin");
+                moved.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        pair.execute(prepared, None, &report).await.unwrap();
+    });
+    assert_eq!(moved.into_inner(), size as u64);
 }
