@@ -713,6 +713,15 @@ impl Inner {
 
     /// Renames `from` to `to` (absolute paths), replacing `to` on servers that refuse to rename over a
     /// file.
+    /// One `MKD path` (no parents); a refusal is the server's reply.
+    async fn mkdir(self: &Arc<Self>, path: String, location: &str) -> FtpOutcome<()> {
+        self.run(location, move |c, _| {
+            let dir = path.clone();
+            Box::pin(async move { c.mkdir(&dir).await })
+        })
+        .await
+    }
+
     async fn rename_path(self: &Arc<Self>, from: String, to: String, location: &str) -> FtpOutcome<()> {
         self.run(location, move |c, _| {
             let (from, to) = (from.clone(), to.clone());
@@ -1276,14 +1285,7 @@ impl Store for FtpStore {
         let parts = remote::missing_dirs(&Mutex::default(), &inner.root);
         let mut refusal = None;
         for dir in &parts {
-            let target = dir.clone();
-            let made = inner
-                .run(&location, move |c, _| {
-                    let dir = target.clone();
-                    Box::pin(async move { c.mkdir(&dir).await })
-                })
-                .await;
-            match made {
+            match inner.mkdir(dir.clone(), &location).await {
                 Ok(()) => {}
                 Err(Failure::Reply(reply)) => refusal = Some(reply),
                 Err(Failure::Store(e)) => return Err(e),
@@ -1324,14 +1326,7 @@ impl Store for FtpStore {
         // MKD is the one exclusive operation FTP has: of racing clients, one makes the directory.
         let mut attempt = 0;
         loop {
-            let target = path.clone();
-            let made = inner
-                .run(&location, move |c, _| {
-                    let dir = target.clone();
-                    Box::pin(async move { c.mkdir(&dir).await })
-                })
-                .await;
-            match made {
+            match inner.mkdir(path.clone(), &location).await {
                 Ok(()) => break,
                 Err(Failure::Reply(reply)) => match inner.probe(&path, &location).await? {
                     // Refused, or made and removed again in between: once more, then it is a refusal.
