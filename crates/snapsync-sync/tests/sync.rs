@@ -296,7 +296,7 @@ fn over_ftp_of_two_runs_exactly_one_proceeds() {
                 )
                 .unwrap();
             }
-            ensure_server_owns(&server, &site);
+            server.give(&server.root().join(&site));
             let url = StoreUrl::parse(&server.url(&site)).unwrap();
             let inner = snapsync_store::open_with_config(&url, &pairs).unwrap();
             let store: Arc<dyn Store> = Arc::new(Slow::new(inner, Duration::from_millis(1 + iteration % 3)));
@@ -309,24 +309,6 @@ fn over_ftp_of_two_runs_exactly_one_proceeds() {
                 .collect();
             assert!(left.is_empty(), "{flavor:?}: locks left behind: {left:?}");
         }
-    }
-}
-
-/// Files made by the test belong to the FTP server's user, as the server's own would.
-fn ensure_server_owns(server: &snapsync_testkit::FtpServer, site: &str) {
-    if server.flavor() == snapsync_testkit::FtpFlavor::Vsftpd {
-        let owner = std::fs::metadata(server.root()).unwrap();
-        let status = std::process::Command::new("chown")
-            .arg("-R")
-            .arg(format!(
-                "{}:{}",
-                std::os::unix::fs::MetadataExt::uid(&owner),
-                std::os::unix::fs::MetadataExt::gid(&owner)
-            ))
-            .arg(server.root().join(site))
-            .status()
-            .unwrap();
-        assert!(status.success());
     }
 }
 

@@ -125,6 +125,21 @@ impl FtpServer {
         &self.root
     }
 
+    /// Makes `path` (below the root, written by the test) the server user's, as the server's own
+    /// files would be: vsftpd's sessions run as the test user, who must be able to write there.
+    pub fn give(&self, path: &Path) {
+        if self.flavor == FtpFlavor::Vsftpd {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("--reference")
+                .arg(&self.root)
+                .arg(path)
+                .status()
+                .expect("chown runs");
+            assert!(status.success(), "chown of {} failed", path.display());
+        }
+    }
+
     /// The server's certificate (PEM), for a TLS server.
     #[must_use]
     pub fn ca_file(&self) -> Option<PathBuf> {
@@ -196,17 +211,9 @@ pub fn make_certificate(dir: &Path) {
 
 fn spawn_pyftpdlib(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> Process {
     let pythonpath = pip_install("pyftpdlib", &["pyftpdlib==2.*", "pyopenssl"]);
-    let mut command = if options.obey_permissions && is_root() {
+    let mut command = if options.obey_permissions {
         // setpriv execs the server: the process is still the one started (and stopped) here.
-        let mut command = Command::new("setpriv");
-        command
-            .args([
-                "--inh-caps=-dac_override,-dac_read_search",
-                "--bounding-set=-dac_override,-dac_read_search",
-                "--",
-            ])
-            .arg(python());
-        command
+        without_permission_override(python())
     } else {
         Command::new(python())
     };
@@ -298,6 +305,26 @@ fn spawn_vsftpd(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> Proc
     .with_log(&log);
     process.wait_for_port(port, Duration::from_secs(30));
     process
+}
+
+/// A command that runs `program` as root runs it, but without the capabilities that let root read and
+/// write anything (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`, dropped by util-linux's `setpriv`, which
+/// then execs it): file modes apply to it as to any user, so `chmod 000` really refuses. For another
+/// user, `program` as it is.
+#[must_use]
+pub fn without_permission_override(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if !is_root() {
+        return Command::new(program);
+    }
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--",
+        ])
+        .arg(program);
+    command
 }
 
 fn is_root() -> bool {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use ftp::{
     FTP_PASSWORD, FTP_USER, FtpFlavor, FtpOptions, FtpServer, ensure_system_user, make_certificate,
+    without_permission_override,
 };
 pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 pub use ssh::{SSH_KEY_PASSPHRASE, SSH_PASSWORD, SSH_USER, Sshd};

@@ -200,14 +200,8 @@ fn most_of_a_side_deleted_at_once_needs_a_confirmation() {
 /// Runs snapsync without the capabilities that let root read any folder (so `chmod 000` works on
 /// root's own folders, as it does for a user).
 fn run_without_override(args: &[&str], local: &Path, remote: &Remote) -> (i32, String, String) {
-    let mut command = Command::new("setpriv");
+    let mut command = snapsync_testkit::without_permission_override(env!("CARGO_BIN_EXE_snapsync"));
     command
-        .args([
-            "--inh-caps=-dac_override,-dac_read_search",
-            "--bounding-set=-dac_override,-dac_read_search",
-            "--",
-            env!("CARGO_BIN_EXE_snapsync"),
-        ])
         .args(args)
         .args([local.to_str().unwrap(), remote.url.as_str()]);
     let out = command.output().expect("setpriv runs (util-linux)");
@@ -395,16 +389,7 @@ fn an_ftp_folder_the_server_will_not_list_deletes_nothing() {
             sftp: None,
         };
         fs::create_dir_all(&remote.root).unwrap();
-        if flavor == FtpFlavor::Vsftpd {
-            // vsftpd writes as the test user, who owns its root.
-            let status = Command::new("chown")
-                .arg("--reference")
-                .arg(server.root())
-                .arg(&remote.root)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
+        server.give(&remote.root);
         let local = synced(&remote);
         let l = local.path();
         let before = tree(l);
