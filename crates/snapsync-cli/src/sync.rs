@@ -5,12 +5,9 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context;
 use indicatif::HumanBytes;
-use snapsync_store::{Scheme, Store, StoreUrl};
-use snapsync_sync::{
-    Action, Config, Conflict, DirAction, Event, Filter, Item, Mode, Options, Pair, Resolve, Summary,
-};
+use snapsync_store::{Scheme, Store};
+use snapsync_sync::{Action, Conflict, DirAction, Event, Item, Mode, Options, Pair, Resolve, Summary};
 
 use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
 use crate::output::printable;
@@ -38,11 +35,7 @@ impl std::error::Error for Unresolved {}
 
 /// Opens REMOTE for a sync run: per-write durable local directories, and transient failures retried.
 fn open_remote(text: &str, jobs: Option<usize>) -> anyhow::Result<Arc<dyn Store>> {
-    let mut url = StoreUrl::parse(text)?;
-    if let Some(path) = url.local_path().filter(|p| p.is_relative()) {
-        // The state is kept per remote URL: a relative path names the same folder from anywhere.
-        url = StoreUrl::local(&std::path::absolute(path).with_context(|| format!("cannot resolve {text}"))?);
-    }
+    let url = snapsync_sync::remote_url(text)?;
     let mut extra = Vec::new();
     if let Some(jobs) = jobs
         && matches!(url.scheme(), Scheme::Ftp | Scheme::Ftps | Scheme::Sftp)
@@ -72,41 +65,27 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
         ResolveArg::New => Resolve::Newer,
         ResolveArg::Old => Resolve::Older,
     };
-    if mode == Mode::Sync && (args.delete || args.delete_unmatched || args.force) {
-        return Err(crate::UsageError(
-            "--delete, --delete-unmatched and --force are for upload and download; sync always applies \
-deletions it can tell apart from new files, and settles conflicts with --resolve"
-                .into(),
-        )
-        .into());
-    }
-    let excludes = if args.exclude.is_empty() {
-        vec![snapsync_sync::DEFAULT_EXCLUDES.to_owned()]
-    } else {
-        args.exclude.clone()
-    };
-    let filter = Filter::new(&args.matches, &excludes)?;
-    let mut config = Config::new(Options {
-        mode,
-        delete: args.delete || args.delete_unmatched,
-        force: args.force,
-        resolve,
-    });
-    config.filter = filter;
-    config.delete_unmatched = args.delete_unmatched;
-    config.checksum = args.checksum;
-    config.jobs = args.jobs.map_or(0, std::num::NonZeroUsize::get);
-    config.dry_run = args.dry_run;
-    config.break_lock = args.break_lock;
-    config.lock_timeout = args.lock_timeout;
-    config.allow_mass_delete = args.allow_mass_delete;
-    config.create_folder = args.create_folder;
-    if mode == Mode::Download && !args.dry_run && !args.local.exists() {
-        std::fs::create_dir_all(&args.local)
-            .with_context(|| format!("cannot create {}", args.local.display()))?;
-    }
+    let options = Options::builder(mode)
+        .delete(args.delete)
+        .delete_unmatched(args.delete_unmatched)
+        .force(args.force)
+        .resolve(resolve)
+        .matches(&args.matches)
+        .excludes(&args.exclude)
+        .checksum(args.checksum)
+        .jobs(args.jobs)
+        .dry_run(args.dry_run)
+        .break_lock(args.break_lock)
+        .lock_timeout(args.lock_timeout)
+        .allow_mass_delete(args.allow_mass_delete)
+        .create_folder(args.create_folder)
+        .build()
+        .map_err(|e| match e {
+            snapsync_sync::Error::InvalidOptions { reason } => crate::UsageError(reason).into(),
+            other => anyhow::Error::from(other),
+        })?;
     let store = open_remote(&args.remote, args.jobs.map(std::num::NonZeroUsize::get))?;
-    let pair = Pair::new(args.local.clone(), store, config);
+    let pair = Pair::new(args.local.clone(), store, options);
     let runtime = crate::snapshot::runtime()?;
     let mut prepared = runtime.block_on(pair.prepare())?;
     if let Some(reason) = prepared.mass_delete()
@@ -230,11 +209,7 @@ fn action_word(action: Action) -> &'static str {
 fn describe(item: &Item) -> String {
     let mut line = format!("{:<13} {}", action_word(item.action), item.path);
     if let Some(conflict) = item.resolved {
-        let _ = write!(
-            line,
-            "  (conflict: {}; resolved)",
-            snapsync_sync::conflict_name(conflict)
-        );
+        let _ = write!(line, "  (conflict: {conflict}; resolved)");
     }
     line
 }
@@ -262,7 +237,7 @@ fn ask(item: &Item, conflict: Conflict) -> Option<Action> {
             err,
             "conflict: {} ({}). Keep [l]ocal ({}), [r]emote ({}), or [s]kip? ",
             item.path,
-            snapsync_sync::conflict_name(conflict),
+            conflict,
             local.map_or("-", action_word),
             remote.map_or("-", action_word),
         );
@@ -294,8 +269,8 @@ fn print_summary(summary: &Summary, args: &SyncArgs, output: &OutputArgs) -> any
             printable(&format!("{path}: {why}; left alone"))
         )?;
     }
-    for (path, kind) in &summary.conflicts {
-        writeln!(err, "conflict: {}", printable(&format!("{path}: {kind}")))?;
+    for conflict in &summary.conflicts {
+        writeln!(err, "conflict: {}", printable(&conflict.to_string()))?;
     }
     if args.json {
         let mut out = io::stdout().lock();

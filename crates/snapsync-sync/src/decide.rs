@@ -118,6 +118,19 @@ pub enum Conflict {
     FileAndFolder,
 }
 
+impl std::fmt::Display for Conflict {
+    /// How the conflict is named in output: "modified on both sides", ….
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conflict::BothModified => "modified on both sides",
+            Conflict::BothNew => "new on both sides, different content",
+            Conflict::ModifiedLocalDeletedRemote => "modified locally, deleted remotely",
+            Conflict::DeletedLocalModifiedRemote => "deleted locally, modified remotely",
+            Conflict::FileAndFolder => "a file on one side, a folder on the other",
+        })
+    }
+}
+
 /// What to do with a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {

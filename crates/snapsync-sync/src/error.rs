@@ -93,6 +93,13 @@ pub enum Error {
         location: String,
     },
 
+    /// Options that contradict each other or cannot work (see [`crate::OptionsBuilder::build`]).
+    #[error("{reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A path that would leave the local folder (a `..` part, or a symlinked directory on the way).
     #[error("{path}: refused, {reason}")]
     Unsafe {

@@ -13,14 +13,18 @@
 pub mod decide;
 mod error;
 pub mod lock;
+pub mod options;
 pub mod plan;
+mod remote;
 pub mod run;
 pub mod scan;
 pub mod state;
 
 pub use decide::{Action, Class, Conflict, Observed, Recorded, Resolve, classify, decide, resolve};
 pub use error::{Error, Result};
-pub use plan::{DirAction, Item, Mode, Options, Plan, plan, plan_dirs};
-pub use run::{Ask, Config, Event, Pair, Prepared, Report, Summary, conflict_name};
+pub use options::{DEFAULT_LOCK_TIMEOUT, Options, OptionsBuilder};
+pub use plan::{DirAction, Item, Mode, Plan, plan, plan_dirs};
+pub use remote::remote_url;
+pub use run::{Ask, Event, Failure, MASS_DELETE_MIN, Pair, Prepared, Report, Summary, Unsettled};
 pub use scan::{DEFAULT_EXCLUDES, Filter, Listing, Verdict};
 pub use state::{BaseEntry, State, StateDir, StateError};

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use crate::decide::{Action, Class, Conflict, Observed, Resolve, classify, decide, resolve};
+use crate::options::Options;
 use crate::scan::whole_seconds;
 use crate::state::BaseEntry;
 
@@ -19,19 +20,6 @@ pub enum Mode {
     Download,
     /// Both ways.
     Sync,
-}
-
-/// What shapes a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Options {
-    /// Which way.
-    pub mode: Mode,
-    /// One way: delete files on the target that the source does not have.
-    pub delete: bool,
-    /// One way: overwrite (or delete) target files changed since the base.
-    pub force: bool,
-    /// How conflicts are settled.
-    pub resolve: Resolve,
 }
 
 /// One path of the plan.
@@ -93,13 +81,13 @@ pub fn plan_dirs(
         }
         let here = local.contains(dir);
         let known = base.contains(dir);
-        let action = match (options.mode, here) {
+        let action = match (options.mode(), here) {
             (Mode::Sync, true) if known => DirAction::RemoveLocal,
             (Mode::Sync | Mode::Upload, true) => DirAction::CreateRemote,
             (Mode::Sync, false) if known => DirAction::RemoveRemote,
             (Mode::Sync | Mode::Download, false) => DirAction::CreateLocal,
-            (Mode::Upload, false) if options.delete => DirAction::RemoveRemote,
-            (Mode::Download, true) if options.delete => DirAction::RemoveLocal,
+            (Mode::Upload, false) if options.delete() => DirAction::RemoveRemote,
+            (Mode::Download, true) if options.delete() => DirAction::RemoveLocal,
             _ => continue,
         };
         out.push((dir.clone(), action));
@@ -132,10 +120,10 @@ pub fn plan(
         let lc = classify(l, known.map(BaseEntry::local).as_ref());
         let rc = classify(r, known.map(BaseEntry::remote).as_ref());
         let times = (l.and_then(|o| o.mtime), r.and_then(|o| o.mtime));
-        let (action, on_mismatch, resolved) = match options.mode {
-            Mode::Sync => two_way(lc, rc, options.resolve, times),
-            Mode::Upload => one_way(lc, rc, *options, times, Side::Local),
-            Mode::Download => one_way(rc, lc, *options, (times.1, times.0), Side::Remote),
+        let (action, on_mismatch, resolved) = match options.mode() {
+            Mode::Sync => two_way(lc, rc, options.resolve(), times),
+            Mode::Upload => one_way(lc, rc, options, times, Side::Local),
+            Mode::Download => one_way(rc, lc, options, (times.1, times.0), Side::Remote),
         };
         // Unchanged on both sides, or gone from both and from the base: nothing to do or record.
         let idle = action == Action::Nothing
@@ -224,7 +212,7 @@ enum Side {
 fn one_way(
     sc: Class,
     tc: Class,
-    options: Options,
+    options: &Options,
     times: (Option<SystemTime>, Option<SystemTime>),
     source: Side,
 ) -> Decided {
@@ -233,13 +221,13 @@ fn one_way(
         Side::Remote => (Action::Download, Action::DeleteLocal),
     };
     // `--resolve local` / `remote` names a side; one way it settles conflicts for the source.
-    let source_wins = options.force
+    let source_wins = options.force()
         || matches!(
-            (options.resolve, source),
+            (options.resolve(), source),
             (Resolve::Local, Side::Local) | (Resolve::Remote, Side::Remote)
         )
-        || (options.resolve == Resolve::Newer && times.0 > times.1 && times.1.is_some())
-        || (options.resolve == Resolve::Older && times.0 < times.1 && times.0.is_some());
+        || (options.resolve() == Resolve::Newer && times.0 > times.1 && times.1.is_some())
+        || (options.resolve() == Resolve::Older && times.0 < times.1 && times.0.is_some());
     let target_changed = matches!(tc, Class::Modified);
     let conflict = match source {
         Side::Local => Conflict::DeletedLocalModifiedRemote,
@@ -274,7 +262,7 @@ fn one_way(
                 }
             }
         }
-    } else if !tc.present() || !options.delete {
+    } else if !tc.present() || !options.delete() {
         (Action::Nothing, None, None)
     } else if target_changed {
         settle(conflict, delete)
@@ -317,18 +305,22 @@ mod tests {
     }
 
     fn options(mode: Mode) -> Options {
-        Options {
-            mode,
-            delete: false,
-            force: false,
-            resolve: Resolve::Skip,
-        }
+        Options::new(mode)
+    }
+
+    fn with(mode: Mode, delete: bool, force: bool, resolve: Resolve) -> Options {
+        Options::builder(mode)
+            .delete(delete)
+            .force(force)
+            .resolve(resolve)
+            .build()
+            .unwrap()
     }
 
     /// A scenario: each path's (local, remote, base) as (size, time) pairs.
     type Side3 = (Option<(u64, u64)>, Option<(u64, u64)>, Option<(u64, u64)>);
 
-    fn run(cases: &[(&str, Side3)], options: Options) -> BTreeMap<String, (Action, Option<Action>)> {
+    fn run(cases: &[(&str, Side3)], options: &Options) -> BTreeMap<String, (Action, Option<Action>)> {
         let mut local = BTreeMap::new();
         let mut remote = BTreeMap::new();
         let mut base = BTreeMap::new();
@@ -343,7 +335,7 @@ mod tests {
                 base.insert((*path).to_owned(), based(*s, *t));
             }
         }
-        plan(&local, &remote, &base, &options)
+        plan(&local, &remote, &base, options)
             .items
             .into_iter()
             .map(|i| (i.path, (i.action, i.on_mismatch)))
@@ -368,7 +360,7 @@ mod tests {
 
     #[test]
     fn two_way_plans_follow_the_table() {
-        let got = run(&scenario(), options(Mode::Sync));
+        let got = run(&scenario(), &options(Mode::Sync));
         let want = [
             ("edited-here", Action::Upload),
             ("edited-there", Action::Download),
@@ -389,16 +381,13 @@ mod tests {
             assert_eq!(got[path].0, action, "{path}");
         }
         // --resolve settles conflicts; a content mismatch gets the resolution to apply.
-        let mut resolved = options(Mode::Sync);
-        resolved.resolve = Resolve::Remote;
-        let got = run(&scenario(), resolved);
+        let got = run(&scenario(), &with(Mode::Sync, false, false, Resolve::Remote));
         assert_eq!(got["deleted-here-edited-there"].0, Action::Download);
         assert_eq!(
             got["edited-both"],
             (Action::Compare(Conflict::BothModified), Some(Action::Download))
         );
-        resolved.resolve = Resolve::Newer;
-        let got = run(&scenario(), resolved);
+        let got = run(&scenario(), &with(Mode::Sync, false, false, Resolve::Newer));
         assert_eq!(
             got["edited-both"].1,
             Some(Action::Download),
@@ -413,7 +402,7 @@ mod tests {
 
     #[test]
     fn upload_makes_the_remote_follow_without_dropping_remote_edits() {
-        let got = run(&scenario(), options(Mode::Upload));
+        let got = run(&scenario(), &options(Mode::Upload));
         assert_eq!(got["edited-here"].0, Action::Upload);
         assert_eq!(
             got["edited-there"].0,
@@ -436,9 +425,7 @@ mod tests {
         );
         assert_eq!(got["deleted-here"].0, Action::Nothing);
         // --delete removes remote files the local side does not have, but not a remote edit.
-        let mut delete = options(Mode::Upload);
-        delete.delete = true;
-        let got = run(&scenario(), delete);
+        let got = run(&scenario(), &with(Mode::Upload, true, false, Resolve::Skip));
         assert_eq!(got["new-there"].0, Action::DeleteRemote);
         assert_eq!(got["deleted-here"].0, Action::DeleteRemote);
         assert_eq!(
@@ -446,8 +433,7 @@ mod tests {
             Action::Conflict(Conflict::DeletedLocalModifiedRemote)
         );
         // --force overwrites and deletes all the same.
-        delete.force = true;
-        let got = run(&scenario(), delete);
+        let got = run(&scenario(), &with(Mode::Upload, true, true, Resolve::Skip));
         assert_eq!(got["edited-there"].0, Action::Upload);
         assert_eq!(got["deleted-here-edited-there"].0, Action::DeleteRemote);
         assert_eq!(got["edited-both"].1, Some(Action::Upload));
@@ -460,7 +446,7 @@ mod tests {
             ("newer-there", (Some((1, 10)), Some((2, 20)), None)),
             ("same-time", (Some((1, 10)), Some((2, 10)), None)),
         ];
-        let got = run(&cases, options(Mode::Upload));
+        let got = run(&cases, &options(Mode::Upload));
         assert_eq!(got["older-there"], (Action::Upload, None));
         assert_eq!(
             got["newer-there"],
@@ -468,18 +454,17 @@ mod tests {
             "a newer target is a conflict unless the contents are equal"
         );
         assert_eq!(got["same-time"], (Action::Compare(Conflict::BothNew), None));
-        let mut force = options(Mode::Upload);
-        force.force = true;
+        let force = with(Mode::Upload, false, true, Resolve::Skip);
         assert_eq!(
-            run(&cases, force)["newer-there"],
+            run(&cases, &force)["newer-there"],
             (Action::Compare(Conflict::BothNew), Some(Action::Upload))
         );
         // Download: the remote is the source.
-        let got = run(&cases, options(Mode::Download));
+        let got = run(&cases, &options(Mode::Download));
         assert_eq!(got["newer-there"], (Action::Download, None));
         assert_eq!(got["older-there"], (Action::Compare(Conflict::BothNew), None));
         // Two-way sync without a base keeps reporting both-new conflicts (as Unison does).
-        let got = run(&cases, options(Mode::Sync));
+        let got = run(&cases, &options(Mode::Sync));
         assert_eq!(got["older-there"].0, Action::Compare(Conflict::BothNew));
     }
 
@@ -490,7 +475,7 @@ mod tests {
             ("x", (None, Some((1, 10)), Some((1, 10)))),
             ("x/a", (Some((1, 20)), None, None)),
         ];
-        let got = run(&cases, options(Mode::Sync));
+        let got = run(&cases, &options(Mode::Sync));
         assert_eq!(got["x"].0, Action::DeleteRemote, "the file goes first");
         assert_eq!(got["x/a"].0, Action::Upload);
         // The remote edited the file meanwhile: it stays, and the folder cannot go up.
@@ -498,7 +483,7 @@ mod tests {
             ("x", (None, Some((2, 30)), Some((1, 10)))),
             ("x/a", (Some((1, 20)), None, None)),
         ];
-        let got = run(&cases, options(Mode::Sync));
+        let got = run(&cases, &options(Mode::Sync));
         assert_eq!(got["x"].0, Action::Conflict(Conflict::FileAndFolder));
         assert_eq!(got["x/a"].0, Action::Conflict(Conflict::FileAndFolder));
     }
@@ -513,8 +498,7 @@ mod tests {
         let base = set(&["gone-there", "gone-here"]);
         let holds = |dir: &str| dir == "full";
         let plan = |mode, delete| {
-            let mut o = options(mode);
-            o.delete = delete;
+            let o = with(mode, delete, false, Resolve::Skip);
             plan_dirs(&local, &remote, &base, holds, &o)
         };
         assert_eq!(
@@ -540,9 +524,7 @@ mod tests {
 
     #[test]
     fn download_is_the_mirror_image() {
-        let mut delete = options(Mode::Download);
-        delete.delete = true;
-        let got = run(&scenario(), delete);
+        let got = run(&scenario(), &with(Mode::Download, true, false, Resolve::Skip));
         assert_eq!(got["edited-there"].0, Action::Download);
         assert_eq!(got["edited-here"].0, Action::Conflict(Conflict::BothModified));
         assert_eq!(got["deleted-here"].0, Action::Download);

@@ -15,7 +15,7 @@ use snapsync_store::{
     Capabilities, GetStream, LocalStore, ObjectMeta, PutMode, PutSource, Result as StoreResult, Store,
     StoreUrl,
 };
-use snapsync_sync::{Config, Error, Mode, Options, Pair, Resolve};
+use snapsync_sync::{Error, Mode, Options, Pair};
 
 /// A store that sleeps before every lock operation and rename, for a time that varies from call to
 /// call (0 to 4 times `delay`), so that runs taking the lock at the same moment interleave at every
@@ -112,13 +112,16 @@ impl Store for Slow {
     }
 }
 
-fn config(mode: Mode) -> Config {
-    Config::new(Options {
-        mode,
-        delete: false,
-        force: false,
-        resolve: Resolve::Skip,
-    })
+fn config(mode: Mode) -> Options {
+    Options::new(mode)
+}
+
+fn with_lock_timeout(mode: Mode, timeout: Duration, break_lock: bool) -> Options {
+    Options::builder(mode)
+        .lock_timeout(timeout)
+        .break_lock(break_lock)
+        .build()
+        .unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -157,7 +160,7 @@ fn race() -> Race {
 }
 
 /// Prepares both runs at once and counts how many got the lock; the winners' runs are carried out.
-async fn both_prepare(store: &Arc<dyn Store>, race: &Race, config: &Config) -> usize {
+async fn both_prepare(store: &Arc<dyn Store>, race: &Race, config: &Options) -> usize {
     let pairs: Vec<Pair> = race
         .locals
         .iter()
@@ -226,8 +229,7 @@ fn a_live_run_renews_its_lock_so_it_is_never_taken_over_as_stale() {
     let rt = runtime();
     let race = race();
     let store = local_store(&race.remote);
-    let mut short = config(Mode::Sync);
-    short.lock_timeout = Duration::from_millis(800);
+    let short = with_lock_timeout(Mode::Sync, Duration::from_millis(800), false);
     rt.block_on(async {
         let first = Pair::new(race.locals[0].clone(), Arc::clone(&store), short.clone());
         let prepared = first.prepare().await.unwrap();
@@ -249,14 +251,12 @@ fn a_run_whose_lock_was_taken_over_starts_nothing_more() {
     let rt = runtime();
     let race = race();
     let store = local_store(&race.remote);
-    let mut short = config(Mode::Upload);
-    short.lock_timeout = Duration::from_millis(400);
+    let short = with_lock_timeout(Mode::Upload, Duration::from_millis(400), false);
     rt.block_on(async {
         let first = Pair::new(race.locals[0].clone(), Arc::clone(&store), short.clone());
         let prepared = first.prepare().await.unwrap();
         // Another run breaks the lock (as --break-lock does).
-        let mut breaking = short.clone();
-        breaking.break_lock = true;
+        let breaking = with_lock_timeout(Mode::Upload, Duration::from_millis(400), true);
         let second = Pair::new(race.locals[1].clone(), Arc::clone(&store), breaking);
         let taken = second.prepare().await.unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;

@@ -424,6 +424,25 @@ fn upload_keeps_remote_edits_unless_forced_and_deletes_only_when_asked() {
 }
 
 #[test]
+fn two_way_sync_refuses_one_way_switches_as_a_usage_error() {
+    let (local, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ls, rs) = (local.path().to_str().unwrap(), remote.path().to_str().unwrap());
+    write(local.path(), "a.txt", "a", T12);
+    for switch in ["--delete", "--delete-unmatched", "--force"] {
+        let (code, _, err) = snapsync(&["sync", switch, ls, rs]);
+        assert_eq!(code, 2, "{switch}: {err}");
+        assert!(
+            err.contains(switch) && err.contains("for upload and download"),
+            "{err}"
+        );
+    }
+    assert!(
+        !remote.path().join("a.txt").exists(),
+        "a refused run changed something"
+    );
+}
+
+#[test]
 fn download_creates_the_folder_and_mirrors_with_delete() {
     let (remote, base) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (r, rs) = (remote.path(), remote.path().to_str().unwrap());
@@ -596,7 +615,8 @@ fn checksum_lets_content_decide_over_size_and_time() {
     assert_eq!(read(&r.join("sneaky.txt")), "bbbb");
 }
 
-/// Starts `snapsync ARGS`, kills it once `ready` says the transfer is under way (or after 10 s).
+/// Starts `snapsync ARGS` and kills it once `ready` says a transfer is under way; fails unless the
+/// kill came while that transfer was in flight (not after the run finished, nor before it began).
 fn kill_midway(args: &[&str], ready: impl Fn() -> bool) {
     let mut child = crate::util::snapsync()
         .args(args)
@@ -606,14 +626,24 @@ fn kill_midway(args: &[&str], ready: impl Fn() -> bool) {
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    while !ready() && started.elapsed() < Duration::from_secs(10) {
+    let mut in_flight = false;
+    while started.elapsed() < Duration::from_secs(30) {
+        if ready() {
+            in_flight = true;
+            break;
+        }
         if child.try_wait().unwrap().is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let still_running = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();
+    assert!(
+        in_flight && still_running,
+        "snapsync {args:?} was not killed mid-transfer (in flight: {in_flight}, still running: {still_running})"
+    );
 }
 
 /// Whether a temporary file of `name` (a transfer under way, or its leftover) exists in `dir`.

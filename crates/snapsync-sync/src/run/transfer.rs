@@ -1,0 +1,323 @@
+//! Carrying out one item of the plan: an upload through the store's `put` (a temporary name, checked,
+//! renamed; published only if the local file is still the version scanned), a download into a hashed
+//! temporary file beside the target (checked, flushed, renamed; never over a file that appeared or
+//! changed meanwhile), a deletion only of what the scan saw.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use snapsync_store::{PutMode, PutSource, temp_path};
+
+use super::compare::hash_file;
+use super::journal::{self, Journal, hex};
+use super::{Event, Pair, Report, blocking};
+use crate::decide::{Action, Observed};
+use crate::error::{Error, Result};
+use crate::plan::Item;
+use crate::scan;
+use crate::state::{BaseEntry, to_ns};
+
+impl Pair {
+    /// The local path of `path`, refusing one that would leave the folder through a symlinked
+    /// directory.
+    pub(super) fn local_path(&self, path: &str) -> Result<PathBuf> {
+        let unsafe_path = |reason: String| Error::Unsafe {
+            path: path.to_owned(),
+            reason,
+        };
+        snapsync_store::check_key(path).map_err(|e| match e {
+            snapsync_store::Error::InvalidKey { reason, .. } => unsafe_path(reason.to_owned()),
+            other => unsafe_path(other.to_string()),
+        })?;
+        let relative = Path::new(path);
+        snapsync_core::pathsafe::check_no_symlink_parents(&self.local, relative).map_err(|e| match e {
+            snapsync_core::Error::UnsafePath { reason, .. } => unsafe_path(reason.to_owned()),
+            other => unsafe_path(other.to_string()),
+        })?;
+        Ok(self.local.join(relative))
+    }
+
+    /// Carries out one item; the bytes transferred.
+    pub(super) async fn one(
+        &self,
+        item: &Item,
+        l: Option<&Observed>,
+        r: Option<&Observed>,
+        hash: Option<[u8; 32]>,
+        (journal, report): (&Journal, Report<'_>),
+    ) -> Result<u64> {
+        let path = item.path.as_str();
+        let record = |entry: Option<BaseEntry>| journal.record(path, entry);
+        match item.action {
+            Action::Conflict(_) | Action::Compare(_) => Ok(0),
+            Action::Nothing => {
+                match (l, r) {
+                    (Some(l), Some(r)) => record(Some(journal::agreed(l, r, hash)))?,
+                    (None, None) => record(None)?,
+                    // One way without --delete: the base keeps what it knew.
+                    _ => {}
+                }
+                Ok(0)
+            }
+            Action::Upload => {
+                let l = l.ok_or_else(|| changed(path, "local"))?;
+                // The store counts what it reads; reported a few times a second while it sends.
+                let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let upload = self.upload(path, l, r, hash, Arc::clone(&sent));
+                tokio::pin!(upload);
+                let mut reported = 0;
+                let mut report_sent = || {
+                    let now = sent.load(std::sync::atomic::Ordering::Relaxed).min(l.size);
+                    if now > reported {
+                        report(Event::Moved {
+                            item,
+                            bytes: now - reported,
+                        });
+                        reported = now;
+                    }
+                };
+                let entry = loop {
+                    tokio::select! {
+                        done = &mut upload => break done?,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => report_sent(),
+                    }
+                };
+                report_sent();
+                let bytes = entry.size;
+                record(Some(entry))?;
+                Ok(bytes)
+            }
+            Action::Download => {
+                let r = r.ok_or_else(|| changed(path, "remote"))?;
+                let received = |bytes| report(Event::Moved { item, bytes });
+                let entry = self.download(path, r, l, &received).await?;
+                let bytes = entry.size;
+                record(Some(entry))?;
+                Ok(bytes)
+            }
+            Action::DeleteLocal => {
+                let l = l.ok_or_else(|| changed(path, "local"))?;
+                let file = self.local_path(path)?;
+                let expected = l.clone();
+                let owned = path.to_owned();
+                blocking(&self.local, move || {
+                    check_local(&file, Some(&expected), &owned)?;
+                    fs::remove_file(&file).map_err(|e| Error::io(&file, e))
+                })
+                .await?;
+                record(None)?;
+                Ok(0)
+            }
+            Action::DeleteRemote => {
+                let r = r.ok_or_else(|| changed(path, "remote"))?;
+                self.check_remote(path, r).await?;
+                self.store.delete(path).await?;
+                record(None)?;
+                Ok(0)
+            }
+        }
+    }
+
+    async fn check_remote(&self, path: &str, expected: &Observed) -> Result<()> {
+        match self.store.head(path).await {
+            Ok(meta) if meta.size == expected.size => Ok(()),
+            Ok(_) | Err(snapsync_store::Error::NotFound { .. }) => Err(changed(path, "remote")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn upload(
+        &self,
+        path: &str,
+        l: &Observed,
+        r: Option<&Observed>,
+        hash: Option<[u8; 32]>,
+        sent: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<BaseEntry> {
+        let file = self.local_path(path)?;
+        let (checked, expected, owned) = (file.clone(), l.clone(), path.to_owned());
+        let hash = blocking(&self.local, move || {
+            check_local(&checked, Some(&expected), &owned)?;
+            match hash {
+                Some(hash) => Ok(hash),
+                None => hash_file(&checked),
+            }
+        })
+        .await?;
+        let mode = if let Some(r) = r {
+            self.check_remote(path, r).await?;
+            PutMode::Overwrite
+        } else if self.store.capabilities().atomic_create {
+            // A file that appeared remotely since the scan is not replaced.
+            PutMode::Create
+        } else {
+            // Without an atomic create (FTP), checking first would cost two round trips per file and
+            // still leave a window; the lock keeps other snapsync runs out meanwhile.
+            PutMode::Overwrite
+        };
+        // The store publishes the file only if, when opened, it is the version scanned and hashed
+        // (size and time) and it did not change while it was read: what goes up is what was hashed,
+        // and an edit made meanwhile leaves the remote as it was (the next run uploads the edit).
+        let source = PutSource::FileExpecting {
+            path: file.clone(),
+            size: l.size,
+            mtime: l.mtime,
+            progress: Some(sent),
+        };
+        match self.store.put(path, source, mode).await {
+            Ok(()) => {}
+            Err(snapsync_store::Error::AlreadyExists { .. }) => return Err(changed(path, "remote")),
+            Err(snapsync_store::Error::SourceChanged { .. }) => return Err(changed(path, "local")),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(mtime) = l.mtime
+            && self.store.capabilities().set_mtime
+        {
+            match self.store.set_mtime(path, mtime).await {
+                Ok(()) | Err(snapsync_store::Error::Unsupported { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(BaseEntry {
+            size: l.size,
+            local_mtime_ns: l.mtime.and_then(to_ns),
+            remote_size: l.size,
+            // Pending: filled in from the listing at the end of the run (or the next run's).
+            remote_mtime_ns: None,
+            blake3: Some(hex(hash)),
+        })
+    }
+
+    async fn download(
+        &self,
+        path: &str,
+        r: &Observed,
+        l: Option<&Observed>,
+        received: &(dyn Fn(u64) + Sync),
+    ) -> Result<BaseEntry> {
+        let target = self.local_path(path)?;
+        if let Some(parent) = target.parent() {
+            let parent = parent.to_owned();
+            blocking(&self.local, move || {
+                fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))
+            })
+            .await?;
+        }
+        let got = self.store.get(path).await?;
+        if got.meta.size != r.size {
+            return Err(changed(path, "remote"));
+        }
+        let temp = temp_path(&target);
+        let written = self.write_temp(&temp, got.stream, r, received).await;
+        let (hash, size) = match written {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        if size != r.size {
+            let _ = fs::remove_file(&temp);
+            return Err(Error::Verify {
+                path: path.to_owned(),
+                what: format!("{size} bytes arrived, the remote listed {}", r.size),
+            });
+        }
+        let (expected, owned) = (l.cloned(), path.to_owned());
+        let placed = target.clone();
+        let meta = blocking(&self.local, move || {
+            let result = (|| {
+                check_local(&placed, expected.as_ref(), &owned)?;
+                if expected.is_some() {
+                    fs::rename(&temp, &placed).map_err(|e| Error::io(&placed, e))?;
+                } else {
+                    // Never replace a file that appeared during the run.
+                    fs::hard_link(&temp, &placed).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::AlreadyExists {
+                            changed(&owned, "local")
+                        } else {
+                            Error::io(&placed, e)
+                        }
+                    })?;
+                    let _ = fs::remove_file(&temp);
+                }
+                fs::metadata(&placed).map_err(|e| Error::io(&placed, e))
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&temp);
+            }
+            result
+        })
+        .await?;
+        let now = scan::observed(&meta);
+        Ok(BaseEntry {
+            size: now.size,
+            local_mtime_ns: now.mtime.and_then(to_ns),
+            remote_size: r.size,
+            remote_mtime_ns: r.mtime.and_then(to_ns),
+            blake3: Some(hex(hash)),
+        })
+    }
+
+    /// Writes a download to its temporary file: hashed, flushed to disk, given the remote's time.
+    async fn write_temp(
+        &self,
+        temp: &Path,
+        mut stream: futures::stream::BoxStream<'static, snapsync_store::Result<Bytes>>,
+        r: &Observed,
+        received: &(dyn Fn(u64) + Sync),
+    ) -> Result<([u8; 32], u64)> {
+        let mut file = tokio::fs::File::create(temp)
+            .await
+            .map_err(|e| Error::io(temp, e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(piece) = stream.try_next().await? {
+            hasher.update(&piece);
+            size += piece.len() as u64;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &piece)
+                .await
+                .map_err(|e| Error::io(temp, e))?;
+            received(piece.len() as u64);
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| Error::io(temp, e))?;
+        let file: File = file.into_std().await;
+        let mtime = r.mtime;
+        let path = temp.to_owned();
+        blocking(&self.local, move || {
+            if let Some(mtime) = mtime {
+                file.set_modified(mtime).map_err(|e| Error::io(&path, e))?;
+            }
+            file.sync_all().map_err(|e| Error::io(&path, e))
+        })
+        .await?;
+        Ok((*hasher.finalize().as_bytes(), size))
+    }
+}
+
+fn changed(path: &str, side: &'static str) -> Error {
+    Error::Changed {
+        path: path.to_owned(),
+        side,
+    }
+}
+
+/// Checks that the local file is still what the scan saw (`None`: that there is none).
+fn check_local(file: &Path, expected: Option<&Observed>, path: &str) -> Result<()> {
+    match (fs::symlink_metadata(file), expected) {
+        (Ok(meta), Some(expected))
+            if meta.is_file() && meta.len() == expected.size && meta.modified().ok() == expected.mtime =>
+        {
+            Ok(())
+        }
+        (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        (Err(e), Some(_)) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(file, e)),
+        _ => Err(changed(path, "local")),
+    }
+}
