@@ -226,9 +226,9 @@ impl Lease {
     }
 
     /// Stops renewing and removes the lock, if it is still this run's.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.heartbeat.abort();
-        let _ = self.heartbeat.await;
+        let _ = (&mut self.heartbeat).await;
         let ours = self
             .body
             .lock()
@@ -239,6 +239,15 @@ impl Lease {
         {
             let _ = self.store.lock_remove(LOCK_NAME).await;
         }
+    }
+}
+
+impl Drop for Lease {
+    /// A run dropped without [`Lease::release`] (a cancelled future, an embedding program that gave
+    /// up) stops renewing: its lock then goes stale after the lock timeout, as a killed run's does,
+    /// instead of being renewed by a heartbeat nobody owns.
+    fn drop(&mut self) {
+        self.heartbeat.abort();
     }
 }
 
