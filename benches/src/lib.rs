@@ -1,1 +1,2 @@
 //! Criterion benches for snapsync; see benches/benches/.
+#![forbid(unsafe_code)]

@@ -135,10 +135,13 @@ fn fuzz(args: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tidy {
     //! Checks on the repository itself, run with the tests.
+    use std::collections::{BTreeMap, BTreeSet};
     use std::fs;
-    use std::path::PathBuf;
+    use std::path::{Component, Path, PathBuf};
+    use std::process::Command;
 
     use super::project_root;
+    use crate::util::{capture, cargo};
 
     /// The crate directories under crates/ (not crates/README.md).
     fn crate_dirs() -> Vec<PathBuf> {
@@ -194,6 +197,466 @@ mod tidy {
         assert!(
             ci.contains("cargo xtask test"),
             ".ci/run must run the README's test command"
+        );
+    }
+
+    /// A workspace package as `cargo metadata` describes it.
+    struct Package {
+        name: String,
+        /// The directory of its Cargo.toml.
+        dir: PathBuf,
+        /// The workspace packages it depends on in `[dependencies]` (not dev- or build-dependencies).
+        deps: BTreeSet<String>,
+    }
+
+    /// The workspace's packages, from `cargo metadata --no-deps` (which lists the workspace members only).
+    fn workspace() -> Vec<Package> {
+        let output = capture(cargo().args(["metadata", "--format-version", "1", "--no-deps"])).unwrap();
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let text = |value: &serde_json::Value| value.as_str().expect("cargo metadata: a string").to_owned();
+        let packages = metadata["packages"].as_array().expect("cargo metadata: packages");
+        let names: BTreeSet<String> = packages.iter().map(|p| text(&p["name"])).collect();
+        packages
+            .iter()
+            .map(|package| Package {
+                name: text(&package["name"]),
+                dir: Path::new(&text(&package["manifest_path"]))
+                    .parent()
+                    .unwrap()
+                    .to_path_buf(),
+                deps: package["dependencies"]
+                    .as_array()
+                    .expect("cargo metadata: dependencies")
+                    .iter()
+                    // `kind` is null for [dependencies], "dev" or "build" for the others; a workspace
+                    // crate is a path dependency.
+                    .filter(|dep| dep["kind"].is_null() && dep["path"].is_string())
+                    .map(|dep| text(&dep["name"]))
+                    .filter(|name| names.contains(name))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// A dependency: (the package, the package it depends on).
+    type Edge = (String, String);
+
+    fn architecture_doc() -> String {
+        fs::read_to_string(project_root().join("docs/ARCHITECTURE.md")).unwrap()
+    }
+
+    /// The crate graph drawn in ARCHITECTURE.md: its mermaid code block, one statement a line after
+    /// `graph TD`: `id[package-name]` declares a node, `a --> b` (or `a -->|why| b`) is an edge, and
+    /// either end of an edge may declare its node; a node never declared is named by its id. Returns the
+    /// package names and the edges between them, or what could not be read.
+    fn documented_graph(doc: &str) -> Result<(BTreeSet<String>, BTreeSet<Edge>), Vec<String>> {
+        let mut lines = doc
+            .lines()
+            .enumerate()
+            .skip_while(|(_, line)| line.trim() != "```mermaid");
+        if lines.next().is_none() {
+            return Err(vec!["there is no ```mermaid block (the crate graph)".into()]);
+        }
+        let mut problems = Vec::new();
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        let mut id_edges = Vec::new();
+        let mut header = false;
+        // `id` or `id[label]`: the id, and the label if there is one.
+        let node = |text: &str| -> Option<(String, Option<String>)> {
+            let text = text.trim();
+            let (id, label) = match text.split_once('[') {
+                Some((id, rest)) => (id, Some(rest.strip_suffix(']')?.trim().to_owned())),
+                None => (text, None),
+            };
+            let valid = !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            valid.then(|| (id.to_owned(), label))
+        };
+        for (index, line) in lines {
+            let statement = line.trim();
+            if statement == "```" {
+                break;
+            }
+            if statement.is_empty() || statement.starts_with("%%") {
+                continue;
+            }
+            if !header {
+                header = true;
+                if statement.starts_with("graph ") || statement.starts_with("flowchart ") {
+                    continue;
+                }
+                problems.push(format!(
+                    "line {}: expected `graph TD` first, found `{statement}`",
+                    index + 1
+                ));
+            }
+            let ends: Option<Vec<(String, Option<String>)>> = match statement.split_once("-->") {
+                Some((from, to)) => {
+                    let to = to.trim_start();
+                    // An edge label: `-->|text| to`.
+                    let to = match to.strip_prefix('|') {
+                        Some(rest) => rest.split_once('|').map(|(_, to)| to),
+                        None => Some(to),
+                    };
+                    to.and_then(|to| Some(vec![node(from)?, node(to)?]))
+                }
+                None => node(statement).map(|node| vec![node]),
+            };
+            let Some(ends) = ends else {
+                problems.push(format!(
+                    "line {}: cannot read `{statement}` (expected `id[package]`, `a --> b` or `a -->|why| b`)",
+                    index + 1
+                ));
+                continue;
+            };
+            for (id, label) in &ends {
+                ids.insert(id.clone());
+                if let Some(label) = label
+                    && let Some(other) = labels.insert(id.clone(), label.clone())
+                    && other != *label
+                {
+                    problems.push(format!(
+                        "line {}: node `{id}` is both {other} and {label}",
+                        index + 1
+                    ));
+                }
+            }
+            if let [(from, _), (to, _)] = &ends[..] {
+                id_edges.push((from.clone(), to.clone()));
+            }
+        }
+        if ids.is_empty() {
+            problems.push("the ```mermaid block draws no crate".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let name = |id: &String| labels.get(id).unwrap_or(id).clone();
+        let nodes = ids.iter().map(name).collect();
+        let edges = id_edges.iter().map(|(from, to)| (name(from), name(to))).collect();
+        Ok((nodes, edges))
+    }
+
+    /// What differs between the graph drawn in `doc` and the packages' real dependencies.
+    fn graph_problems(doc: &str, packages: &[Package]) -> Vec<String> {
+        let (nodes, edges) = match documented_graph(doc) {
+            Ok(graph) => graph,
+            Err(problems) => return problems,
+        };
+        let real_nodes: BTreeSet<String> = packages.iter().map(|p| p.name.clone()).collect();
+        let real_edges: BTreeSet<Edge> = packages
+            .iter()
+            .flat_map(|p| p.deps.iter().map(|dep| (p.name.clone(), dep.clone())))
+            .collect();
+        let mut problems = Vec::new();
+        for (from, to) in real_edges.difference(&edges) {
+            problems.push(format!("missing edge {from} --> {to}: {from} depends on {to}"));
+        }
+        for (from, to) in edges.difference(&real_edges) {
+            problems.push(format!(
+                "extra edge {from} --> {to}: {from} has no [dependencies] entry for {to}"
+            ));
+        }
+        for name in real_nodes.difference(&nodes) {
+            problems.push(format!("missing crate {name}: it is a workspace member"));
+        }
+        for name in nodes.difference(&real_nodes) {
+            problems.push(format!(
+                "unknown crate {name}: not a workspace member (a node is named by its [label], else by its id)"
+            ));
+        }
+        problems
+    }
+
+    #[test]
+    fn architecture_doc_draws_the_real_crate_graph() {
+        let problems = graph_problems(&architecture_doc(), &workspace());
+        assert!(
+            problems.is_empty(),
+            "docs/ARCHITECTURE.md's crate graph (its ```mermaid block) is not what `cargo metadata` says:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+
+    /// The `.rs` files under `dir`, recursively.
+    fn rust_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let Ok(entries) = fs::read_dir(dir) else {
+            return files;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(rust_files(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// The public error types a package defines in its `src/`: each `pub enum` or `pub struct` named
+    /// `Error` or `…Error` (`pub` means reachable here: the workspace lints deny unreachable `pub`), as
+    /// `crate_name::Type`, with the file that defines it.
+    fn error_types(package: &Package) -> Vec<(String, PathBuf)> {
+        let krate = package.name.replace('-', "_");
+        let mut found = Vec::new();
+        for file in rust_files(&package.dir.join("src")) {
+            for line in fs::read_to_string(&file).unwrap().lines() {
+                let line = line.trim_start();
+                let Some(rest) = line
+                    .strip_prefix("pub enum ")
+                    .or_else(|| line.strip_prefix("pub struct "))
+                else {
+                    continue;
+                };
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if name.ends_with("Error") {
+                    found.push((format!("{krate}::{name}"), file.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    /// The text of the section that starts with the line `heading`, up to the next heading.
+    fn section<'a>(doc: &'a str, heading: &str) -> Option<&'a str> {
+        let start = doc.find(&format!("\n{heading}\n"))? + heading.len() + 2;
+        let end = doc[start..].find("\n#").map_or(doc.len(), |i| start + i);
+        Some(&doc[start..end])
+    }
+
+    /// The error types a text names: `snapsync_x::SomeError`, not followed by more of an identifier.
+    fn named_error_types(text: &str) -> BTreeSet<String> {
+        let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+        let mut named = BTreeSet::new();
+        for (start, _) in text.match_indices("snapsync_") {
+            if text[..start].chars().next_back().is_some_and(is_ident) {
+                continue;
+            }
+            let path: String = text[start..]
+                .chars()
+                .take_while(|&c| is_ident(c) || c == ':')
+                .collect();
+            let mut parts = path.split("::");
+            if let (Some(krate), Some(name)) = (parts.next(), parts.next())
+                && name.ends_with("Error")
+            {
+                named.insert(format!("{krate}::{name}"));
+            }
+        }
+        named
+    }
+
+    /// What is wrong with the Errors section of `doc`, given the error types the packages define.
+    fn error_section_problems(doc: &str, packages: &[Package]) -> Vec<String> {
+        let Some(errors) = section(doc, "### Errors") else {
+            return vec!["there is no `### Errors` section".into()];
+        };
+        let named = named_error_types(errors);
+        let root = project_root();
+        let mut defined = BTreeSet::new();
+        let mut problems = Vec::new();
+        for package in packages {
+            for (error, file) in error_types(package) {
+                if !named.contains(&error) {
+                    problems.push(format!(
+                        "{}: {error} ({}) is not named",
+                        package.name,
+                        file.strip_prefix(&root).unwrap_or(&file).display()
+                    ));
+                }
+                defined.insert(error);
+            }
+        }
+        for error in named.difference(&defined) {
+            problems.push(format!("{error} is named, but no crate defines it"));
+        }
+        problems
+    }
+
+    #[test]
+    fn architecture_doc_names_every_error_type() {
+        let problems = error_section_problems(&architecture_doc(), &workspace());
+        assert!(
+            problems.is_empty(),
+            "docs/ARCHITECTURE.md's Errors section does not match the crates' error types:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+
+    /// The files git knows (tracked, or new and not ignored) that match `pattern`.
+    fn repository_files(pattern: &str) -> Vec<PathBuf> {
+        let root = project_root();
+        let output = capture(
+            Command::new("git")
+                .args([
+                    "ls-files",
+                    "--cached",
+                    "--others",
+                    "--exclude-standard",
+                    "--",
+                    pattern,
+                ])
+                .current_dir(&root),
+        )
+        .expect("git lists the repository's files");
+        let mut files: Vec<PathBuf> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| root.join(line))
+            .filter(|path| path.is_file())
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// `relative` resolved from `dir` (both inside `root`) without leaving `root`; `None` if it leaves.
+    fn resolve_inside(root: &Path, dir: &Path, relative: &str) -> Option<PathBuf> {
+        let mut parts: Vec<Component<'_>> = dir.strip_prefix(root).ok()?.components().collect();
+        for component in Path::new(relative).components() {
+            match component {
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    parts.pop()?;
+                }
+                Component::Normal(_) => parts.push(component),
+                Component::RootDir | Component::Prefix(_) => return None,
+            }
+        }
+        Some(
+            parts
+                .iter()
+                .fold(root.to_path_buf(), |path, part| path.join(part)),
+        )
+    }
+
+    /// Why `target`, written in `file`, does not name something inside the repository; `None` when it
+    /// does, or is a web address or an anchor. A path in a link is relative to the file's folder; a path
+    /// in a code span may also be relative to the repository's root (`docs/sync.md` from anywhere).
+    fn outside_link(root: &Path, file: &Path, target: &str, code_span: bool) -> Option<String> {
+        let target = target.trim_start_matches('<').trim_end_matches('>');
+        if target.is_empty()
+            || target.starts_with('#')
+            || target.contains("://")
+            || target.starts_with("mailto:")
+        {
+            return None;
+        }
+        let path = target.split('#').next().unwrap_or_default();
+        if path.starts_with('/') || path.starts_with('~') {
+            return Some(format!("`{target}` is an absolute path, outside the repository"));
+        }
+        let dir = file.parent().unwrap();
+        let mut candidates = vec![resolve_inside(root, dir, path)];
+        if code_span {
+            candidates.push(resolve_inside(root, root, path));
+        }
+        if candidates.iter().flatten().any(|candidate| candidate.exists()) {
+            None
+        } else if candidates.iter().any(Option::is_none) {
+            Some(format!("`{target}` points outside the repository"))
+        } else {
+            Some(format!("`{target}` does not exist in the repository"))
+        }
+    }
+
+    /// Whether the text of a code span names a file: a markdown file's name, or a path going up.
+    fn names_a_file(span: &str) -> bool {
+        !span.contains(char::is_whitespace)
+            && (span.starts_with("../") || Path::new(span).extension().is_some_and(|e| e == "md"))
+    }
+
+    /// The link targets and file-naming code spans of one line of markdown (outside code blocks), each
+    /// with whether it was a code span.
+    fn markdown_targets(line: &str) -> Vec<(String, bool)> {
+        let mut targets = Vec::new();
+        // A reference definition: `[name]: target`.
+        if let Some(rest) = line.trim_start().strip_prefix('[')
+            && let Some((_, target)) = rest.split_once("]:")
+            && let Some(target) = target.split_whitespace().next()
+        {
+            targets.push((target.to_owned(), false));
+        }
+        // Outside backticks, inline links and images: `](target)` or `](target "title")`.
+        for (i, piece) in line.split('`').enumerate() {
+            if i % 2 == 1 {
+                if names_a_file(piece) {
+                    targets.push((piece.to_owned(), true));
+                }
+                continue;
+            }
+            for (start, _) in piece.match_indices("](") {
+                let rest = &piece[start + 2..];
+                let end = rest.find(')').unwrap_or(rest.len());
+                if let Some(target) = rest[..end].split_whitespace().next() {
+                    targets.push((target.to_owned(), false));
+                }
+            }
+        }
+        targets
+    }
+
+    /// Every place in `file` (markdown, or the comments of Rust code) that names something outside the
+    /// repository or missing from it.
+    fn outside_links(root: &Path, file: &Path) -> Vec<String> {
+        let text = fs::read_to_string(file).unwrap();
+        let is_markdown = file.extension().is_some_and(|e| e == "md");
+        let shown = file.strip_prefix(root).unwrap_or(file).display();
+        let mut problems = Vec::new();
+        let mut in_code_block = false;
+        for (index, line) in text.lines().enumerate() {
+            let targets = if is_markdown {
+                let fence = line.trim_start();
+                if fence.starts_with("```") || fence.starts_with("~~~") {
+                    in_code_block = !in_code_block;
+                    continue;
+                }
+                if in_code_block {
+                    continue;
+                }
+                markdown_targets(line)
+            } else if line.trim_start().starts_with("//") {
+                // In comments only the code spans that name a file: `docs/sync.md`.
+                line.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|span| names_a_file(span))
+                    .map(|span| (span.to_owned(), true))
+                    .collect()
+            } else {
+                continue;
+            };
+            for (target, code_span) in targets {
+                if let Some(problem) = outside_link(root, file, &target, code_span) {
+                    problems.push(format!("{shown}:{}: {problem}", index + 1));
+                }
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn no_document_points_outside_the_repository() {
+        let root = project_root();
+        let files: Vec<PathBuf> = ["*.md", "*.rs"]
+            .iter()
+            .flat_map(|p| repository_files(p))
+            .collect();
+        assert!(files.iter().any(|f| f.ends_with("docs/ARCHITECTURE.md")));
+        let problems: Vec<String> = files.iter().flat_map(|file| outside_links(&root, file)).collect();
+        assert!(
+            problems.is_empty(),
+            "links and paths must name files inside the repository (bring what is needed into it):\n  {}",
+            problems.join("\n  ")
         );
     }
 }

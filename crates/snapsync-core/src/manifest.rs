@@ -478,7 +478,8 @@ F 600 af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262 0 ./foo.t
         let m = Manifest::parse(TWO_EMPTY_FILES.as_bytes()).unwrap();
         assert_eq!(m.render(), TWO_EMPTY_FILES);
         m.check_consistency().unwrap();
-        // snapdir's frozen golden id for this manifest (docs/rust-port/manifest-spec.md, section 4).
+        // snapdir's frozen golden id for this manifest (section 4 of docs/rust-port/manifest-spec.md in
+        // snapdir's repository, https://github.com/bermi/snapdir).
         assert!(m.id().to_string().starts_with("c678a299"), "{}", m.id());
         assert!(m.id().to_string().ends_with("ae3c27857"), "{}", m.id());
         assert_eq!(m.id(), Checksum::of(format!("{TWO_EMPTY_FILES}\n").as_bytes()));
