@@ -35,9 +35,10 @@ pub struct MacroContext {
     pub cache_dir: String,
 }
 
-/// A compiled set of exclusions. The default excludes nothing.
+/// A compiled set of gitignore-style globs (the rules above): what `--exclude` leaves out, and what
+/// folder sync's `--match` selects. The default matches nothing.
 #[derive(Clone, Debug, Default)]
-pub struct Exclude {
+pub struct Globs {
     /// Name patterns (no `/`), for files and directories.
     names: Option<GlobSet>,
     /// Name patterns written with a trailing `/`.
@@ -46,16 +47,14 @@ pub struct Exclude {
     paths: Option<GlobSet>,
     /// Root-anchored path patterns written with a trailing `/`.
     dir_paths: Option<GlobSet>,
-    regex: Option<regex::bytes::Regex>,
-    forces_no_follow: bool,
 }
 
-impl Exclude {
-    /// Compiles glob patterns and snapdir-style regular expressions.
+impl Globs {
+    /// Compiles glob patterns.
     ///
     /// # Errors
     /// [`Error::InvalidPattern`] for the first pattern that does not compile.
-    pub fn new(globs: &[String], regexes: &[String], macros: &MacroContext) -> Result<Self> {
+    pub fn new(globs: &[String]) -> Result<Globs> {
         let mut sets: [(GlobSetBuilder, bool); 4] = std::array::from_fn(|_| (GlobSetBuilder::new(), false));
         for pattern in globs {
             let dir_only = pattern.ends_with('/');
@@ -89,12 +88,53 @@ impl Exclude {
             })
             .transpose()
         });
-        let (regex, forces_no_follow) = compile_regexes(regexes, macros)?;
-        Ok(Exclude {
+        Ok(Globs {
             names: names?,
             dir_names: dir_names?,
             paths: paths?,
             dir_paths: dir_paths?,
+        })
+    }
+
+    /// True when there are no patterns.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.names.is_none() && self.dir_names.is_none() && self.paths.is_none() && self.dir_paths.is_none()
+    }
+
+    /// Whether a pattern matches the entry at `relative` (the path below the root, `a/b/c`) named
+    /// `name`; patterns with a trailing `/` match only when `is_dir`.
+    #[must_use]
+    pub fn matches(&self, relative: &[u8], name: &[u8], is_dir: bool) -> bool {
+        let matches = |set: &Option<GlobSet>, text: &[u8]| {
+            set.as_ref()
+                .is_some_and(|s| s.is_match_candidate(&Candidate::new(bytes_path(text))))
+        };
+        matches(&self.names, name)
+            || matches(&self.paths, relative)
+            || (is_dir && (matches(&self.dir_names, name) || matches(&self.dir_paths, relative)))
+    }
+}
+
+/// A compiled set of exclusions: [`Globs`] and snapdir-style regular expressions. The default
+/// excludes nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Exclude {
+    globs: Globs,
+    regex: Option<regex::bytes::Regex>,
+    forces_no_follow: bool,
+}
+
+impl Exclude {
+    /// Compiles glob patterns and snapdir-style regular expressions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPattern`] for the first pattern that does not compile.
+    pub fn new(globs: &[String], regexes: &[String], macros: &MacroContext) -> Result<Self> {
+        let globs = Globs::new(globs)?;
+        let (regex, forces_no_follow) = compile_regexes(regexes, macros)?;
+        Ok(Exclude {
+            globs,
             regex,
             forces_no_follow,
         })
@@ -103,11 +143,7 @@ impl Exclude {
     /// True when nothing is excluded.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.names.is_none()
-            && self.dir_names.is_none()
-            && self.paths.is_none()
-            && self.dir_paths.is_none()
-            && self.regex.is_none()
+        self.globs.is_empty() && self.regex.is_none()
     }
 
     /// True when `%system%` was used: snapdir then stops following symlinks.
@@ -124,13 +160,7 @@ impl Exclude {
     /// The glob test, on the path below the root (`a/b/c`) and the entry's name.
     #[must_use]
     pub fn excludes_relative(&self, relative: &[u8], name: &[u8], is_dir: bool) -> bool {
-        let matches = |set: &Option<GlobSet>, text: &[u8]| {
-            set.as_ref()
-                .is_some_and(|s| s.is_match_candidate(&Candidate::new(bytes_path(text))))
-        };
-        matches(&self.names, name)
-            || matches(&self.paths, relative)
-            || (is_dir && (matches(&self.dir_names, name) || matches(&self.dir_paths, relative)))
+        self.globs.matches(relative, name, is_dir)
     }
 }
 

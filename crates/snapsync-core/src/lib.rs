@@ -33,7 +33,7 @@ mod sigbus;
 mod walk;
 
 pub use error::{Error, Result};
-pub use exclude::{COMMON_EXCLUDE_DIRS, Exclude, MacroContext, SYSTEM_EXCLUDE_DIRS};
+pub use exclude::{COMMON_EXCLUDE_DIRS, Exclude, Globs, MacroContext, SYSTEM_EXCLUDE_DIRS};
 pub use hash::{
     Checksum, Hex, MMAP_THRESHOLD, directory_checksum, hash_file, hash_read, is_truncated_while_mapped,
 };

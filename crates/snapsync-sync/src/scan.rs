@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use futures::TryStreamExt;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
-use snapsync_core::{Exclude, MacroContext};
+use snapsync_core::{Exclude, Globs, MacroContext};
 use snapsync_store::{Store, is_temp_name};
 
 use crate::decide::Observed;
@@ -35,7 +34,8 @@ pub const DEFAULT_EXCLUDES: &str = ".DS_Store,.git,.hg,.svn,#recycle";
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     exclude: Exclude,
-    matches: Option<(Option<GlobSet>, Option<GlobSet>)>,
+    /// `--match`; `None`: every file.
+    matches: Option<Globs>,
 }
 
 /// What the filter says of one file.
@@ -69,38 +69,18 @@ impl Filter {
         let exclude =
             Exclude::new(&split(excludes), &[], &MacroContext::default()).map_err(Error::Pattern)?;
         let matches = split(matches);
+        // The same glob rules as --exclude (and snapshots' excludes): a name at any depth, or a path
+        // below the root when the pattern has a `/`.
         let matches = if matches.is_empty() {
             None
         } else {
-            let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-            let (mut any_name, mut any_path) = (false, false);
-            for pattern in &matches {
-                let anchored = pattern.contains('/');
-                let glob = GlobBuilder::new(pattern.trim_start_matches('/'))
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| Error::InvalidMatch {
-                        pattern: pattern.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if anchored {
-                    paths.add(glob);
-                    any_path = true;
-                } else {
-                    names.add(glob);
-                    any_name = true;
-                }
-            }
-            let build = |builder: GlobSetBuilder, used: bool| -> Result<Option<GlobSet>> {
-                used.then(|| {
-                    builder.build().map_err(|e| Error::InvalidMatch {
-                        pattern: matches.join(","),
-                        reason: e.to_string(),
-                    })
-                })
-                .transpose()
-            };
-            Some((build(names, any_name)?, build(paths, any_path)?))
+            Some(Globs::new(&matches).map_err(|e| match e {
+                snapsync_core::Error::InvalidPattern { pattern, source } => Error::InvalidMatch {
+                    pattern,
+                    reason: source.to_string(),
+                },
+                other => Error::Pattern(other),
+            })?)
         };
         Ok(Filter { exclude, matches })
     }
@@ -125,14 +105,8 @@ impl Filter {
         }
         match &self.matches {
             None => Verdict::Wanted,
-            Some((names, paths)) => {
-                let hit = |set: &Option<GlobSet>, text: &str| set.as_ref().is_some_and(|s| s.is_match(text));
-                if hit(names, file_name) || hit(paths, path) {
-                    Verdict::Wanted
-                } else {
-                    Verdict::Unmatched
-                }
-            }
+            Some(globs) if globs.matches(path.as_bytes(), file_name.as_bytes(), false) => Verdict::Wanted,
+            Some(_) => Verdict::Unmatched,
         }
     }
 
