@@ -412,7 +412,8 @@ pub(crate) enum ResolveArg {
 pub(crate) struct SyncArgs {
     /// The local folder.
     pub(crate) local: PathBuf,
-    /// The remote: a store URL or a path.
+    /// The remote: a path or file:///path, ftp://user@host/path, ftps://user@host/path,
+    /// sftp://user@host/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.
     pub(crate) remote: String,
     /// One way: delete files on the target that the source does not have.
     #[arg(long)]
@@ -488,7 +489,8 @@ pub(crate) struct StageArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PushArgs {
-    /// The store: a path, file://, s3://, gs://, az://.
+    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The directory to snapshot and send.
@@ -507,7 +509,8 @@ pub(crate) struct PushArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct FetchArgs {
-    /// The store.
+    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The snapshot.
@@ -521,7 +524,8 @@ pub(crate) struct FetchArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PullArgs {
-    /// The store.
+    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The snapshot.
@@ -559,10 +563,11 @@ pub(crate) struct CopyArgs {
     /// The snapshot.
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
-    /// The store it is in.
+    /// The store it is in (a store URL or path, as --store takes: file://, s3://, gs://, az://,
+    /// ftp://, ftps://, sftp://).
     #[arg(long, value_name = "URL")]
     pub(crate) from: String,
-    /// The store to copy it to.
+    /// The store to copy it to (a store URL or path, as --from).
     #[arg(long, value_name = "URL")]
     pub(crate) to: String,
     #[command(flatten)]
@@ -586,7 +591,8 @@ pub(crate) struct DiffArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The store.
+    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The snapshot.
@@ -602,14 +608,16 @@ pub(crate) struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct SnapshotsArgs {
-    /// The store.
+    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct SizeArgs {
-    /// The store.
+    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// One snapshot [default: the whole store].
@@ -619,7 +627,8 @@ pub(crate) struct SizeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct GcArgs {
-    /// The store.
+    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// Show what would be deleted; delete nothing.

@@ -132,7 +132,9 @@ impl Error {
             Error::InTheWay { .. } => {
                 Some("move it away, or pull with --delete to make the directory an exact copy")
             }
-            Error::Io { source, .. } if source.raw_os_error() == Some(28) => Some("the disk is full"),
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                Some("the disk is full")
+            }
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
                 Some("the destination is read-only")
             }

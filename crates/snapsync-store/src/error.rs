@@ -270,10 +270,9 @@ impl Error {
 
 /// What a full disk or an exceeded quota is called, when `error` is one (`ENOSPC`, `EDQUOT`).
 fn storage_full(error: &io::Error) -> Option<&'static str> {
-    const ENOSPC: i32 = 28;
-    match (error.kind(), error.raw_os_error()) {
-        (io::ErrorKind::StorageFull, _) | (_, Some(ENOSPC)) => Some("no space left on device"),
-        (io::ErrorKind::QuotaExceeded, _) => Some("disk quota exceeded"),
+    match error.kind() {
+        io::ErrorKind::StorageFull => Some("no space left on device"),
+        io::ErrorKind::QuotaExceeded => Some("disk quota exceeded"),
         _ => None,
     }
 }

@@ -124,6 +124,28 @@ fn help_explains_every_command() {
         assert!(manifest.contains(word), "{word}: {manifest}");
     }
     assert!(ok(&["id", "--help"]).contains("standard input"));
+    // Every command that takes a store names every kind of store it takes.
+    for command in [
+        &["push", "--help"][..],
+        &["pull", "--help"],
+        &["fetch", "--help"],
+        &["verify", "--help"],
+        &["snapshots", "--help"],
+        &["gc", "--help"],
+        &["copy", "--help"],
+        &["sync", "--help"],
+        &["upload", "--help"],
+    ] {
+        let help = ok(command);
+        for scheme in [
+            "file://", "s3://", "gs://", "az://", "ftp://", "ftps://", "sftp://",
+        ] {
+            assert!(
+                help.contains(scheme),
+                "{command:?} does not name {scheme}: {help}"
+            );
+        }
+    }
     assert!(ok(&["--version"]).starts_with("snapsync "));
 }
 
