@@ -412,8 +412,7 @@ pub(crate) enum ResolveArg {
 pub(crate) struct SyncArgs {
     /// The local folder.
     pub(crate) local: PathBuf,
-    /// The remote: a path or file:///path, ftp://user@host/path, ftps://user@host/path,
-    /// sftp://user@host/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.
+    /// The remote: a path, or a file://, ftp://, ftps://, sftp://, s3://, gs:// or az:// URL.
     pub(crate) remote: String,
     /// One way: delete files on the target that the source does not have.
     #[arg(long)]
@@ -489,8 +488,7 @@ pub(crate) struct StageArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PushArgs {
-    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
-    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
+    /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The directory to snapshot and send.
@@ -509,8 +507,7 @@ pub(crate) struct PushArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct FetchArgs {
-    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
-    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
+    /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The snapshot.
@@ -524,8 +521,7 @@ pub(crate) struct FetchArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PullArgs {
-    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
-    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
+    /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The snapshot.
@@ -591,8 +587,7 @@ pub(crate) struct DiffArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
-    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
+    /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// The snapshot.
@@ -608,16 +603,14 @@ pub(crate) struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct SnapshotsArgs {
-    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
-    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
+    /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct SizeArgs {
-    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
-    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
+    /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// One snapshot [default: the whole store].
@@ -627,8 +620,7 @@ pub(crate) struct SizeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct GcArgs {
-    /// The store: a path or file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
-    /// ftp://user@host/path, ftps://user@host/path or sftp://user@host/path.
+    /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
     /// Show what would be deleted; delete nothing.
