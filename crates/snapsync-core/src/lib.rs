@@ -27,6 +27,7 @@ mod error;
 pub mod escape;
 mod exclude;
 mod hash;
+mod list;
 mod manifest;
 pub mod pathsafe;
 mod sigbus;
@@ -37,5 +38,6 @@ pub use exclude::{COMMON_EXCLUDE_DIRS, Exclude, Globs, MacroContext, SYSTEM_EXCL
 pub use hash::{
     Checksum, Hex, MMAP_THRESHOLD, directory_checksum, hash_file, hash_read, is_truncated_while_mapped,
 };
+pub use list::{EntryType, ListedEntry, TreeListing, Unreadable, list_tree};
 pub use manifest::{Entry, EntryKind, Manifest};
 pub use walk::{Fingerprint, Progress, Source, Walk, WalkOptions, Warning, walk};

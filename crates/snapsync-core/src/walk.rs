@@ -412,11 +412,7 @@ impl Walker<'_> {
             } else {
                 own.clone()
             };
-            let mut child = relative.to_vec();
-            if !child.is_empty() {
-                child.push(b'/');
-            }
-            child.extend_from_slice(name.as_bytes());
+            let child = child_relative(relative, name.as_bytes());
             let is_dir = target.is_dir();
             if self
                 .options
@@ -544,7 +540,18 @@ impl Walker<'_> {
     }
 }
 
-fn special_kind(meta: &Metadata) -> &'static str {
+/// The path below the root of the entry `name` in the directory at `relative` (both walks').
+pub(crate) fn child_relative(relative: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut child = Vec::with_capacity(relative.len() + 1 + name.len());
+    child.extend_from_slice(relative);
+    if !child.is_empty() {
+        child.push(b'/');
+    }
+    child.extend_from_slice(name);
+    child
+}
+
+pub(crate) fn special_kind(meta: &Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     if t.is_socket() {

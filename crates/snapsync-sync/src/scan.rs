@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use futures::TryStreamExt;
 use rayon::prelude::*;
-use snapsync_core::{Exclude, Globs, MacroContext};
+use snapsync_core::{EntryType, Exclude, Globs, MacroContext};
 use snapsync_store::{Store, is_temp_name};
 
 use crate::decide::Observed;
@@ -181,8 +181,70 @@ impl Listing {
 /// [`Error::Io`] when the root cannot be read; unreadable entries below it are warnings.
 pub fn scan_local(root: &Path, filter: &Filter, checksum: bool) -> Result<Listing> {
     let mut listing = Listing::default();
-    let entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
-    walk_dir(root, "", entries, filter, &mut listing);
+    // The core's listing walk: links not followed, a folder entered only when the filter enters it
+    // (and its name is UTF-8; `.snapsync` at the root, where earlier versions kept the state, never).
+    let enter = |relative: &[u8], _: &[u8]| {
+        std::str::from_utf8(relative).is_ok_and(|path| path != STATE_DIR_NAME && filter.enters(path))
+    };
+    let tree = snapsync_core::list_tree(root, &enter).map_err(|e| Error::io(root, e))?;
+    let mut unlisted = BTreeSet::new();
+    for problem in tree.unreadable {
+        let path = String::from_utf8_lossy(&problem.relative).into_owned();
+        let why = match (problem.what, problem.relative.is_empty()) {
+            ("listed", true) => format!("its listing failed ({})", problem.error),
+            ("listed", false) => {
+                unlisted.insert(path.clone());
+                format!("cannot be listed ({})", problem.error)
+            }
+            _ => format!("cannot be read ({})", problem.error),
+        };
+        listing.unknown.push((path, why));
+    }
+    for entry in tree.entries {
+        let Ok(path) = std::str::from_utf8(&entry.relative).map(str::to_owned) else {
+            let relative = entry.relative_lossy();
+            listing
+                .warnings
+                .push(format!("{relative}: the name is not UTF-8; left out"));
+            continue;
+        };
+        if path == STATE_DIR_NAME {
+            continue;
+        }
+        match entry.kind {
+            EntryType::Symlink => {
+                if filter.verdict(&path) != Verdict::Excluded {
+                    listing
+                        .warnings
+                        .push(format!("{path}: a symbolic link; left alone"));
+                    listing.skipped.push(path);
+                }
+            }
+            EntryType::Dir => {
+                if filter.enters(&path) && !unlisted.contains(&path) {
+                    listing.dirs.insert(path);
+                }
+            }
+            EntryType::File => {
+                if is_temp_name(OsStr::new(name(&path))) {
+                    listing.leftovers.push(root.join(&path));
+                    continue;
+                }
+                let observed = observed(&entry.metadata);
+                match filter.verdict(&path) {
+                    Verdict::Excluded => {}
+                    Verdict::Wanted => {
+                        listing.files.insert(path, observed);
+                    }
+                    Verdict::Unmatched => {
+                        listing.unmatched.insert(path, observed);
+                    }
+                }
+            }
+            // Sockets, FIFOs and devices are not synced.
+            EntryType::Special(_) => {}
+        }
+    }
     if checksum {
         let hashed: Vec<(String, io::Result<[u8; 32]>)> = listing
             .files
@@ -206,84 +268,11 @@ pub fn scan_local(root: &Path, filter: &Filter, checksum: bool) -> Result<Listin
             }
         }
     }
+    listing.unknown.sort();
+    listing.warnings.sort();
+    listing.skipped.sort();
+    listing.leftovers.sort();
     Ok(listing)
-}
-
-fn walk_dir(root: &Path, dir: &str, entries: fs::ReadDir, filter: &Filter, listing: &mut Listing) {
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                // The listing of this folder broke off: what it holds is unknown, not absent.
-                listing
-                    .unknown
-                    .push((dir.to_owned(), format!("its listing failed ({e})")));
-                continue;
-            }
-        };
-        let os_name = entry.file_name();
-        let Some(entry_name) = os_name.to_str() else {
-            listing.warnings.push(format!(
-                "{}/{}: the name is not UTF-8; left out",
-                shown(dir),
-                os_name.to_string_lossy()
-            ));
-            continue;
-        };
-        let path = if dir.is_empty() {
-            entry_name.to_owned()
-        } else {
-            format!("{dir}/{entry_name}")
-        };
-        if dir.is_empty() && entry_name == STATE_DIR_NAME {
-            continue;
-        }
-        let kind = match entry.file_type() {
-            Ok(kind) => kind,
-            Err(e) => {
-                listing.unknown.push((path, format!("cannot be read ({e})")));
-                continue;
-            }
-        };
-        if kind.is_symlink() {
-            if filter.verdict(&path) != Verdict::Excluded {
-                listing
-                    .warnings
-                    .push(format!("{path}: a symbolic link; left alone"));
-                listing.skipped.push(path);
-            }
-        } else if kind.is_dir() {
-            if filter.enters(&path) {
-                match fs::read_dir(entry.path()) {
-                    Ok(entries) => {
-                        listing.dirs.insert(path.clone());
-                        walk_dir(root, &path, entries, filter, listing);
-                    }
-                    Err(e) => listing.unknown.push((path, format!("cannot be listed ({e})"))),
-                }
-            }
-        } else if kind.is_file() {
-            if is_temp_name(OsStr::new(entry_name)) {
-                listing.leftovers.push(root.join(&path));
-                continue;
-            }
-            let verdict = filter.verdict(&path);
-            if verdict == Verdict::Excluded {
-                continue;
-            }
-            match entry.metadata() {
-                Ok(meta) => {
-                    let observed = observed(&meta);
-                    if verdict == Verdict::Wanted {
-                        listing.files.insert(path, observed);
-                    } else {
-                        listing.unmatched.insert(path, observed);
-                    }
-                }
-                Err(e) => listing.unknown.push((path, format!("cannot be read ({e})"))),
-            }
-        }
-    }
 }
 
 /// The process id in a temporary file's name (`.NAME.snapsync-PID-….tmp`), if it is one.
@@ -300,10 +289,6 @@ pub fn temp_pid(name: &str) -> Option<u32> {
 #[must_use]
 pub fn is_within(path: &str, dir: &str) -> bool {
     dir.is_empty() || path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
-}
-
-fn shown(dir: &str) -> &str {
-    if dir.is_empty() { "." } else { dir }
 }
 
 /// What a local file's metadata says.
