@@ -457,7 +457,7 @@ pub(crate) struct SyncArgs {
     pub(crate) break_lock: bool,
     /// A lock not renewed for this long belongs to a dead run and is taken over (a live run renews
     /// its lock every AGE/4, at most every minute).
-    #[arg(long, value_name = "AGE", default_value = "10m", value_parser = crate::snapshot::parse_age)]
+    #[arg(long, value_name = "AGE", default_value = "10m", value_parser = crate::time::parse_age)]
     pub(crate) lock_timeout: std::time::Duration,
     /// Print the summary as JSON on standard output.
     #[arg(long)]
@@ -627,7 +627,7 @@ pub(crate) struct GcArgs {
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
     /// Keep unreferenced objects younger than this (`30m`, `24h`, `7d`; `0` for none).
-    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = crate::snapshot::parse_age)]
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = crate::time::parse_age)]
     pub(crate) grace: std::time::Duration,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,

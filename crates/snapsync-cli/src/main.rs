@@ -8,6 +8,7 @@ mod output;
 mod progress;
 mod snapshot;
 mod sync;
+mod time;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use indicatif::HumanBytes;
@@ -34,27 +34,6 @@ fn parse_id(text: &str) -> anyhow::Result<Checksum> {
     text.to_ascii_lowercase()
         .parse::<Checksum>()
         .map_err(|_| UsageError(format!("{text:?} is not a snapshot id (64 hex digits)")).into())
-}
-
-/// Parses `30m`, `24h`, `7d`, `90s` or `0`.
-pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not an age (30m, 24h, 7d)"))?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{text:?} is not an age: use s, m, h or d (30m, 24h, 7d)")),
-    };
-    Ok(Duration::from_secs(seconds))
 }
 
 /// The cache directory: `--cache-dir`/`SNAPSYNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snapsync`, else
@@ -451,7 +430,9 @@ pub(crate) fn snapshots(args: &SnapshotsArgs) -> anyhow::Result<()> {
     let list = runtime()?.block_on(store.snapshots())?;
     let mut out = io::stdout().lock();
     for (id, meta) in list {
-        let when = meta.modified.map_or_else(|| "-".to_owned(), format_utc);
+        let when = meta
+            .modified
+            .map_or_else(|| "-".to_owned(), crate::time::format_utc);
         writeln!(out, "{id}  {when}")?;
     }
     Ok(out.flush()?)
@@ -515,7 +496,7 @@ pub(crate) fn gc(args: &GcArgs, output: &OutputArgs) -> anyhow::Result<()> {
         report.objects,
         report.referenced,
         report.kept_recent,
-        format_age(args.grace),
+        crate::time::format_age(args.grace),
         report.deleted.len(),
         if args.dry_run {
             "would be deleted"
@@ -525,60 +506,4 @@ pub(crate) fn gc(args: &GcArgs, output: &OutputArgs) -> anyhow::Result<()> {
         HumanBytes(bytes)
     )?;
     Ok(out.flush()?)
-}
-
-fn format_age(age: Duration) -> String {
-    let s = age.as_secs();
-    match s {
-        _ if s.is_multiple_of(86_400) && s > 0 => format!("{}d", s / 86_400),
-        _ if s.is_multiple_of(3600) && s > 0 => format!("{}h", s / 3600),
-        _ if s.is_multiple_of(60) && s > 0 => format!("{}m", s / 60),
-        _ => format!("{s}s"),
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, Howard Hinnant's algorithm).
-fn format_utc(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_and_times_format() {
-        assert_eq!(parse_age("24h"), Ok(Duration::from_hours(24)));
-        assert_eq!(parse_age("30m"), Ok(Duration::from_mins(30)));
-        assert_eq!(parse_age("7d"), Ok(Duration::from_hours(168)));
-        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
-        assert!(parse_age("soon").is_err());
-        assert!(parse_age("5y").is_err());
-        assert_eq!(format_age(Duration::from_hours(24)), "1d");
-        assert_eq!(format_age(Duration::from_mins(90)), "90m");
-        assert_eq!(format_utc(SystemTime::UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_436_223);
-        assert_eq!(format_utc(t), "2026-11-23 12:17:03 UTC");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_hours(264_384);
-        assert_eq!(format_utc(leap), "2000-02-29 00:00:00 UTC");
-    }
 }
