@@ -1,9 +1,10 @@
 //! Scanning: each side's files as a listing (path → size, time, and hash where known), through the
 //! same filter (`--match`, `--exclude`), so both sides are compared on the same terms.
 //!
-//! The local side is walked without following links: a symlink is reported and left alone (syncing
-//! it would copy what it points to, perhaps outside the folder; deleting through it could leave the
-//! folder). `.snapsync` at the local root (the sync state) and the remote's lock are never listed;
+//! The local side is listed by snapsync-core's `list_tree`, without following links: a symlink is
+//! reported and left alone (syncing it would copy what it points to, perhaps outside the folder;
+//! deleting through it could leave the folder). `.snapsync` at the local root (where earlier versions
+//! kept the sync state) and the remote's lock are never listed;
 //! temporary files of an interrupted run are collected so the next run removes them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +22,8 @@ use snapsync_store::{Store, is_temp_name};
 use crate::decide::Observed;
 use crate::error::{Error, Result};
 
-/// The name of the local directory that holds the sync state; never synced.
+/// The name of the local directory where earlier versions kept the sync state (it now lives outside the
+/// folder, see [`crate::StateDir`]); never synced.
 pub const STATE_DIR_NAME: &str = ".snapsync";
 
 pub use crate::lock::LOCK_NAME;
