@@ -11,6 +11,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::hash::Checksum;
+
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -97,6 +99,40 @@ pub enum Error {
         text: String,
     },
 
+    /// Creating, writing, flushing or renaming a file into place failed (see [`crate::atomic`]).
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file that was to be written (its final name).
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A file written under a temporary name has another size than expected, so it was removed
+    /// instead of published.
+    #[error("{} was not written: {actual} bytes arrived, {expected} were expected", path.display())]
+    SizeMismatch {
+        /// The file that was to be written (its final name).
+        path: PathBuf,
+        /// The size it should have.
+        expected: u64,
+        /// The bytes that were written.
+        actual: u64,
+    },
+
+    /// A file written under a temporary name has another BLAKE3 than expected, so it was removed
+    /// instead of published.
+    #[error("{} was not written: its BLAKE3 is {actual}, not the expected {expected}", path.display())]
+    HashMismatch {
+        /// The file that was to be written (its final name).
+        path: PathBuf,
+        /// The checksum it should have.
+        expected: Checksum,
+        /// The checksum of what was written.
+        actual: Checksum,
+    },
+
     /// A manifest path that would leave the destination directory if materialised.
     #[error("unsafe path {path} in manifest: {reason}")]
     UnsafePath {
@@ -124,6 +160,12 @@ impl Error {
             }
             Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 Some("exclude the path with --exclude, or run as a user who can read it")
+            }
+            Error::Write { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                Some("the disk is full")
+            }
+            Error::Write { source, .. } if source.kind() == io::ErrorKind::ReadOnlyFilesystem => {
+                Some("the destination is read-only")
             }
             Error::InvalidPattern { .. } => Some(
                 "--exclude takes a glob (`*.log`, `build/`, `docs/**/*.tmp`); --exclude-regex takes a regular expression",

@@ -211,6 +211,47 @@ pub fn hash_read(mut reader: impl Read) -> io::Result<(Checksum, u64)> {
     })
 }
 
+/// Feeds `len` bytes of `file`, starting at `offset`, into `hasher`: a large range from the start of the
+/// file memory-mapped and hashed on all cores (as [`hash_file`] does), anything else read through the
+/// per-thread buffer. The file's position is not used or moved.
+///
+/// # Errors
+/// Any I/O error from reading; a file that ends before `offset + len` is `UnexpectedEof`.
+pub(crate) fn update_from_file(
+    hasher: &mut blake3::Hasher,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if offset == 0 && len >= MMAP_THRESHOLD && sigbus::update_mapped(hasher, file, len, || {})? {
+        return Ok(());
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        if buffer.len() < READ_BUFFER {
+            buffer.resize(READ_BUFFER, 0);
+        }
+        let mut done = 0u64;
+        while done < len {
+            let want = usize::try_from(len - done).map_or(buffer.len(), |left| left.min(buffer.len()));
+            let n = match file.read_at(&mut buffer[..want], offset + done) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file ended after {done} of {len} bytes"),
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buffer[..n]);
+            done += n as u64;
+        }
+        Ok(())
+    })
+}
+
 /// True when `error` says a memory-mapped file shrank while it was being hashed.
 #[must_use]
 pub fn is_truncated_while_mapped(error: &io::Error) -> bool {

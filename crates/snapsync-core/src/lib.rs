@@ -3,7 +3,9 @@
 //! - [`walk`] lists and hashes a directory in parallel and returns its [`Manifest`];
 //! - a [`Manifest`] renders to and parses from snapdir's text format, byte for byte;
 //! - [`Manifest::id`] is the snapshot id (BLAKE3 of the text plus a newline), equal to snapdir's;
-//! - [`pathsafe`] turns untrusted manifest paths into paths that cannot leave a destination.
+//! - [`pathsafe`] turns untrusted manifest paths into paths that cannot leave a destination;
+//! - [`atomic`] writes a file so that readers see the old content or the new, never a part (temporary
+//!   name, flush, rename), and publishes a download only once its size and BLAKE3 are checked.
 //!
 //! This crate does no network I/O and reads no environment variables.
 //!
@@ -23,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod atomic;
 mod error;
 pub mod escape;
 mod exclude;

@@ -88,10 +88,22 @@ pub(crate) fn hash_mapped(
     len: u64,
     after_map: impl FnOnce(),
 ) -> io::Result<Option<(Checksum, u64)>> {
-    if !install() || usize::try_from(len).is_err() {
-        return Ok(None);
-    }
     let mut hasher = blake3::Hasher::new();
+    Ok(update_mapped(&mut hasher, file, len, after_map)?.then(|| (hasher.finalize().into(), len)))
+}
+
+/// [`hash_mapped`], feeding the first `len` bytes of `file` into a caller's `hasher` (which may have
+/// seen nothing yet, or a prefix the file follows). Returns `Ok(false)`, with `hasher` untouched, when
+/// [`hash_mapped`] would return `Ok(None)`.
+pub(crate) fn update_mapped(
+    hasher: &mut blake3::Hasher,
+    file: &File,
+    len: u64,
+    after_map: impl FnOnce(),
+) -> io::Result<bool> {
+    if !install() || usize::try_from(len).is_err() {
+        return Ok(false);
+    }
     let mut after_map = Some(after_map);
     let mut offset = 0u64;
     while offset < len {
@@ -113,9 +125,9 @@ pub(crate) fn hash_mapped(
         let Some(slot) = claim(start, start + map_len) else {
             drop(map);
             if offset == 0 {
-                return Ok(None);
+                return Ok(false);
             }
-            read_into(&mut hasher, file, offset, map_len)?;
+            read_into(hasher, file, offset, map_len)?;
             offset += window;
             continue;
         };
@@ -130,7 +142,7 @@ pub(crate) fn hash_mapped(
         }
         offset += window;
     }
-    Ok(Some((hasher.finalize().into(), len)))
+    Ok(true)
 }
 
 /// Hashes `len` bytes of `file` from `offset` by reading them (when no guard slot is free).

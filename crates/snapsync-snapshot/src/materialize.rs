@@ -2,8 +2,9 @@
 //!
 //! Every path is checked before anything is written: a manifest entry with `..`, an absolute path or an
 //! empty part is refused, and no existing directory on the way to a file may be a symlink (which could
-//! lead out of the destination). Each file is written to a temporary name beside its final one, its
-//! BLAKE3 compared with the manifest's, its permissions set, and only then renamed into place: a corrupt
+//! lead out of the destination). Each file is written to a temporary name beside its final one (a
+//! [`CheckedFile`]), its BLAKE3 compared with the manifest's, its permissions set, and only then renamed
+//! into place: a corrupt
 //! object is never materialised, and a run killed at any point leaves each file old or new. The next run
 //! removes leftover temporary files and completes. Files already there with the right content are left
 //! as they are (their permissions fixed); files outside the snapshot stay unless `delete` is set.
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::stream::{self, StreamExt};
+use snapsync_core::atomic::{CheckedFile, WriteOptions, is_temp_name};
 use snapsync_core::pathsafe::{check_no_symlink_parents, safe_relative_path};
 use snapsync_core::{Checksum, Entry, Manifest};
 
@@ -184,27 +186,6 @@ pub async fn materialize(
     Ok(report)
 }
 
-/// A temporary file that is removed when dropped, unless it was renamed away: a write cancelled
-/// mid-way (another file failed, say) leaves nothing behind.
-pub(crate) struct TempFile(PathBuf);
-
-impl TempFile {
-    pub(crate) fn new(path: PathBuf) -> TempFile {
-        TempFile(path)
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        // After a successful rename there is nothing at this path, and this does nothing.
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
 enum Written {
     New(u64),
     Unchanged,
@@ -242,7 +223,7 @@ fn prepare_directories(dest: &Path, dirs: &[(PathBuf, u32)]) -> Result<()> {
         }
         for leftover in fs::read_dir(&path).map_err(Error::io(&path))? {
             let leftover = leftover.map_err(Error::io(&path))?;
-            if snapsync_store::is_temp_name(&leftover.file_name()) {
+            if is_temp_name(&leftover.file_name()) {
                 let _ = fs::remove_file(leftover.path());
             }
         }
@@ -290,22 +271,19 @@ async fn write_file(
         }
         _ => {}
     }
-    let temp = TempFile::new(snapsync_store::temp_path(&path));
-    let temp = temp.path();
     let mut last_error = None;
     for source in sources {
+        let install = Install {
+            path: path.clone(),
+            sum,
+            mode,
+            rendered: entry.rendered_path().into_owned(),
+            store: source.url(),
+        };
         let result = match source.store().local_path(&object_key(&sum)) {
             // One blocking task does it all, so that a pull cancelled mid-way (another file failed) never
             // leaves this one half done: it ends renamed into place, or removed.
             Some(object) => {
-                let install = Install {
-                    temp: temp.to_path_buf(),
-                    path: path.clone(),
-                    sum,
-                    mode,
-                    rendered: entry.rendered_path().into_owned(),
-                    store: source.url(),
-                };
                 let written = blocking(move || install.copy_local_object(&object)).await;
                 if let (Ok(written), Some(progress)) = (&written, &options.progress) {
                     progress.done(0, *written);
@@ -314,22 +292,16 @@ async fn write_file(
             }
             None => {
                 async {
-                    // Created here, not on a blocking thread, so the guard's removal cannot come first.
-                    let file = fs::File::create(temp).map_err(Error::io(temp))?;
-                    let (written, actual) = source
-                        .read_object_to(&sum, file, temp, options.progress.as_deref())
+                    // Each batch is written on a blocking thread that owns the file; if this future is
+                    // dropped, the file is dropped with the batch, which removes it.
+                    let file =
+                        CheckedFile::create_for(&path, WriteOptions::UNSYNCED).map_err(Error::io(&path))?;
+                    let file = source
+                        .read_object_to(&sum, file, options.progress.as_deref())
                         .await?;
-                    if actual != sum {
-                        return Err(Error::ObjectCorrupt {
-                            checksum: sum,
-                            path: entry.rendered_path().into_owned(),
-                            store: source.url(),
-                            actual,
-                        });
-                    }
-                    fs::set_permissions(temp, fs::Permissions::from_mode(mode)).map_err(Error::io(temp))?;
-                    fs::rename(temp, &path).map_err(Error::io(&path))?;
-                    Ok(written)
+                    file.set_permissions(fs::Permissions::from_mode(mode))
+                        .map_err(Error::io(file.temp_path()))?;
+                    install.publish(file)
                 }
                 .await
             }
@@ -342,7 +314,6 @@ async fn write_file(
                 return Ok(Written::New(written));
             }
             Err(e) => {
-                let _ = fs::remove_file(temp);
                 let missing = matches!(&e, Error::Store(s) if s.is_not_found());
                 last_error = Some(if missing {
                     Error::ObjectMissing {
@@ -370,9 +341,8 @@ async fn write_file(
     }))
 }
 
-/// Where and how one file of a snapshot is written from an object kept as a local file.
+/// Where and how one file of a snapshot is written.
 struct Install {
-    temp: PathBuf,
     path: PathBuf,
     sum: Checksum,
     mode: u32,
@@ -381,12 +351,11 @@ struct Install {
 }
 
 impl Install {
-    /// Copies the object to the temporary name (the kernel copies, or shares blocks where the
-    /// filesystem can), hashes what was written (the check is on the new file itself), then sets the
-    /// mode and renames it into place. On any failure the temporary file is removed.
+    /// Copies the object, kept as a local file, to a temporary file beside the destination (the kernel
+    /// copies, or shares blocks where the filesystem can), hashes what was written (the check is on the
+    /// new file itself), then sets the mode and renames it into place. On any failure the temporary file
+    /// is removed.
     fn copy_local_object(self, object: &Path) -> Result<u64> {
-        let guard = TempFile::new(self.temp.clone());
-        let temp = guard.path();
         let mut from = match fs::File::open(object) {
             Ok(file) => file,
             // The caller turns this into "object missing", naming the snapshot path.
@@ -397,21 +366,29 @@ impl Install {
             }
             Err(e) => return Err(Error::io(object)(e)),
         };
-        let mut to = fs::File::create(temp).map_err(Error::io(temp))?;
-        std::io::copy(&mut from, &mut to).map_err(Error::io(temp))?;
-        drop(to);
-        let (actual, written) = snapsync_core::hash_file(temp).map_err(Error::io(temp))?;
-        if actual != self.sum {
-            return Err(Error::ObjectCorrupt {
+        let mut to =
+            CheckedFile::create_for(&self.path, WriteOptions::UNSYNCED).map_err(Error::io(&self.path))?;
+        let temp = to.temp_path().to_path_buf();
+        to.copy_from(&mut from).map_err(Error::io(&temp))?;
+        to.set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(Error::io(&temp))?;
+        self.publish(to)
+    }
+
+    /// Renames `file` into place if its content is the object's, and returns its size; removes it
+    /// otherwise. Not flushed: `materialize` flushes the whole filesystem once at the end.
+    fn publish(self, file: CheckedFile) -> Result<u64> {
+        match file.persist_if(&self.path, None, Some(&self.sum)) {
+            Ok(published) => Ok(published.size),
+            Err(snapsync_core::Error::HashMismatch { actual, .. }) => Err(Error::ObjectCorrupt {
                 checksum: self.sum,
                 path: self.rendered,
                 store: self.store,
                 actual,
-            });
+            }),
+            Err(snapsync_core::Error::Write { path, source }) => Err(Error::Io { path, source }),
+            Err(e) => Err(e.into()),
         }
-        fs::set_permissions(temp, fs::Permissions::from_mode(self.mode)).map_err(Error::io(temp))?;
-        fs::rename(temp, &self.path).map_err(Error::io(&self.path))?;
-        Ok(written)
     }
 }
 

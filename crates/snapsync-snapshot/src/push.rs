@@ -7,11 +7,11 @@
 //! `gc.rs` for the rule).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use snapsync_core::atomic::{CheckedFile, WriteOptions};
 use snapsync_core::{Checksum, Fingerprint, Manifest, Source, Walk};
 use snapsync_store::{PutMode, PutSource};
 
@@ -231,38 +231,29 @@ async fn transfer_object(
             .put(&key, PutSource::Bytes(bytes), PutMode::Overwrite)
             .await?;
     } else {
-        let guard = crate::materialize::TempFile::new(scratch_file(sum));
-        let temp = guard.path().to_path_buf();
-        let result = async {
-            let file = std::fs::File::create(&temp).map_err(Error::io(&temp))?;
-            let (_, actual) = from.read_object_to(sum, file, &temp, None).await?;
-            if actual != *sum {
-                return Err(Error::ObjectCorrupt {
-                    checksum: *sum,
-                    path: path.to_owned(),
-                    store: from.url(),
-                    actual,
-                });
-            }
-            to.store()
-                .put(&key, PutSource::File(temp.clone()), PutMode::Overwrite)
-                .await?;
-            Ok(())
+        // A scratch file, never published: dropping it removes it.
+        let scratch = std::env::temp_dir();
+        let file = CheckedFile::create_in(&scratch, WriteOptions::UNSYNCED).map_err(Error::io(&scratch))?;
+        let file = from.read_object_to(sum, file, None).await?;
+        let actual = file.checksum();
+        if actual != *sum {
+            return Err(Error::ObjectCorrupt {
+                checksum: *sum,
+                path: path.to_owned(),
+                store: from.url(),
+                actual,
+            });
         }
-        .await;
-        drop(guard);
-        result?;
+        to.store()
+            .put(
+                &key,
+                PutSource::File(file.temp_path().to_path_buf()),
+                PutMode::Overwrite,
+            )
+            .await?;
     }
     if let Some(progress) = progress {
         progress.done(1, size);
     }
     Ok(size)
-}
-
-fn scratch_file(sum: &Checksum) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        ".snapsync-copy-{}-{}.tmp",
-        std::process::id(),
-        &sum.to_hex()[..16]
-    ))
 }

@@ -1,12 +1,12 @@
 //! A snapshot repository: any store, holding objects and manifests in snapdir's layout.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use snapsync_core::atomic::CheckedFile;
 use snapsync_core::{Checksum, Manifest};
 use snapsync_store::{ObjectMeta, PutMode, PutSource, Store, StoreExt};
 
@@ -160,39 +160,33 @@ impl Repository {
         Ok(found)
     }
 
-    /// Streams the object `sum` into `file` (new, at `temp`), hashing it as it arrives; the caller decides
-    /// what to do with a mismatch. Returns the bytes written and the checksum of what was written.
+    /// Streams the object `sum` into `file`, which counts and hashes what is written; the caller checks
+    /// it (and publishes it, or drops it, which removes it). Returns the file.
     ///
     /// Pieces are written in batches of up to [`WRITE_BATCH`] bytes, each in one blocking task: a
     /// hand-off to a blocking thread per network piece costs more than the write itself.
     pub(crate) async fn read_object_to(
         &self,
         sum: &Checksum,
-        mut file: std::fs::File,
-        temp: &Path,
+        mut file: CheckedFile,
         progress: Option<&Progress>,
-    ) -> Result<(u64, Checksum)> {
+    ) -> Result<CheckedFile> {
         let mut got = self.store.get(&object_key(sum)).await?;
-        let mut hasher = blake3::Hasher::new();
-        let mut written = 0u64;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
         while let Some(piece) = got.stream.next().await {
             let piece = piece?;
-            hasher.update(&piece);
-            written += piece.len() as u64;
             batched += piece.len();
             if let Some(progress) = progress {
                 progress.done(0, piece.len() as u64);
             }
             batch.push(piece);
             if batched >= WRITE_BATCH {
-                file = write_batch(file, std::mem::take(&mut batch), temp).await?;
+                file = write_batch(file, std::mem::take(&mut batch)).await?;
                 batched = 0;
             }
         }
-        write_batch(file, batch, temp).await?;
-        Ok((written, hasher.finalize().into()))
+        write_batch(file, batch).await
     }
 
     /// The object `sum` in memory, checked against its checksum (for objects that fit).
@@ -234,13 +228,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
     })?
 }
 
-/// Writes `pieces` to `file` on a blocking thread and hands the file back.
-async fn write_batch(mut file: std::fs::File, pieces: Vec<Bytes>, path: &Path) -> Result<std::fs::File> {
+/// Writes `pieces` to `file` on a blocking thread and hands the file back (if this is cancelled, the
+/// file is dropped on that thread, which removes it).
+async fn write_batch(mut file: CheckedFile, pieces: Vec<Bytes>) -> Result<CheckedFile> {
     use std::io::Write;
-    let path = path.to_path_buf();
     blocking(move || {
         for piece in &pieces {
-            file.write_all(piece).map_err(Error::io(&path))?;
+            file.write_all(piece)
+                .map_err(|e| Error::io(file.temp_path())(e))?;
         }
         Ok(file)
     })

@@ -365,6 +365,97 @@ async fn corrupt_objects_fail_verify_and_are_never_materialised() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Objects from a store that has no local files (memory here, S3 or FTP in use) arrive through a
+/// checked temporary file: a big one, pulled or copied, is published only if it hashes right; a corrupt
+/// one is neither materialised nor forwarded, and no temporary file is left anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_objects_from_a_remote_store_are_neither_written_nor_forwarded() {
+    let source = tempfile::tempdir().unwrap();
+    tree(source.path());
+    // Above what a copy holds in memory, so it goes through a scratch file.
+    let big: Vec<u8> = (0..9u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(source.path().join("big.bin"), &big).unwrap();
+    let store = memory("corrupt-remote");
+    let id = push_walk(&walked(source.path()), &store, &options())
+        .await
+        .unwrap()
+        .id;
+    let scratch_files = || {
+        let ours = format!(".snapsync-{}-", std::process::id());
+        fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&ours)
+            })
+            .count()
+    };
+
+    let dest = tempfile::tempdir().unwrap();
+    pull(&id, &store, None, dest.path(), &MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(fs::read(dest.path().join("big.bin")).unwrap(), big);
+    let to_dir = tempfile::tempdir().unwrap();
+    copy(&id, &store, &local(to_dir.path()), &options())
+        .await
+        .unwrap();
+    assert!(
+        verify(&id, &local(to_dir.path()), 4, None)
+            .await
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+    assert_eq!(scratch_files(), 0);
+
+    let sum = Checksum::of(&big);
+    let mut bad = big.clone();
+    bad[5 << 20] ^= 0xff;
+    store
+        .store()
+        .put(
+            &object_key(&sum),
+            PutSource::Bytes(Bytes::from(bad)),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+
+    let dest = tempfile::tempdir().unwrap();
+    fs::write(dest.path().join("big.bin"), b"the old version").unwrap();
+    let err = pull(&id, &store, None, dest.path(), &MaterializeOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ObjectCorrupt { checksum, .. } if *checksum == sum),
+        "{err}"
+    );
+    assert_eq!(fs::read(dest.path().join("big.bin")).unwrap(), b"the old version");
+    let leftovers: Vec<_> = walkdir(dest.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".snapsync-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let to_dir = tempfile::tempdir().unwrap();
+    let err = copy(&id, &store, &local(to_dir.path()), &options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ObjectCorrupt { checksum, .. } if *checksum == sum),
+        "{err}"
+    );
+    assert!(
+        !to_dir.path().join(object_key(&sum)).exists(),
+        "the corrupt object was forwarded"
+    );
+    assert_eq!(scratch_files(), 0);
+}
+
 fn walkdir(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in fs::read_dir(root).unwrap() {

@@ -1,23 +1,22 @@
 //! A local directory as a store.
 //!
-//! Keys map to paths below the root. Every write goes to a temporary file in the destination directory
-//! (`.NAME.snapsync-PID-N.tmp`), is flushed to disk, then renamed over the key (overwrite) or hard-linked
-//! to it (create-if-absent: the link fails if the key exists, atomically). Readers therefore see the old
-//! object or the new one, never part of one; a killed writer leaves only a temporary file, which listings
-//! ignore and which a later write to the same directory may remove.
+//! Keys map to paths below the root. Every write is a [`snapsync_core::atomic::AtomicFile`]: it goes
+//! to a temporary file in the destination directory (`.NAME.snapsync-PID-N.tmp`), is flushed to disk,
+//! then renamed over the key (overwrite) or hard-linked to it (create-if-absent: the link fails if the
+//! key exists, atomically). Readers therefore see the old object or the new one, never part of one; a
+//! killed writer leaves only a temporary file, which listings ignore and which a later write to the same
+//! directory may remove.
 
-use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
+use snapsync_core::atomic::{AtomicFile, WriteOptions};
 
 use crate::error::{Error, Result};
 use crate::remote::Listed;
@@ -77,21 +76,7 @@ impl LocalStore {
     }
 }
 
-/// Whether a file name is one of the temporary names writers use.
-#[must_use]
-pub fn is_temp_name(name: &OsStr) -> bool {
-    let name = name.as_bytes();
-    name.starts_with(b".") && name.ends_with(b".tmp") && name.windows(10).any(|w| w == b".snapsync-")
-}
-
-/// A temporary name beside `path` for writing it: `.NAME.snapsync-PID-N.tmp` (see [`is_temp_name`]).
-#[must_use]
-pub fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(OsStr::to_string_lossy).unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.snapsync-{}-{n}.tmp", std::process::id()))
-}
+pub use snapsync_core::atomic::{is_temp_name, temp_path};
 
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -132,34 +117,23 @@ fn write_checked(
             location: location.to_owned(),
         });
     }
-    let temp = temp_path(path);
-    let written = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .and_then(|mut file| {
-            fill(&mut file)?;
-            file.flush()?;
-            if sync { file.sync_all() } else { Ok(()) }
-        });
-    let checked = check();
-    if let Err(e) = checked {
-        let _ = fs::remove_file(&temp);
-        return Err(e);
-    }
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(Error::from_io(location.to_owned(), e));
-    }
-    let placed = match mode {
-        PutMode::Overwrite => fs::rename(&temp, path),
-        PutMode::Create => fs::hard_link(&temp, path).and_then(|()| fs::remove_file(&temp)),
+    let options = WriteOptions {
+        replace: mode == PutMode::Overwrite,
+        sync_file: sync,
+        // Objects are found by listing, not by a name that must survive a power cut on its own; and a
+        // batched store's `persist` flushes the whole filesystem.
+        sync_dir: false,
     };
-    if let Err(e) = placed {
-        let _ = fs::remove_file(&temp);
-        return Err(Error::from_io(location.to_owned(), e));
-    }
-    Ok(())
+    let written = AtomicFile::create_for(path, options).and_then(|mut file| {
+        fill(file.as_file_mut())?;
+        Ok(file)
+    });
+    // On an error the temporary file is dropped, which removes it.
+    check()?;
+    written
+        .and_then(|file| file.persist(path))
+        .map(drop)
+        .map_err(|e| Error::from_io(location.to_owned(), e))
 }
 
 fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {

@@ -5,7 +5,8 @@
 //!
 //! * `base.json` — the base at the end of the last completed run: `{"version":1,"remote":URL,"entries":
 //!   {PATH: {"size":N,"local_mtime_ns":T|null,"remote_mtime_ns":T|null,"remote_size":N,"blake3":HEX|null}}}`.
-//!   Written to a temporary name, flushed and renamed, so it is always whole.
+//!   Written with [`snapsync_core::atomic::write_atomic`] (temporary name, flushed, renamed, folder
+//!   flushed), so it is always whole.
 //! * `journal.jsonl` — one line per action finished since: `{"set":PATH,"entry":{…}}` or
 //!   `{"remove":PATH}`, appended and flushed as the run goes. Loading applies it on top of the base; a
 //!   torn last line (a run killed mid-write) is ignored, so a killed run redoes at most the actions that
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use snapsync_core::atomic::{WriteOptions, write_atomic};
 
 use crate::decide::Recorded;
 
@@ -412,8 +414,8 @@ impl State {
         Ok(())
     }
 
-    /// Writes the whole base to `base.json` (temporary name, flushed, renamed) and empties the journal:
-    /// the end of a run.
+    /// Writes the whole base to `base.json` (temporary name, flushed, renamed, folder flushed) and empties
+    /// the journal: the end of a run.
     ///
     /// # Errors
     /// When a file cannot be written; the journal then still holds everything.
@@ -431,27 +433,16 @@ impl State {
             dirs: self.dirs.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(&base)(io::Error::other(e)))?;
-        let temp = self
-            .dir
-            .path()
-            .join(format!(".base.json.{}.tmp", std::process::id()));
-        let written = (|| {
-            let mut out = File::create(&temp)?;
-            out.write_all(&bytes)?;
-            out.sync_all()?;
-            fs::rename(&temp, &base)?;
-            if let Some(journal) = self.journal.take() {
-                drop(journal);
-            }
-            match fs::remove_file(self.dir.journal_path()) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
+        // Flushed with its folder, so that the new base is on disk under its name before the journal it
+        // replaces is removed.
+        write_atomic(&base, &bytes, WriteOptions::DURABLE).map_err(io(&base))?;
+        if let Some(journal) = self.journal.take() {
+            drop(journal);
         }
-        written.map_err(io(&base))
+        match fs::remove_file(self.dir.journal_path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io(&base)(e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -481,6 +472,11 @@ mod tests {
         state.remove("a.txt").unwrap();
         state.compact().unwrap();
         assert!(!pair.journal_path().exists());
+        let names: Vec<_> = fs::read_dir(pair.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["base.json"], "only the base is left");
         let loaded = pair.load().unwrap();
         assert_eq!(
             loaded.entries().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
@@ -507,6 +503,27 @@ mod tests {
             pair.path(),
             StateDir::in_root(root.path(), other.path(), "sftp://me@host/site").path()
         );
+    }
+
+    #[test]
+    fn a_compact_that_cannot_write_the_base_keeps_the_journal() {
+        let (folder, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let pair = StateDir::in_root(root.path(), folder.path(), "ftp://host/site");
+        let mut state = pair.load().unwrap();
+        state.set("a.txt", entry(1)).unwrap();
+        // A folder where the base goes: the rename into place fails.
+        fs::create_dir_all(pair.base_path().join("in the way")).unwrap();
+        assert!(state.compact().is_err());
+        let mut names: Vec<_> = fs::read_dir(pair.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["base.json", "journal.jsonl"], "no temporary file is left");
+        fs::remove_dir_all(pair.base_path()).unwrap();
+        let loaded = pair.load().unwrap();
+        assert_eq!(loaded.get("a.txt"), Some(&entry(1)));
+        assert_eq!(loaded.replayed(), 1);
     }
 
     #[test]
