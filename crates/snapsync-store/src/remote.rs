@@ -1,16 +1,16 @@
-//! What the FTP and SFTP backends share: the parts of their URLs, their common configuration keys,
-//! temporary names, the parallel directory walk behind `list`, and copying through a local temporary
-//! file (neither protocol copies on the server).
+//! The FTP and SFTP stores, in two layers: [`RemoteFs`], the protocol (implemented in `ftp.rs` and
+//! `sftp.rs`: connections, commands, what the server's answers mean), and [`RemoteStore`], one
+//! [`Store`] above it for both.
 //!
-//! And a store in two layers: [`RemoteFs`], the protocol (connections, commands, what the server's
-//! answers mean; `sftp.rs` implements it, `ftp.rs` is to follow), and [`RemoteStore`], one [`Store`]
-//! above it. [`RemoteStore`] holds everything that does not depend on the protocol: a put goes to a
-//! temporary name beside its key, the source is checked against its stamp and the size the server
-//! holds against the size sent, and only then is it renamed over the key (or linked, for a create
-//! where the protocol has an atomic create); listings walk the directories in parallel and take only
-//! the prefix asked for as possibly missing; directories are made once per store. Where a server's
-//! refusal may mean a missing path, the protocol says so ([`Fault::Refused`]) and this layer looks at
-//! the path.
+//! [`RemoteStore`] holds everything that does not depend on the protocol: a put goes to a temporary
+//! name beside its key, the source is checked against its stamp and the size the server holds against
+//! the size sent, and only then is it renamed over the key (or linked, for a create where the protocol
+//! has an atomic create); listings walk the directories in parallel, never enter a lock directory, and
+//! take only the prefix asked for as possibly missing; directories are made once per store; `copy` goes
+//! through a local temporary file (neither protocol copies on the server); locks are files where the
+//! protocol creates atomically (SFTP) and directories where it does not (FTP). Where a server's refusal
+//! may mean a missing path (FTP's `550`), the protocol says so ([`Fault::Refused`]) and this layer looks
+//! at the path. Also here: the parts of the URLs and the configuration keys both protocols take.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::source::OpenSource;
-use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
+use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreExt, StoreUrl, check_key};
 
 /// Bytes per piece of a download, and the buffer of an upload.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
@@ -482,6 +482,9 @@ impl<F: RemoteFs> fmt::Debug for RemoteStore<F> {
     }
 }
 
+/// The name of the file that holds a directory lock's body, inside the lock's directory.
+const LOCK_OWNER: &str = "owner";
+
 // `RemoteStore` is public only as `FtpStore` and `SftpStore`; the protocol trait stays the crate's own.
 #[allow(private_bounds)]
 impl<F: RemoteFs> RemoteStore<F> {
@@ -841,6 +844,144 @@ impl<F: RemoteFs> Store for RemoteStore<F> {
                 }
                 Err(refusal.unwrap_or(Error::NotFound { location }))
             }
+        }
+    }
+
+    // Where the protocol creates atomically (SFTP), a lock is a file, as on a local disk. Where it
+    // cannot (FTP), no file operation is exclusive but making a directory is (the second client's
+    // fails): the lock is the directory `key`, its body in `key/owner`. A lock directory without
+    // `owner` is a lock being made; a plain file at `key` is a lock left by an older version.
+
+    async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
+        if self.atomic_create() {
+            return self.put(key, PutSource::Bytes(body), PutMode::Create).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        self.make_dirs(parent(&path), &location).await?;
+        // Of racing clients, one makes the directory.
+        let mut attempt = 0;
+        loop {
+            match self.fs.mkdir(&path, &location).await {
+                Ok(()) => break,
+                Err(Fault::Refused(refusal)) => match self.fs.probe(&path, &location).await? {
+                    // Refused, or made and removed again in between: once more, then it is a refusal.
+                    Probe::Missing if attempt < 2 => attempt += 1,
+                    Probe::Missing => return Err(refusal),
+                    Probe::Dir | Probe::File | Probe::Other => return Err(Error::AlreadyExists { location }),
+                },
+                Err(Fault::Failed(e)) => return Err(e),
+            }
+        }
+        // The lock is ours; until its body is in, a reader sees an empty one (being created).
+        let owner = format!("{path}/{LOCK_OWNER}");
+        let body = OpenSource::Bytes(body);
+        if let Err(e) = self
+            .put_path(&owner, &location, body, PutMode::Overwrite, false)
+            .await
+        {
+            let _ = self.lock_remove(key).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn lock_read(&self, key: &str) -> Result<Bytes> {
+        if self.atomic_create() {
+            return self.get_bytes(key).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        match self.get_bytes(&format!("{key}/{LOCK_OWNER}")).await {
+            Ok(body) => Ok(body),
+            Err(Error::NotFound { .. }) => match self.fs.probe(&path, &location).await? {
+                // Made, its body not stored yet: held, by somebody who has not said who yet.
+                Probe::Dir => Ok(Bytes::new()),
+                // A lock file (written with a create-if-absent put, as older versions did).
+                Probe::File => self.get_bytes(key).await,
+                Probe::Missing | Probe::Other => Err(Error::NotFound { location }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
+        if self.atomic_create() {
+            self.head(key).await?;
+            return self.put(key, PutSource::Bytes(body), PutMode::Overwrite).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        let owner = format!("{path}/{LOCK_OWNER}");
+        // Never makes the directory: a lock that is gone stays gone.
+        let body = OpenSource::Bytes(body);
+        match self
+            .put_path(&owner, &location, body, PutMode::Overwrite, false)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e @ (Error::PermissionDenied { .. } | Error::NotFound { .. })) => {
+                match self.fs.probe(&path, &location).await? {
+                    Probe::Dir => Err(e),
+                    Probe::Missing | Probe::File | Probe::Other => Err(Error::NotFound { location }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lock_remove(&self, key: &str) -> Result<()> {
+        if self.atomic_create() {
+            return self.delete(key).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        let removed = async {
+            // The body, and whatever an interrupted write left beside it (a missing lock or a lock
+            // file lists as empty, and is told below).
+            let entries = self.fs.list_dir(&path, true, &location).await;
+            for entry in entries.map_err(Fault::Failed)? {
+                if entry.kind == Kind::File {
+                    let file = format!("{path}/{}", entry.name);
+                    match self.fs.remove_file(&file, &location).await {
+                        Ok(()) | Err(Fault::Refused(_)) => {}
+                        Err(failed @ Fault::Failed(_)) => return Err(failed),
+                    }
+                }
+            }
+            self.fs.rmdir(&path, &location).await
+        }
+        .await;
+        forget_dirs(&self.made_dirs, &path);
+        match removed {
+            Ok(()) => Ok(()),
+            Err(Fault::Refused(refusal)) => match self.fs.probe(&path, &location).await? {
+                Probe::Missing => Ok(()),
+                // A lock file (older versions).
+                Probe::File => self.delete(key).await,
+                Probe::Dir | Probe::Other => Err(refusal),
+            },
+            Err(Fault::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
+        if self.atomic_create() {
+            return self.rename(key, to).await;
+        }
+        let (source, target) = (self.fs.path(key)?, self.fs.path(to)?);
+        let location = self.location(key);
+        self.make_dirs(parent(&target), &self.location(to)).await?;
+        // The whole directory, body and all, in one rename.
+        let renamed = self.fs.rename(&source, &target, &location).await;
+        forget_dirs(&self.made_dirs, &source);
+        match renamed {
+            Ok(()) => Ok(()),
+            Err(Fault::Refused(refusal)) => match self.fs.probe(&source, &location).await? {
+                Probe::Missing => Err(Error::NotFound { location }),
+                Probe::Dir | Probe::File | Probe::Other => Err(refusal),
+            },
+            Err(Fault::Failed(e)) => Err(e),
         }
     }
 }
