@@ -576,41 +576,32 @@ impl<F: RemoteFs> RemoteStore<F> {
         result
     }
 
-    /// Gives the uploaded `temp` the name `path`.
+    /// Gives the uploaded `temp` the name `path`: a rename over it, or for a create a link where the
+    /// protocol has an atomic create (the rename otherwise, once `path` was found free).
     async fn publish(&self, temp: &str, path: &str, location: &str, mode: PutMode) -> Result<()> {
         let taken = || Error::AlreadyExists {
             location: location.to_owned(),
         };
-        if mode == PutMode::Overwrite {
-            return self
-                .fs
-                .rename(temp, path, location)
-                .await
-                .map_err(Fault::into_error);
-        }
-        if !self.atomic_create() {
-            if self.exists(path, location).await? {
+        if mode == PutMode::Create {
+            if self.atomic_create() {
+                match self.fs.hard_link(temp, path, location).await {
+                    Ok(true) => return Ok(()),
+                    // The link fails when the key exists: the race was lost.
+                    Ok(false) | Err(Error::Other { .. }) if self.fs.stat(path, location).await.is_ok() => {
+                        return Err(taken());
+                    }
+                    // A server without links.
+                    Ok(false) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if self.exists(path, location).await? {
                 return Err(taken());
             }
-            return self
-                .fs
-                .rename(temp, path, location)
-                .await
-                .map_err(Fault::into_error);
         }
-        match self.fs.hard_link(temp, path, location).await {
-            Ok(true) => Ok(()),
-            // The link fails when the key exists: the race was lost.
-            Ok(false) | Err(Error::Other { .. }) if self.fs.stat(path, location).await.is_ok() => {
-                Err(taken())
-            }
-            Ok(false) => self
-                .fs
-                .rename(temp, path, location)
-                .await
-                .map_err(Fault::into_error),
-            Err(e) => Err(e),
-        }
+        self.fs
+            .rename(temp, path, location)
+            .await
+            .map_err(Fault::into_error)
     }
 
     /// What is below `prefix`: the objects (and directories), or the temporary files interrupted
@@ -1002,6 +993,16 @@ mod tests {
             assert!(crate::is_temp_name(std::ffi::OsStr::new(name)), "{temp}");
         }
         assert_ne!(temp_name("a/b"), temp_name("a/b"));
+    }
+
+    #[test]
+    fn keys_join_the_root_as_each_protocol_names_it() {
+        // FTP: absolute, `/` for the top of the server.
+        assert_eq!(join("/", "a/b"), "/a/b");
+        assert_eq!(join("/data", "a"), "/data/a");
+        // SFTP: `""` for the login directory, or a path relative to it.
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("backups", "a"), "backups/a");
     }
 
     #[test]
