@@ -35,8 +35,15 @@
 //!
 //! Configuration keys (`open_with_config`): `ca_file` (PEM certificates to trust besides the system's;
 //! also `SNAPSYNC_CA_FILE`), `connections`, `timeout` (seconds).
+//!
+//! This module is the protocol only, [`RemoteFs`] for FTP: connections, commands and what the replies
+//! mean. The temporary-name puts, the listing walk, the directory locks and the rest of [`Store`] are
+//! [`RemoteStore`]'s, shared with SFTP.
+//!
+//! [`Store`]: crate::Store
+//! [`Store::lock_create`]: crate::Store::lock_create
+//! [`Store::lock_read`]: crate::Store::lock_read
 
-use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -46,9 +53,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, StreamExt};
 use suppaftp::list::ListParser;
-use suppaftp::tokio::{AsyncTlsConnector, ImplAsyncFtpStream, TokioTlsStream};
+use suppaftp::tokio::{AsyncTlsConnector, ImplAsyncFtpStream, TokioTlsStream, TransferStream};
 use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::tokio_rustls::client::TlsStream;
 use suppaftp::tokio_rustls::rustls::{self, RootCertStore};
@@ -59,11 +65,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Kind, Listed, fill, parent, temp_name, transient};
+use crate::remote::{self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, fill, transient};
 use crate::source::OpenSource;
-use crate::{
-    Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreExt, StoreUrl, check_key,
-};
+use crate::{Capabilities, ObjectMeta, Scheme, StoreUrl, check_key};
 
 type Client = ImplAsyncFtpStream<FlushingTls>;
 
@@ -73,15 +77,12 @@ const DEFAULT_CONNECTIONS: usize = 4;
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
 /// An idle connection older than this is checked with `NOOP` before it is used again.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
-/// Bytes per piece of a download.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// An FTP or FTPS server. See the module documentation.
-pub struct FtpStore {
-    inner: Arc<Inner>,
-}
+pub type FtpStore = RemoteStore<Ftp>;
 
-struct Inner {
+/// The FTP protocol under an [`FtpStore`].
+pub struct Ftp {
     url: StoreUrl,
     host: String,
     port: u16,
@@ -92,10 +93,8 @@ struct Inner {
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     connections: usize,
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    idle: Arc<Mutex<Vec<(Conn, Instant)>>>,
     permits: Arc<Semaphore>,
-    /// Directories known to exist (created or seen), so each is made once.
-    made_dirs: Mutex<HashSet<String>>,
     /// What the server said in `FEAT`, once a connection has asked.
     features: Mutex<Option<Features>>,
 }
@@ -109,14 +108,6 @@ struct Features {
 struct Conn {
     client: Client,
     features: Features,
-}
-
-impl fmt::Debug for FtpStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FtpStore")
-            .field("url", &self.inner.url)
-            .finish_non_exhaustive()
-    }
 }
 
 impl FtpStore {
@@ -156,23 +147,20 @@ impl FtpStore {
             Scheme::Ftps => Some(Arc::new(tls_config(ca_file.as_deref()).map_err(invalid)?)),
             _ => None,
         };
-        Ok(FtpStore {
-            inner: Arc::new(Inner {
-                url: url.clone(),
-                port: parts.port.unwrap_or(21),
-                host: parts.host,
-                user,
-                password,
-                root,
-                tls,
-                timeout,
-                connections,
-                idle: Mutex::default(),
-                permits: Arc::new(Semaphore::new(connections)),
-                made_dirs: Mutex::default(),
-                features: Mutex::default(),
-            }),
-        })
+        Ok(RemoteStore::new(Ftp {
+            url: url.clone(),
+            port: parts.port.unwrap_or(21),
+            host: parts.host,
+            user,
+            password,
+            root,
+            tls,
+            timeout,
+            connections,
+            idle: Arc::default(),
+            permits: Arc::new(Semaphore::new(connections)),
+            features: Mutex::default(),
+        }))
     }
 }
 
@@ -296,7 +284,7 @@ impl AsyncTlsConnector for FlushingConnector {
 /// A connection taken from the pool; it goes back when dropped, if the operation marked it reusable.
 struct Pooled {
     conn: Option<Conn>,
-    inner: Arc<Inner>,
+    idle: Arc<Mutex<Vec<(Conn, Instant)>>>,
     reusable: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -306,8 +294,7 @@ impl Drop for Pooled {
         if self.reusable
             && let Some(conn) = self.conn.take()
         {
-            self.inner
-                .idle
+            self.idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((conn, Instant::now()));
@@ -334,44 +321,15 @@ enum Failure {
 
 type FtpOutcome<T> = std::result::Result<T, Failure>;
 
-/// What is at a server path, as [`Inner::probe`] found out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Probe {
-    Missing,
-    Dir,
-    File,
-    /// A link, or another kind of entry.
-    Other,
-}
-
-/// The name of the file that holds an FTP lock's body, inside the lock's directory.
-const LOCK_OWNER: &str = "owner";
-
-impl Inner {
-    fn location(&self, key: &str) -> String {
-        self.url.with_key(key)
-    }
-
-    /// The absolute server path of a key.
-    fn path(&self, key: &str) -> Result<String> {
-        check_key(key)?;
-        if key.contains(['\r', '\n']) {
-            return Err(Error::InvalidKey {
-                key: key.to_owned(),
-                reason: "FTP cannot name files with line breaks",
-            });
-        }
-        Ok(format!("{}/{key}", self.root))
-    }
-
+impl Ftp {
     /// A logged-in connection: an idle one that still answers, or a new one.
-    async fn conn(self: &Arc<Self>, location: &str) -> Result<Pooled> {
+    async fn conn(&self, location: &str) -> Result<Pooled> {
         Ok(self.conn_reused(location).await?.0)
     }
 
-    /// Like [`Inner::conn`], and whether the connection was used before (it may have been dropped by
+    /// Like [`Ftp::conn`], and whether the connection was used before (it may have been dropped by
     /// the server since without anybody noticing).
-    async fn conn_reused(self: &Arc<Self>, location: &str) -> Result<(Pooled, bool)> {
+    async fn conn_reused(&self, location: &str) -> Result<(Pooled, bool)> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -389,7 +347,7 @@ impl Inner {
             {
                 let pooled = Pooled {
                     conn: Some(conn),
-                    inner: Arc::clone(self),
+                    idle: Arc::clone(&self.idle),
                     reusable: false,
                     _permit: permit,
                 };
@@ -401,7 +359,7 @@ impl Inner {
             .map_err(|_| transient(location, format!("no answer within {:?}", self.timeout)))??;
         let pooled = Pooled {
             conn: Some(conn),
-            inner: Arc::clone(self),
+            idle: Arc::clone(&self.idle),
             reusable: false,
             _permit: permit,
         };
@@ -465,7 +423,7 @@ impl Inner {
     /// connection that breaks at once after sitting in the pool was dropped by the server: `op` runs
     /// again on a new one.
     async fn run<T: Send>(
-        self: &Arc<Self>,
+        &self,
         location: &str,
         op: impl for<'c> Fn(&'c mut Client, Features) -> BoxFuture<'c, suppaftp::FtpResult<T>> + Send + Sync,
     ) -> FtpOutcome<T> {
@@ -496,39 +454,9 @@ impl Inner {
         }
     }
 
-    /// Creates the directories down to `dir` (an absolute server path) that are not known to exist:
-    /// the store's root and its parents included (`MKD` of an existing one fails, which is ignored;
-    /// a real problem shows in the upload that follows).
-    async fn make_dirs(self: &Arc<Self>, dir: &str, location: &str) -> Result<()> {
-        let missing = remote::missing_dirs(&self.made_dirs, dir);
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let dirs = missing.clone();
-        self.run(location, move |c, _| {
-            let dirs = dirs.clone();
-            Box::pin(async move {
-                for dir in &dirs {
-                    match c.mkdir(dir).await {
-                        Ok(()) | Err(FtpError::UnexpectedResponse(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            })
-        })
-        .await
-        .map_err(|f| store_error(location, f))?;
-        self.made_dirs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(missing);
-        Ok(())
-    }
-
     /// The entries of one server directory as the server lists them (`.` and `..` included where it
-    /// shows them), and whether the server sent no line at all to a `LIST` (see [`Inner::list_dir`]).
-    async fn list_raw(self: &Arc<Self>, dir: &str, location: &str) -> FtpOutcome<(Vec<DirEntry>, bool)> {
+    /// shows them), and whether the server sent no line at all to a `LIST` (see [`RemoteFs::list_dir`]).
+    async fn list_raw(&self, dir: &str, location: &str) -> FtpOutcome<(Vec<DirEntry>, bool)> {
         let dir = dir.to_owned();
         let (machine, lines) = self
             .run(location, move |c, features| {
@@ -558,55 +486,10 @@ impl Inner {
         Ok((entries, !machine && lines.is_empty()))
     }
 
-    /// The entries of one server directory.
-    ///
-    /// Only the prefix asked for (`top`) may be missing or a file: nothing is below it then. Servers
-    /// answer `550` alike to a missing directory and to one they will not list, so for `top` the
-    /// directory is looked for ([`Inner::probe`]): one that is there but cannot be listed is
-    /// [`Error::PermissionDenied`]. A directory the walk found in its parent's listing and cannot list
-    /// is an error as well, never an empty directory. vsftpd answers a directory it cannot open
-    /// (execute but no read permission) with an empty listing and a success code: a `LIST -a` without
-    /// even `.` and `..` is an error too, on a server whose listings show them.
-    async fn list_dir(self: &Arc<Self>, dir: String, top: bool) -> Result<Vec<DirEntry>> {
-        let location = format!("{}{}", self.url.with_key(""), dir_suffix(&dir, &self.root));
-        let unlistable = |why: String| Error::PermissionDenied {
-            location: location.clone(),
-            source: why.into(),
-        };
-        match self.list_raw(&dir, &location).await {
-            Ok((_, true)) if self.lists_dots(&dir, &location).await => Err(unlistable(
-                "the server sent an empty listing, without . and .. (its answer to a directory it cannot \
-                 open)"
-                    .into(),
-            )),
-            Ok((entries, _)) => Ok(entries
-                .into_iter()
-                .filter(|e| !matches!(e.name.as_str(), "." | ".."))
-                .collect()),
-            // No such directory (550), or not a directory (pyftpdlib: 501), or a refusal (550).
-            Err(Failure::Reply(reply)) if matches!(reply.status.code(), 550 | 501) => {
-                if !top {
-                    return Err(unlistable(format!(
-                        "it was in its parent's listing, then could not be listed: {}",
-                        reply_text(&reply)
-                    )));
-                }
-                match self.probe(&dir, &location).await? {
-                    Probe::Dir => Err(unlistable(format!(
-                        "the directory is there, but cannot be listed: {}",
-                        reply_text(&reply)
-                    ))),
-                    Probe::Missing | Probe::File | Probe::Other => Ok(Vec::new()),
-                }
-            }
-            Err(f) => Err(store_error(&location, f)),
-        }
-    }
-
     /// Whether the server's `LIST -a` shows `.` (vsftpd's does): then an empty answer is not an empty
     /// directory. Told from the parent's listing; `false` where that cannot be had (the top of the
     /// server, a parent that cannot be listed).
-    async fn lists_dots(self: &Arc<Self>, dir: &str, location: &str) -> bool {
+    async fn lists_dots(&self, dir: &str, location: &str) -> bool {
         let Some((parent, _)) = dir.rsplit_once('/').filter(|(_, name)| !name.is_empty()) else {
             return false;
         };
@@ -617,112 +500,9 @@ impl Inner {
         )
     }
 
-    /// What is at the server path `path`: a directory, a file, something else, or nothing.
-    ///
-    /// `CWD` into it proves a directory. Otherwise (servers answer `550` alike to a missing directory,
-    /// to a file and to a directory they will not enter) the parent's listing is looked through for the
-    /// name: that tells a missing entry from one that is there. A parent that cannot be listed either
-    /// is looked for the same way: when it is missing, so is `path`; when it is there, whether `path`
-    /// is cannot be told, and that is an error.
-    async fn probe(self: &Arc<Self>, path: &str, location: &str) -> Result<Probe> {
-        let Some((parent, name)) = path.rsplit_once('/').filter(|(_, name)| !name.is_empty()) else {
-            // The top of the server.
-            return Ok(Probe::Dir);
-        };
-        let target = path.to_owned();
-        let entered = self
-            .run(location, move |c, _| {
-                let path = target.clone();
-                Box::pin(async move { c.cwd(&path).await })
-            })
-            .await;
-        match entered {
-            Ok(()) => return Ok(Probe::Dir),
-            Err(Failure::Reply(_)) => {}
-            Err(Failure::Store(e)) => return Err(e),
-        }
-        let parent = if parent.is_empty() { "/" } else { parent };
-        match self.list_raw(parent, location).await {
-            Ok((entries, _)) => {
-                let kinds: Vec<Kind> = entries
-                    .iter()
-                    .filter(|e| e.name == name)
-                    .map(|e| e.kind)
-                    .collect();
-                Ok(if kinds.contains(&Kind::Dir) {
-                    Probe::Dir
-                } else if kinds.contains(&Kind::File) {
-                    Probe::File
-                } else if kinds.is_empty() {
-                    Probe::Missing
-                } else {
-                    Probe::Other
-                })
-            }
-            Err(Failure::Reply(reply)) if matches!(reply.status.code(), 550 | 501) => {
-                match Box::pin(self.probe(parent, location)).await? {
-                    Probe::Dir => Err(Error::PermissionDenied {
-                        location: location.to_owned(),
-                        source: format!(
-                            "cannot tell whether it exists: {parent} cannot be listed ({})",
-                            reply_text(&reply)
-                        )
-                        .into(),
-                    }),
-                    Probe::Missing | Probe::File | Probe::Other => Ok(Probe::Missing),
-                }
-            }
-            Err(f) => Err(store_error(location, f)),
-        }
-    }
-
-    /// What `MLST` or `SIZE` + `MDTM` say about a file; `None` when it is not a file.
-    async fn stat(self: &Arc<Self>, path: String, location: &str) -> Result<ObjectMeta> {
-        let result = self
-            .run(location, move |c, features| {
-                let path = path.clone();
-                Box::pin(async move {
-                    if features.mlst {
-                        let line = c.mlst(Some(&path)).await?;
-                        Ok(parse_mlsx(&line)
-                            .filter(|e| e.kind == Kind::File)
-                            .map(|e| (e.size, e.modified)))
-                    } else {
-                        let size = c.size(&path).await?;
-                        let modified = c.mdtm(&path).await.ok().map(|t| {
-                            UNIX_EPOCH
-                                + Duration::from_secs(u64::try_from(t.and_utc().timestamp()).unwrap_or(0))
-                        });
-                        Ok(Some((size as u64, modified)))
-                    }
-                })
-            })
-            .await;
-        match result {
-            Ok(Some((size, modified))) => Ok(ObjectMeta {
-                key: String::new(),
-                size,
-                modified,
-            }),
-            Ok(None) => Err(Error::NotFound {
-                location: location.to_owned(),
-            }),
-            Err(f) => Err(store_error(location, f)),
-        }
-    }
-
     /// Renames `from` to `to` (absolute paths), replacing `to` on servers that refuse to rename over a
     /// file.
-    /// One `MKD path` (no parents); a refusal is the server's reply.
-    async fn mkdir(self: &Arc<Self>, path: String, location: &str) -> FtpOutcome<()> {
-        self.run(location, move |c, _| {
-            let dir = path.clone();
-            Box::pin(async move { c.mkdir(&dir).await })
-        })
-        .await
-    }
-
-    async fn rename_path(self: &Arc<Self>, from: String, to: String, location: &str) -> FtpOutcome<()> {
+    async fn rename_path(&self, from: String, to: String, location: &str) -> FtpOutcome<()> {
         self.run(location, move |c, _| {
             let (from, to) = (from.clone(), to.clone());
             Box::pin(async move {
@@ -742,58 +522,40 @@ impl Inner {
         .await
     }
 
-    /// Stores `body` at the server path `path` through a temporary name beside it (its size checked,
-    /// then renamed over `path`), without making any directory: a missing one is an error.
-    async fn store_bytes(self: &Arc<Self>, path: &str, body: Bytes, location: &str) -> Result<()> {
-        let temp = temp_name(path);
-        let expected = body.len() as u64;
-        let upload = {
-            let temp = temp.clone();
-            self.run(location, move |c, _| {
-                let (temp, body) = (temp.clone(), body.clone());
-                Box::pin(async move {
-                    let mut transfer = c.put_with_stream(&temp).await?;
-                    tokio::io::AsyncWriteExt::write_all(&mut transfer, &body)
-                        .await
-                        .map_err(FtpError::ConnectionError)?;
-                    transfer.finish().await?;
-                    Ok(c.size(&temp).await? as u64)
-                })
-            })
-            .await
-        };
-        let result = match upload {
-            Ok(stored) if stored == expected => self
-                .rename_path(temp.clone(), path.to_owned(), location)
-                .await
-                .map_err(|f| write_error(location, f)),
-            Ok(stored) => Err(transient(
-                location,
-                format!("the server holds {stored} of the {expected} bytes sent"),
-            )),
-            Err(f) => Err(write_error(location, f)),
-        };
-        if result.is_err() {
-            self.remove_quietly(temp, location).await;
+    /// Runs the one-path command `op` (`DELE`, `RMD`): `550` (missing, refused, or for `RMD` not
+    /// empty) is [`Fault::Refused`].
+    async fn remove(
+        &self,
+        path: &str,
+        location: &str,
+        op: for<'c> fn(&'c mut Client, String) -> BoxFuture<'c, suppaftp::FtpResult<()>>,
+    ) -> Result<(), Fault> {
+        let path = path.to_owned();
+        match self.run(location, move |c, _| op(c, path.clone())).await {
+            Ok(()) => Ok(()),
+            Err(Failure::Reply(reply)) if reply.status == Status::FileUnavailable => {
+                Err(Fault::Refused(write_refused(location, &reply)))
+            }
+            Err(f) => Err(Fault::Failed(store_error(location, f))),
         }
-        result
-    }
-
-    async fn remove_quietly(self: &Arc<Self>, path: String, location: &str) {
-        let _ = self
-            .run(location, move |c, _| {
-                let path = path.clone();
-                Box::pin(async move { c.rm(&path).await })
-            })
-            .await;
     }
 }
 
-fn dir_suffix(dir: &str, root: &str) -> String {
-    dir.strip_prefix(root)
-        .filter(|rest| !rest.is_empty())
-        .map(|rest| format!("{rest}/"))
-        .unwrap_or_default()
+/// A download: the data connection, and the connection it belongs to (pooled again once the server
+/// has confirmed the transfer).
+pub(crate) struct Download {
+    transfer: TransferStream<FlushingTls>,
+    conn: Pooled,
+}
+
+impl AsyncRead for Download {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.transfer).poll_read(cx, buf)
+    }
 }
 
 fn failure(location: &str, error: FtpError) -> Failure {
@@ -976,36 +738,14 @@ fn format_timeval(time: SystemTime) -> Option<String> {
     Some(time.format("%Y%m%d%H%M%S").to_string())
 }
 
-impl FtpStore {
-    /// What is below `prefix`: the objects (and directories), or the temporary files interrupted
-    /// writes left.
-    fn listing(&self, prefix: &str, listed: Listed) -> BoxStream<'static, Result<ObjectMeta>> {
-        let inner = Arc::clone(&self.inner);
-        let prefix = prefix.trim_matches('/');
-        let start = if prefix.is_empty() {
-            if inner.root.is_empty() {
-                "/".to_owned()
-            } else {
-                inner.root.clone()
-            }
-        } else {
-            match inner.path(prefix) {
-                Ok(path) => path,
-                Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
-            }
-        };
-        let (key_offset, jobs) = (inner.root.len() + 1, inner.connections);
-        remote::walk(start, key_offset, jobs, listed, move |dir, top| {
-            let inner = Arc::clone(&inner);
-            async move { inner.list_dir(dir, top).await }
-        })
-    }
-}
-
 #[async_trait]
-impl Store for FtpStore {
+impl RemoteFs for Ftp {
+    type Reader = Download;
+
+    const NAME: &'static str = "FtpStore";
+
     fn url(&self) -> &StoreUrl {
-        &self.inner.url
+        &self.url
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -1016,110 +756,265 @@ impl Store for FtpStore {
             set_mtime: true,
             atomic_create: false,
             directories: true,
-            default_jobs: self.inner.connections,
+            default_jobs: self.connections,
         }
     }
 
-    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing(prefix, Listed::Objects)
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing(prefix, Listed::ObjectsAndDirs)
+    fn root_path(&self) -> &str {
+        if self.root.is_empty() { "/" } else { &self.root }
     }
 
-    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing("", Listed::Leftovers)
+    fn path(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        if key.contains(['\r', '\n']) {
+            return Err(Error::InvalidKey {
+                key: key.to_owned(),
+                reason: "FTP cannot name files with line breaks",
+            });
+        }
+        Ok(remote::join(self.root_path(), key))
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let mut meta = self.inner.stat(path, &location).await?;
-        key.clone_into(&mut meta.key);
-        Ok(meta)
-    }
-
-    async fn get(&self, key: &str) -> Result<GetStream> {
-        let meta = self.head(key).await?;
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let inner = &self.inner;
-        let mut conn = inner.conn(&location).await?;
-        let transfer = match tokio::time::timeout(inner.timeout, conn.client().retr_as_stream(&path)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                let failure = failure(&location, e);
-                conn.reusable = matches!(failure, Failure::Reply(_));
-                return Err(store_error(&location, failure));
-            }
-            Err(_) => return Err(transient(&location, "no answer to RETR")),
+    /// Servers answer `550` alike to a missing directory and to one they will not list, so for `top`
+    /// the directory is looked for ([`RemoteFs::probe`]): one that is there but cannot be listed is
+    /// [`Error::PermissionDenied`]. vsftpd answers a directory it cannot open (execute but no read
+    /// permission) with an empty listing and a success code: a `LIST -a` without even `.` and `..`
+    /// is an error too, on a server whose listings show them.
+    async fn list_dir(&self, dir: &str, top: bool, location: &str) -> Result<Vec<DirEntry>> {
+        let unlistable = |why: String| Error::PermissionDenied {
+            location: location.to_owned(),
+            source: why.into(),
         };
-        let size = meta.size;
-        let timeout = inner.timeout;
-        let state = Some((conn, transfer, 0u64, location));
-        let stream = futures::stream::unfold(state, move |state| async move {
-            let (mut conn, mut transfer, got, location) = state?;
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            let fault = |what: String| Error::Transient {
-                location: location.clone(),
-                source: what.into(),
-            };
-            match tokio::time::timeout(timeout, fill(&mut transfer, &mut buf, READ_CHUNK)).await {
-                Err(_) => Some((Err(fault(format!("download stalled for {timeout:?}"))), None)),
-                Ok(Err(e)) => Some((Err(fault(format!("download broke off: {e}"))), None)),
-                Ok(Ok(())) if buf.is_empty() => {
-                    if got != size {
-                        return Some((
-                            Err(fault(format!("download ended after {got} of {size} bytes"))),
-                            None,
-                        ));
-                    }
-                    match tokio::time::timeout(timeout, transfer.finish()).await {
-                        Ok(Ok(())) => {
-                            conn.reusable = true;
-                            None
-                        }
-                        Ok(Err(e)) => Some((
-                            Err(fault(format!("the server did not confirm the download: {e}"))),
-                            None,
-                        )),
-                        Err(_) => Some((Err(fault("the server did not confirm the download".into())), None)),
-                    }
+        match self.list_raw(dir, location).await {
+            Ok((_, true)) if self.lists_dots(dir, location).await => Err(unlistable(
+                "the server sent an empty listing, without . and .. (its answer to a directory it cannot \
+                 open)"
+                    .into(),
+            )),
+            Ok((entries, _)) => Ok(entries
+                .into_iter()
+                .filter(|e| !matches!(e.name.as_str(), "." | ".."))
+                .collect()),
+            // No such directory (550), or not a directory (pyftpdlib: 501), or a refusal (550).
+            Err(Failure::Reply(reply)) if matches!(reply.status.code(), 550 | 501) => {
+                if !top {
+                    return Err(unlistable(format!(
+                        "it was in its parent's listing, then could not be listed: {}",
+                        reply_text(&reply)
+                    )));
                 }
-                Ok(Ok(())) => {
-                    let got = got + buf.len() as u64;
-                    if got > size {
-                        return Some((
-                            Err(fault(format!(
-                                "the server sent more than the {size} bytes it listed"
-                            ))),
-                            None,
-                        ));
-                    }
-                    Some((Ok(buf.freeze()), Some((conn, transfer, got, location))))
+                match self.probe(dir, location).await? {
+                    Probe::Dir => Err(unlistable(format!(
+                        "the directory is there, but cannot be listed: {}",
+                        reply_text(&reply)
+                    ))),
+                    Probe::Missing | Probe::File | Probe::Other => Ok(Vec::new()),
                 }
             }
-        });
-        Ok(GetStream {
-            meta,
-            stream: stream.boxed(),
-        })
+            Err(f) => Err(store_error(location, f)),
+        }
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
+    /// `CWD` into it proves a directory. Otherwise (servers answer `550` alike to a missing directory,
+    /// to a file and to a directory they will not enter) the parent's listing is looked through for the
+    /// name: that tells a missing entry from one that is there. A parent that cannot be listed either
+    /// is looked for the same way: when it is missing, so is `path`; when it is there, whether `path`
+    /// is cannot be told, and that is an error.
+    async fn probe(&self, path: &str, location: &str) -> Result<Probe> {
+        let Some((parent, name)) = path.rsplit_once('/').filter(|(_, name)| !name.is_empty()) else {
+            // The top of the server.
+            return Ok(Probe::Dir);
+        };
+        let target = path.to_owned();
+        let entered = self
+            .run(location, move |c, _| {
+                let path = target.clone();
+                Box::pin(async move { c.cwd(&path).await })
+            })
+            .await;
+        match entered {
+            Ok(()) => return Ok(Probe::Dir),
+            Err(Failure::Reply(_)) => {}
+            Err(Failure::Store(e)) => return Err(e),
+        }
+        let parent = if parent.is_empty() { "/" } else { parent };
+        match self.list_raw(parent, location).await {
+            Ok((entries, _)) => {
+                let kinds: Vec<Kind> = entries
+                    .iter()
+                    .filter(|e| e.name == name)
+                    .map(|e| e.kind)
+                    .collect();
+                Ok(if kinds.contains(&Kind::Dir) {
+                    Probe::Dir
+                } else if kinds.contains(&Kind::File) {
+                    Probe::File
+                } else if kinds.is_empty() {
+                    Probe::Missing
+                } else {
+                    Probe::Other
+                })
+            }
+            Err(Failure::Reply(reply)) if matches!(reply.status.code(), 550 | 501) => {
+                match self.probe(parent, location).await? {
+                    Probe::Dir => Err(Error::PermissionDenied {
+                        location: location.to_owned(),
+                        source: format!(
+                            "cannot tell whether it exists: {parent} cannot be listed ({})",
+                            reply_text(&reply)
+                        )
+                        .into(),
+                    }),
+                    Probe::Missing | Probe::File | Probe::Other => Ok(Probe::Missing),
+                }
+            }
+            Err(f) => Err(store_error(location, f)),
+        }
+    }
+
+    /// What `MLST` or `SIZE` + `MDTM` say.
+    async fn stat(&self, path: &str, location: &str) -> Result<ObjectMeta> {
+        let path = path.to_owned();
+        let result = self
+            .run(location, move |c, features| {
+                let path = path.clone();
+                Box::pin(async move {
+                    if features.mlst {
+                        let line = c.mlst(Some(&path)).await?;
+                        Ok(parse_mlsx(&line)
+                            .filter(|e| e.kind == Kind::File)
+                            .map(|e| (e.size, e.modified)))
+                    } else {
+                        let size = c.size(&path).await?;
+                        let modified = c.mdtm(&path).await.ok().map(|t| {
+                            UNIX_EPOCH
+                                + Duration::from_secs(u64::try_from(t.and_utc().timestamp()).unwrap_or(0))
+                        });
+                        Ok(Some((size as u64, modified)))
+                    }
+                })
+            })
+            .await;
+        match result {
+            Ok(Some((size, modified))) => Ok(ObjectMeta {
+                key: String::new(),
+                size,
+                modified,
+            }),
+            Ok(None) => Err(Error::NotFound {
+                location: location.to_owned(),
+            }),
+            Err(f) => Err(store_error(location, f)),
+        }
+    }
+
+    /// `MKD`: any reply that refuses (`550`, or `521` for one that exists) is [`Fault::Refused`].
+    async fn mkdir(&self, path: &str, location: &str) -> Result<(), Fault> {
+        let path = path.to_owned();
+        let made = self
+            .run(location, move |c, _| {
+                let dir = path.clone();
+                Box::pin(async move { c.mkdir(&dir).await })
+            })
+            .await;
+        match made {
+            Ok(()) => Ok(()),
+            Err(Failure::Reply(reply)) => Err(Fault::Refused(write_refused(location, &reply))),
+            Err(Failure::Store(e)) => Err(Fault::Failed(e)),
+        }
+    }
+
+    async fn rmdir(&self, path: &str, location: &str) -> Result<(), Fault> {
+        self.remove(path, location, |c, path| {
+            Box::pin(async move { c.rmdir(&path).await })
+        })
+        .await
+    }
+
+    /// `DELE`: `550` is [`Fault::Refused`], as servers answer it to a missing file and to a refusal.
+    async fn remove_file(&self, path: &str, location: &str) -> Result<(), Fault> {
+        self.remove(path, location, |c, path| {
+            Box::pin(async move { c.rm(&path).await })
+        })
+        .await
+    }
+
+    /// `RNFR`/`RNTO` (see [`Ftp::rename_path`]): `550` is [`Fault::Refused`].
+    async fn rename(&self, from: &str, to: &str, location: &str) -> Result<(), Fault> {
+        match self.rename_path(from.to_owned(), to.to_owned(), location).await {
+            Ok(()) => Ok(()),
+            Err(Failure::Reply(reply)) if reply.status.code() == 550 => {
+                Err(Fault::Refused(write_refused(location, &reply)))
+            }
+            Err(f) => Err(Fault::Failed(write_error(location, f))),
+        }
+    }
+
+    /// `STOR`, then `SIZE`.
+    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<(u64, u64)> {
+        let (path, source) = (path.to_owned(), source.clone());
+        self.run(location, move |c, _| {
+            let (path, source) = (path.clone(), source.clone());
+            Box::pin(async move {
+                let mut reader = source
+                    .reader(READ_CHUNK)
+                    .await
+                    .map_err(FtpError::ConnectionError)?;
+                let mut transfer = c.put_with_stream(&path).await?;
+                let sent = tokio::io::copy_buf(&mut reader, &mut transfer)
+                    .await
+                    .map_err(FtpError::ConnectionError)?;
+                transfer.finish().await?;
+                let stored = c.size(&path).await?;
+                Ok((sent, stored as u64))
+            })
+        })
+        .await
+        .map_err(|f| write_error(location, f))
+    }
+
+    async fn open_read(&self, path: &str, location: &str) -> Result<Download> {
+        let mut conn = self.conn(location).await?;
+        match tokio::time::timeout(self.timeout, conn.client().retr_as_stream(path)).await {
+            Ok(Ok(transfer)) => Ok(Download { transfer, conn }),
+            Ok(Err(e)) => {
+                let failure = failure(location, e);
+                conn.reusable = matches!(failure, Failure::Reply(_));
+                Err(store_error(location, failure))
+            }
+            Err(_) => Err(transient(location, "no answer to RETR")),
+        }
+    }
+
+    async fn finish_read(&self, download: Download, location: &str) -> Result<()> {
+        let Download { transfer, mut conn } = download;
+        match transfer.finish().await {
+            Ok(()) => {
+                conn.reusable = true;
+                Ok(())
+            }
+            Err(e) => Err(transient(
+                location,
+                format!("the server did not confirm the download: {e}"),
+            )),
+        }
+    }
+
+    /// `REST`, then `RETR` of as much as is wanted; the connection is closed with the transfer.
+    async fn read_range(&self, path: &str, range: Range<u64>, location: &str) -> Result<Bytes> {
         let want = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
-        let inner = &self.inner;
-        let mut conn = inner.conn(&location).await?;
+        let mut conn = self.conn(location).await?;
         let work = async {
             if range.start > 0 {
                 conn.client()
                     .resume_transfer(usize::try_from(range.start).unwrap_or(usize::MAX))
                     .await?;
             }
-            let mut transfer = conn.client().retr_as_stream(&path).await?;
+            let mut transfer = conn.client().retr_as_stream(path).await?;
             let mut buf = BytesMut::with_capacity(want.min(1 << 24));
             fill(&mut transfer, &mut buf, want)
                 .await
@@ -1128,358 +1023,28 @@ impl Store for FtpStore {
             drop(transfer);
             Ok::<_, FtpError>(buf)
         };
-        match tokio::time::timeout(inner.timeout, work).await {
+        match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(mut buf)) => {
                 buf.truncate(want);
                 Ok(buf.freeze())
             }
-            Ok(Err(e)) => Err(store_error(&location, failure(&location, e))),
-            Err(_) => Err(transient(&location, "no answer to a range read")),
+            Ok(Err(e)) => Err(store_error(location, failure(location, e))),
+            Err(_) => Err(transient(location, "no answer to a range read")),
         }
     }
 
-    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let inner = &self.inner;
-        // A local file is opened (and stamped) first: a wrong one is refused before anything is sent.
-        let source = OpenSource::open(source, &location).await?;
-        if mode == PutMode::Create && self.exists_path(&path, &location).await? {
-            return Err(Error::AlreadyExists { location });
-        }
-        inner.make_dirs(parent(&path), &location).await?;
-        let expected = source.len();
-        let temp = temp_name(&path);
-        let upload = {
-            let (temp, source) = (temp.clone(), source.clone());
-            inner
-                .run(&location, move |c, _| {
-                    let (temp, source) = (temp.clone(), source.clone());
-                    Box::pin(async move {
-                        let mut reader = source
-                            .reader(READ_CHUNK)
-                            .await
-                            .map_err(FtpError::ConnectionError)?;
-                        let mut transfer = c.put_with_stream(&temp).await?;
-                        let sent = tokio::io::copy_buf(&mut reader, &mut transfer)
-                            .await
-                            .map_err(FtpError::ConnectionError)?;
-                        transfer.finish().await?;
-                        let stored = c.size(&temp).await?;
-                        Ok((sent, stored as u64))
-                    })
-                })
-                .await
-        };
-        // Before anything is published: the source must still be what was stamped, and all of it sent.
-        let checked = source.check(upload.as_ref().ok().map(|(sent, _)| *sent)).await;
-        let result = match (checked, upload) {
-            (Err(changed), _) => Err(changed),
-            (Ok(()), Ok((_, stored))) if stored == expected => Ok(()),
-            (Ok(()), Ok((_, stored))) => Err(transient(
-                &location,
-                format!("the server holds {stored} of the {expected} bytes sent"),
-            )),
-            (Ok(()), Err(f)) => Err(write_error(&location, f)),
-        };
-        let result = match result {
-            Ok(()) if mode == PutMode::Create && self.exists_path(&path, &location).await? => {
-                Err(Error::AlreadyExists {
-                    location: location.clone(),
-                })
-            }
-            Ok(()) => inner
-                .rename_path(temp.clone(), path, &location)
-                .await
-                .map_err(|f| write_error(&location, f)),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            inner.remove_quietly(temp, &location).await;
-        }
-        result
-    }
-
-    async fn delete(&self, key: &str) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let result = {
-            let path = path.clone();
-            self.inner
-                .run(&location, move |c, _| {
-                    let path = path.clone();
-                    Box::pin(async move { c.rm(&path).await })
-                })
-                .await
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(Failure::Reply(reply)) if reply.status == Status::FileUnavailable => {
-                // Gone already is fine; anything else that answers 550 (a permission) is not.
-                if self.exists_path(&path, &location).await? {
-                    Err(write_refused(&location, &reply))
-                } else {
-                    Ok(())
-                }
-            }
-            Err(f) => Err(store_error(&location, f)),
-        }
-    }
-
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        // FTP has no server-side copy.
-        remote::copy_through_local(self, from, to).await
-    }
-
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (source, target) = (self.inner.path(from)?, self.inner.path(to)?);
-        let location = self.inner.location(from);
-        self.inner
-            .make_dirs(parent(&target), &self.inner.location(to))
-            .await?;
-        match self.inner.rename_path(source.clone(), target, &location).await {
-            Ok(()) => Ok(()),
-            // A missing source, or a refused rename.
-            Err(Failure::Reply(reply)) if reply.status.code() == 550 => {
-                if self.exists_path(&source, &location).await? {
-                    Err(write_refused(&location, &reply))
-                } else {
-                    Err(Error::NotFound { location })
-                }
-            }
-            Err(f) => Err(write_error(&location, f)),
-        }
-    }
-
-    async fn create_dir(&self, key: &str) -> Result<()> {
-        let (path, location) = (self.inner.path(key)?, self.inner.location(key));
-        self.inner.make_dirs(&path, &location).await?;
-        // make_dirs leaves refusals to the upload that follows; here nothing follows: look.
-        match self.inner.probe(&path, &location).await? {
-            Probe::Dir => Ok(()),
-            Probe::Missing => Err(Error::PermissionDenied {
-                location,
-                source: "the server did not make the folder".into(),
-            }),
-            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
-        }
-    }
-
-    async fn root_exists(&self) -> Result<bool> {
-        let inner = &self.inner;
-        let location = inner.url.to_string();
-        if inner.root.is_empty() {
-            return Ok(true);
-        }
-        match inner.probe(&inner.root, &location).await? {
-            Probe::Dir => Ok(true),
-            Probe::Missing => Ok(false),
-            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
-        }
-    }
-
-    async fn create_root(&self) -> Result<()> {
-        let inner = &self.inner;
-        let location = inner.url.to_string();
-        // Every part from the top: those that exist refuse, which is fine.
-        let parts = remote::missing_dirs(&Mutex::default(), &inner.root);
-        let mut refusal = None;
-        for dir in &parts {
-            match inner.mkdir(dir.clone(), &location).await {
-                Ok(()) => {}
-                Err(Failure::Reply(reply)) => refusal = Some(reply),
-                Err(Failure::Store(e)) => return Err(e),
-            }
-        }
-        match inner.probe(&inner.root, &location).await? {
-            Probe::Dir => {
-                inner
-                    .made_dirs
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .extend(parts);
-                Ok(())
-            }
-            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
-            Probe::Missing => {
-                // A file in the way of a part, or a refusal.
-                for dir in &parts {
-                    if matches!(inner.probe(dir, &location).await?, Probe::File | Probe::Other) {
-                        return Err(Error::NotADirectory {
-                            location: remote::path_location(&inner.url, dir),
-                        });
-                    }
-                }
-                Err(match refusal {
-                    Some(reply) => write_refused(&location, &reply),
-                    None => Error::NotFound { location },
-                })
-            }
-        }
-    }
-
-    async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let inner = &self.inner;
-        inner.make_dirs(parent(&path), &location).await?;
-        // MKD is the one exclusive operation FTP has: of racing clients, one makes the directory.
-        let mut attempt = 0;
-        loop {
-            match inner.mkdir(path.clone(), &location).await {
-                Ok(()) => break,
-                Err(Failure::Reply(reply)) => match inner.probe(&path, &location).await? {
-                    // Refused, or made and removed again in between: once more, then it is a refusal.
-                    Probe::Missing if attempt < 2 => attempt += 1,
-                    Probe::Missing => return Err(write_refused(&location, &reply)),
-                    Probe::Dir | Probe::File | Probe::Other => return Err(Error::AlreadyExists { location }),
-                },
-                Err(Failure::Store(e)) => return Err(e),
-            }
-        }
-        // The lock is ours; until its body is in, a reader sees an empty one (being created).
-        let owner = format!("{path}/{LOCK_OWNER}");
-        if let Err(e) = inner.store_bytes(&owner, body, &location).await {
-            let _ = self.lock_remove(key).await;
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    async fn lock_read(&self, key: &str) -> Result<Bytes> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        match self.get_bytes(&format!("{key}/{LOCK_OWNER}")).await {
-            Ok(body) => Ok(body),
-            Err(Error::NotFound { .. }) => match self.inner.probe(&path, &location).await? {
-                // Made, its body not stored yet: held, by somebody who has not said who yet.
-                Probe::Dir => Ok(Bytes::new()),
-                // A lock file (written with a create-if-absent put, as older versions did).
-                Probe::File => self.get_bytes(key).await,
-                Probe::Missing | Probe::Other => Err(Error::NotFound { location }),
-            },
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let owner = format!("{path}/{LOCK_OWNER}");
-        // Never makes the directory: a lock that is gone stays gone.
-        match self.inner.store_bytes(&owner, body, &location).await {
-            Ok(()) => Ok(()),
-            Err(e @ (Error::PermissionDenied { .. } | Error::NotFound { .. })) => {
-                match self.inner.probe(&path, &location).await? {
-                    Probe::Dir => Err(e),
-                    Probe::Missing | Probe::File | Probe::Other => Err(Error::NotFound { location }),
-                }
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn lock_remove(&self, key: &str) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let inner = &self.inner;
-        // The body, and whatever an interrupted write left beside it.
-        let files = match inner.list_raw(&path, &location).await {
-            Ok((entries, _)) => entries
-                .into_iter()
-                .filter(|e| e.kind == Kind::File)
-                .map(|e| format!("{path}/{}", e.name))
-                .collect(),
-            // Missing, or a file: told below.
-            Err(Failure::Reply(_)) => Vec::new(),
-            Err(Failure::Store(e)) => return Err(e),
-        };
-        let target = path.clone();
-        let removed = inner
-            .run(&location, move |c, _| {
-                let (dir, files) = (target.clone(), files.clone());
-                Box::pin(async move {
-                    for file in &files {
-                        match c.rm(file).await {
-                            Ok(()) | Err(FtpError::UnexpectedResponse(_)) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    c.rmdir(&dir).await
-                })
-            })
-            .await;
-        remote::forget_dirs(&inner.made_dirs, &path);
-        match removed {
-            Ok(()) => Ok(()),
-            Err(Failure::Reply(reply)) => match inner.probe(&path, &location).await? {
-                Probe::Missing => Ok(()),
-                // A lock file (older versions).
-                Probe::File => self.delete(key).await,
-                Probe::Dir | Probe::Other => Err(write_refused(&location, &reply)),
-            },
-            Err(Failure::Store(e)) => Err(e),
-        }
-    }
-
-    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
-        let (source, target) = (self.inner.path(key)?, self.inner.path(to)?);
-        let location = self.inner.location(key);
-        let inner = &self.inner;
-        inner.make_dirs(parent(&target), &inner.location(to)).await?;
-        let from = source.clone();
-        // The whole directory, body and all, in one RNFR/RNTO.
-        let renamed = inner
-            .run(&location, move |c, _| {
-                let (from, to) = (from.clone(), target.clone());
-                Box::pin(async move { c.rename(&from, &to).await })
-            })
-            .await;
-        remote::forget_dirs(&inner.made_dirs, &source);
-        match renamed {
-            Ok(()) => Ok(()),
-            Err(Failure::Reply(reply)) => match inner.probe(&source, &location).await? {
-                Probe::Missing => Err(Error::NotFound { location }),
-                Probe::Dir | Probe::File | Probe::Other => Err(write_refused(&location, &reply)),
-            },
-            Err(Failure::Store(e)) => Err(e),
-        }
-    }
-
-    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let target = path.clone();
-        let result = self
-            .inner
-            .run(&location, move |c, _| {
-                let path = target.clone();
-                Box::pin(async move { c.rmdir(&path).await })
-            })
-            .await;
-        match result {
-            Ok(()) => {
-                remote::forget_dirs(&self.inner.made_dirs, &path);
-                Ok(true)
-            }
-            // Not empty, missing or not a directory: servers answer 550 to all three.
-            Err(Failure::Reply(reply)) if reply.status == Status::FileUnavailable => Ok(false),
-            Err(f) => Err(store_error(&location, f)),
-        }
-    }
-
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
+    /// `MFMT`, or vsftpd's `MDTM YYYYMMDDHHMMSS path`; [`Error::Unsupported`] where the server has
+    /// neither.
+    async fn set_mtime(&self, path: &str, mtime: SystemTime, location: &str) -> Result<()> {
         let Some(stamp) = format_timeval(mtime) else {
             return Err(Error::Other {
-                location,
+                location: location.to_owned(),
                 source: format!("{mtime:?} cannot be sent to an FTP server").into(),
             });
         };
+        let path = path.to_owned();
         let result = self
-            .inner
-            .run(&location, move |c, features| {
+            .run(location, move |c, features| {
                 let (stamp, path) = (stamp.clone(), path.clone());
                 Box::pin(async move {
                     // MFMT (RFC draft, most servers) or vsftpd's two-argument MDTM.
@@ -1494,21 +1059,11 @@ impl Store for FtpStore {
             Ok(()) => Ok(()),
             Err(Failure::Reply(reply)) if matches!(reply.status.code(), 500 | 501 | 502 | 504) => {
                 Err(Error::Unsupported {
-                    location,
+                    location: location.to_owned(),
                     operation: "setting a modification time",
                 })
             }
-            Err(f) => Err(store_error(&location, f)),
-        }
-    }
-}
-
-impl FtpStore {
-    async fn exists_path(&self, path: &str, location: &str) -> Result<bool> {
-        match self.inner.stat(path.to_owned(), location).await {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
+            Err(f) => Err(store_error(location, f)),
         }
     }
 }
@@ -1516,6 +1071,7 @@ impl FtpStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
 
     #[test]
     fn machine_listings_parse() {
@@ -1661,7 +1217,7 @@ mod tests {
     fn urls_configure_the_store() {
         let url = StoreUrl::parse("ftp://me:p%40ss@example.com:2121/data/site/").unwrap();
         let store = FtpStore::open(&url, &[("connections", "2"), ("timeout", "5")]).unwrap();
-        let inner = &store.inner;
+        let inner = &store.fs;
         assert_eq!(
             (
                 inner.host.as_str(),
@@ -1677,8 +1233,8 @@ mod tests {
         assert_eq!(store.capabilities().default_jobs, 2);
         assert!(!format!("{store:?}").contains("p@ss"));
         let anonymous = FtpStore::open(&StoreUrl::parse("ftp://example.com").unwrap(), &[]).unwrap();
-        assert_eq!(anonymous.inner.user, "anonymous");
-        assert_eq!(anonymous.inner.root, "");
+        assert_eq!(anonymous.fs.user, "anonymous");
+        assert_eq!(anonymous.fs.root, "");
         let err = FtpStore::open(&url, &[("colour", "blue")])
             .unwrap_err()
             .to_string();

@@ -1,18 +1,35 @@
-//! What the FTP and SFTP backends share: the parts of their URLs, their common configuration keys,
-//! temporary names, the parallel directory walk behind `list`, the bookkeeping of directories already
-//! made, and copying through a local temporary file (neither protocol copies on the server).
+//! The FTP and SFTP stores, in two layers: [`RemoteFs`], the protocol (implemented in `ftp.rs` and
+//! `sftp.rs`: connections, commands, what the server's answers mean), and [`RemoteStore`], one
+//! [`Store`] above it for both.
+//!
+//! [`RemoteStore`] holds everything that does not depend on the protocol: a put goes to a temporary
+//! name beside its key, the source is checked against its stamp and the size the server holds against
+//! the size sent, and only then is it renamed over the key (or linked, for a create where the protocol
+//! has an atomic create); listings walk the directories in parallel, never enter a lock directory, and
+//! take only the prefix asked for as possibly missing; directories are made once per store; `copy` goes
+//! through a local temporary file (neither protocol copies on the server); locks are files where the
+//! protocol creates atomically (SFTP) and directories where it does not (FTP). Where a server's refusal
+//! may mean a missing path (FTP's `550`), the protocol says so ([`Fault::Refused`]) and this layer looks
+//! at the path. Also here: the parts of the URLs and the configuration keys both protocols take.
 
 use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::{GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl};
+use crate::source::OpenSource;
+use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreExt, StoreUrl, check_key};
+
+/// Bytes per piece of a download, and the buffer of an upload.
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
 
 /// The parts of an `ftp://`, `ftps://` or `sftp://` URL, percent-decoded.
 pub(crate) struct UrlParts {
@@ -323,6 +340,643 @@ pub(crate) async fn copy_through_local(store: &dyn Store, from: &str, to: &str) 
     result
 }
 
+/// How a protocol operation failed, where [`RemoteStore`] decides by it.
+#[derive(Debug)]
+pub(crate) enum Fault {
+    /// The server refused, in the words it also uses for a path that is missing (or of another kind,
+    /// or a directory that is not empty): FTP's `550`, an SFTP status. The error is the refusal as
+    /// it is reported when the path turns out to be there; the caller looks to tell.
+    Refused(Error),
+    /// Anything else: no connection, a timeout, another reply.
+    Failed(Error),
+}
+
+impl Fault {
+    /// The error, whatever it was.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Fault::Refused(e) | Fault::Failed(e) => e,
+        }
+    }
+}
+
+/// What is at a server path, as [`RemoteFs::probe`] finds out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Missing,
+    Dir,
+    File,
+    /// A link, or another kind of entry.
+    Other,
+}
+
+/// The protocol under a [`RemoteStore`]: what FTP and SFTP do differently, and nothing else.
+///
+/// Paths are server paths (see [`RemoteFs::root_path`]); `location` is what errors name (the store
+/// URL and the key). Every method has the connection handling of its protocol (pooled FTP
+/// connections checked with `NOOP`, the SSH session reopened) and a timeout; what a reply means
+/// is decided here, except where the answer needs a look at the path, which [`Fault::Refused`]
+/// leaves to the caller.
+#[async_trait]
+pub(crate) trait RemoteFs: Send + Sync + 'static {
+    /// An open download: its bytes, then [`RemoteFs::finish_read`].
+    type Reader: AsyncRead + Send + Unpin + 'static;
+
+    /// How `Debug` names the store.
+    const NAME: &'static str;
+
+    /// The store's URL.
+    fn url(&self) -> &StoreUrl;
+
+    /// What the store does natively.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The per-operation timeout.
+    fn timeout(&self) -> Duration;
+
+    /// The store's directory as the server names it, without a trailing `/` (but `/` itself); `""`
+    /// is the login directory. A key's path is this, a `/` and the key ([`join`]).
+    fn root_path(&self) -> &str;
+
+    /// The server path of `key`, checked.
+    fn path(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(join(self.root_path(), key))
+    }
+
+    /// The entries of the directory `dir` (`.` and `..` left out).
+    ///
+    /// Only the prefix a listing asked for (`top`) may be missing or not a directory: its listing is
+    /// then empty. A directory that the walk found in its parent's listing and that cannot be listed
+    /// (gone meanwhile, refused) is an error, never an empty directory; how to tell a missing
+    /// directory from a refused one is the protocol's part.
+    async fn list_dir(&self, dir: &str, top: bool, location: &str) -> Result<Vec<DirEntry>>;
+
+    /// What is at `path`; an error when that cannot be told.
+    async fn probe(&self, path: &str, location: &str) -> Result<Probe>;
+
+    /// The size and time of the file at `path` (`key` left empty); [`Error::NotFound`] when there is
+    /// no file there (nothing, or a directory or a link).
+    async fn stat(&self, path: &str, location: &str) -> Result<ObjectMeta>;
+
+    /// Makes the directory `path` (not its parents).
+    async fn mkdir(&self, path: &str, location: &str) -> Result<(), Fault>;
+
+    /// Removes the empty directory `path`.
+    async fn rmdir(&self, path: &str, location: &str) -> Result<(), Fault>;
+
+    /// Removes the file `path`: `Ok` as well when the server says plainly there is none.
+    async fn remove_file(&self, path: &str, location: &str) -> Result<(), Fault>;
+
+    /// Moves `from` to `to`, replacing a file there.
+    async fn rename(&self, from: &str, to: &str, location: &str) -> Result<(), Fault>;
+
+    /// Links `to` to the file `from` if nothing is at `to` (atomic: of racing links one wins), for
+    /// protocols that have [`Capabilities::atomic_create`]; `Ok(false)` when the server cannot link.
+    async fn hard_link(&self, from: &str, to: &str, location: &str) -> Result<bool> {
+        let _ = (from, to, location);
+        Ok(false)
+    }
+
+    /// Writes `source` to the file `path` (made or truncated; the directory exists): the bytes sent,
+    /// and the size the server then gives the file. Each attempt reads `source` from its start.
+    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<(u64, u64)>;
+
+    /// Opens the file `path` for reading from its start.
+    async fn open_read(&self, path: &str, location: &str) -> Result<Self::Reader>;
+
+    /// Ends a download whose bytes were all read (the server confirms it where it does).
+    async fn finish_read(&self, reader: Self::Reader, location: &str) -> Result<()>;
+
+    /// The bytes `range` of the file `path` (fewer where it ends).
+    async fn read_range(&self, path: &str, range: Range<u64>, location: &str) -> Result<Bytes>;
+
+    /// Sets the modification time of the file `path`.
+    async fn set_mtime(&self, path: &str, mtime: SystemTime, location: &str) -> Result<()>;
+}
+
+/// The server path of `key` below the directory `root` (see [`RemoteFs::root_path`]).
+pub(crate) fn join(root: &str, key: &str) -> String {
+    if root.is_empty() {
+        key.to_owned()
+    } else if root.ends_with('/') {
+        format!("{root}{key}")
+    } else {
+        format!("{root}/{key}")
+    }
+}
+
+/// An FTP or SFTP server as a [`Store`]: everything above the protocol, once. See the module
+/// documentation.
+pub struct RemoteStore<F> {
+    pub(crate) fs: Arc<F>,
+    /// Directories known to exist (made or seen), so each is made once.
+    made_dirs: Mutex<HashSet<String>>,
+}
+
+impl<F: RemoteFs> fmt::Debug for RemoteStore<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(F::NAME)
+            .field("url", self.fs.url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name of the file that holds a directory lock's body, inside the lock's directory.
+const LOCK_OWNER: &str = "owner";
+
+// `RemoteStore` is public only as `FtpStore` and `SftpStore`; the protocol trait stays the crate's own.
+#[allow(private_bounds)]
+impl<F: RemoteFs> RemoteStore<F> {
+    pub(crate) fn new(fs: F) -> RemoteStore<F> {
+        RemoteStore {
+            fs: Arc::new(fs),
+            made_dirs: Mutex::default(),
+        }
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.fs.url().with_key(key)
+    }
+
+    fn atomic_create(&self) -> bool {
+        self.fs.capabilities().atomic_create
+    }
+
+    /// Whether a file is at `path`.
+    async fn exists(&self, path: &str, location: &str) -> Result<bool> {
+        match self.fs.stat(path, location).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the directories down to `dir` that are not known to exist, the root and its parents
+    /// included. One that is refused (it exists, most often) is passed over: a real problem shows in
+    /// the write that follows.
+    async fn make_dirs(&self, dir: &str, location: &str) -> Result<()> {
+        for dir in missing_dirs(&self.made_dirs, dir) {
+            match self.fs.mkdir(&dir, location).await {
+                Ok(()) | Err(Fault::Refused(_)) => {}
+                Err(Fault::Failed(e)) => return Err(e),
+            }
+            self.made_dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dir);
+        }
+        Ok(())
+    }
+
+    /// Stores `source` at `path` without ever showing a torn object: written to a temporary name
+    /// beside it, the source checked against its stamp and the size the server holds against the
+    /// size sent, then renamed over `path` (or, for a create where the protocol has an atomic create,
+    /// linked to it). The temporary file is removed when anything fails. `make_parents`: make the
+    /// missing directories first (otherwise a missing one is an error).
+    async fn put_path(
+        &self,
+        path: &str,
+        location: &str,
+        source: OpenSource,
+        mode: PutMode,
+        make_parents: bool,
+    ) -> Result<()> {
+        let atomic = self.atomic_create();
+        // Where a create cannot be atomic, it is checked before and after the upload. Where it can,
+        // the link below fails when the key exists: no round trip per new file.
+        if mode == PutMode::Create && !atomic && self.exists(path, location).await? {
+            return Err(Error::AlreadyExists {
+                location: location.to_owned(),
+            });
+        }
+        if make_parents {
+            self.make_dirs(parent(path), location).await?;
+        }
+        let expected = source.len();
+        let temp = temp_name(path);
+        let upload = self.fs.write(&temp, &source, location).await;
+        // Before anything is published: the source must still be what was stamped, and all of it sent.
+        let checked = source.check(upload.as_ref().ok().map(|(sent, _)| *sent)).await;
+        let result = match (checked, upload) {
+            (Err(changed), _) => Err(changed),
+            (Ok(()), Ok((_, stored))) if stored == expected => {
+                self.publish(&temp, path, location, mode).await
+            }
+            (Ok(()), Ok((_, stored))) => Err(transient(
+                location,
+                format!("the server holds {stored} of the {expected} bytes sent"),
+            )),
+            (Ok(()), Err(e)) => Err(e),
+        };
+        // After a rename the temporary name is gone; after a link or a failure it is removed.
+        if result.is_err() || (mode == PutMode::Create && atomic) {
+            let _ = self.fs.remove_file(&temp, location).await;
+        }
+        result
+    }
+
+    /// Gives the uploaded `temp` the name `path`: a rename over it, or for a create a link where the
+    /// protocol has an atomic create (the rename otherwise, once `path` was found free).
+    async fn publish(&self, temp: &str, path: &str, location: &str, mode: PutMode) -> Result<()> {
+        let taken = || Error::AlreadyExists {
+            location: location.to_owned(),
+        };
+        if mode == PutMode::Create {
+            if self.atomic_create() {
+                match self.fs.hard_link(temp, path, location).await {
+                    Ok(true) => return Ok(()),
+                    // The link fails when the key exists: the race was lost.
+                    Ok(false) | Err(Error::Other { .. }) if self.fs.stat(path, location).await.is_ok() => {
+                        return Err(taken());
+                    }
+                    // A server without links.
+                    Ok(false) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if self.exists(path, location).await? {
+                return Err(taken());
+            }
+        }
+        self.fs
+            .rename(temp, path, location)
+            .await
+            .map_err(Fault::into_error)
+    }
+
+    /// What is below `prefix`: the objects (and directories), or the temporary files interrupted
+    /// writes left.
+    fn listing(&self, prefix: &str, listed: Listed) -> BoxStream<'static, Result<ObjectMeta>> {
+        let prefix = prefix.trim_matches('/');
+        let root = self.fs.root_path();
+        let start = if prefix.is_empty() {
+            root.to_owned()
+        } else {
+            match self.fs.path(prefix) {
+                Ok(path) => path,
+                Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+            }
+        };
+        // The bytes of a path before its key: the root and a `/`.
+        let key_offset = join(root, "k").len() - 1;
+        let jobs = self.fs.capabilities().default_jobs;
+        let fs = Arc::clone(&self.fs);
+        walk(start, key_offset, jobs, listed, move |dir, top| {
+            let fs = Arc::clone(&fs);
+            let key = dir.get(key_offset..).unwrap_or_default();
+            let location = format!("{}/", fs.url().with_key(key).trim_end_matches('/'));
+            async move { fs.list_dir(&dir, top, &location).await }
+        })
+    }
+}
+
+#[async_trait]
+impl<F: RemoteFs> Store for RemoteStore<F> {
+    fn url(&self) -> &StoreUrl {
+        self.fs.url()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.fs.capabilities()
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, Listed::Objects)
+    }
+
+    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, Listed::ObjectsAndDirs)
+    }
+
+    async fn create_dir(&self, key: &str) -> Result<()> {
+        let (path, location) = (self.fs.path(key)?, self.location(key));
+        self.make_dirs(&path, &location).await?;
+        // make_dirs leaves refusals to the write that follows; here nothing follows: look.
+        match self.fs.probe(&path, &location).await? {
+            Probe::Dir => Ok(()),
+            Probe::Missing => Err(Error::PermissionDenied {
+                location,
+                source: "the server did not make the folder".into(),
+            }),
+            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
+        }
+    }
+
+    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing("", Listed::Leftovers)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.fs.path(key)?;
+        let mut meta = self.fs.stat(&path, &self.location(key)).await?;
+        key.clone_into(&mut meta.key);
+        Ok(meta)
+    }
+
+    async fn get(&self, key: &str) -> Result<GetStream> {
+        let meta = self.head(key).await?;
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        let reader = self.fs.open_read(&path, &location).await?;
+        let (fs, size, timeout) = (Arc::clone(&self.fs), meta.size, self.fs.timeout());
+        let state = Some((reader, 0u64, location));
+        let stream = futures::stream::unfold(state, move |state| {
+            let fs = Arc::clone(&fs);
+            async move {
+                let (mut reader, got, location) = state?;
+                let fault = |what: String| transient(&location, what);
+                let mut buf = BytesMut::with_capacity(READ_CHUNK);
+                match tokio::time::timeout(timeout, fill(&mut reader, &mut buf, READ_CHUNK)).await {
+                    Err(_) => Some((Err(fault(format!("download stalled for {timeout:?}"))), None)),
+                    Ok(Err(e)) => Some((Err(fault(format!("download broke off: {e}"))), None)),
+                    Ok(Ok(())) if buf.is_empty() => {
+                        if got != size {
+                            let ended = format!("download ended after {got} of {size} bytes");
+                            return Some((Err(fault(ended)), None));
+                        }
+                        match tokio::time::timeout(timeout, fs.finish_read(reader, &location)).await {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some((Err(e), None)),
+                            Err(_) => {
+                                Some((Err(fault("the server did not confirm the download".into())), None))
+                            }
+                        }
+                    }
+                    Ok(Ok(())) => {
+                        let got = got + buf.len() as u64;
+                        if got > size {
+                            let more = format!("the server sent more than the {size} bytes it listed");
+                            return Some((Err(fault(more)), None));
+                        }
+                        Some((Ok(buf.freeze()), Some((reader, got, location))))
+                    }
+                }
+            }
+        });
+        Ok(GetStream {
+            meta,
+            stream: stream.boxed(),
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let path = self.fs.path(key)?;
+        self.fs.read_range(&path, range, &self.location(key)).await
+    }
+
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        // A local file is opened (and stamped) first: a wrong one is refused before anything is sent.
+        let source = OpenSource::open(source, &location).await?;
+        self.put_path(&path, &location, source, mode, true).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        match self.fs.remove_file(&path, &location).await {
+            Ok(()) => Ok(()),
+            // Gone already is fine; a refusal of a file that is there is not.
+            Err(Fault::Refused(e)) => {
+                if self.exists(&path, &location).await? {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+            Err(Fault::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        // Neither protocol copies on the server.
+        copy_through_local(self, from, to).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.fs.path(from)?, self.fs.path(to)?);
+        let location = self.location(from);
+        // An object, not a directory; a missing one makes no directories for its target.
+        self.fs.stat(&source, &location).await?;
+        self.make_dirs(parent(&target), &self.location(to)).await?;
+        match self.fs.rename(&source, &target, &location).await {
+            Ok(()) => Ok(()),
+            // A source that vanished meanwhile, or a refused rename.
+            Err(Fault::Refused(e)) => {
+                if self.exists(&source, &location).await? {
+                    Err(e)
+                } else {
+                    Err(Error::NotFound { location })
+                }
+            }
+            Err(Fault::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
+        let path = self.fs.path(key)?;
+        self.fs.set_mtime(&path, mtime, &self.location(key)).await
+    }
+
+    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
+        let path = self.fs.path(key)?;
+        match self.fs.rmdir(&path, &self.location(key)).await {
+            Ok(()) => {
+                forget_dirs(&self.made_dirs, &path);
+                Ok(true)
+            }
+            // Not empty, missing, or not a directory: servers answer all three alike.
+            Err(Fault::Refused(_)) => Ok(false),
+            Err(Fault::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn root_exists(&self) -> Result<bool> {
+        let location = self.fs.url().to_string();
+        match self.fs.probe(self.fs.root_path(), &location).await? {
+            Probe::Dir => Ok(true),
+            Probe::Missing => Ok(false),
+            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
+        }
+    }
+
+    async fn create_root(&self) -> Result<()> {
+        let location = self.fs.url().to_string();
+        let root = self.fs.root_path();
+        // Every part from the top (the login directory, for a relative root, is there): those that
+        // exist refuse, which is fine.
+        let parts = missing_dirs(&Mutex::default(), root.trim_end_matches('/'));
+        let mut refusal = None;
+        for dir in &parts {
+            match self.fs.mkdir(dir, &location).await {
+                Ok(()) => {}
+                Err(Fault::Refused(e)) => refusal = Some(e),
+                Err(Fault::Failed(e)) => return Err(e),
+            }
+        }
+        match self.fs.probe(root, &location).await? {
+            Probe::Dir => {
+                self.made_dirs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(parts);
+                Ok(())
+            }
+            Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
+            Probe::Missing => {
+                // A file in the way of a part, or a refusal.
+                for dir in &parts {
+                    if matches!(self.fs.probe(dir, &location).await?, Probe::File | Probe::Other) {
+                        return Err(Error::NotADirectory {
+                            location: path_location(self.fs.url(), dir),
+                        });
+                    }
+                }
+                Err(refusal.unwrap_or(Error::NotFound { location }))
+            }
+        }
+    }
+
+    // Where the protocol creates atomically (SFTP), a lock is a file, as on a local disk. Where it
+    // cannot (FTP), no file operation is exclusive but making a directory is (the second client's
+    // fails): the lock is the directory `key`, its body in `key/owner`. A lock directory without
+    // `owner` is a lock being made; a plain file at `key` is a lock left by an older version.
+
+    async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
+        if self.atomic_create() {
+            return self.put(key, PutSource::Bytes(body), PutMode::Create).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        self.make_dirs(parent(&path), &location).await?;
+        // Of racing clients, one makes the directory.
+        let mut attempt = 0;
+        loop {
+            match self.fs.mkdir(&path, &location).await {
+                Ok(()) => break,
+                Err(Fault::Refused(refusal)) => match self.fs.probe(&path, &location).await? {
+                    // Refused, or made and removed again in between: once more, then it is a refusal.
+                    Probe::Missing if attempt < 2 => attempt += 1,
+                    Probe::Missing => return Err(refusal),
+                    Probe::Dir | Probe::File | Probe::Other => return Err(Error::AlreadyExists { location }),
+                },
+                Err(Fault::Failed(e)) => return Err(e),
+            }
+        }
+        // The lock is ours; until its body is in, a reader sees an empty one (being created).
+        let owner = format!("{path}/{LOCK_OWNER}");
+        let body = OpenSource::Bytes(body);
+        if let Err(e) = self
+            .put_path(&owner, &location, body, PutMode::Overwrite, false)
+            .await
+        {
+            let _ = self.lock_remove(key).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn lock_read(&self, key: &str) -> Result<Bytes> {
+        if self.atomic_create() {
+            return self.get_bytes(key).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        match self.get_bytes(&format!("{key}/{LOCK_OWNER}")).await {
+            Ok(body) => Ok(body),
+            Err(Error::NotFound { .. }) => match self.fs.probe(&path, &location).await? {
+                // Made, its body not stored yet: held, by somebody who has not said who yet.
+                Probe::Dir => Ok(Bytes::new()),
+                // A lock file (written with a create-if-absent put, as older versions did).
+                Probe::File => self.get_bytes(key).await,
+                Probe::Missing | Probe::Other => Err(Error::NotFound { location }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
+        if self.atomic_create() {
+            self.head(key).await?;
+            return self.put(key, PutSource::Bytes(body), PutMode::Overwrite).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        let owner = format!("{path}/{LOCK_OWNER}");
+        // Never makes the directory: a lock that is gone stays gone.
+        let body = OpenSource::Bytes(body);
+        match self
+            .put_path(&owner, &location, body, PutMode::Overwrite, false)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e @ (Error::PermissionDenied { .. } | Error::NotFound { .. })) => {
+                match self.fs.probe(&path, &location).await? {
+                    Probe::Dir => Err(e),
+                    Probe::Missing | Probe::File | Probe::Other => Err(Error::NotFound { location }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lock_remove(&self, key: &str) -> Result<()> {
+        if self.atomic_create() {
+            return self.delete(key).await;
+        }
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        let removed = async {
+            // The body, and whatever an interrupted write left beside it (a missing lock or a lock
+            // file lists as empty, and is told below).
+            let entries = self.fs.list_dir(&path, true, &location).await;
+            for entry in entries.map_err(Fault::Failed)? {
+                if entry.kind == Kind::File {
+                    let file = format!("{path}/{}", entry.name);
+                    match self.fs.remove_file(&file, &location).await {
+                        Ok(()) | Err(Fault::Refused(_)) => {}
+                        Err(failed @ Fault::Failed(_)) => return Err(failed),
+                    }
+                }
+            }
+            self.fs.rmdir(&path, &location).await
+        }
+        .await;
+        forget_dirs(&self.made_dirs, &path);
+        match removed {
+            Ok(()) => Ok(()),
+            Err(Fault::Refused(refusal)) => match self.fs.probe(&path, &location).await? {
+                Probe::Missing => Ok(()),
+                // A lock file (older versions).
+                Probe::File => self.delete(key).await,
+                Probe::Dir | Probe::Other => Err(refusal),
+            },
+            Err(Fault::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
+        if self.atomic_create() {
+            return self.rename(key, to).await;
+        }
+        let (source, target) = (self.fs.path(key)?, self.fs.path(to)?);
+        let location = self.location(key);
+        self.make_dirs(parent(&target), &self.location(to)).await?;
+        // The whole directory, body and all, in one rename.
+        let renamed = self.fs.rename(&source, &target, &location).await;
+        forget_dirs(&self.made_dirs, &source);
+        match renamed {
+            Ok(()) => Ok(()),
+            Err(Fault::Refused(refusal)) => match self.fs.probe(&source, &location).await? {
+                Probe::Missing => Err(Error::NotFound { location }),
+                Probe::Dir | Probe::File | Probe::Other => Err(refusal),
+            },
+            Err(Fault::Failed(e)) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +993,16 @@ mod tests {
             assert!(crate::is_temp_name(std::ffi::OsStr::new(name)), "{temp}");
         }
         assert_ne!(temp_name("a/b"), temp_name("a/b"));
+    }
+
+    #[test]
+    fn keys_join_the_root_as_each_protocol_names_it() {
+        // FTP: absolute, `/` for the top of the server.
+        assert_eq!(join("/", "a/b"), "/a/b");
+        assert_eq!(join("/data", "a"), "/data/a");
+        // SFTP: `""` for the login directory, or a path relative to it.
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("backups", "a"), "backups/a");
     }
 
     #[test]

@@ -17,9 +17,11 @@
 //! Configuration keys: `key_file`, `key_passphrase`, `known_hosts`, `accept_new_host_key`, `agent_socket`
 //! (instead of `SSH_AUTH_SOCK`), `timeout`
 //! (seconds), `connections` (parallel transfers suggested to callers).
+//!
+//! This module is the protocol only, [`RemoteFs`] for SFTP: the session, the requests and what their
+//! statuses mean. The temporary-name puts, the listing walk and the rest of
+//! [`Store`](crate::Store) are [`RemoteStore`]'s, shared with FTP.
 
-use std::collections::HashSet;
-use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,29 +29,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures::stream::{BoxStream, StreamExt};
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::fs::File;
 use russh_sftp::client::{RawSftpSession, SftpSession};
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Kind, Listed, fill, parent, temp_name, transient};
+use crate::remote::{self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, fill, transient};
 use crate::source::OpenSource;
-use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreUrl, check_key};
+use crate::{Capabilities, ObjectMeta, StoreUrl};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
 const DEFAULT_JOBS: usize = 8;
-const READ_CHUNK: usize = 256 * 1024;
 
 /// An SFTP server. See the module documentation.
-pub struct SftpStore {
-    inner: Arc<Inner>,
-}
+pub type SftpStore = RemoteStore<Sftp>;
 
-struct Inner {
+/// The SFTP protocol under an [`SftpStore`].
+pub struct Sftp {
     url: StoreUrl,
     host: String,
     port: u16,
@@ -67,21 +67,12 @@ struct Inner {
     timeout: Duration,
     jobs: usize,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
-    made_dirs: Mutex<HashSet<String>>,
 }
 
 struct Session {
     handle: Handle<HostCheck>,
     sftp: SftpSession,
     raw: RawSftpSession,
-}
-
-impl fmt::Debug for SftpStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SftpStore")
-            .field("url", &self.inner.url)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What the host key check found wrong, for the error message.
@@ -171,7 +162,7 @@ impl SftpStore {
             timeout: DEFAULT_TIMEOUT,
             connections: DEFAULT_JOBS,
         };
-        let mut store = Inner {
+        let mut store = Sftp {
             url: url.clone(),
             port: parts.port.unwrap_or(22),
             host: parts.host,
@@ -186,7 +177,6 @@ impl SftpStore {
             timeout: DEFAULT_TIMEOUT,
             jobs: DEFAULT_JOBS,
             session: tokio::sync::Mutex::default(),
-            made_dirs: Mutex::default(),
         };
         for (key, value) in config {
             match *key {
@@ -201,9 +191,7 @@ impl SftpStore {
         }
         store.timeout = common.timeout;
         store.jobs = common.connections;
-        Ok(SftpStore {
-            inner: Arc::new(store),
-        })
+        Ok(RemoteStore::new(store))
     }
 }
 
@@ -255,20 +243,7 @@ fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
 
-impl Inner {
-    fn location(&self, key: &str) -> String {
-        self.url.with_key(key)
-    }
-
-    fn path(&self, key: &str) -> Result<String> {
-        check_key(key)?;
-        Ok(if self.root.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}/{key}", self.root)
-        })
-    }
-
+impl Sftp {
     /// The open session, or a new one when there is none or the connection has closed.
     async fn session(&self, location: &str) -> Result<Arc<Session>> {
         let mut current = self.session.lock().await;
@@ -495,64 +470,124 @@ impl Inner {
         }
     }
 
-    async fn make_dirs(&self, dir: &str, location: &str) -> Result<()> {
-        let missing = remote::missing_dirs(&self.made_dirs, dir);
-        for dir in missing {
-            let path = dir.clone();
-            let made = self
-                .run(location, move |s| {
-                    let path = path.clone();
-                    async move {
-                        match s.sftp.create_dir(path.as_str()).await {
-                            // Made, or exists already (OpenSSH says Failure), or cannot be made: the
-                            // upload will say.
-                            Ok(()) | Err(SftpError::Status(_)) => Ok(()),
-                            Err(e) => Err(e),
-                        }
-                    }
-                })
-                .await;
-            made?;
-            self.made_dirs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(dir);
-        }
-        Ok(())
-    }
-
-    /// The store's root as the server names it (`.`, the home, for an empty one).
-    fn root_path(&self) -> String {
-        if self.root.is_empty() {
-            ".".to_owned()
-        } else {
-            self.root.clone()
-        }
-    }
-
-    /// Whether the server path `path` (links followed) is a directory: `None` when there is nothing
-    /// there (or a file is in the way of one of its parents).
-    async fn is_dir(&self, path: &str, location: &str) -> Result<Option<bool>> {
+    /// [`Sftp::run`] of a request about one path.
+    async fn on<T, F, Fut>(&self, path: &str, location: &str, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Session>, String) -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = std::result::Result<T, SftpError>> + Send,
+    {
         let path = path.to_owned();
+        self.run(location, move |s| op(s, path.clone())).await
+    }
+}
+
+/// The server's name for `path`: `.`, the login directory, for `""`.
+fn server_path(path: &str) -> &str {
+    if path.is_empty() { "." } else { path }
+}
+
+fn to_seconds(t: u32) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::from(t))
+}
+
+#[async_trait]
+impl RemoteFs for Sftp {
+    type Reader = File;
+
+    const NAME: &'static str = "SftpStore";
+
+    fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_rename: true,
+            server_side_copy: false,
+            set_mtime: true,
+            atomic_create: true,
+            directories: true,
+            default_jobs: self.jobs,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn root_path(&self) -> &str {
+        &self.root
+    }
+
+    /// `NoSuchFile` is plain: a missing prefix lists as empty without a look; a prefix that is a file
+    /// (OpenSSH answers with a failure) as well, once `stat` showed the file.
+    async fn list_dir(&self, dir: &str, top: bool, location: &str) -> Result<Vec<DirEntry>> {
+        let target = server_path(dir);
+        let listed = self
+            .on(target, location, |s, dir| async move {
+                let entries = s.sftp.read_dir(dir).await?;
+                Ok(entries.map(|e| (e.file_name(), e.metadata())).collect::<Vec<_>>())
+            })
+            .await;
+        let entries = match listed {
+            Ok(entries) => entries,
+            Err(Error::NotFound { .. }) if top => Vec::new(),
+            // Not a directory (a key that is a file): nothing below it.
+            Err(e @ Error::Other { .. }) if top => match self.stat(target, location).await {
+                Ok(_) => Vec::new(),
+                Err(_) => return Err(e),
+            },
+            // Found in its parent's listing, gone (or no longer a directory) now: not an empty one.
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::Other {
+                    location: location.to_owned(),
+                    source: "it was in its parent's listing, then could not be listed: the server says \
+                             there is no such directory"
+                        .into(),
+                });
+            }
+            // No permission, among others: an error as it is.
+            Err(e) => return Err(e),
+        };
+        Ok(entries
+            .into_iter()
+            .map(|(name, attrs)| {
+                let kind = match attrs.file_type() {
+                    t if t.is_file() => Kind::File,
+                    t if t.is_dir() => Kind::Dir,
+                    _ => Kind::Other,
+                };
+                DirEntry {
+                    name,
+                    kind,
+                    size: attrs.len(),
+                    modified: attrs.mtime.map(to_seconds),
+                }
+            })
+            .collect())
+    }
+
+    /// `STAT` (links followed).
+    async fn probe(&self, path: &str, location: &str) -> Result<Probe> {
         let meta = self
-            .run(location, move |s| {
-                let path = path.clone();
-                async move { s.sftp.metadata(path.as_str()).await }
+            .on(server_path(path), location, |s, path| async move {
+                s.sftp.metadata(path).await
             })
             .await;
         match meta {
-            Ok(meta) => Ok(Some(meta.file_type().is_dir())),
-            Err(Error::NotFound { .. }) => Ok(None),
+            Ok(meta) if meta.file_type().is_dir() => Ok(Probe::Dir),
+            Ok(meta) if meta.file_type().is_file() => Ok(Probe::File),
+            Ok(_) => Ok(Probe::Other),
+            Err(Error::NotFound { .. }) => Ok(Probe::Missing),
             Err(e) => Err(e),
         }
     }
 
+    /// `LSTAT`.
     async fn stat(&self, path: &str, location: &str) -> Result<ObjectMeta> {
-        let path = path.to_owned();
         let meta = self
-            .run(location, move |s| {
-                let path = path.clone();
-                async move { s.sftp.symlink_metadata(path.as_str()).await }
+            .on(path, location, |s, path| async move {
+                s.sftp.symlink_metadata(path).await
             })
             .await?;
         if !meta.file_type().is_file() {
@@ -563,12 +598,57 @@ impl Inner {
         Ok(ObjectMeta {
             key: String::new(),
             size: meta.len(),
-            modified: meta.mtime.map(|t| UNIX_EPOCH + Duration::from_secs(u64::from(t))),
+            modified: meta.mtime.map(to_seconds),
         })
     }
 
+    /// `MKDIR`: a status (OpenSSH says `Failure` for one that exists) is [`Fault::Refused`].
+    async fn mkdir(&self, path: &str, location: &str) -> Result<(), Fault> {
+        let made = self
+            .on(path, location, |s, path| async move {
+                match s.sftp.create_dir(path).await {
+                    Err(SftpError::Status(status)) => Ok(Err(SftpError::Status(status))),
+                    other => other.map(Ok),
+                }
+            })
+            .await
+            .map_err(Fault::Failed)?;
+        made.map_err(|status| Fault::Refused(sftp_error(location, status)))
+    }
+
+    /// `RMDIR`: OpenSSH answers a directory that is not empty, missing or not a directory alike.
+    async fn rmdir(&self, path: &str, location: &str) -> Result<(), Fault> {
+        let result = self
+            .on(
+                path,
+                location,
+                |s, path| async move { s.sftp.remove_dir(path).await },
+            )
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e @ (Error::NotFound { .. } | Error::Other { .. })) => Err(Fault::Refused(e)),
+            Err(e) => Err(Fault::Failed(e)),
+        }
+    }
+
+    /// `REMOVE`: `NoSuchFile` is plain, and fine.
+    async fn remove_file(&self, path: &str, location: &str) -> Result<(), Fault> {
+        let result = self
+            .on(
+                path,
+                location,
+                |s, path| async move { s.sftp.remove_file(path).await },
+            )
+            .await;
+        match result {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Fault::Failed(e)),
+        }
+    }
+
     /// `posix-rename@openssh.com`: replaces the target atomically.
-    async fn rename_over(&self, from: &str, to: &str, location: &str) -> Result<()> {
+    async fn rename(&self, from: &str, to: &str, location: &str) -> Result<(), Fault> {
         let (from, to) = (from.to_owned(), to.to_owned());
         self.run(location, move |s| {
             let mut data = Vec::new();
@@ -586,447 +666,103 @@ impl Inner {
             }
         })
         .await
+        .map_err(Fault::Failed)
     }
 
-    async fn remove_quietly(&self, path: &str, location: &str) {
-        let path = path.to_owned();
-        let _ = self
-            .run(location, move |s| {
-                let path = path.clone();
-                async move { s.sftp.remove_file(path.as_str()).await }
-            })
-            .await;
+    /// `hardlink@openssh.com`, which fails when `to` exists.
+    async fn hard_link(&self, from: &str, to: &str, location: &str) -> Result<bool> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.run(location, move |s| {
+            let (from, to) = (from.clone(), to.clone());
+            async move { s.sftp.hardlink(from.as_str(), to.as_str()).await }
+        })
+        .await
     }
 
-    /// The entries of one directory. Only the prefix asked for (`top`) may be missing or a file (then
-    /// nothing is below it); a directory the walk found that cannot be listed is an error.
-    async fn list_dir(&self, dir: String, top: bool) -> Result<Vec<(String, FileAttributes)>> {
-        let relative = dir
-            .strip_prefix(self.root.as_str())
-            .unwrap_or(&dir)
-            .trim_start_matches('/');
-        let location = format!("{}/", self.url.with_key(relative).trim_end_matches('/'));
-        let target = if dir.is_empty() {
-            ".".to_owned()
-        } else {
-            dir.clone()
-        };
-        let listed = {
-            let target = target.clone();
-            self.run(&location, move |s| {
-                let target = target.clone();
-                async move {
-                    let entries = s.sftp.read_dir(target.as_str()).await?;
-                    Ok(entries.map(|e| (e.file_name(), e.metadata())).collect::<Vec<_>>())
-                }
-            })
-            .await
-        };
-        match listed {
-            Ok(entries) => Ok(entries),
-            Err(Error::NotFound { .. }) if top => Ok(Vec::new()),
-            // Not a directory (a key that is a file): nothing below it.
-            Err(e @ Error::Other { .. }) if top => match self.stat(&target, &location).await {
-                Ok(_) => Ok(Vec::new()),
-                Err(_) => Err(e),
-            },
-            // Found in its parent's listing, gone (or no longer a directory) now: not an empty one.
-            Err(Error::NotFound { .. }) => Err(Error::Other {
-                location,
-                source: "it was in its parent's listing, then could not be listed: the server says there \
-                         is no such directory"
-                    .into(),
-            }),
-            // No permission, among others: an error as it is.
-            Err(e) => Err(e),
-        }
-    }
-}
-
-impl SftpStore {
-    /// What is below `prefix`: the objects (and directories), or the temporary files interrupted
-    /// writes left.
-    fn listing(&self, prefix: &str, listed: Listed) -> BoxStream<'static, Result<ObjectMeta>> {
-        let inner = Arc::clone(&self.inner);
-        let prefix = prefix.trim_matches('/');
-        let start = if prefix.is_empty() {
-            inner.root.clone()
-        } else {
-            match inner.path(prefix) {
-                Ok(path) => path,
-                Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
-            }
-        };
-        let key_offset = if inner.root.is_empty() {
-            0
-        } else {
-            inner.root.len() + 1
-        };
-        let jobs = inner.jobs;
-        remote::walk(start, key_offset, jobs, listed, move |dir, top| {
-            let inner = Arc::clone(&inner);
+    /// `OPEN` (create, truncate), the bytes, `CLOSE`, then `STAT`.
+    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<(u64, u64)> {
+        let (path, source) = (path.to_owned(), source.clone());
+        self.run(location, move |s| {
+            let (path, source) = (path.clone(), source.clone());
             async move {
-                let entries = inner.list_dir(dir, top).await?;
-                Ok(entries
-                    .into_iter()
-                    .map(|(name, attrs)| {
-                        let kind = match attrs.file_type() {
-                            t if t.is_file() => Kind::File,
-                            t if t.is_dir() => Kind::Dir,
-                            _ => Kind::Other,
-                        };
-                        DirEntry {
-                            name,
-                            kind,
-                            size: attrs.len(),
-                            modified: attrs
-                                .mtime
-                                .map(|t| UNIX_EPOCH + Duration::from_secs(u64::from(t))),
-                        }
-                    })
-                    .collect())
+                // Not an I/O error: that would count as a lost connection.
+                let mut reader = source
+                    .reader(READ_CHUNK)
+                    .await
+                    .map_err(|e| SftpError::UnexpectedBehavior(e.to_string()))?;
+                let mut file = s
+                    .sftp
+                    .open_with_flags(
+                        path.as_str(),
+                        OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                    )
+                    .await?;
+                let sent = tokio::io::copy_buf(&mut reader, &mut file).await?;
+                file.shutdown().await?;
+                Ok((sent, s.sftp.metadata(path.as_str()).await?.len()))
             }
         })
-    }
-}
-
-#[async_trait]
-impl Store for SftpStore {
-    fn url(&self) -> &StoreUrl {
-        &self.inner.url
+        .await
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            native_rename: true,
-            server_side_copy: false,
-            set_mtime: true,
-            atomic_create: true,
-            directories: true,
-            default_jobs: self.inner.jobs,
-        }
-    }
-
-    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing(prefix, Listed::Objects)
-    }
-
-    fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing(prefix, Listed::ObjectsAndDirs)
-    }
-
-    fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.listing("", Listed::Leftovers)
-    }
-
-    async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let path = self.inner.path(key)?;
-        let mut meta = self.inner.stat(&path, &self.inner.location(key)).await?;
-        key.clone_into(&mut meta.key);
-        Ok(meta)
-    }
-
-    async fn get(&self, key: &str) -> Result<GetStream> {
-        let meta = self.head(key).await?;
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let file = self
-            .inner
-            .run(&location, move |s| {
-                let path = path.clone();
-                async move { s.sftp.open(path.as_str()).await }
-            })
-            .await?;
-        let size = meta.size;
-        let timeout = self.inner.timeout;
-        let stream = futures::stream::unfold(Some((file, 0u64, location)), move |state| async move {
-            let (mut file, got, location) = state?;
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            match tokio::time::timeout(timeout, fill(&mut file, &mut buf, READ_CHUNK)).await {
-                Err(_) => Some((Err(transient(&location, "download stalled")), None)),
-                Ok(Err(e)) => Some((Err(transient(&location, e)), None)),
-                Ok(Ok(())) if buf.is_empty() => {
-                    if got == size {
-                        None
-                    } else {
-                        Some((
-                            Err(transient(
-                                &location,
-                                format!("download ended after {got} of {size} bytes"),
-                            )),
-                            None,
-                        ))
-                    }
-                }
-                Ok(Ok(())) => {
-                    let got = got + buf.len() as u64;
-                    if got > size {
-                        return Some((Err(transient(&location, "the file grew while it was read")), None));
-                    }
-                    Some((Ok(buf.freeze()), Some((file, got, location))))
-                }
-            }
-        });
-        Ok(GetStream {
-            meta,
-            stream: stream.boxed(),
-        })
-    }
-
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let want = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
-        self.inner
-            .run(&location, move |s| {
-                let path = path.clone();
-                let start = range.start;
-                async move {
-                    let mut file = s.sftp.open(path.as_str()).await?;
-                    file.seek(std::io::SeekFrom::Start(start)).await?;
-                    let mut buf = BytesMut::with_capacity(want.min(1 << 24));
-                    fill(&mut file, &mut buf, want).await?;
-                    buf.truncate(want);
-                    Ok(buf.freeze())
-                }
-            })
+    async fn open_read(&self, path: &str, location: &str) -> Result<File> {
+        self.on(path, location, |s, path| async move { s.sftp.open(path).await })
             .await
     }
 
-    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let inner = &self.inner;
-        // A local file is opened (and stamped) first: a wrong one is refused before anything is sent.
-        let source = OpenSource::open(source, &location).await?;
-        let expected = source.len();
-        // No existence check first for a create: the hard link below fails atomically when the key
-        // exists, and the round trip per new file is what an upload of many small files pays for most.
-        inner.make_dirs(parent(&path), &location).await?;
-        let temp = temp_name(&path);
-        let upload = {
-            let (temp, source) = (temp.clone(), source.clone());
-            inner
-                .run(&location, move |s| {
-                    let (temp, source) = (temp.clone(), source.clone());
-                    async move {
-                        // Not an I/O error: that would count as a lost connection.
-                        let mut reader = source
-                            .reader(READ_CHUNK)
-                            .await
-                            .map_err(|e| SftpError::UnexpectedBehavior(e.to_string()))?;
-                        let mut file = s
-                            .sftp
-                            .open_with_flags(
-                                temp.as_str(),
-                                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                            )
-                            .await?;
-                        let sent = tokio::io::copy_buf(&mut reader, &mut file).await?;
-                        file.shutdown().await?;
-                        Ok((sent, s.sftp.metadata(temp.as_str()).await?.len()))
-                    }
-                })
-                .await
-        };
-        // Before anything is published: the source must still be what was stamped, and all of it sent.
-        let checked = source.check(upload.as_ref().ok().map(|(sent, _)| *sent)).await;
-        let upload = checked.and(upload);
-        let result = match upload {
-            Ok((_, stored)) if stored == expected => match mode {
-                PutMode::Overwrite => inner.rename_over(&temp, &path, &location).await,
-                PutMode::Create => {
-                    let (temp_c, path_c) = (temp.clone(), path.clone());
-                    let linked = inner
-                        .run(&location, move |s| {
-                            let (temp, path) = (temp_c.clone(), path_c.clone());
-                            async move { s.sftp.hardlink(temp.as_str(), path.as_str()).await }
-                        })
-                        .await;
-                    match linked {
-                        Ok(true) => Ok(()),
-                        // The link fails when the key exists: the race was lost.
-                        Ok(false) | Err(Error::Other { .. })
-                            if inner.stat(&path, &location).await.is_ok() =>
-                        {
-                            Err(Error::AlreadyExists {
-                                location: location.clone(),
-                            })
-                        }
-                        Ok(false) => inner.rename_over(&temp, &path, &location).await,
-                        Err(e) => Err(e),
-                    }
-                }
-            },
-            Ok((_, stored)) => Err(transient(
-                &location,
-                format!("the server holds {stored} of the {expected} bytes sent"),
-            )),
-            Err(e) => Err(e),
-        };
-        // After a rename the temporary name is gone; after a link or a failure it is removed.
-        if result.is_err() || mode == PutMode::Create {
-            inner.remove_quietly(&temp, &location).await;
-        }
-        result
+    async fn finish_read(&self, file: File, _location: &str) -> Result<()> {
+        // Closed in the background when dropped.
+        drop(file);
+        Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let result = self
-            .inner
-            .run(&location, move |s| {
-                let path = path.clone();
-                async move { s.sftp.remove_file(path.as_str()).await }
-            })
-            .await;
-        match result {
-            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+    async fn read_range(&self, path: &str, range: Range<u64>, location: &str) -> Result<Bytes> {
+        let want = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
+        let start = range.start;
+        self.on(path, location, |s, path| async move {
+            let mut file = s.sftp.open(path).await?;
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+            let mut buf = BytesMut::with_capacity(want.min(1 << 24));
+            fill(&mut file, &mut buf, want).await?;
+            buf.truncate(want);
+            Ok(buf.freeze())
+        })
+        .await
     }
 
-    async fn create_dir(&self, key: &str) -> Result<()> {
-        let (path, location) = (self.inner.path(key)?, self.inner.location(key));
-        self.inner.make_dirs(&path, &location).await?;
-        // make_dirs leaves refusals to the upload that follows; here nothing follows: look.
-        match self.inner.is_dir(&path, &location).await? {
-            Some(true) => Ok(()),
-            Some(false) => Err(Error::NotADirectory { location }),
-            None => Err(Error::PermissionDenied {
-                location,
-                source: "the server did not make the folder".into(),
-            }),
-        }
-    }
-
-    async fn root_exists(&self) -> Result<bool> {
-        let location = self.inner.url.to_string();
-        match self.inner.is_dir(&self.inner.root_path(), &location).await? {
-            Some(true) => Ok(true),
-            Some(false) => Err(Error::NotADirectory { location }),
-            None => Ok(false),
-        }
-    }
-
-    async fn create_root(&self) -> Result<()> {
-        let inner = &self.inner;
-        let location = inner.url.to_string();
-        // Every part from the top (the home, for a relative root, is there): those that exist
-        // refuse, which is fine.
-        let parts = remote::missing_dirs(&Mutex::default(), &inner.root);
-        let mut refusal = None;
-        for dir in &parts {
-            let path = dir.clone();
-            let made = inner
-                .run(&location, move |s| {
-                    let path = path.clone();
-                    async move { s.sftp.create_dir(path.as_str()).await }
-                })
-                .await;
-            if let Err(e) = made {
-                if e.is_transient() {
-                    return Err(e);
-                }
-                refusal = Some(e);
-            }
-        }
-        match inner.is_dir(&inner.root_path(), &location).await? {
-            Some(true) => {
-                inner
-                    .made_dirs
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .extend(parts);
-                Ok(())
-            }
-            Some(false) => Err(Error::NotADirectory { location }),
-            None => {
-                // A file in the way of a part, or a refusal.
-                for dir in &parts {
-                    if inner.is_dir(dir, &location).await? == Some(false) {
-                        return Err(Error::NotADirectory {
-                            location: remote::path_location(&inner.url, dir),
-                        });
-                    }
-                }
-                Err(refusal.unwrap_or(Error::NotFound { location }))
-            }
-        }
-    }
-
-    async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
-        let target = path.clone();
-        let result = self
-            .inner
-            .run(&location, move |s| {
-                let path = target.clone();
-                async move { s.sftp.remove_dir(path.as_str()).await }
-            })
-            .await;
-        match result {
-            Ok(()) => {
-                remote::forget_dirs(&self.inner.made_dirs, &path);
-                Ok(true)
-            }
-            // Not empty, missing, or not a directory: OpenSSH answers all three with a failure.
-            Err(Error::NotFound { .. } | Error::Other { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        // SFTP has no server-side copy.
-        remote::copy_through_local(self, from, to).await
-    }
-
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (source, target) = (self.inner.path(from)?, self.inner.path(to)?);
-        let location = self.inner.location(from);
-        self.inner.stat(&source, &location).await?;
-        self.inner
-            .make_dirs(parent(&target), &self.inner.location(to))
-            .await?;
-        self.inner.rename_over(&source, &target, &location).await
-    }
-
-    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
-        let path = self.inner.path(key)?;
-        let location = self.inner.location(key);
+    /// `SETSTAT` of both times (seconds since 1970, in 32 bits).
+    async fn set_mtime(&self, path: &str, mtime: SystemTime, location: &str) -> Result<()> {
         let seconds = mtime
             .duration_since(UNIX_EPOCH)
             .ok()
             .and_then(|d| u32::try_from(d.as_secs()).ok())
             .ok_or_else(|| Error::Other {
-                location: location.clone(),
+                location: location.to_owned(),
                 source: format!("{mtime:?} cannot be sent over SFTP (seconds since 1970 in 32 bits)").into(),
             })?;
-        self.inner
-            .run(&location, move |s| {
-                let path = path.clone();
-                let attrs = FileAttributes {
-                    atime: Some(seconds),
-                    mtime: Some(seconds),
-                    ..FileAttributes::empty()
-                };
-                async move { s.sftp.set_metadata(path.as_str(), attrs).await }
-            })
-            .await
+        let attrs = FileAttributes {
+            atime: Some(seconds),
+            mtime: Some(seconds),
+            ..FileAttributes::empty()
+        };
+        self.on(path, location, |s, path| {
+            let attrs = attrs.clone();
+            async move { s.sftp.set_metadata(path, attrs).await }
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
 
     #[test]
     fn urls_configure_the_store() {
         let url = StoreUrl::parse("sftp://me:p%40ss@example.com:2222/srv/data/").unwrap();
         let store = SftpStore::open(&url, &[("connections", "3"), ("accept_new_host_key", "true")]).unwrap();
-        let inner = &store.inner;
+        let inner = &store.fs;
         assert_eq!(
             (
                 inner.host.as_str(),
@@ -1042,8 +778,8 @@ mod tests {
         assert_eq!(store.capabilities().default_jobs, 3);
         assert!(!format!("{store:?}").contains("p@ss"));
         let home = SftpStore::open(&StoreUrl::parse("sftp://me@h/~/backups").unwrap(), &[]).unwrap();
-        assert_eq!(home.inner.root, "backups");
-        assert_eq!(home.inner.path("k").unwrap(), "backups/k");
+        assert_eq!(home.fs.root, "backups");
+        assert_eq!(home.fs.path("k").unwrap(), "backups/k");
         let err = SftpStore::open(&url, &[("colour", "blue")])
             .unwrap_err()
             .to_string();
