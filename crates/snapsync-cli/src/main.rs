@@ -73,6 +73,9 @@ fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
 }
 
 fn main() -> ExitCode {
+    // The binary, unlike the libraries on their own, hashes big files through memory maps: that needs
+    // the process-wide SIGBUS guard (a file truncated while mapped is then an error, not a crash).
+    snapsync_core::install_sigbus_guard();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

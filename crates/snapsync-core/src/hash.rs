@@ -331,6 +331,7 @@ mod tests {
         let path = dir.path().join("big");
         std::fs::write(&path, &content).unwrap();
         let file = File::open(&path).unwrap();
+        assert!(crate::install_sigbus_guard());
         let (sum, n) = sigbus::hash_mapped(&file, len as u64, || {}).unwrap().unwrap();
         assert_eq!(n, len as u64);
         assert_eq!(sum, Checksum::of(&content));
@@ -358,6 +359,7 @@ mod tests {
         drop(f);
         let file = File::open(&path).unwrap();
         let len = file.metadata().unwrap().len();
+        assert!(crate::install_sigbus_guard());
         let result = sigbus::hash_mapped(&file, len, || {
             // Another process truncating the file after it was mapped: touching the pages past the
             // new end raises SIGBUS, which the guard must turn into an error.

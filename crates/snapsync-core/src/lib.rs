@@ -43,4 +43,5 @@ pub use hash::{
 };
 pub use list::{EntryType, ListedEntry, TreeListing, Unreadable, list_tree};
 pub use manifest::{Entry, EntryKind, Manifest};
+pub use sigbus::install_sigbus_guard;
 pub use walk::{Fingerprint, Progress, Source, Walk, WalkOptions, Warning, walk};

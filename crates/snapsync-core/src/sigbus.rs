@@ -5,8 +5,8 @@
 //! hashing, so a plain `mmap` would turn a routine race into a crash with no message.
 //!
 //! While a mapping is hashed, its address range sits in a small lock-free table. A process-wide `SIGBUS`
-//! handler (installed once, chained to whatever handler was there before, normally Rust's own
-//! stack-overflow reporter) checks whether the faulting address lies in a registered range. If it does,
+//! handler (installed once, when the program opts in with [`install_sigbus_guard`], chained to whatever
+//! handler was there before, normally Rust's own stack-overflow reporter) checks whether the faulting address lies in a registered range. If it does,
 //! the handler maps anonymous zero pages over the rest of that range with `MAP_FIXED`, marks the range as
 //! faulted and returns; the hashing thread resumes reading zeros, and once it is done the caller sees
 //! the mark and reports an error instead of the meaningless checksum. Any other `SIGBUS` goes to the
@@ -14,6 +14,10 @@
 //!
 //! The handler does only async-signal-safe work: atomic loads and stores, and the `mmap` and
 //! `sigaction` system calls.
+//!
+//! A library does not change a process's signal handlers behind its caller's back: until the program
+//! calls [`install_sigbus_guard`] (the `snapsync` binary does, first thing), files are hashed by reading
+//! them, never mapped.
 //!
 //! Why not just `read`: mapping lets BLAKE3 hash one large file on all cores without a copy; on the
 //! bench machine it is about 10% faster than the best pipelined `read` we measured (docs/BENCHMARKS.md).
@@ -101,7 +105,7 @@ pub(crate) fn update_mapped(
     len: u64,
     after_map: impl FnOnce(),
 ) -> io::Result<bool> {
-    if !install() || usize::try_from(len).is_err() {
+    if !installed() || usize::try_from(len).is_err() {
         return Ok(false);
     }
     let mut after_map = Some(after_map);
@@ -192,7 +196,17 @@ fn release(slot: &Slot) -> bool {
     faulted
 }
 
-fn install() -> bool {
+/// Whether [`install_sigbus_guard`] put the handler in place.
+fn installed() -> bool {
+    INSTALLED.get().copied().unwrap_or(false)
+}
+
+/// Installs the process-wide `SIGBUS` handler that lets large files be hashed through memory maps (on all
+/// cores, without a copy) and still survive a file truncated while mapped. Call it once, early, from a
+/// program that is willing to have a `SIGBUS` handler (it chains to the one it replaces); without it,
+/// snapsync-core reads files instead, a little slower. Returns whether the handler is in place; later
+/// calls return the first call's answer.
+pub fn install_sigbus_guard() -> bool {
     *INSTALLED.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

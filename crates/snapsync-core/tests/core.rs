@@ -254,14 +254,38 @@ fn bad_roots_are_clear_errors() {
 }
 
 #[test]
-fn large_files_hash_through_the_mapping() {
+fn large_files_hash_the_same_read_or_mapped_and_no_signal_handler_is_installed_unasked() {
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..snapsync_core::MMAP_THRESHOLD as usize * 2 + 12345)
         .map(|i| (i % 253) as u8)
         .collect();
     fs::write(dir.path().join("big"), &data).unwrap();
-    let m = walk(dir.path(), &WalkOptions::default()).unwrap().manifest;
-    assert_eq!(m.get(b"./big").unwrap().checksum(), Checksum::of(&data));
+    let sigbus_handler = || {
+        // SAFETY: querying a disposition (a null new action) changes nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            assert_eq!(
+                libc::sigaction(libc::SIGBUS, std::ptr::null(), &raw mut current),
+                0
+            );
+            current.sa_sigaction
+        }
+    };
+    // Each test is a process of its own under nextest: nothing installed the guard before this line.
+    let before = sigbus_handler();
+    let read = walk(dir.path(), &WalkOptions::default()).unwrap().manifest;
+    assert_eq!(read.get(b"./big").unwrap().checksum(), Checksum::of(&data));
+    assert_eq!(
+        sigbus_handler(),
+        before,
+        "a library call installed a SIGBUS handler"
+    );
+    // Opted in (as the snapsync binary does), the file is mapped; the result is the same.
+    assert!(snapsync_core::install_sigbus_guard());
+    assert_ne!(sigbus_handler(), before);
+    let mapped = walk(dir.path(), &WalkOptions::default()).unwrap().manifest;
+    assert_eq!(mapped.get(b"./big").unwrap().checksum(), Checksum::of(&data));
 }
 
 /// Regression: a 2,000-level tree overflowed the 2 MiB stack of rayon's default threads and aborted.
