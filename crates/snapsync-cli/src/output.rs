@@ -1,10 +1,11 @@
 //! Where command results go: standard output, or a file written under a temporary name and moved into
 //! place only when complete (and verified, where the command verifies).
 //!
-//! A failed or killed run therefore never leaves a torn file at the destination: the old file (if any) is
-//! untouched, and the leftover is a `.NAME.snapsync-PID.tmp` beside it, removed on any error this process
-//! sees. Without `--force` an existing file is never replaced, as with rdiff; the final step is a hard link,
-//! which fails rather than replace a file that appeared meanwhile.
+//! The file is a [`snapsync_core::atomic::AtomicFile`]. A failed or killed run therefore never leaves a
+//! torn file at the destination: the old file (if any) is untouched, and the leftover is a
+//! `.NAME.snapsync-PID-N.tmp` beside it, removed on any error this process sees. Without `--force` an
+//! existing file is never replaced, as with rdiff; the final step is a hard link, which fails rather than
+//! replace a file that appeared meanwhile.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -12,6 +13,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use snapsync_core::atomic::{AtomicFile, WriteOptions};
 
 /// A command's output stream.
 pub(crate) enum Output {
@@ -70,13 +72,12 @@ impl Write for Output {
     }
 }
 
-/// A file being written under a temporary name in its destination directory.
+/// A file being written under a temporary name in its destination directory; dropped unpublished (an
+/// error, a failed check), the temporary file is removed.
 pub(crate) struct PendingFile {
-    out: BufWriter<File>,
-    temp: PathBuf,
+    out: BufWriter<AtomicFile>,
     path: PathBuf,
     force: bool,
-    done: bool,
 }
 
 impl PendingFile {
@@ -84,64 +85,40 @@ impl PendingFile {
         if !force && fs::symlink_metadata(path).is_ok() {
             bail!("{} exists; use --force to replace it", path.display());
         }
-        let name = path
-            .file_name()
-            .with_context(|| format!("{} is not a file name", path.display()))?;
-        let temp = path.with_file_name(format!(
-            ".{}.snapsync-{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .with_context(|| format!("cannot create {}", temp.display()))?;
+        if path.file_name().is_none() {
+            bail!("{} is not a file name", path.display());
+        }
+        // Flushed with its folder: once the command succeeds, the output is on disk. Without --force the
+        // final step fails rather than replace a file that appeared meanwhile.
+        let options = if force {
+            WriteOptions::DURABLE
+        } else {
+            WriteOptions::DURABLE.no_clobber()
+        };
+        let file = AtomicFile::create_for(path, options)
+            .with_context(|| format!("cannot create a temporary file beside {}", path.display()))?;
         Ok(PendingFile {
             out: BufWriter::with_capacity(1 << 20, file),
-            temp,
             path: path.to_path_buf(),
             force,
-            done: false,
         })
     }
 
-    fn commit(mut self) -> anyhow::Result<()> {
-        self.out
-            .flush()
-            .with_context(|| format!("cannot write {}", self.temp.display()))?;
-        self.out
-            .get_ref()
-            .sync_all()
-            .with_context(|| format!("cannot write {}", self.temp.display()))?;
-        if self.force {
-            fs::rename(&self.temp, &self.path)
-                .with_context(|| format!("cannot move {} to {}", self.temp.display(), self.path.display()))?;
-        } else {
-            fs::hard_link(&self.temp, &self.path)
-                .with_context(|| format!("cannot create {}", self.path.display()))?;
-            let _ = fs::remove_file(&self.temp);
-        }
-        self.done = true;
-        // Make the new name durable too.
-        if let Some(dir) = self.path.parent().map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
+    fn commit(self) -> anyhow::Result<()> {
+        let file = self
+            .out
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        let temp = file.temp_path().to_path_buf();
+        file.persist(&self.path).with_context(|| {
+            if self.force {
+                format!("cannot move {} to {}", temp.display(), self.path.display())
             } else {
-                p
+                format!("cannot create {}", self.path.display())
             }
-        }) {
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
+        })?;
         Ok(())
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.temp);
-        }
     }
 }
 

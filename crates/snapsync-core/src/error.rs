@@ -161,7 +161,7 @@ impl Error {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 Some("exclude the path with --exclude, or run as a user who can read it")
             }
-            Error::Write { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            Error::Write { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
                 Some("the disk is full")
             }
             Error::Write { source, .. } if source.kind() == io::ErrorKind::ReadOnlyFilesystem => {

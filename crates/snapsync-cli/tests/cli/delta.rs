@@ -63,6 +63,50 @@ fn existing_outputs_are_kept_unless_forced() {
     assert_ne!(std::fs::read(f("sig")).unwrap(), b"precious");
 }
 
+/// An output name that is a symbolic link, a dangling one or a FIFO is "something there": refused
+/// without `--force`; with it, the name itself is replaced by the new file (a rename), and what a link
+/// pointed to is never written through. No temporary file is left either way.
+#[test]
+fn special_files_at_the_output_are_refused_or_replaced_never_written_through() {
+    let tree = setup();
+    let f = |name: &str| tree.path().join(name);
+    tree.file("pointed-to", b"precious", 0o644)
+        .symlink("link", "pointed-to")
+        .symlink("dangling", "nowhere");
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(f("fifo"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    for name in ["link", "dangling", "fifo"] {
+        let out = run(&["signature", p(&f("basis")), p(&f(name))]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(
+            stderr(&out).contains("exists; use --force to replace it"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(f("link").symlink_metadata().unwrap().file_type().is_symlink());
+    assert!(!f("nowhere").exists());
+
+    ok(&["signature", p(&f("basis")), p(&f("sig"))]);
+    let sig = std::fs::read(f("sig")).unwrap();
+    for name in ["link", "dangling", "fifo"] {
+        ok(&["signature", "--force", p(&f("basis")), p(&f(name))]);
+        let meta = f(name).symlink_metadata().unwrap();
+        assert!(meta.file_type().is_file(), "{name} was not replaced by a file");
+        assert_eq!(std::fs::read(f(name)).unwrap(), sig);
+    }
+    assert_eq!(std::fs::read(f("pointed-to")).unwrap(), b"precious");
+    assert!(!f("nowhere").exists());
+    let names: Vec<String> = std::fs::read_dir(tree.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("snapsync")), "{names:?}");
+}
+
 #[test]
 fn patch_in_place_replaces_the_basis_only_when_complete() {
     let tree = setup();
