@@ -3,14 +3,16 @@
 //! temporary file beside the target (checked, flushed, renamed; never over a file that appeared or
 //! changed meanwhile), a deletion only of what the scan saw.
 
-use std::fs::{self, File};
+use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use snapsync_store::{PutMode, PutSource, temp_path};
+use snapsync_core::atomic::{CheckedFile, WriteOptions};
+use snapsync_store::{PutMode, PutSource};
 
 use super::compare::hash_file;
 use super::journal::{self, Journal, hex};
@@ -20,6 +22,9 @@ use crate::error::{Error, Result};
 use crate::plan::Item;
 use crate::scan;
 use crate::state::{BaseEntry, to_ns};
+
+/// Bytes of a download collected before they are written, on a blocking thread, in one go.
+const WRITE_BATCH: usize = 1 << 20;
 
 impl Pair {
     /// The local path of `path`, refusing one that would leave the folder through a symlinked
@@ -207,97 +212,80 @@ impl Pair {
             })
             .await?;
         }
-        let got = self.store.get(path).await?;
+        let mut got = self.store.get(path).await?;
         if got.meta.size != r.size {
             return Err(changed(path, "remote"));
         }
-        let temp = temp_path(&target);
-        let written = self.write_temp(&temp, got.stream, r, received).await;
-        let (hash, size) = match written {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                return Err(e);
-            }
+        // The core's checked temporary file beside the target: hashed as it is written, flushed,
+        // given the remote's time, and published only at the size the remote listed — over the old
+        // file when the scan saw one, never over a file that appeared during the run.
+        let options = WriteOptions {
+            replace: l.is_some(),
+            sync_file: true,
+            sync_dir: false,
         };
-        if size != r.size {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::Verify {
-                path: path.to_owned(),
-                what: format!("{size} bytes arrived, the remote listed {}", r.size),
-            });
-        }
-        let (expected, owned) = (l.cloned(), path.to_owned());
-        let placed = target.clone();
-        let meta = blocking(&self.local, move || {
-            let result = (|| {
-                check_local(&placed, expected.as_ref(), &owned)?;
-                if expected.is_some() {
-                    fs::rename(&temp, &placed).map_err(|e| Error::io(&placed, e))?;
-                } else {
-                    // Never replace a file that appeared during the run.
-                    fs::hard_link(&temp, &placed).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::AlreadyExists {
-                            changed(&owned, "local")
-                        } else {
-                            Error::io(&placed, e)
-                        }
-                    })?;
-                    let _ = fs::remove_file(&temp);
-                }
-                fs::metadata(&placed).map_err(|e| Error::io(&placed, e))
-            })();
-            if result.is_err() {
-                let _ = fs::remove_file(&temp);
-            }
-            result
+        let created = target.clone();
+        let mut file = blocking(&self.local, move || {
+            CheckedFile::create_for(&created, options).map_err(|e| Error::io(&created, e))
         })
         .await?;
+        // Pieces are written a batch at a time on a blocking thread.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0usize;
+        loop {
+            let piece = got.stream.try_next().await?;
+            let last = piece.is_none();
+            if let Some(piece) = piece {
+                batched += piece.len();
+                received(piece.len() as u64);
+                batch.push(piece);
+            }
+            if batched >= WRITE_BATCH || (last && !batch.is_empty()) {
+                let (pieces, temp) = (std::mem::take(&mut batch), target.clone());
+                batched = 0;
+                file = blocking(&self.local, move || {
+                    for piece in &pieces {
+                        file.write_all(piece).map_err(|e| Error::io(&temp, e))?;
+                    }
+                    Ok(file)
+                })
+                .await?;
+            }
+            if last {
+                break;
+            }
+        }
+        let (expected, owned, mtime, size) = (l.cloned(), path.to_owned(), r.mtime, r.size);
+        let placed = target.clone();
+        let published = blocking(&self.local, move || {
+            if let Some(mtime) = mtime {
+                file.set_modified(mtime).map_err(|e| Error::io(&placed, e))?;
+            }
+            check_local(&placed, expected.as_ref(), &owned)?;
+            file.persist_if(&placed, Some(size), None).map_err(|e| match e {
+                snapsync_core::Error::SizeMismatch { expected, actual, .. } => Error::Verify {
+                    path: owned.clone(),
+                    what: format!("{actual} bytes arrived, the remote listed {expected}"),
+                },
+                snapsync_core::Error::Write { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    changed(&owned, "local")
+                }
+                snapsync_core::Error::Write { source, .. } => Error::io(&placed, source),
+                other => Error::io(&placed, std::io::Error::other(other)),
+            })
+        })
+        .await?;
+        let meta = published.file.metadata().map_err(|e| Error::io(&target, e))?;
         let now = scan::observed(&meta);
         Ok(BaseEntry {
             size: now.size,
             local_mtime_ns: now.mtime.and_then(to_ns),
             remote_size: r.size,
             remote_mtime_ns: r.mtime.and_then(to_ns),
-            blake3: Some(hex(hash)),
+            blake3: Some(hex(*published.checksum.as_bytes())),
         })
-    }
-
-    /// Writes a download to its temporary file: hashed, flushed to disk, given the remote's time.
-    async fn write_temp(
-        &self,
-        temp: &Path,
-        mut stream: futures::stream::BoxStream<'static, snapsync_store::Result<Bytes>>,
-        r: &Observed,
-        received: &(dyn Fn(u64) + Sync),
-    ) -> Result<([u8; 32], u64)> {
-        let mut file = tokio::fs::File::create(temp)
-            .await
-            .map_err(|e| Error::io(temp, e))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
-        while let Some(piece) = stream.try_next().await? {
-            hasher.update(&piece);
-            size += piece.len() as u64;
-            tokio::io::AsyncWriteExt::write_all(&mut file, &piece)
-                .await
-                .map_err(|e| Error::io(temp, e))?;
-            received(piece.len() as u64);
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file)
-            .await
-            .map_err(|e| Error::io(temp, e))?;
-        let file: File = file.into_std().await;
-        let mtime = r.mtime;
-        let path = temp.to_owned();
-        blocking(&self.local, move || {
-            if let Some(mtime) = mtime {
-                file.set_modified(mtime).map_err(|e| Error::io(&path, e))?;
-            }
-            file.sync_all().map_err(|e| Error::io(&path, e))
-        })
-        .await?;
-        Ok((*hasher.finalize().as_bytes(), size))
     }
 }
 
