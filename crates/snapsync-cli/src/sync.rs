@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use indicatif::HumanBytes;
-use snapsync_store::{Scheme, Store, StoreUrl};
+use snapsync_store::{ConnectOptions, LocalDurability, Store, StoreUrl};
 use snapsync_sync::{
     Action, Config, Conflict, DirAction, Event, Filter, Item, Mode, Options, Pair, Resolve, Summary,
 };
@@ -36,35 +36,36 @@ impl std::fmt::Display for Unresolved {
 
 impl std::error::Error for Unresolved {}
 
-/// Opens REMOTE for a sync run: per-write durable local directories, and transient failures retried.
-fn open_remote(text: &str, jobs: Option<usize>) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens REMOTE for a sync run, reached as `connect` says: per-write durable local directories, `jobs`
+/// FTP connections (or suggested SFTP transfers), and transient failures retried.
+fn open_remote(text: &str, jobs: Option<usize>, connect: &ConnectOptions) -> anyhow::Result<Arc<dyn Store>> {
     let mut url = StoreUrl::parse(text)?;
     if let Some(path) = url.local_path().filter(|p| p.is_relative()) {
         // The state is kept per remote URL: a relative path names the same folder from anywhere.
         url = StoreUrl::local(&std::path::absolute(path).with_context(|| format!("cannot resolve {text}"))?);
     }
-    let mut extra = Vec::new();
-    if let Some(jobs) = jobs
-        && matches!(url.scheme(), Scheme::Ftp | Scheme::Ftps | Scheme::Sftp)
-    {
-        extra.push(("connections", jobs.to_string()));
+    let mut options = connect
+        .clone()
+        .with_local_durability(LocalDurability::FlushEachWrite);
+    if let Some(jobs) = jobs.and_then(std::num::NonZeroUsize::new) {
+        options = options.with_connections(jobs);
     }
-    crate::snapshot::open_store(url, false, &extra)
+    Ok(snapsync_store::open(&url, &options)?)
 }
 
-pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    run(Mode::Upload, args, output)
+pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    run(Mode::Upload, args, output, connect)
 }
 
-pub(crate) fn download(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    run(Mode::Download, args, output)
+pub(crate) fn download(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    run(Mode::Download, args, output, connect)
 }
 
-pub(crate) fn sync(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    run(Mode::Sync, args, output)
+pub(crate) fn sync(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    run(Mode::Sync, args, output, connect)
 }
 
-fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
+fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let resolve = match args.resolve {
         ResolveArg::Skip | ResolveArg::Ask => Resolve::Skip,
         ResolveArg::Local => Resolve::Local,
@@ -105,7 +106,7 @@ deletions it can tell apart from new files, and settles conflicts with --resolve
         std::fs::create_dir_all(&args.local)
             .with_context(|| format!("cannot create {}", args.local.display()))?;
     }
-    let store = open_remote(&args.remote, args.jobs.map(std::num::NonZeroUsize::get))?;
+    let store = open_remote(&args.remote, args.jobs.map(std::num::NonZeroUsize::get), connect)?;
     let pair = Pair::new(args.local.clone(), store, config);
     let runtime = crate::snapshot::runtime()?;
     let mut prepared = runtime.block_on(pair.prepare())?;

@@ -19,13 +19,14 @@
 //! use std::sync::Arc;
 //! use snapsync_core::{walk, WalkOptions};
 //! use snapsync_snapshot::{pull, push_walk, MaterializeOptions, Repository, TransferOptions};
-//! use snapsync_store::StoreUrl;
+//! use snapsync_store::{ConnectOptions, StoreUrl};
 //!
 //! let source = tempfile::tempdir()?;
 //! std::fs::write(source.path().join("notes.txt"), "remember the milk\n")?;
 //! let walked = walk(source.path(), &WalkOptions { record_sources: true, ..WalkOptions::default() })?;
 //!
-//! let store = Repository::new(snapsync_store::open(&StoreUrl::parse("memory://doc-example")?)?);
+//! let url = StoreUrl::parse("memory://doc-example")?;
+//! let store = Repository::new(snapsync_store::open(&url, &ConnectOptions::default())?);
 //! let pushed = push_walk(&walked, &store, &TransferOptions::default()).await?;
 //! assert_eq!(pushed.id, walked.manifest.id());
 //!

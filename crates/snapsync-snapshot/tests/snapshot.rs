@@ -18,8 +18,7 @@ use snapsync_snapshot::{
     push_walk, verify,
 };
 use snapsync_store::{
-    Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreExt, StoreUrl, open,
-    open_with_config,
+    Capabilities, ConnectOptions, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreExt, StoreUrl,
 };
 use snapsync_testkit::S3Server;
 
@@ -55,6 +54,11 @@ fn walked(root: &Path) -> Walk {
 
 fn id_of(root: &Path) -> Checksum {
     walk(root, &WalkOptions::default()).unwrap().manifest.id()
+}
+
+/// Opens a store as the tests always did: no retries, nothing from the process's environment.
+fn open(url: &StoreUrl) -> snapsync_store::Result<Arc<dyn Store>> {
+    snapsync_store::open(url, &ConnectOptions::default().with_retry(None))
 }
 
 fn local(dir: &Path) -> Repository {
@@ -709,10 +713,10 @@ fn diff_reports_added_removed_and_modified() {
 async fn snapshots_round_trip_through_a_real_s3_server() {
     let server = S3Server::start();
     server.create_bucket("snapshots");
-    let config = server.config();
-    let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let store =
-        Repository::new(open_with_config(&StoreUrl::parse("s3://snapshots/team").unwrap(), &pairs).unwrap());
+    let connect = ConnectOptions::from_vars(server.env()).with_retry(None);
+    let store = Repository::new(
+        snapsync_store::open(&StoreUrl::parse("s3://snapshots/team").unwrap(), &connect).unwrap(),
+    );
     let source = tempfile::tempdir().unwrap();
     tree(source.path());
     fs::write(source.path().join("big.bin"), vec![7u8; 20 * 1024 * 1024]).unwrap();

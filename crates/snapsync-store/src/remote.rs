@@ -1,11 +1,10 @@
-//! What the FTP and SFTP backends share: the parts of their URLs, their common configuration keys,
-//! temporary names, the parallel directory walk behind `list`, the bookkeeping of directories already
-//! made, and copying through a local temporary file (neither protocol copies on the server).
+//! What the FTP and SFTP backends share: the parts of their URLs, temporary names, the parallel
+//! directory walk behind `list`, the bookkeeping of directories already made, and copying through a local temporary file (neither protocol copies on the server).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
@@ -78,42 +77,6 @@ pub(crate) async fn fill(
         }
     }
     Ok(())
-}
-
-/// The configuration keys both backends take.
-pub(crate) struct Common {
-    /// Per-operation timeout (`timeout`, seconds).
-    pub(crate) timeout: Duration,
-    /// Connections, or parallel transfers suggested to callers (`connections`).
-    pub(crate) connections: usize,
-}
-
-impl Common {
-    /// Applies `key = value` if it is a common key; `Ok(false)` for another key.
-    pub(crate) fn apply(&mut self, url: &StoreUrl, key: &str, value: &str) -> Result<bool> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_string(),
-            reason,
-        };
-        match key {
-            "timeout" => {
-                let seconds: f64 = value
-                    .parse()
-                    .map_err(|_| invalid(format!("timeout {value:?} is not a number of seconds")))?;
-                self.timeout = Duration::try_from_secs_f64(seconds)
-                    .map_err(|_| invalid(format!("timeout {value:?} is out of range")))?;
-            }
-            "connections" => {
-                self.connections = value
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| invalid(format!("connections {value:?} is not a positive number")))?;
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
 }
 
 /// A temporary name beside `path` (`dir/.NAME.snapsync-PID-XN.tmp`, recognised by
