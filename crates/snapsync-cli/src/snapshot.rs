@@ -350,29 +350,21 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOp
         }
     }
     out.flush()?;
-    let corrupt: Vec<&Checksum> = report
-        .problems
-        .iter()
-        .filter_map(|problem| match problem {
-            Problem::Corrupt { checksum, .. } => Some(checksum),
-            Problem::Missing { .. } => None,
-        })
-        .collect();
-    if args.remove_corrupt && !corrupt.is_empty() {
-        let runtime = runtime()?;
-        for checksum in &corrupt {
-            runtime.block_on(
-                store
-                    .store()
-                    .delete(&snapsync_snapshot::layout::object_key(checksum)),
-            )?;
-        }
+    let corrupt = report.corrupt().count();
+    if args.remove_corrupt && corrupt > 0 {
+        let removed = runtime()?.block_on(snapsync_snapshot::remove_corrupt(&store, &report))?;
         if !output.quiet {
-            eprintln!("removed {} corrupt objects", corrupt.len());
+            eprintln!("removed {} corrupt objects", removed.removed.len());
+            if !removed.kept.is_empty() {
+                eprintln!(
+                    "kept {} objects that are whole (or gone) by now",
+                    removed.kept.len()
+                );
+            }
         }
     }
     if !report.problems.is_empty() {
-        let hint = if corrupt.is_empty() || args.remove_corrupt {
+        let hint = if corrupt == 0 || args.remove_corrupt {
             "push the snapshot again from a good copy: it sends the objects the store lacks"
         } else {
             "run verify again with --remove-corrupt, then push the snapshot again from a good copy \

@@ -10,6 +10,7 @@
 //! | [`copy`] | copies a snapshot between stores (fetching into the cache and pushing from it are copies) |
 //! | [`pull`] / [`checkout`] | writes a snapshot into a directory, each file verified before it is moved into place |
 //! | [`verify`] | re-hashes every object of a snapshot in a store |
+//! | [`remove_corrupt`] | deletes the objects a verify found corrupt (if they still are), so a push sends them again |
 //! | [`diff`] | compares two manifests |
 //! | [`size`] | counts a snapshot's files and objects |
 //! | [`gc`] | deletes objects no snapshot references (see the rule in `ops.rs`) |
@@ -48,6 +49,9 @@ mod repo;
 
 pub use error::{Error, Result};
 pub use materialize::{MaterializeOptions, MaterializeReport, checkout, materialize, pull};
-pub use ops::{Change, GcOptions, GcReport, Problem, SizeReport, VerifyReport, diff, gc, size, verify};
+pub use ops::{
+    Change, GcOptions, GcReport, Problem, RemoveReport, SizeReport, VerifyReport, diff, gc, remove_corrupt,
+    size, verify,
+};
 pub use push::{PushReport, TransferOptions, copy, push_walk};
 pub use repo::{Progress, Repository};

@@ -14,8 +14,8 @@ use futures::stream::{BoxStream, StreamExt};
 use snapsync_core::{Checksum, Manifest, Walk, WalkOptions, walk};
 use snapsync_snapshot::layout::{manifest_key, object_key};
 use snapsync_snapshot::{
-    Change, Error, GcOptions, MaterializeOptions, Problem, Repository, TransferOptions, copy, diff, gc, pull,
-    push_walk, verify,
+    Change, Error, GcOptions, MaterializeOptions, Problem, RemoveReport, Repository, TransferOptions, copy,
+    diff, gc, pull, push_walk, remove_corrupt, verify,
 };
 use snapsync_store::{
     Capabilities, ConnectOptions, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreExt, StoreUrl,
@@ -367,6 +367,47 @@ async fn corrupt_objects_fail_verify_and_are_never_materialised() {
         .filter(|p| p.to_string_lossy().contains(".snapsync-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_objects_are_removed_only_while_still_corrupt_and_a_push_then_repairs_them() {
+    let source = tempfile::tempdir().unwrap();
+    tree(source.path());
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = local(store_dir.path());
+    let id = push_walk(&walked(source.path()), &store, &options())
+        .await
+        .unwrap()
+        .id;
+    let (a, deep) = (Checksum::of(b"alpha\n"), Checksum::of(b"deep"));
+    fs::write(store_dir.path().join(object_key(&a)), b"ALPHA\n").unwrap();
+    fs::write(store_dir.path().join(object_key(&deep)), b"DEEP").unwrap();
+    let report = verify(&id, &store, 4, None).await.unwrap();
+    assert_eq!(report.corrupt().collect::<Vec<_>>().len(), 2);
+    // One of them is repaired after the verify: it is kept.
+    fs::write(store_dir.path().join(object_key(&deep)), b"deep").unwrap();
+    let removed = remove_corrupt(&store, &report).await.unwrap();
+    assert_eq!(
+        removed,
+        RemoveReport {
+            removed: vec![a],
+            kept: vec![deep],
+        }
+    );
+    assert!(!store_dir.path().join(object_key(&a)).exists());
+    assert!(store_dir.path().join(object_key(&deep)).exists());
+    // The snapshot now lacks the object; pushing again sends it, and it verifies.
+    let report = verify(&id, &store, 4, None).await.unwrap();
+    assert!(matches!(report.problems[..], [Problem::Missing { checksum, .. }] if checksum == a));
+    assert_eq!(report.corrupt().count(), 0);
+    assert_eq!(
+        remove_corrupt(&store, &report).await.unwrap(),
+        RemoveReport::default()
+    );
+    push_walk(&walked(source.path()), &store, &options())
+        .await
+        .unwrap();
+    assert!(verify(&id, &store, 4, None).await.unwrap().problems.is_empty());
 }
 
 fn walkdir(root: &Path) -> Vec<std::path::PathBuf> {
