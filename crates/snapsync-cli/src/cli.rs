@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use snapsync_store::{ConnectOptions, HostKeyPolicy};
 
 const ABOUT: &str =
     "Keep directory trees in sync with any store: content-addressed snapshots, binary deltas, folder sync";
@@ -28,7 +29,8 @@ pub(crate) struct Cli {
     pub(crate) connect: ConnectArgs,
 }
 
-/// How to reach FTPS and SFTP servers (ignored for other stores).
+/// How to reach FTPS and SFTP servers (ignored for other stores). Their environment variables are read
+/// with the rest of the stores' environment, by `ConnectOptions::from_env`; a flag wins over its variable.
 #[derive(Clone, Debug, Default, Args)]
 #[command(next_help_heading = "Connecting to FTPS and SFTP servers")]
 pub(crate) struct ConnectArgs {
@@ -44,8 +46,7 @@ pub(crate) struct ConnectArgs {
         long,
         global = true,
         value_name = "FILE",
-        env = "SNAPSYNC_KNOWN_HOSTS",
-        help = "SFTP: the known_hosts file [default: ~/.ssh/known_hosts]"
+        help = "SFTP: the known_hosts file [env: SNAPSYNC_KNOWN_HOSTS] [default: ~/.ssh/known_hosts]"
     )]
     pub(crate) known_hosts: Option<PathBuf>,
 
@@ -53,10 +54,9 @@ pub(crate) struct ConnectArgs {
         long,
         global = true,
         value_name = "FILE",
-        env = "SNAPSYNC_SSH_KEY",
         help = "SFTP: log in with this private key (an encrypted key's passphrase comes from \
 SNAPSYNC_SSH_KEY_PASSPHRASE); without it: the URL's password, the ssh-agent's keys, then ~/.ssh/id_ed25519, \
-id_ecdsa, id_rsa"
+id_ecdsa, id_rsa [env: SNAPSYNC_SSH_KEY]"
     )]
     pub(crate) ssh_key: Option<PathBuf>,
 
@@ -64,10 +64,31 @@ id_ecdsa, id_rsa"
         long,
         global = true,
         value_name = "FILE",
-        env = "SNAPSYNC_CA_FILE",
-        help = "FTPS: also trust the certificates in this PEM file (a self-signed server's, say)"
+        help = "FTPS: also trust the certificates in this PEM file (a self-signed server's, say) \
+[env: SNAPSYNC_CA_FILE]"
     )]
     pub(crate) ca_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    /// The options stores are opened with: `environment` (the process's, `ConnectOptions::from_env`),
+    /// with these flags on top.
+    pub(crate) fn options(&self, environment: ConnectOptions) -> ConnectOptions {
+        let mut options = environment;
+        if self.accept_new_host_key {
+            options = options.with_host_key_policy(HostKeyPolicy::AcceptNew);
+        }
+        if let Some(file) = &self.known_hosts {
+            options = options.with_known_hosts(file);
+        }
+        if let Some(file) = &self.ssh_key {
+            options = options.with_ssh_keys([file]);
+        }
+        if let Some(file) = &self.ca_file {
+            options = options.with_ca_file(file);
+        }
+        options
+    }
 }
 
 #[derive(Debug, Args)]
@@ -631,4 +652,35 @@ pub(crate) struct GcArgs {
     pub(crate) grace: std::time::Duration,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_flags_win_over_the_environment() {
+        let environment = || {
+            ConnectOptions::from_vars([
+                ("SNAPSYNC_SSH_KEY", "/env/key"),
+                ("SNAPSYNC_KNOWN_HOSTS", "/env/known_hosts"),
+                ("SNAPSYNC_CA_FILE", "/env/ca.pem"),
+                ("SNAPSYNC_SSH_KEY_PASSPHRASE", "env secret"),
+            ])
+        };
+        let none = format!("{:?}", ConnectArgs::default().options(environment()));
+        assert_eq!(none, format!("{:?}", environment()));
+        let flags = ConnectArgs {
+            accept_new_host_key: true,
+            known_hosts: Some("/flag/known_hosts".into()),
+            ssh_key: Some("/flag/key".into()),
+            ca_file: Some("/flag/ca.pem".into()),
+        };
+        let shown = format!("{:?}", flags.options(environment()));
+        for flag in ["/flag/known_hosts", "/flag/key", "/flag/ca.pem", "AcceptNew"] {
+            assert!(shown.contains(flag), "{shown}");
+        }
+        assert!(!shown.contains("/env/"), "{shown}");
+        assert!(!shown.contains("env secret"), "{shown}");
+    }
 }

@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use snapsync_store::ConnectOptions;
 
 use crate::cli::{Cli, Command};
 
@@ -84,27 +85,28 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    snapshot::set_connect_args(cli.connect.clone());
+    // How stores are reached: the environment, with the command line's flags on top; built once.
+    let connect = &cli.connect.options(ConnectOptions::from_env());
     match &cli.command {
         Command::Manifest(args) => manifest::manifest(args, &cli.output),
         Command::Id(args) => manifest::id(args, &cli.output),
         Command::Stage(args) => snapshot::stage(args, &cli.output),
-        Command::Push(args) => snapshot::push(args, &cli.output),
-        Command::Fetch(args) => snapshot::fetch(args, &cli.output),
-        Command::Pull(args) => snapshot::pull(args, &cli.output),
+        Command::Push(args) => snapshot::push(args, &cli.output, connect),
+        Command::Fetch(args) => snapshot::fetch(args, &cli.output, connect),
+        Command::Pull(args) => snapshot::pull(args, &cli.output, connect),
         Command::Checkout(args) => snapshot::checkout(args, &cli.output),
-        Command::Copy(args) => snapshot::copy(args, &cli.output),
-        Command::Diff(args) => snapshot::diff(args, &cli.output),
-        Command::Verify(args) => snapshot::verify(args, &cli.output),
-        Command::Snapshots(args) => snapshot::snapshots(args),
-        Command::Size(args) => snapshot::size(args),
-        Command::Gc(args) => snapshot::gc(args, &cli.output),
+        Command::Copy(args) => snapshot::copy(args, &cli.output, connect),
+        Command::Diff(args) => snapshot::diff(args, &cli.output, connect),
+        Command::Verify(args) => snapshot::verify(args, &cli.output, connect),
+        Command::Snapshots(args) => snapshot::snapshots(args, connect),
+        Command::Size(args) => snapshot::size(args, connect),
+        Command::Gc(args) => snapshot::gc(args, &cli.output, connect),
         Command::Signature(args) => delta::signature(args, &cli.output),
         Command::Delta(args) => delta::delta(args, &cli.output),
         Command::Patch(args) => delta::patch(args, &cli.output),
-        Command::Upload(args) => sync::upload(args, &cli.output),
-        Command::Download(args) => sync::download(args, &cli.output),
-        Command::Sync(args) => sync::sync(args, &cli.output),
+        Command::Upload(args) => sync::upload(args, &cli.output, connect),
+        Command::Download(args) => sync::download(args, &cli.output, connect),
+        Command::Sync(args) => sync::sync(args, &cli.output, connect),
         Command::Completions { shell } => {
             let mut out = io::stdout().lock();
             clap_complete::generate(*shell, &mut Cli::command(), "snapsync", &mut out);

@@ -13,7 +13,7 @@ use snapsync_snapshot::{
     Change, GcOptions, MaterializeOptions, MaterializeReport, Problem, Progress, PushReport, Repository,
     TransferOptions,
 };
-use snapsync_store::{LocalStore, RetryPolicy, RetryStore, Scheme, Store, StoreUrl};
+use snapsync_store::{ConnectOptions, LocalDurability, LocalStore, StoreUrl};
 
 use crate::cli::{
     CacheArgs, CheckoutArgs, CopyArgs, DiffArgs, FetchArgs, GcArgs, JobsArgs, OutputArgs, PullArgs, PushArgs,
@@ -58,70 +58,14 @@ fn cache(args: &CacheArgs) -> anyhow::Result<Repository> {
     )))))
 }
 
-static CONNECT: std::sync::OnceLock<crate::cli::ConnectArgs> = std::sync::OnceLock::new();
-
-/// Remembers how to reach FTPS and SFTP servers, for every store opened after.
-pub(crate) fn set_connect_args(args: crate::cli::ConnectArgs) {
-    let _ = CONNECT.set(args);
-}
-
-/// The store configuration the command line gives a URL's backend.
-pub(crate) fn store_config(url: &StoreUrl) -> Vec<(&'static str, String)> {
-    let Some(args) = CONNECT.get() else {
-        return Vec::new();
-    };
-    let path = |p: &PathBuf| p.display().to_string();
-    let mut config = Vec::new();
-    match url.scheme() {
-        Scheme::Sftp => {
-            if args.accept_new_host_key {
-                config.push(("accept_new_host_key", "true".to_owned()));
-            }
-            if let Some(file) = &args.known_hosts {
-                config.push(("known_hosts", path(file)));
-            }
-            if let Some(key) = &args.ssh_key {
-                config.push(("key_file", path(key)));
-            }
-            if let Ok(passphrase) = std::env::var("SNAPSYNC_SSH_KEY_PASSPHRASE") {
-                config.push(("key_passphrase", passphrase));
-            }
-        }
-        Scheme::Ftps => {
-            if let Some(file) = &args.ca_file {
-                config.push(("ca_file", path(file)));
-            }
-        }
-        _ => {}
-    }
-    config
-}
-
-/// Opens the store `url` names with the command line's connection options and `extra` configuration,
-/// retrying transient failures. A local directory is `batched` (no flush per write: the caller calls
-/// `Store::persist`) or flushes every write.
-pub(crate) fn open_store(
-    url: StoreUrl,
-    batched: bool,
-    extra: &[(&'static str, String)],
-) -> anyhow::Result<Arc<dyn Store>> {
-    let inner: Arc<dyn Store> = match url.scheme() {
-        Scheme::File if batched => Arc::new(LocalStore::batched(url)),
-        Scheme::File => Arc::new(LocalStore::new(url)),
-        _ => {
-            let mut config = store_config(&url);
-            config.extend_from_slice(extra);
-            let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            snapsync_store::open_with_config(&url, &pairs)?
-        }
-    };
-    Ok(Arc::new(RetryStore::new(inner, RetryPolicy::default())))
-}
-
-/// A store for snapshots: local directories write objects without one flush each (the snapshot code
-/// flushes once before each manifest); every store retries transient failures.
-pub(crate) fn store(url: &str) -> anyhow::Result<Repository> {
-    Ok(Repository::new(open_store(StoreUrl::parse(url)?, true, &[])?))
+/// A store for snapshots, reached as `connect` says: local directories write objects without one flush
+/// each (the snapshot code flushes once before each manifest); every store retries transient failures.
+pub(crate) fn store(url: &str, connect: &ConnectOptions) -> anyhow::Result<Repository> {
+    let options = connect.clone().with_local_durability(LocalDurability::Batched);
+    Ok(Repository::new(snapsync_store::open(
+        &StoreUrl::parse(url)?,
+        &options,
+    )?))
 }
 
 fn jobs(args: &JobsArgs, repo: &Repository) -> usize {
@@ -235,8 +179,8 @@ pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()>
     print_id(&report.id)
 }
 
-pub(crate) fn push(args: &PushArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    let store = store(&args.store)?;
+pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let store = store(&args.store, connect)?;
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
     let report = match (&args.dir, &args.id) {
@@ -263,9 +207,9 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs) -> anyhow::Result<()> {
     print_id(&report.id)
 }
 
-pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs) -> anyhow::Result<()> {
+pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let (store, cache) = (store(&args.store)?, cache(&args.cache)?);
+    let (store, cache) = (store(&args.store, connect)?, cache(&args.cache)?);
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
     let report = copy_snapshot(output, "fetching", &id, &store, &cache, jobs)?;
@@ -273,9 +217,9 @@ pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-pub(crate) fn pull(args: &PullArgs, output: &OutputArgs) -> anyhow::Result<()> {
+pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let store = store(&args.store)?;
+    let store = store(&args.store, connect)?;
     // Objects already in the cache are read from there; the cache is not filled by a pull.
     let cache = cache_dir(&args.cache)
         .ok()
@@ -319,9 +263,9 @@ pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Resu
     Ok(())
 }
 
-pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs) -> anyhow::Result<()> {
+pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let (from, to) = (store(&args.from)?, store(&args.to)?);
+    let (from, to) = (store(&args.from, connect)?, store(&args.to, connect)?);
     let jobs = jobs(&args.jobs, &to);
     let started = Instant::now();
     let report = copy_snapshot(output, "copying", &id, &from, &to, jobs)?;
@@ -330,12 +274,17 @@ pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs) -> anyhow::Result<()> {
 }
 
 /// A directory's manifest, or a snapshot's from `--store` or the cache.
-fn side(text: &str, args: &DiffArgs, output: &OutputArgs) -> anyhow::Result<Manifest> {
+fn side(
+    text: &str,
+    args: &DiffArgs,
+    output: &OutputArgs,
+    connect: &ConnectOptions,
+) -> anyhow::Result<Manifest> {
     let looks_like_id = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
     if looks_like_id && !Path::new(text).exists() {
         let id = parse_id(text)?;
         let repo = match &args.store {
-            Some(url) => store(url)?,
+            Some(url) => store(url, connect)?,
             None => cache(&args.cache)?,
         };
         return Ok(runtime()?.block_on(repo.manifest(&id))?);
@@ -343,8 +292,11 @@ fn side(text: &str, args: &DiffArgs, output: &OutputArgs) -> anyhow::Result<Mani
     Ok(walk_dir(Path::new(text), &args.filter, How::default(), output)?.manifest)
 }
 
-pub(crate) fn diff(args: &DiffArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    let (a, b) = (side(&args.a, args, output)?, side(&args.b, args, output)?);
+pub(crate) fn diff(args: &DiffArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let (a, b) = (
+        side(&args.a, args, output, connect)?,
+        side(&args.b, args, output, connect)?,
+    );
     let mut out = io::BufWriter::new(io::stdout().lock());
     for change in snapsync_snapshot::diff(&a, &b) {
         match change {
@@ -356,9 +308,9 @@ pub(crate) fn diff(args: &DiffArgs, output: &OutputArgs) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
-pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs) -> anyhow::Result<()> {
+pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let store = store(&args.store)?;
+    let store = store(&args.store, connect)?;
     let jobs = jobs(&args.jobs, &store);
     let report = transferring(output, "verifying", |progress| {
         Ok(runtime()?.block_on(snapsync_snapshot::verify(&id, &store, jobs, Some(&progress)))?)
@@ -377,29 +329,21 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs) -> anyhow::Result<(
         }
     }
     out.flush()?;
-    let corrupt: Vec<&Checksum> = report
-        .problems
-        .iter()
-        .filter_map(|problem| match problem {
-            Problem::Corrupt { checksum, .. } => Some(checksum),
-            Problem::Missing { .. } => None,
-        })
-        .collect();
-    if args.remove_corrupt && !corrupt.is_empty() {
-        let runtime = runtime()?;
-        for checksum in &corrupt {
-            runtime.block_on(
-                store
-                    .store()
-                    .delete(&snapsync_snapshot::layout::object_key(checksum)),
-            )?;
-        }
+    let corrupt = report.corrupt().count();
+    if args.remove_corrupt && corrupt > 0 {
+        let removed = runtime()?.block_on(snapsync_snapshot::remove_corrupt(&store, &report))?;
         if !output.quiet {
-            eprintln!("removed {} corrupt objects", corrupt.len());
+            eprintln!("removed {} corrupt objects", removed.removed.len());
+            if !removed.kept.is_empty() {
+                eprintln!(
+                    "kept {} objects that are whole (or gone) by now",
+                    removed.kept.len()
+                );
+            }
         }
     }
     if !report.problems.is_empty() {
-        let hint = if corrupt.is_empty() || args.remove_corrupt {
+        let hint = if corrupt == 0 || args.remove_corrupt {
             "push the snapshot again from a good copy: it sends the objects the store lacks"
         } else {
             "run verify again with --remove-corrupt, then push the snapshot again from a good copy \
@@ -425,8 +369,8 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs) -> anyhow::Result<(
     Ok(())
 }
 
-pub(crate) fn snapshots(args: &SnapshotsArgs) -> anyhow::Result<()> {
-    let store = store(&args.store)?;
+pub(crate) fn snapshots(args: &SnapshotsArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let store = store(&args.store, connect)?;
     let list = runtime()?.block_on(store.snapshots())?;
     let mut out = io::stdout().lock();
     for (id, meta) in list {
@@ -438,8 +382,8 @@ pub(crate) fn snapshots(args: &SnapshotsArgs) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
-pub(crate) fn size(args: &SizeArgs) -> anyhow::Result<()> {
-    let store = store(&args.store)?;
+pub(crate) fn size(args: &SizeArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let store = store(&args.store, connect)?;
     let runtime = runtime()?;
     let mut out = io::stdout().lock();
     if let Some(id) = &args.id {
@@ -469,8 +413,8 @@ pub(crate) fn size(args: &SizeArgs) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
-pub(crate) fn gc(args: &GcArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    let store = store(&args.store)?;
+pub(crate) fn gc(args: &GcArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let store = store(&args.store, connect)?;
     let options = GcOptions {
         dry_run: args.dry_run,
         grace: args.grace,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::HumanBytes;
-use snapsync_store::{Scheme, Store};
+use snapsync_store::ConnectOptions;
 use snapsync_sync::{Action, Conflict, DirAction, Event, Item, Mode, Options, Pair, Resolve, Summary};
 
 use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
@@ -33,31 +33,19 @@ impl std::fmt::Display for Unresolved {
 
 impl std::error::Error for Unresolved {}
 
-/// Opens REMOTE for a sync run: per-write durable local directories, and transient failures retried.
-fn open_remote(text: &str, jobs: Option<usize>) -> anyhow::Result<Arc<dyn Store>> {
-    let url = snapsync_sync::remote_url(text)?;
-    let mut extra = Vec::new();
-    if let Some(jobs) = jobs
-        && matches!(url.scheme(), Scheme::Ftp | Scheme::Ftps | Scheme::Sftp)
-    {
-        extra.push(("connections", jobs.to_string()));
-    }
-    crate::snapshot::open_store(url, false, &extra)
+pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    run(Mode::Upload, args, output, connect)
 }
 
-pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    run(Mode::Upload, args, output)
+pub(crate) fn download(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    run(Mode::Download, args, output, connect)
 }
 
-pub(crate) fn download(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    run(Mode::Download, args, output)
+pub(crate) fn sync(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    run(Mode::Sync, args, output, connect)
 }
 
-pub(crate) fn sync(args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    run(Mode::Sync, args, output)
-}
-
-fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
+fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let resolve = match args.resolve {
         ResolveArg::Skip | ResolveArg::Ask => Resolve::Skip,
         ResolveArg::Local => Resolve::Local,
@@ -84,7 +72,7 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
             snapsync_sync::Error::InvalidOptions { reason } => crate::UsageError(reason).into(),
             other => anyhow::Error::from(other),
         })?;
-    let store = open_remote(&args.remote, args.jobs.map(std::num::NonZeroUsize::get))?;
+    let store = snapsync_sync::open_remote(&args.remote, &options, connect)?;
     let pair = Pair::new(args.local.clone(), store, options);
     let runtime = crate::snapshot::runtime()?;
     let mut prepared = runtime.block_on(pair.prepare())?;

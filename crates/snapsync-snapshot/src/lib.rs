@@ -10,6 +10,7 @@
 //! | [`copy`] | copies a snapshot between stores (fetching into the cache and pushing from it are copies) |
 //! | [`pull`] / [`checkout`] | writes a snapshot into a directory, each file verified before it is moved into place |
 //! | [`verify`] | re-hashes every object of a snapshot in a store |
+//! | [`remove_corrupt`] | deletes the objects a verify found corrupt (if they still are), so a push sends them again |
 //! | [`diff`] | compares two manifests |
 //! | [`size`] | counts a snapshot's files and objects |
 //! | [`gc`] | deletes objects no snapshot references (see the rule in `ops.rs`) |
@@ -19,13 +20,14 @@
 //! use std::sync::Arc;
 //! use snapsync_core::{walk, WalkOptions};
 //! use snapsync_snapshot::{pull, push_walk, MaterializeOptions, Repository, TransferOptions};
-//! use snapsync_store::StoreUrl;
+//! use snapsync_store::{ConnectOptions, StoreUrl};
 //!
 //! let source = tempfile::tempdir()?;
 //! std::fs::write(source.path().join("notes.txt"), "remember the milk\n")?;
 //! let walked = walk(source.path(), &WalkOptions { record_sources: true, ..WalkOptions::default() })?;
 //!
-//! let store = Repository::new(snapsync_store::open(&StoreUrl::parse("memory://doc-example")?)?);
+//! let url = StoreUrl::parse("memory://doc-example")?;
+//! let store = Repository::new(snapsync_store::open(&url, &ConnectOptions::default())?);
 //! let pushed = push_walk(&walked, &store, &TransferOptions::default()).await?;
 //! assert_eq!(pushed.id, walked.manifest.id());
 //!
@@ -47,6 +49,9 @@ mod repo;
 
 pub use error::{Error, Result};
 pub use materialize::{MaterializeOptions, MaterializeReport, checkout, materialize, pull};
-pub use ops::{Change, GcOptions, GcReport, Problem, SizeReport, VerifyReport, diff, gc, size, verify};
+pub use ops::{
+    Change, GcOptions, GcReport, Problem, RemoveReport, SizeReport, VerifyReport, diff, gc, remove_corrupt,
+    size, verify,
+};
 pub use push::{PushReport, TransferOptions, copy, push_walk};
 pub use repo::{Progress, Repository};

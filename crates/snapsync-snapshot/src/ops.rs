@@ -72,25 +72,12 @@ pub async fn verify(
     }
     let results: Vec<(u64, Option<Problem>)> = stream::iter(paths)
         .map(|(checksum, path)| async move {
-            let mut got = match repo.store().get(&object_key(&checksum)).await {
-                Ok(got) => got,
-                Err(e) if e.is_not_found() => return Ok((0, Some(Problem::Missing { checksum, path }))),
-                Err(e) => return Err(Error::from(e)),
+            let Some((bytes, actual)) = hash_object(repo, &checksum, progress).await? else {
+                return Ok::<_, Error>((0, Some(Problem::Missing { checksum, path })));
             };
-            let mut hasher = blake3::Hasher::new();
-            let mut bytes = 0u64;
-            while let Some(piece) = got.stream.next().await {
-                let piece = piece?;
-                bytes += piece.len() as u64;
-                hasher.update(&piece);
-                if let Some(progress) = progress {
-                    progress.done(0, piece.len() as u64);
-                }
-            }
             if let Some(progress) = progress {
                 progress.done(1, 0);
             }
-            let actual = Checksum::from(hasher.finalize());
             Ok((
                 bytes,
                 (actual != checksum).then_some(Problem::Corrupt {
@@ -115,6 +102,74 @@ pub async fn verify(
         .problems
         .sort_by(|a, b| problem_path(a).cmp(problem_path(b)));
     Ok(report)
+}
+
+/// Reads the object `checksum` and hashes it: its size and what it hashes to, or `None` when it is not
+/// in the store. Bytes read are counted in `progress`.
+async fn hash_object(
+    repo: &Repository,
+    checksum: &Checksum,
+    progress: Option<&Progress>,
+) -> Result<Option<(u64, Checksum)>> {
+    let mut got = match repo.store().get(&object_key(checksum)).await {
+        Ok(got) => got,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(Error::from(e)),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = 0u64;
+    while let Some(piece) = got.stream.next().await {
+        let piece = piece?;
+        bytes += piece.len() as u64;
+        hasher.update(&piece);
+        if let Some(progress) = progress {
+            progress.done(0, piece.len() as u64);
+        }
+    }
+    Ok(Some((bytes, Checksum::from(hasher.finalize()))))
+}
+
+impl VerifyReport {
+    /// The objects found corrupt, in the report's order.
+    pub fn corrupt(&self) -> impl Iterator<Item = &Checksum> {
+        self.problems.iter().filter_map(|problem| match problem {
+            Problem::Corrupt { checksum, .. } => Some(checksum),
+            Problem::Missing { .. } => None,
+        })
+    }
+}
+
+/// What [`remove_corrupt`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoveReport {
+    /// Objects deleted: they still did not hash to their checksums.
+    pub removed: Vec<Checksum>,
+    /// Objects kept: they hash to their checksums now (replaced since the report was made), or are
+    /// gone already.
+    pub kept: Vec<Checksum>,
+}
+
+/// Deletes from the store the objects `report` (of [`verify`] on `repo`) found corrupt, so that pushing
+/// the snapshot again from a good copy sends them anew (a push skips objects the store has, corrupt
+/// or not).
+///
+/// Each object is read and hashed again first, and deleted only if it still does not hash to its
+/// checksum: a report is a past look at the store, and an object repaired since must not be lost.
+///
+/// # Errors
+/// Store errors reading or deleting an object; the objects removed before it stay removed.
+pub async fn remove_corrupt(repo: &Repository, report: &VerifyReport) -> Result<RemoveReport> {
+    let mut done = RemoveReport::default();
+    for checksum in report.corrupt() {
+        match hash_object(repo, checksum, None).await? {
+            Some((_, actual)) if actual != *checksum => {
+                repo.store().delete(&object_key(checksum)).await?;
+                done.removed.push(*checksum);
+            }
+            _ => done.kept.push(*checksum),
+        }
+    }
+    Ok(done)
 }
 
 fn problem_path(problem: &Problem) -> &str {

@@ -14,12 +14,11 @@ use futures::stream::{BoxStream, StreamExt};
 use snapsync_core::{Checksum, Manifest, Walk, WalkOptions, walk};
 use snapsync_snapshot::layout::{manifest_key, object_key};
 use snapsync_snapshot::{
-    Change, Error, GcOptions, MaterializeOptions, Problem, Repository, TransferOptions, copy, diff, gc, pull,
-    push_walk, verify,
+    Change, Error, GcOptions, MaterializeOptions, Problem, RemoveReport, Repository, TransferOptions, copy,
+    diff, gc, pull, push_walk, remove_corrupt, verify,
 };
 use snapsync_store::{
-    Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreExt, StoreUrl, open,
-    open_with_config,
+    Capabilities, ConnectOptions, GetStream, ObjectMeta, PutMode, PutSource, Store, StoreExt, StoreUrl,
 };
 use snapsync_testkit::S3Server;
 
@@ -55,6 +54,11 @@ fn walked(root: &Path) -> Walk {
 
 fn id_of(root: &Path) -> Checksum {
     walk(root, &WalkOptions::default()).unwrap().manifest.id()
+}
+
+/// Opens a store as the tests always did: no retries, nothing from the process's environment.
+fn open(url: &StoreUrl) -> snapsync_store::Result<Arc<dyn Store>> {
+    snapsync_store::open(url, &ConnectOptions::default().with_retry(None))
 }
 
 fn local(dir: &Path) -> Repository {
@@ -456,6 +460,47 @@ async fn corrupt_objects_from_a_remote_store_are_neither_written_nor_forwarded()
     assert_eq!(scratch_files(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_objects_are_removed_only_while_still_corrupt_and_a_push_then_repairs_them() {
+    let source = tempfile::tempdir().unwrap();
+    tree(source.path());
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = local(store_dir.path());
+    let id = push_walk(&walked(source.path()), &store, &options())
+        .await
+        .unwrap()
+        .id;
+    let (a, deep) = (Checksum::of(b"alpha\n"), Checksum::of(b"deep"));
+    fs::write(store_dir.path().join(object_key(&a)), b"ALPHA\n").unwrap();
+    fs::write(store_dir.path().join(object_key(&deep)), b"DEEP").unwrap();
+    let report = verify(&id, &store, 4, None).await.unwrap();
+    assert_eq!(report.corrupt().collect::<Vec<_>>().len(), 2);
+    // One of them is repaired after the verify: it is kept.
+    fs::write(store_dir.path().join(object_key(&deep)), b"deep").unwrap();
+    let removed = remove_corrupt(&store, &report).await.unwrap();
+    assert_eq!(
+        removed,
+        RemoveReport {
+            removed: vec![a],
+            kept: vec![deep],
+        }
+    );
+    assert!(!store_dir.path().join(object_key(&a)).exists());
+    assert!(store_dir.path().join(object_key(&deep)).exists());
+    // The snapshot now lacks the object; pushing again sends it, and it verifies.
+    let report = verify(&id, &store, 4, None).await.unwrap();
+    assert!(matches!(report.problems[..], [Problem::Missing { checksum, .. }] if checksum == a));
+    assert_eq!(report.corrupt().count(), 0);
+    assert_eq!(
+        remove_corrupt(&store, &report).await.unwrap(),
+        RemoveReport::default()
+    );
+    push_walk(&walked(source.path()), &store, &options())
+        .await
+        .unwrap();
+    assert!(verify(&id, &store, 4, None).await.unwrap().problems.is_empty());
+}
+
 fn walkdir(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in fs::read_dir(root).unwrap() {
@@ -800,10 +845,10 @@ fn diff_reports_added_removed_and_modified() {
 async fn snapshots_round_trip_through_a_real_s3_server() {
     let server = S3Server::start();
     server.create_bucket("snapshots");
-    let config = server.config();
-    let pairs: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let store =
-        Repository::new(open_with_config(&StoreUrl::parse("s3://snapshots/team").unwrap(), &pairs).unwrap());
+    let connect = ConnectOptions::from_vars(server.env()).with_retry(None);
+    let store = Repository::new(
+        snapsync_store::open(&StoreUrl::parse("s3://snapshots/team").unwrap(), &connect).unwrap(),
+    );
     let source = tempfile::tempdir().unwrap();
     tree(source.path());
     fs::write(source.path().join("big.bin"), vec![7u8; 20 * 1024 * 1024]).unwrap();

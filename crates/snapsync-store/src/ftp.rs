@@ -28,13 +28,14 @@
 //!   version (a plain file at `key`) is read, refused and removed as a lock too.
 //! * **Times**: `head` uses `MLST` or `SIZE` + `MDTM`; `set_mtime` uses `MFMT`, or vsftpd's
 //!   `MDTM YYYYMMDDHHMMSS path`, and says [`Error::Unsupported`] where the server has neither.
-//! * **Connections** come from a small pool (`connections`, default 4), each logged in once, set to
-//!   binary, UTF-8 where the server offers it, passive mode with the control connection's address
-//!   (servers behind NAT announce unusable ones). An idle connection is checked with `NOOP` before
-//!   reuse and replaced if the server dropped it. Every command has a timeout (`timeout`, default 60 s).
+//! * **Connections** come from a small pool ([`ConnectOptions::with_connections`], default 4), each
+//!   logged in once, set to binary, UTF-8 where the server offers it, passive mode with the control
+//!   connection's address (servers behind NAT announce unusable ones). An idle connection is checked
+//!   with `NOOP` before reuse and replaced if the server dropped it. Every command has a timeout
+//!   ([`ConnectOptions::with_timeout`], default 60 s).
 //!
-//! Configuration keys (`open_with_config`): `ca_file` (PEM certificates to trust besides the system's;
-//! also `SNAPSYNC_CA_FILE`), `connections`, `timeout` (seconds).
+//! FTPS trusts the system's certificates and those of [`ConnectOptions::with_ca_file`]
+//! (`SNAPSYNC_CA_FILE`).
 //!
 //! This module is the protocol only, [`RemoteFs`] for FTP: connections, commands and what the replies
 //! mean. The temporary-name puts, the listing walk, the directory locks and the rest of [`Store`] are
@@ -45,6 +46,7 @@
 //! [`Store::lock_read`]: crate::Store::lock_read
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -64,6 +66,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::remote::{self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, fill, transient};
 use crate::source::OpenSource;
@@ -111,12 +114,12 @@ struct Conn {
 }
 
 impl FtpStore {
-    /// A store for an `ftp://` or `ftps://` URL. Nothing is connected until the first operation.
+    /// A store for an `ftp://` or `ftps://` URL, reached with the connections, timeout and CA file of
+    /// `options`. Nothing is connected until the first operation.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL without a host, an unknown configuration key or an unreadable
-    /// `ca_file`.
-    pub fn open(url: &StoreUrl, config: &[(&str, &str)]) -> Result<FtpStore> {
+    /// [`Error::InvalidUrl`] for a URL without a host, or an unreadable CA file.
+    pub fn open(url: &StoreUrl, options: &ConnectOptions) -> Result<FtpStore> {
         let invalid = |reason: String| Error::InvalidUrl {
             url: url.to_string(),
             reason,
@@ -130,21 +133,10 @@ impl FtpStore {
         if root.contains(['\r', '\n']) {
             return Err(invalid("the path contains a line break".into()));
         }
-        let mut ca_file = std::env::var_os("SNAPSYNC_CA_FILE").map(std::path::PathBuf::from);
-        let mut common = remote::Common {
-            timeout: DEFAULT_TIMEOUT,
-            connections: DEFAULT_CONNECTIONS,
-        };
-        for (key, value) in config {
-            match *key {
-                "ca_file" => ca_file = Some(value.into()),
-                key if common.apply(url, key, value)? => {}
-                other => return Err(invalid(format!("unknown configuration key {other:?}"))),
-            }
-        }
-        let (timeout, connections) = (common.timeout, common.connections);
+        let timeout = options.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let connections = options.connections.map_or(DEFAULT_CONNECTIONS, NonZeroUsize::get);
         let tls = match url.scheme() {
-            Scheme::Ftps => Some(Arc::new(tls_config(ca_file.as_deref()).map_err(invalid)?)),
+            Scheme::Ftps => Some(Arc::new(tls_config(options.ca_file.as_deref()).map_err(invalid)?)),
             _ => None,
         };
         Ok(RemoteStore::new(Ftp {
@@ -1216,7 +1208,10 @@ mod tests {
     #[test]
     fn urls_configure_the_store() {
         let url = StoreUrl::parse("ftp://me:p%40ss@example.com:2121/data/site/").unwrap();
-        let store = FtpStore::open(&url, &[("connections", "2"), ("timeout", "5")]).unwrap();
+        let options = ConnectOptions::default()
+            .with_connections(NonZeroUsize::new(2).unwrap())
+            .with_timeout(Duration::from_secs(5));
+        let store = FtpStore::open(&url, &options).unwrap();
         let inner = &store.fs;
         assert_eq!(
             (
@@ -1231,17 +1226,22 @@ mod tests {
         assert_eq!(inner.path("a b/c").unwrap(), "/data/site/a b/c");
         assert!(inner.path("bad\nname").is_err());
         assert_eq!(store.capabilities().default_jobs, 2);
+        assert_eq!(inner.timeout, Duration::from_secs(5));
         assert!(!format!("{store:?}").contains("p@ss"));
-        let anonymous = FtpStore::open(&StoreUrl::parse("ftp://example.com").unwrap(), &[]).unwrap();
+        let anonymous = FtpStore::open(
+            &StoreUrl::parse("ftp://example.com").unwrap(),
+            &ConnectOptions::default(),
+        )
+        .unwrap();
         assert_eq!(anonymous.fs.user, "anonymous");
         assert_eq!(anonymous.fs.root, "");
-        let err = FtpStore::open(&url, &[("colour", "blue")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown configuration key"), "{err}");
+        assert_eq!(
+            (anonymous.fs.connections, anonymous.fs.timeout),
+            (DEFAULT_CONNECTIONS, DEFAULT_TIMEOUT)
+        );
         let err = FtpStore::open(
             &StoreUrl::parse("ftps://example.com/x").unwrap(),
-            &[("ca_file", "/nonexistent/ca.pem")],
+            &ConnectOptions::default().with_ca_file("/nonexistent/ca.pem"),
         )
         .unwrap_err()
         .to_string();

@@ -14,6 +14,11 @@
 //! | `ftp://user:pass@host/path`, `ftps://…` | [`FtpStore`]: FTP, or FTP with explicit TLS (suppaftp + rustls) |
 //! | `sftp://user@host/path` | [`SftpStore`]: SFTP over SSH (russh + russh-sftp), host keys checked |
 //!
+//! [`open`] opens the store a URL names, reached as a [`ConnectOptions`] value says: connection limits
+//! and timeouts, TLS and SSH files, retries, how a local directory flushes, and the environment
+//! variables the stores honour, all read in one place ([`ConnectOptions::from_env`]; the table is in
+//! its module's documentation and in `docs/stores.md`).
+//!
 //! Each backend states what it can do natively in its [`Capabilities`]; the rest falls back to generic
 //! implementations. Wrappers change any store's behaviour without touching the backends:
 //! [`PrefixStore`], [`RetryStore`] (exponential backoff on [`Error::Transient`]) and [`DryRunStore`]
@@ -47,9 +52,9 @@
 //!
 //! ```
 //! # tokio_test_block_on(async {
-//! use snapsync_store::{PutMode, PutSource, StoreExt, StoreUrl};
+//! use snapsync_store::{ConnectOptions, PutMode, PutSource, StoreExt, StoreUrl};
 //!
-//! let store = snapsync_store::open(&StoreUrl::parse("memory://example")?)?;
+//! let store = snapsync_store::open(&StoreUrl::parse("memory://example")?, &ConnectOptions::default())?;
 //! store.put("docs/hello.txt", PutSource::Bytes("hello".into()), PutMode::Create).await?;
 //! assert_eq!(store.get_bytes("docs/hello.txt").await?, "hello");
 //! let keys: Vec<String> = store.list_all("docs").await?.into_iter().map(|m| m.key).collect();
@@ -64,6 +69,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+mod connect;
 mod error;
 mod ftp;
 mod local;
@@ -84,6 +90,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
+pub use crate::connect::{ConnectOptions, HostKeyPolicy, LocalDurability, open};
 pub use crate::error::{Error, Result};
 pub use crate::ftp::FtpStore;
 pub use crate::local::{LocalStore, is_temp_name, temp_path};
@@ -393,28 +400,4 @@ pub fn check_key(key: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Opens the store a URL names, configured from the environment (see `docs/stores.md`).
-///
-/// # Errors
-/// [`Error::InvalidUrl`] for a scheme that is not available or a configuration that does not build.
-pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
-    open_with_config(url, &[])
-}
-
-/// Like [`open`], with `object_store` configuration keys (`aws_endpoint`, `aws_allow_http`,
-/// `azure_storage_account_key`, …) applied on top of the environment's.
-///
-/// # Errors
-/// As [`open`], and for an unknown configuration key.
-pub fn open_with_config(url: &StoreUrl, config: &[(&str, &str)]) -> Result<Arc<dyn Store>> {
-    match url.scheme() {
-        Scheme::File => Ok(Arc::new(LocalStore::new(url.clone()))),
-        Scheme::Memory | Scheme::S3 | Scheme::Gcs | Scheme::Azure => {
-            Ok(Arc::new(ObjectStoreBackend::open_with_config(url, config)?))
-        }
-        Scheme::Ftp | Scheme::Ftps => Ok(Arc::new(FtpStore::open(url, config)?)),
-        Scheme::Sftp => Ok(Arc::new(SftpStore::open(url, config)?)),
-    }
 }

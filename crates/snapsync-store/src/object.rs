@@ -1,7 +1,8 @@
 //! Object stores through the `object_store` crate: S3, Google Cloud Storage, Azure Blob, memory.
 //!
-//! Configuration comes from each cloud's standard environment variables (`AmazonS3Builder::from_env`
-//! and its Azure and Google counterparts; see `docs/stores.md`). Files larger than
+//! Configuration comes from each cloud's standard environment variables, as the [`ConnectOptions`]
+//! holds them (applied as `AmazonS3Builder::from_env` and its Azure and Google counterparts would,
+//! but never read from the process here; see `docs/stores.md`), and `object_store` options on top. Files larger than
 //! [`SINGLE_PUT_MAX`] are uploaded in parts of that size, a few at a time, so memory stays bounded
 //! whatever the file size.
 
@@ -18,6 +19,7 @@ use object_store::path::{Path, PathPart};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode as OsPutMode, PutOptions, PutPayload, RetryConfig};
 use tokio::io::AsyncReadExt;
 
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::source::{OpenSource, SourceFile};
 use crate::{Capabilities, GetStream, ObjectMeta, PutMode, PutSource, Scheme, Store, StoreUrl, check_key};
@@ -54,19 +56,14 @@ fn retry_config() -> RetryConfig {
 }
 
 impl ObjectStoreBackend {
-    /// Builds the client for an `s3://`, `gs://`, `az://` or `memory://` URL from the environment.
+    /// Builds the client for an `s3://`, `gs://`, `az://` or `memory://` URL: from the cloud variables
+    /// in `options` (`AWS_*`, `GOOGLE_*`, `AZURE_*`, …; see [`ConnectOptions::from_env`]), then
+    /// snapsync's client timeouts, then the `object_store` options in `options`.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when the configuration does not build (a missing credential file, say).
-    pub fn open(url: &StoreUrl) -> Result<ObjectStoreBackend> {
-        Self::open_with_config(url, &[])
-    }
-
-    /// Like [`ObjectStoreBackend::open`], with `object_store` configuration keys applied on top.
-    ///
-    /// # Errors
-    /// [`Error::InvalidUrl`] when the configuration does not build or a key is unknown.
-    pub fn open_with_config(url: &StoreUrl, config: &[(&str, &str)]) -> Result<ObjectStoreBackend> {
+    /// [`Error::InvalidUrl`] when the configuration does not build (a missing credential file, say) or
+    /// an `object_store` option is unknown.
+    pub fn open(url: &StoreUrl, options: &ConnectOptions) -> Result<ObjectStoreBackend> {
         let bucket = url.bucket().unwrap_or_default().to_owned();
         let invalid = |e: object_store::Error| Error::InvalidUrl {
             url: url.to_string(),
@@ -76,13 +73,35 @@ impl ObjectStoreBackend {
             url: url.to_string(),
             reason: format!("unknown configuration key {key:?}"),
         };
-        // The three cloud builders take the same steps with their own types: the environment, our
-        // client defaults and the caller's keys on top, the bucket (or container), the retry policy.
+        let defaults = CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v));
+        let explicit = options
+            .object_store_options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        // A cloud variable outside the prefix rule, as the `object_store` key it stands for.
+        let renamed = |variable: &str, key: &str| {
+            options
+                .cloud_variable(variable)
+                .map(|value| (key.to_owned(), value))
+        };
+        // The three cloud builders take the same steps with their own types: the environment's
+        // variables in the order the client's `from_env` applies them (skipping names it does not
+        // know, as it does), our client defaults and the caller's keys on top (an unknown one is an
+        // error), the bucket (or container), the retry policy.
         macro_rules! build {
-            ($builder:ty, $bucket:ident) => {{
-                let mut builder = <$builder>::from_env();
-                for (key, value) in CLIENT_DEFAULTS.iter().chain(config) {
-                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, *value);
+            ($builder:ty, $bucket:ident, $before:expr, $prefix:literal, $after:expr) => {{
+                let mut builder = <$builder>::default();
+                let environment = $before
+                    .into_iter()
+                    .chain(options.cloud_config($prefix))
+                    .chain($after);
+                for (key, value) in environment {
+                    if let Ok(key) = key.parse() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                for (key, value) in defaults.chain(explicit) {
+                    builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, value);
                 }
                 let store = builder
                     .$bucket(bucket)
@@ -99,15 +118,33 @@ impl ObjectStoreBackend {
                 (store, caps(false, 8))
             }
             Scheme::S3 => (
-                build!(object_store::aws::AmazonS3Builder, with_bucket_name),
+                build!(
+                    object_store::aws::AmazonS3Builder,
+                    with_bucket_name,
+                    None,
+                    "AWS_",
+                    None
+                ),
                 caps(false, 16),
             ),
             Scheme::Gcs => (
-                build!(object_store::gcp::GoogleCloudStorageBuilder, with_bucket_name),
+                build!(
+                    object_store::gcp::GoogleCloudStorageBuilder,
+                    with_bucket_name,
+                    renamed("SERVICE_ACCOUNT", "google_service_account"),
+                    "GOOGLE_",
+                    None
+                ),
                 caps(false, 16),
             ),
             Scheme::Azure => (
-                build!(object_store::azure::MicrosoftAzureBuilder, with_container_name),
+                build!(
+                    object_store::azure::MicrosoftAzureBuilder,
+                    with_container_name,
+                    None,
+                    "AZURE_",
+                    renamed("IDENTITY_ENDPOINT", "azure_msi_endpoint")
+                ),
                 caps(false, 16),
             ),
             other => {

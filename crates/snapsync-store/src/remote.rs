@@ -10,7 +10,7 @@
 //! through a local temporary file (neither protocol copies on the server); locks are files where the
 //! protocol creates atomically (SFTP) and directories where it does not (FTP). Where a server's refusal
 //! may mean a missing path (FTP's `550`), the protocol says so ([`Fault::Refused`]) and this layer looks
-//! at the path. Also here: the parts of the URLs and the configuration keys both protocols take.
+//! at the path. Also here: the parts of the URLs both protocols take.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -95,42 +95,6 @@ pub(crate) async fn fill(
         }
     }
     Ok(())
-}
-
-/// The configuration keys both backends take.
-pub(crate) struct Common {
-    /// Per-operation timeout (`timeout`, seconds).
-    pub(crate) timeout: Duration,
-    /// Connections, or parallel transfers suggested to callers (`connections`).
-    pub(crate) connections: usize,
-}
-
-impl Common {
-    /// Applies `key = value` if it is a common key; `Ok(false)` for another key.
-    pub(crate) fn apply(&mut self, url: &StoreUrl, key: &str, value: &str) -> Result<bool> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_string(),
-            reason,
-        };
-        match key {
-            "timeout" => {
-                let seconds: f64 = value
-                    .parse()
-                    .map_err(|_| invalid(format!("timeout {value:?} is not a number of seconds")))?;
-                self.timeout = Duration::try_from_secs_f64(seconds)
-                    .map_err(|_| invalid(format!("timeout {value:?} is out of range")))?;
-            }
-            "connections" => {
-                self.connections = value
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| invalid(format!("connections {value:?} is not a positive number")))?;
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
 }
 
 /// A temporary name beside `path` (`dir/.NAME.snapsync-PID-XN.tmp`, recognised by

@@ -3,25 +3,28 @@
 //! `sftp://user[:password]@host[:port]/path`: the path is absolute on the server (`/~/path` is relative
 //! to the user's home, as with curl).
 //!
-//! * **Authentication**: the URL's password, else the keys of a running ssh-agent (`SSH_AUTH_SOCK`),
-//!   else private key files (`key_file`, else `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`; an encrypted
-//!   key needs `key_passphrase`).
-//! * **Host keys** are checked against `~/.ssh/known_hosts` (or `known_hosts`). An unknown host is refused
-//!   unless `accept_new_host_key` is `true` (the key is then recorded); a changed key is always refused.
+//! * **Authentication**: the URL's password, else the keys of a running ssh-agent
+//!   ([`ConnectOptions::with_agent_socket`], `SSH_AUTH_SOCK`), else private key files
+//!   ([`ConnectOptions::with_ssh_key`], else `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`; an encrypted key
+//!   needs [`ConnectOptions::with_ssh_key_passphrase`]). Without a user in the URL, `$USER`, else `root`.
+//! * **Host keys** are checked against `~/.ssh/known_hosts` (or [`ConnectOptions::with_known_hosts`]).
+//!   An unknown host is refused unless the [`HostKeyPolicy`] is `AcceptNew` (the key is then recorded);
+//!   a changed key is always refused.
 //! * **Writes never tear**: an object goes to `.NAME.snapsync-PID-N.tmp`, its size is checked, then it is
 //!   renamed over the key with `posix-rename@openssh.com` (atomic), or linked to it with
 //!   `hardlink@openssh.com` for create-if-absent (atomic: the link fails if the key exists).
 //! * One SSH connection carries two SFTP channels (one for files, one for the extensions); requests are
 //!   pipelined on them. A dropped connection is replaced on the next operation.
-//!
-//! Configuration keys: `key_file`, `key_passphrase`, `known_hosts`, `accept_new_host_key`, `agent_socket`
-//! (instead of `SSH_AUTH_SOCK`), `timeout`
-//! (seconds), `connections` (parallel transfers suggested to callers).
+//! * Every operation has a timeout ([`ConnectOptions::with_timeout`], default 60 s);
+//!   [`ConnectOptions::with_connections`] is the number of parallel transfers suggested to callers
+//!   (default 8).
+
 //!
 //! This module is the protocol only, [`RemoteFs`] for SFTP: the session, the requests and what their
 //! statuses mean. The temporary-name puts, the listing walk and the rest of
 //! [`Store`](crate::Store) are [`RemoteStore`]'s, shared with FTP.
 
+use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,6 +40,7 @@ use russh_sftp::client::{RawSftpSession, SftpSession};
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use crate::connect::{ConnectOptions, HostKeyPolicy};
 use crate::error::{Error, Result};
 use crate::remote::{self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, fill, transient};
 use crate::source::OpenSource;
@@ -59,8 +63,10 @@ pub struct Sftp {
     key_passphrase: Option<String>,
     known_hosts: Option<PathBuf>,
     accept_new_host_key: bool,
-    /// The ssh-agent socket (`SSH_AUTH_SOCK` unless configured).
+    /// The ssh-agent socket.
     agent_socket: Option<PathBuf>,
+    /// The home directory, for `~/.ssh`.
+    home: Option<PathBuf>,
     /// The store's directory on the server, without a trailing `/` (relative to the home when it does
     /// not start with `/`; `""` is the home itself).
     root: String,
@@ -141,57 +147,38 @@ impl client::Handler for HostCheck {
 }
 
 impl SftpStore {
-    /// A store for an `sftp://` URL. Nothing is connected until the first operation.
+    /// A store for an `sftp://` URL, reached with the keys, host key checks, timeout and connections
+    /// of `options`. Nothing is connected until the first operation.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL without a host or an unknown configuration key.
-    pub fn open(url: &StoreUrl, config: &[(&str, &str)]) -> Result<SftpStore> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_string(),
-            reason,
-        };
+    /// [`Error::InvalidUrl`] for a URL without a host.
+    pub fn open(url: &StoreUrl, options: &ConnectOptions) -> Result<SftpStore> {
         let parts = remote::url_parts(url, "sftp://HOST/path")?;
         let user = parts
             .user
-            .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into()));
+            .or_else(|| options.user.clone())
+            .unwrap_or_else(|| "root".into());
         let root = match parts.path.strip_prefix("/~") {
             Some(rest) => rest.trim_matches('/').to_owned(),
             None => parts.path.trim_end_matches('/').to_owned(),
         };
-        let mut common = remote::Common {
-            timeout: DEFAULT_TIMEOUT,
-            connections: DEFAULT_JOBS,
-        };
-        let mut store = Sftp {
+        Ok(RemoteStore::new(Sftp {
             url: url.clone(),
             port: parts.port.unwrap_or(22),
             host: parts.host,
             user,
             password: parts.password,
-            key_files: Vec::new(),
-            key_passphrase: None,
-            known_hosts: None,
-            accept_new_host_key: false,
-            agent_socket: std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+            key_files: options.ssh_keys.clone(),
+            key_passphrase: options.ssh_key_passphrase.clone(),
+            known_hosts: options.known_hosts.clone(),
+            accept_new_host_key: options.host_key_policy == HostKeyPolicy::AcceptNew,
+            agent_socket: options.agent_socket.clone(),
+            home: options.home.clone(),
             root,
-            timeout: DEFAULT_TIMEOUT,
-            jobs: DEFAULT_JOBS,
+            timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            jobs: options.connections.map_or(DEFAULT_JOBS, NonZeroUsize::get),
             session: tokio::sync::Mutex::default(),
-        };
-        for (key, value) in config {
-            match *key {
-                "key_file" => store.key_files.push(PathBuf::from(value)),
-                "key_passphrase" => store.key_passphrase = Some((*value).to_owned()),
-                "known_hosts" => store.known_hosts = Some(PathBuf::from(value)),
-                "agent_socket" => store.agent_socket = Some(PathBuf::from(value)),
-                "accept_new_host_key" => store.accept_new_host_key = matches!(*value, "true" | "yes" | "1"),
-                key if common.apply(url, key, value)? => {}
-                other => return Err(invalid(format!("unknown configuration key {other:?}"))),
-            }
-        }
-        store.timeout = common.timeout;
-        store.jobs = common.connections;
-        Ok(RemoteStore::new(store))
+        }))
     }
 }
 
@@ -239,10 +226,6 @@ fn sftp_error(location: &str, error: SftpError) -> Error {
     }
 }
 
-fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(PathBuf::from)
-}
-
 impl Sftp {
     /// The open session, or a new one when there is none or the connection has closed.
     async fn session(&self, location: &str) -> Result<Arc<Session>> {
@@ -274,7 +257,7 @@ impl Sftp {
         let known_hosts = self
             .known_hosts
             .clone()
-            .or_else(|| home_dir().map(|h| h.join(".ssh/known_hosts")))
+            .or_else(|| self.home.as_ref().map(|h| h.join(".ssh/known_hosts")))
             .ok_or_else(|| Error::Other {
                 location: server.clone(),
                 source: "no known_hosts file: HOME is not set".into(),
@@ -381,7 +364,8 @@ impl Sftp {
             }
         }
         let candidates: Vec<PathBuf> = if self.key_files.is_empty() {
-            home_dir()
+            self.home
+                .as_ref()
                 .map(|h| {
                     ["id_ed25519", "id_ecdsa", "id_rsa"]
                         .iter()
@@ -761,7 +745,10 @@ mod tests {
     #[test]
     fn urls_configure_the_store() {
         let url = StoreUrl::parse("sftp://me:p%40ss@example.com:2222/srv/data/").unwrap();
-        let store = SftpStore::open(&url, &[("connections", "3"), ("accept_new_host_key", "true")]).unwrap();
+        let options = ConnectOptions::default()
+            .with_connections(NonZeroUsize::new(3).unwrap())
+            .with_host_key_policy(HostKeyPolicy::AcceptNew);
+        let store = SftpStore::open(&url, &options).unwrap();
         let inner = &store.fs;
         assert_eq!(
             (
@@ -777,12 +764,20 @@ mod tests {
         assert_eq!(inner.path("a b/c").unwrap(), "/srv/data/a b/c");
         assert_eq!(store.capabilities().default_jobs, 3);
         assert!(!format!("{store:?}").contains("p@ss"));
-        let home = SftpStore::open(&StoreUrl::parse("sftp://me@h/~/backups").unwrap(), &[]).unwrap();
+        let home = SftpStore::open(
+            &StoreUrl::parse("sftp://me@h/~/backups").unwrap(),
+            &ConnectOptions::default(),
+        )
+        .unwrap();
         assert_eq!(home.fs.root, "backups");
         assert_eq!(home.fs.path("k").unwrap(), "backups/k");
-        let err = SftpStore::open(&url, &[("colour", "blue")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown configuration key"), "{err}");
+        assert!(!home.fs.accept_new_host_key);
+        assert_eq!((home.fs.jobs, home.fs.timeout), (DEFAULT_JOBS, DEFAULT_TIMEOUT));
+        // Without a user in the URL: the environment's, else root.
+        let url = StoreUrl::parse("sftp://h/x").unwrap();
+        let options = ConnectOptions::from_vars([("USER", "backup")]);
+        assert_eq!(SftpStore::open(&url, &options).unwrap().fs.user, "backup");
+        let nobody = SftpStore::open(&url, &ConnectOptions::default()).unwrap();
+        assert_eq!(nobody.fs.user, "root");
     }
 }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use snapsync_store::conformance::{self, Options};
 use snapsync_store::{
-    Capabilities, DryRunStore, Error, GetStream, ObjectMeta, PrefixStore, PutMode, PutSource, RetryPolicy,
-    RetryStore, Store, StoreExt, StoreUrl, open, open_with_config,
+    Capabilities, ConnectOptions, DryRunStore, Error, GetStream, LocalDurability, ObjectMeta, PrefixStore,
+    PutMode, PutSource, RetryPolicy, RetryStore, Store, StoreExt, StoreUrl,
 };
 use snapsync_testkit::{Azurite, S3Server};
 
@@ -21,8 +21,19 @@ mod ftp;
 #[path = "store/sftp.rs"]
 mod sftp;
 
-fn pairs<'a>(config: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    config.iter().map(|(k, v)| (*k, v.as_str())).collect()
+/// Options without retries (a test sees each failure as it happens) and without the process's
+/// environment.
+fn bare() -> ConnectOptions {
+    ConnectOptions::default().with_retry(None)
+}
+
+/// Options from an environment (a test server's variables), without retries.
+fn from_vars(vars: Vec<(&'static str, String)>) -> ConnectOptions {
+    ConnectOptions::from_vars(vars).with_retry(None)
+}
+
+fn open(url: &StoreUrl) -> snapsync_store::Result<Arc<dyn Store>> {
+    snapsync_store::open(url, &bare())
 }
 
 async fn suite(store: Arc<dyn Store>, options: &Options) {
@@ -31,11 +42,10 @@ async fn suite(store: Arc<dyn Store>, options: &Options) {
     }
 }
 
-/// The root checks of the conformance suite, on stores that `base` and `config` open (`base/path`).
-async fn roots(base: &str, config: &[(&'static str, String)], directories: bool) {
-    let (base, config) = (base.trim_end_matches('/').to_owned(), config.to_vec());
-    let open =
-        move |path: &str| open_with_config(&StoreUrl::parse(&format!("{base}/{path}"))?, &pairs(&config));
+/// The root checks of the conformance suite, on stores that `base` and `options` open (`base/path`).
+async fn roots(base: &str, options: &ConnectOptions, directories: bool) {
+    let (base, options) = (base.trim_end_matches('/').to_owned(), options.clone());
+    let open = move |path: &str| snapsync_store::open(&StoreUrl::parse(&format!("{base}/{path}"))?, &options);
     if let Err(failure) = conformance::root_existence(&open, directories).await {
         panic!("root_existence: {failure}");
     }
@@ -47,15 +57,16 @@ async fn local_filesystem_passes_the_conformance_suite() {
     let store = open(&StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap()).unwrap();
     suite(store, &Options::default()).await;
     // As a plain path and as a file:// URL.
-    roots(&dir.path().join("plain").display().to_string(), &[], true).await;
-    roots(&format!("file://{}/url", dir.path().display()), &[], true).await;
+    roots(&dir.path().join("plain").display().to_string(), &bare(), true).await;
+    roots(&format!("file://{}/url", dir.path().display()), &bare(), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batched_local_filesystem_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(snapsync_store::LocalStore::batched(StoreUrl::local(dir.path())));
-    suite(Arc::clone(&store) as Arc<dyn Store>, &Options::default()).await;
+    let batched = bare().with_local_durability(LocalDurability::Batched);
+    let store = snapsync_store::open(&StoreUrl::local(dir.path()), &batched).unwrap();
+    suite(Arc::clone(&store), &Options::default()).await;
     store.persist().await.unwrap();
 }
 
@@ -63,52 +74,61 @@ async fn batched_local_filesystem_passes_the_conformance_suite() {
 async fn memory_passes_the_conformance_suite() {
     let store = open(&StoreUrl::parse("memory://conformance").unwrap()).unwrap();
     suite(store, &Options::default()).await;
-    roots("memory://conformance-roots", &[], false).await;
+    roots("memory://conformance-roots", &bare(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_passes_the_conformance_suite_against_a_real_server() {
     let server = S3Server::start();
     server.create_bucket("conformance");
-    let config = server.config();
-    let store = open_with_config(
+    // Configured from the standard variables, given rather than read from the process.
+    let options = from_vars(server.env());
+    let store = snapsync_store::open(
         &StoreUrl::parse("s3://conformance/some/prefix").unwrap(),
-        &pairs(&config),
+        &options,
     )
     .unwrap();
     suite(Arc::clone(&store), &Options::default()).await;
     // The URL's prefix is where everything went.
-    let whole = open_with_config(&StoreUrl::parse("s3://conformance").unwrap(), &pairs(&config)).unwrap();
+    let whole = snapsync_store::open(&StoreUrl::parse("s3://conformance").unwrap(), &options).unwrap();
     let all = whole.list_all("").await.unwrap();
     assert!(
         !all.is_empty() && all.iter().all(|m| m.key.starts_with("some/prefix/")),
         "{:?}",
         &all[..3.min(all.len())]
     );
-    roots("s3://conformance/roots", &config, false).await;
+    roots("s3://conformance/roots", &options, false).await;
+    // The same server through `object_store` options instead of variables.
+    let mut explicit = bare();
+    for (key, value) in server.config() {
+        explicit = explicit.with_object_store_option(key, value);
+    }
+    let store = snapsync_store::open(
+        &StoreUrl::parse("s3://conformance/some/prefix").unwrap(),
+        &explicit,
+    )
+    .unwrap();
+    assert!(!store.list_all("").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_passes_the_conformance_suite_against_azurite() {
     let server = Azurite::start();
     server.create_container("conformance");
-    let config = server.config();
-    let store = open_with_config(
-        &StoreUrl::parse("az://conformance/prefix").unwrap(),
-        &pairs(&config),
-    )
-    .unwrap();
+    let options = from_vars(server.env());
+    let store = snapsync_store::open(&StoreUrl::parse("az://conformance/prefix").unwrap(), &options).unwrap();
     suite(store, &Options::default()).await;
-    roots("az://conformance/roots", &config, false).await;
+    roots("az://conformance/roots", &options, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_with_a_wrong_key_is_permission_denied() {
     let server = Azurite::start();
     server.create_container("locked");
-    let mut config = server.config();
-    config[1].1 = "d3JvbmcgcGFzc3dvcmQgZm9yIGF6dXJpdGUgdGVzdHMgdGhhdCBpcyBsb25nIGVub3VnaA==".into();
-    let store = open_with_config(&StoreUrl::parse("az://locked").unwrap(), &pairs(&config)).unwrap();
+    let mut env = server.env();
+    assert_eq!(env[1].0, "AZURE_STORAGE_ACCOUNT_KEY");
+    env[1].1 = "d3JvbmcgcGFzc3dvcmQgZm9yIGF6dXJpdGUgdGVzdHMgdGhhdCBpcyBsb25nIGVub3VnaA==".into();
+    let store = snapsync_store::open(&StoreUrl::parse("az://locked").unwrap(), &from_vars(env)).unwrap();
     let err = store
         .put(
             "x",
@@ -128,10 +148,9 @@ async fn azure_with_a_wrong_key_is_permission_denied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_bucket_is_named_as_such() {
     let server = S3Server::start();
-    let config = server.config();
-    let store = open_with_config(
+    let store = snapsync_store::open(
         &StoreUrl::parse("s3://no-such-bucket/x").unwrap(),
-        &pairs(&config),
+        &from_vars(server.env()),
     )
     .unwrap();
     let err = store.list_all("").await.unwrap_err();
@@ -157,13 +176,12 @@ async fn a_missing_bucket_is_named_as_such() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_is_a_transient_error_naming_the_url() {
     let port = snapsync_testkit::free_port();
-    let config = [
-        ("aws_endpoint", format!("http://127.0.0.1:{port}")),
-        ("aws_allow_http", "true".to_owned()),
-        ("aws_access_key_id", "k".to_owned()),
-        ("aws_secret_access_key", "s".to_owned()),
-    ];
-    let store = open_with_config(&StoreUrl::parse("s3://nobody/home").unwrap(), &pairs(&config)).unwrap();
+    let options = bare()
+        .with_object_store_option("aws_endpoint", format!("http://127.0.0.1:{port}"))
+        .with_object_store_option("aws_allow_http", "true")
+        .with_object_store_option("aws_access_key_id", "k")
+        .with_object_store_option("aws_secret_access_key", "s");
+    let store = snapsync_store::open(&StoreUrl::parse("s3://nobody/home").unwrap(), &options).unwrap();
     let err = store.head("key").await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(err.to_string(), "s3://nobody/home/key: temporary failure");
@@ -177,17 +195,26 @@ fn gcs_urls_and_configuration_parse() {
         (url.bucket(), url.prefix().as_str()),
         (Some("my-bucket"), "snapshots/prod")
     );
-    let err = open_with_config(&url, &[("google_service_account", "/nonexistent/key.json")]).unwrap_err();
+    let option = |key: &str, value: &str| bare().with_object_store_option(key, value);
+    let err =
+        snapsync_store::open(&url, &option("google_service_account", "/nonexistent/key.json")).unwrap_err();
     assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
     assert!(
         err.to_string()
             .starts_with("invalid store URL gs://my-bucket/snapshots/prod: "),
         "{err}"
     );
-    let err = open_with_config(&url, &[("google_no_such_option", "x")]).unwrap_err();
+    // The same from the environment's variable; a variable the client does not know is skipped, as
+    // object_store's `from_env` skips it, but an explicit option it does not know is an error.
+    let env = ConnectOptions::from_vars([("GOOGLE_SERVICE_ACCOUNT", "/nonexistent/key.json")]);
+    let err = snapsync_store::open(&url, &env).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/key.json"), "{err}");
+    let err = snapsync_store::open(&url, &option("google_no_such_option", "x")).unwrap_err();
     assert!(err.to_string().contains("unknown configuration key"), "{err}");
     // With credentials that need no network (anonymous access), the client builds.
-    open_with_config(&url, &[("google_skip_signature", "true")]).unwrap();
+    snapsync_store::open(&url, &option("google_skip_signature", "true")).unwrap();
+    let env = ConnectOptions::from_vars([("GOOGLE_SKIP_SIGNATURE", "true"), ("GOOGLE_NO_SUCH_OPTION", "x")]);
+    snapsync_store::open(&url, &env).unwrap();
 }
 
 #[tokio::test]

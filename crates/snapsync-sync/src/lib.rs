@@ -7,6 +7,36 @@
 //! killed run loses nothing); [`scan`] lists both sides through one [`Filter`]; [`mod@plan`] turns the
 //! two listings and the base into a [`Plan`]; [`run`] locks the remote, compares contents where needed
 //! and carries the plan out ([`Pair::prepare`], [`Pair::execute`]). See `docs/sync.md`.
+//!
+//! Every option lives in one validated [`Options`]; [`open_remote`] names and opens a remote the way
+//! every front end must. A program syncs a folder without the command line:
+//!
+//! ```
+//! use snapsync_store::ConnectOptions;
+//! use snapsync_sync::{Mode, Options, Pair};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # std::fs::create_dir(dir.path().join("site"))?;
+//! # std::fs::create_dir(dir.path().join("mirror"))?;
+//! # let (local, remote) = (dir.path().join("site"), dir.path().join("mirror"));
+//! std::fs::write(local.join("index.html"), "<h1>hi</h1>")?;
+//! let options = Options::builder(Mode::Upload)
+//!     .delete(true)
+//!     .excludes(["*.tmp"])
+//!     .build()?;
+//! let store = snapsync_sync::open_remote(remote.to_str().unwrap(), &options, &ConnectOptions::from_env())?;
+//! let pair = Pair::new(local, store, options);
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let summary = runtime.block_on(async {
+//!     let prepared = pair.prepare().await?;
+//!     pair.execute(prepared, None, &|_event| {}).await
+//! })?;
+//! assert_eq!(summary.uploaded, 1);
+//! assert!(remote.join("index.html").exists());
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +54,7 @@ pub use decide::{Action, Class, Conflict, Observed, Recorded, Resolve, classify,
 pub use error::{Error, Result};
 pub use options::{DEFAULT_LOCK_TIMEOUT, Options, OptionsBuilder};
 pub use plan::{DirAction, Item, Mode, Plan, plan, plan_dirs};
-pub use remote::remote_url;
+pub use remote::{open_remote, remote_url};
 pub use run::{Ask, Event, Failure, MASS_DELETE_MIN, Pair, Prepared, Report, Summary, Unsettled};
 pub use scan::{DEFAULT_EXCLUDES, Filter, Listing, Verdict};
 pub use state::{BaseEntry, State, StateDir, StateError};

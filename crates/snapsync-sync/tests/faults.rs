@@ -222,7 +222,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn memory(name: &str) -> Arc<dyn Store> {
-    snapsync_store::open(&StoreUrl::parse(&format!("memory://{name}")).unwrap()).unwrap()
+    // No retries: a fault the wrapper injects must reach the run as it is.
+    let options = snapsync_store::ConnectOptions::default().with_retry(None);
+    snapsync_store::open(&StoreUrl::parse(&format!("memory://{name}")).unwrap(), &options).unwrap()
 }
 
 /// One pair: a local folder (and the state directory, both in a temporary directory) and a memory

@@ -280,8 +280,6 @@ fn over_ftp_of_two_runs_exactly_one_proceeds() {
     let rt = runtime();
     for flavor in [FtpFlavor::Pyftpdlib, FtpFlavor::Vsftpd] {
         let server = FtpServer::start(flavor, false);
-        let config_pairs = server.config();
-        let pairs: Vec<(&str, &str)> = config_pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         for iteration in 0..10 {
             let race = race();
             let site = format!("site{iteration}");
@@ -298,7 +296,8 @@ fn over_ftp_of_two_runs_exactly_one_proceeds() {
             }
             server.give(&server.root().join(&site));
             let url = StoreUrl::parse(&server.url(&site)).unwrap();
-            let inner = snapsync_store::open_with_config(&url, &pairs).unwrap();
+            let options = snapsync_store::ConnectOptions::default().with_retry(None);
+            let inner = snapsync_store::open(&url, &options).unwrap();
             let store: Arc<dyn Store> = Arc::new(Slow::new(inner, Duration::from_millis(1 + iteration % 3)));
             let winners = rt.block_on(both_prepare(&store, &race, &config(Mode::Sync)));
             assert_eq!(winners, 1, "{flavor:?}, iteration {iteration}");

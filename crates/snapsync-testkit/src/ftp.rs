@@ -146,14 +146,6 @@ impl FtpServer {
         self.tls.then(|| self.dir.join("cert.pem"))
     }
 
-    /// Store configuration for snapsync's FTP backend (the certificate to trust).
-    #[must_use]
-    pub fn config(&self) -> Vec<(&'static str, String)> {
-        self.ca_file()
-            .map(|ca| vec![("ca_file", ca.display().to_string())])
-            .unwrap_or_default()
-    }
-
     /// Which server this is.
     #[must_use]
     pub fn flavor(&self) -> FtpFlavor {

@@ -81,7 +81,8 @@ impl S3Server {
         );
     }
 
-    /// `object_store` configuration for this server.
+    /// `object_store` configuration keys for this server (snapsync-store's
+    /// `ConnectOptions::with_object_store_option`).
     #[must_use]
     pub fn config(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -192,7 +193,8 @@ impl Azurite {
         );
     }
 
-    /// `object_store` configuration for this server.
+    /// `object_store` configuration keys for this server (snapsync-store's
+    /// `ConnectOptions::with_object_store_option`).
     #[must_use]
     pub fn config(&self) -> Vec<(&'static str, String)> {
         vec![

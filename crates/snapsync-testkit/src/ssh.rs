@@ -129,12 +129,6 @@ impl Sshd {
         self.dir.join("client-encrypted")
     }
 
-    /// Store configuration that trusts this server.
-    #[must_use]
-    pub fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("known_hosts", self.known_hosts().display().to_string())]
-    }
-
     /// Stops the server now, with its sessions (sshd's session processes leave its process group, so
     /// they are found as its descendants).
     pub fn stop(&mut self) {

@@ -8,21 +8,28 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use snapsync_store::conformance::Options;
-use snapsync_store::{Error, PutMode, PutSource, Store, StoreExt, StoreUrl, open_with_config};
+use snapsync_store::{ConnectOptions, Error, PutMode, PutSource, Store, StoreExt, StoreUrl, open};
 use snapsync_testkit::{FTP_USER, FtpFlavor, FtpOptions, FtpServer, Tmpfs};
 
-use super::{chmod, pairs, roots, suite};
+use super::{bare, chmod, roots, suite};
+
+/// Options that trust the server's certificate, if it has one.
+fn options(server: &FtpServer) -> ConnectOptions {
+    match server.ca_file() {
+        Some(ca) => bare().with_ca_file(ca),
+        None => bare(),
+    }
+}
 
 fn store(server: &FtpServer, path: &str) -> Arc<dyn Store> {
-    let config = server.config();
-    open_with_config(&StoreUrl::parse(&server.url(path)).unwrap(), &pairs(&config)).unwrap()
+    open(&StoreUrl::parse(&server.url(path)).unwrap(), &options(server)).unwrap()
 }
 
 async fn conformance(flavor: FtpFlavor, tls: bool) {
     let server = FtpServer::start(flavor, tls);
     let store = store(&server, "deep/store root");
     suite(Arc::clone(&store), &Options::default()).await;
-    roots(&server.url("roots"), &server.config(), true).await;
+    roots(&server.url("roots"), &options(&server), true).await;
     // Everything went below the URL's path, and no temporary file was left behind.
     let on_disk = server.root().join("deep/store root");
     assert!(
@@ -107,7 +114,7 @@ async fn files_written_on_the_server_are_read_with_their_times() {
 async fn a_wrong_password_is_permission_denied_and_never_shown() {
     let server = FtpServer::pyftpdlib();
     let url = server.url_with_password("x", "not-the-password");
-    let store = open_with_config(&StoreUrl::parse(&url).unwrap(), &[]).unwrap();
+    let store = open(&StoreUrl::parse(&url).unwrap(), &bare()).unwrap();
     let err = store.list_all("").await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
     let text = format!("{err} {:?}", std::error::Error::source(&err));
@@ -119,7 +126,7 @@ async fn a_wrong_password_is_permission_denied_and_never_shown() {
 async fn an_untrusted_certificate_is_refused_clearly() {
     let server = FtpServer::start(FtpFlavor::Pyftpdlib, true);
     // No ca_file: the self-signed certificate is not trusted.
-    let store = open_with_config(&StoreUrl::parse(&server.url("x")).unwrap(), &[]).unwrap();
+    let store = open(&StoreUrl::parse(&server.url("x")).unwrap(), &bare()).unwrap();
     let err = store.head("k").await.unwrap_err();
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -200,7 +207,7 @@ fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
 async fn an_unreachable_ftp_server_is_transient() {
     let port = snapsync_testkit::free_port();
     let url = format!("ftp://u:secret@127.0.0.1:{port}/x");
-    let store = open_with_config(&StoreUrl::parse(&url).unwrap(), &[]).unwrap();
+    let store = open(&StoreUrl::parse(&url).unwrap(), &bare()).unwrap();
     let err = store.head("k").await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");

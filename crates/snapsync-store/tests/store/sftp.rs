@@ -5,13 +5,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use snapsync_store::conformance::Options;
-use snapsync_store::{Error, PutMode, PutSource, Store, StoreExt, StoreUrl, open_with_config};
+use snapsync_store::{ConnectOptions, Error, HostKeyPolicy, PutMode, PutSource, Store, StoreExt, StoreUrl};
 use snapsync_testkit::{SSH_KEY_PASSPHRASE, Sshd};
 
-use super::{chmod, pairs, roots, suite};
+use super::{bare, chmod, roots, suite};
 
-fn open(url: &str, config: &[(&'static str, String)]) -> Arc<dyn Store> {
-    open_with_config(&StoreUrl::parse(url).unwrap(), &pairs(config)).unwrap()
+fn open(url: &str, options: &ConnectOptions) -> Arc<dyn Store> {
+    snapsync_store::open(&StoreUrl::parse(url).unwrap(), options).unwrap()
+}
+
+/// Options that trust the server's host key (and nothing from the process's environment: no agent,
+/// no `~/.ssh`).
+fn trusting(server: &Sshd) -> ConnectOptions {
+    bare().with_known_hosts(server.known_hosts())
 }
 
 fn error_text(err: &Error) -> String {
@@ -28,16 +34,16 @@ fn error_text(err: &Error) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn sshd_passes_the_conformance_suite() {
     let server = Sshd::start();
-    let store = open(&server.url("deep/store root"), &server.config());
+    let store = open(&server.url("deep/store root"), &trusting(&server));
     suite(Arc::clone(&store), &Options::default()).await;
     assert!(server.root().join("deep/store root/zero").is_dir());
-    roots(&server.url("roots"), &server.config(), true).await;
+    roots(&server.url("roots"), &trusting(&server), true).await;
     // Relative to the home (`/~/`): the test user's home is `/`, where it may not write; only ask.
     let home = open(
         &server
             .url("")
             .replacen(&server.root().display().to_string(), "/~", 1),
-        &server.config(),
+        &trusting(&server),
     );
     assert!(home.root_exists().await.unwrap());
 }
@@ -46,9 +52,7 @@ async fn sshd_passes_the_conformance_suite() {
 async fn keys_log_in_with_and_without_a_passphrase() {
     let server = Sshd::start();
     let url = server.url_without_password("k");
-    let mut config = server.config();
-    config.push(("key_file", server.key_file().display().to_string()));
-    let store = open(&url, &config);
+    let store = open(&url, &trusting(&server).with_ssh_key(server.key_file()));
     store
         .put(
             "a",
@@ -59,12 +63,22 @@ async fn keys_log_in_with_and_without_a_passphrase() {
         .unwrap();
     assert_eq!(std::fs::read(server.root().join("k/a")).unwrap(), b"by key");
 
-    let mut encrypted = server.config();
-    encrypted.push(("key_file", server.encrypted_key_file().display().to_string()));
+    let encrypted = trusting(&server).with_ssh_key(server.encrypted_key_file());
     let err = open(&url, &encrypted).head("a").await.unwrap_err();
     assert!(error_text(&err).contains("passphrase"), "{}", error_text(&err));
-    encrypted.push(("key_passphrase", SSH_KEY_PASSPHRASE.to_owned()));
+    let encrypted = encrypted.with_ssh_key_passphrase(SSH_KEY_PASSPHRASE);
     assert_eq!(open(&url, &encrypted).get_bytes("a").await.unwrap(), "by key");
+    // The same from the environment's variables, given rather than read from the process.
+    let env = ConnectOptions::from_vars([
+        ("SNAPSYNC_KNOWN_HOSTS", server.known_hosts().display().to_string()),
+        (
+            "SNAPSYNC_SSH_KEY",
+            server.encrypted_key_file().display().to_string(),
+        ),
+        ("SNAPSYNC_SSH_KEY_PASSPHRASE", SSH_KEY_PASSPHRASE.to_owned()),
+    ])
+    .with_retry(None);
+    assert_eq!(open(&url, &env).get_bytes("a").await.unwrap(), "by key");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -73,8 +87,8 @@ async fn unknown_and_changed_host_keys_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     // Unknown: refused, with the fingerprint and the way out in the message.
     let empty = dir.path().join("known_hosts");
-    let config = vec![("known_hosts", empty.display().to_string())];
-    let err = open(&server.url("x"), &config).head("k").await.unwrap_err();
+    let strict = bare().with_known_hosts(&empty);
+    let err = open(&server.url("x"), &strict).head("k").await.unwrap_err();
     let text = error_text(&err);
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
     assert!(
@@ -83,15 +97,14 @@ async fn unknown_and_changed_host_keys_are_refused() {
     );
     assert!(!empty.exists() || std::fs::read_to_string(&empty).unwrap().is_empty());
     // Accepted once on request: recorded, and trusted from then on.
-    let mut accept = config.clone();
-    accept.push(("accept_new_host_key", "true".to_owned()));
+    let accept = strict.clone().with_host_key_policy(HostKeyPolicy::AcceptNew);
     assert!(!open(&server.url("x"), &accept).exists("k").await.unwrap());
     assert!(
         std::fs::read_to_string(&empty)
             .unwrap()
             .contains(&format!("[127.0.0.1]:{}", server.port()))
     );
-    assert!(!open(&server.url("x"), &config).exists("k").await.unwrap());
+    assert!(!open(&server.url("x"), &strict).exists("k").await.unwrap());
     // Changed: another server's key recorded for this address is refused, even when new keys are accepted.
     let other = Sshd::start();
     let recorded = std::fs::read_to_string(other.known_hosts())
@@ -100,11 +113,10 @@ async fn unknown_and_changed_host_keys_are_refused() {
     assert!(recorded.contains(&format!("]:{} ", server.port())), "{recorded}");
     let changed = dir.path().join("changed");
     std::fs::write(&changed, recorded).unwrap();
-    let config = vec![
-        ("known_hosts", changed.display().to_string()),
-        ("accept_new_host_key", "true".to_owned()),
-    ];
-    let err = open(&server.url("x"), &config).head("k").await.unwrap_err();
+    let accept = bare()
+        .with_known_hosts(&changed)
+        .with_host_key_policy(HostKeyPolicy::AcceptNew);
+    let err = open(&server.url("x"), &accept).head("k").await.unwrap_err();
     assert!(error_text(&err).contains("CHANGED"), "{}", error_text(&err));
 }
 
@@ -114,7 +126,7 @@ async fn a_wrong_password_is_permission_denied_and_never_shown() {
     let url = server
         .url("x")
         .replacen(snapsync_testkit::SSH_PASSWORD, "wrong-pw-123", 1);
-    let err = open(&url, &server.config()).head("k").await.unwrap_err();
+    let err = open(&url, &trusting(&server)).head("k").await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
     let text = format!("{} {err:?}", error_text(&err));
     assert!(!text.contains("wrong-pw-123"), "{text}");
@@ -123,7 +135,7 @@ async fn a_wrong_password_is_permission_denied_and_never_shown() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_goes_away_is_transient_and_the_store_reconnects() {
     let mut server = Sshd::start();
-    let store = open(&server.url("d"), &server.config());
+    let store = open(&server.url("d"), &trusting(&server));
     store
         .put(
             "a",
@@ -168,10 +180,10 @@ async fn an_ssh_agent_logs_in() {
     add.env("SSH_AUTH_SOCK", &socket).arg(server.key_file());
     assert!(add.output().unwrap().status.success(), "ssh-add failed");
     // No password, and the only key file is encrypted without its passphrase: only the agent can log in.
-    let mut config = server.config();
-    config.push(("agent_socket", socket.display().to_string()));
-    config.push(("key_file", server.encrypted_key_file().display().to_string()));
-    let store = open(&server.url_without_password("a"), &config);
+    let options = trusting(&server)
+        .with_agent_socket(&socket)
+        .with_ssh_key(server.encrypted_key_file());
+    let store = open(&server.url_without_password("a"), &options);
     store
         .put(
             "k",
@@ -200,7 +212,7 @@ async fn folders_the_server_will_not_list_are_errors_not_empty_folders() {
     std::fs::write(data.join("kept.txt"), b"x").unwrap();
     chmod(&data.join("locked"), 0o000);
     chmod(&data.join("blind"), 0o311);
-    let store = open(&server.url("data"), &server.config());
+    let store = open(&server.url("data"), &trusting(&server));
     let err = store.list_all("").await.unwrap_err();
     let text = error_text(&err);
     assert!(matches!(err, Error::PermissionDenied { .. }), "{text}");
@@ -226,7 +238,7 @@ async fn folders_the_server_will_not_list_are_errors_not_empty_folders() {
     assert_eq!(open_keys, ["open/seen.txt"]);
     assert!(store.list_all("missing").await.unwrap().is_empty());
     // Roots: there, missing, a file, and one whether it exists cannot be told.
-    let root = |path: &str| open(&server.url(path), &server.config());
+    let root = |path: &str| open(&server.url(path), &trusting(&server));
     assert!(root("data/locked").root_exists().await.unwrap());
     assert!(!root("data/missing").root_exists().await.unwrap());
     let err = root("data/kept.txt").root_exists().await.unwrap_err();
