@@ -1,0 +1,485 @@
+//! snapsync-cache: a local cache over a remote store, for programs that need a few files of a big
+//! remote tree at a time.
+//!
+//! [`CacheAgent::path`] gives the local copy of a remote file, fetching it first when it is not cached
+//! (or, with a maximum age, when the remote copy changed since); [`CacheAgent::add`] queues a local
+//! file for upload and [`CacheAgent::push`] uploads the queue — each file only if the remote copy is
+//! still the one it was fetched from (or still absent, for a new file), so a remote edit is never
+//! clobbered unless the caller forces it.
+//!
+//! Everything the cache knows is in one small state file under the cache folder
+//! (`.snapsync-cache/state.json`, rewritten atomically under a file lock): for each cached file, what
+//! the remote held when it was fetched (size, time, BLAKE3) and what the local copy was then; the queue.
+//! A fetch goes to a checked temporary file beside its target and is renamed into place; an upload goes
+//! through the store's temporary name, check and rename. Two threads or processes fetching one missing
+//! file download it once (a lock file per path), and neither sees a partial file.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod state;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use snapsync_core::atomic::{CheckedFile, WriteOptions};
+use snapsync_store::{PutMode, PutSource, Store};
+
+pub use error::{Error, Result};
+use state::{Entry, Locked, Remote};
+
+/// The folder under the cache root that holds the state and the locks; never a cached path.
+pub const META_DIR: &str = ".snapsync-cache";
+
+/// How the agent treats freshness and an unreachable remote.
+#[derive(Clone, Debug, Default)]
+pub struct CacheOptions {
+    /// A cached file fetched longer ago than this is checked against the remote (its size and time)
+    /// and fetched again only if it changed. `None`: a cached file is used as it is.
+    pub max_age: Option<Duration>,
+    /// An unreachable remote is an error even for a cached file (otherwise the cached copy is used,
+    /// with a warning).
+    pub online: bool,
+}
+
+/// What [`CacheAgent::path`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// The cached copy, without asking the remote.
+    Cached,
+    /// The cached copy, found unchanged on the remote.
+    Revalidated,
+    /// Fetched from the remote.
+    Fetched,
+    /// The cached copy, because the remote could not be reached (the warning says why).
+    Offline(String),
+    /// The local copy, changed since it was fetched (queued, or edited in place): never replaced by a
+    /// fetch.
+    LocalEdit,
+}
+
+/// What happened to one queued file in [`CacheAgent::push`].
+#[derive(Debug)]
+pub enum Pushed {
+    /// Uploaded (bytes).
+    Uploaded(u64),
+    /// Not uploaded: the remote copy changed; the file stays queued.
+    Conflict(Error),
+    /// Not uploaded: it failed; the file stays queued.
+    Failed(Error),
+}
+
+/// One cached or queued file, for [`CacheAgent::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStatus {
+    /// The path below the cache root.
+    pub path: String,
+    /// Size of the local copy (0 when it is gone).
+    pub size: u64,
+    /// Queued for upload.
+    pub queued: bool,
+    /// Fetched longer ago than the maximum age.
+    pub stale: bool,
+    /// The last push found the remote changed.
+    pub conflict: Option<String>,
+}
+
+/// A cache folder over a remote store.
+#[derive(Debug)]
+pub struct CacheAgent {
+    store: Arc<dyn Store>,
+    root: PathBuf,
+    options: CacheOptions,
+}
+
+impl CacheAgent {
+    /// The cache in `root` (created if missing) over `store`.
+    ///
+    /// # Errors
+    /// When the folder cannot be made, or its state belongs to another remote or is damaged.
+    pub fn open(store: Arc<dyn Store>, root: &Path, options: CacheOptions) -> Result<CacheAgent> {
+        fs::create_dir_all(root.join(META_DIR).join("locks")).map_err(|e| Error::io(root, e))?;
+        let root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+        let agent = CacheAgent { store, root, options };
+        // Checks the state now (a cache of another remote is refused before anything is done), and
+        // writes it, so the folder belongs to this remote from now on.
+        agent.locked()?.save()?;
+        Ok(agent)
+    }
+
+    /// The cache root.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn locked(&self) -> Result<Locked> {
+        Locked::take(&self.root.join(META_DIR), &self.store.url().to_string())
+    }
+
+    /// `path` checked (no `..`, not absolute, no symlinked folder on the way), and its local path.
+    fn local(&self, path: &str) -> Result<PathBuf> {
+        let invalid = |reason: String| Error::InvalidPath {
+            path: path.to_owned(),
+            reason,
+        };
+        snapsync_store::check_key(path).map_err(|e| invalid(e.to_string()))?;
+        if path == META_DIR || path.starts_with(&format!("{META_DIR}/")) {
+            return Err(invalid("the cache's own folder".into()));
+        }
+        snapsync_core::pathsafe::check_no_symlink_parents(&self.root, Path::new(path))
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(self.root.join(path))
+    }
+
+    /// A path given relative to the cache root or as an absolute path inside it, as the key it is.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] for a path outside the cache.
+    pub fn key_of(&self, given: &Path) -> Result<String> {
+        let invalid = |reason: &str| Error::InvalidPath {
+            path: given.display().to_string(),
+            reason: reason.to_owned(),
+        };
+        let relative = if given.is_absolute() {
+            let absolute = std::path::absolute(given).map_err(|e| Error::io(given, e))?;
+            absolute
+                .strip_prefix(&self.root)
+                .map_err(|_| invalid("outside the cache folder"))?
+                .to_owned()
+        } else {
+            given.to_owned()
+        };
+        let key = relative.to_str().ok_or_else(|| invalid("not UTF-8"))?.to_owned();
+        self.local(&key)?;
+        Ok(key)
+    }
+
+    /// The local path of `path`, fetched first when it is not cached (see [`CacheAgent::open_file`]).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when neither side has it; [`Error::Unreachable`] when it is not cached and the
+    /// remote cannot be reached (or `online` is set); [`Error::InvalidPath`]; others as they come.
+    pub async fn path(&self, path: &str) -> Result<(PathBuf, Opened)> {
+        let local = self.local(path)?;
+        let (recorded, queued) = {
+            let locked = self.locked()?;
+            (
+                locked.state.files.get(path).cloned(),
+                locked.state.queue.contains(path),
+            )
+        };
+        let current = fs::symlink_metadata(&local).ok().filter(fs::Metadata::is_file);
+        if let (Some(entry), Some(meta)) = (&recorded, &current) {
+            if queued || !entry.local_matches(meta) {
+                return Ok((local, Opened::LocalEdit));
+            }
+            let fresh = self.options.max_age.is_none_or(|age| entry.fetched_age() <= age);
+            if fresh && !self.options.online {
+                return Ok((local, Opened::Cached));
+            }
+            match self.store.head(path).await {
+                Ok(meta) if entry.remote.matches(&meta) => {
+                    self.update(|state| {
+                        if let Some(e) = state.files.get_mut(path) {
+                            e.fetched_ns = state::now_ns();
+                        }
+                    })?;
+                    return Ok((local, Opened::Revalidated));
+                }
+                Ok(_) => {}
+                Err(e) if e.is_transient() && !self.options.online => {
+                    return Ok((
+                        local,
+                        Opened::Offline(format!(
+                            "the remote cannot be reached ({e}); using the cached copy"
+                        )),
+                    ));
+                }
+                Err(e) => return Err(Error::from_store(path, e)),
+            }
+        } else if current.is_some() && recorded.is_none() {
+            // A file put in the cache folder by hand (or added, not yet pushed): it is the local copy.
+            return Ok((local, Opened::LocalEdit));
+        }
+        self.fetch(path, &local, recorded.map(|e| e.fetched_ns)).await?;
+        Ok((local, Opened::Fetched))
+    }
+
+    /// Opens `path` for reading: the cached copy, or the remote's fetched first.
+    ///
+    /// # Errors
+    /// As [`CacheAgent::path`].
+    pub async fn open_file(&self, path: &str) -> Result<File> {
+        let (local, _) = self.path(path).await?;
+        File::open(&local).map_err(|e| Error::io(&local, e))
+    }
+
+    /// Downloads `path` into its place, once however many callers ask at the same moment: `seen` is
+    /// when the entry the caller looked at was fetched (`None`: there was none).
+    async fn fetch(&self, path: &str, local: &Path, seen: Option<i128>) -> Result<()> {
+        let lock_path = self
+            .root
+            .join(META_DIR)
+            .join("locks")
+            .join(blake3::hash(path.as_bytes()).to_hex().as_str());
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Error::io(local, std::io::Error::other(e)))?
+        .map_err(|e| Error::io(local, e))?;
+        // Another caller may have fetched it while this one waited for the lock.
+        let done_meanwhile = self.locked()?.state.files.get(path).is_some_and(|entry| {
+            Some(entry.fetched_ns) != seen
+                && fs::symlink_metadata(local).is_ok_and(|m| entry.local_matches(&m))
+        });
+        if done_meanwhile {
+            return Ok(());
+        }
+        let result = self.download(path, local).await;
+        drop(lock);
+        result
+    }
+
+    async fn download(&self, path: &str, local: &Path) -> Result<()> {
+        if let Some(parent) = local.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut got = self
+            .store
+            .get(path)
+            .await
+            .map_err(|e| Error::from_store(path, e))?;
+        let remote = Remote::of(&got.meta);
+        let mut file =
+            CheckedFile::create_for(local, WriteOptions::DURABLE).map_err(|e| Error::io(local, e))?;
+        while let Some(piece) = got
+            .stream
+            .try_next()
+            .await
+            .map_err(|e| Error::from_store(path, e))?
+        {
+            file.write_all(&piece).map_err(|e| Error::io(local, e))?;
+        }
+        if let Some(time) = got.meta.modified {
+            file.set_modified(time).map_err(|e| Error::io(local, e))?;
+        }
+        let published = file
+            .persist_if(local, Some(got.meta.size), None)
+            .map_err(|e| Error::io(local, std::io::Error::other(e)))?;
+        let meta = published.file.metadata().map_err(|e| Error::io(local, e))?;
+        let entry = Entry::fetched(remote, &meta, published.checksum.to_string());
+        self.update(|state| {
+            state.files.insert(path.to_owned(), entry);
+        })
+    }
+
+    fn update(&self, change: impl FnOnce(&mut state::State)) -> Result<()> {
+        let mut locked = self.locked()?;
+        change(&mut locked.state);
+        locked.save()
+    }
+
+    /// Queues the file at `path` (a key, see [`CacheAgent::key_of`]) for [`CacheAgent::push`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`]; [`Error::NotFound`] when there is no such local file.
+    pub fn add(&self, path: &str) -> Result<()> {
+        let local = self.local(path)?;
+        if !fs::symlink_metadata(&local).is_ok_and(|m| m.is_file()) {
+            return Err(Error::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        self.update(|state| {
+            state.queue.insert(path.to_owned());
+        })
+    }
+
+    /// Uploads every queued file whose remote copy is unchanged since it was fetched (or absent, for
+    /// a file that was never fetched); with `force`, every queued file. Each file's outcome, by path.
+    ///
+    /// # Errors
+    /// Only when the state cannot be read or written; per-file failures are in the result.
+    pub async fn push(&self, force: bool) -> Result<BTreeMap<String, Pushed>> {
+        let (queue, files) = {
+            let locked = self.locked()?;
+            (locked.state.queue.clone(), locked.state.files.clone())
+        };
+        let mut outcomes = BTreeMap::new();
+        for path in queue {
+            let outcome = self.push_one(&path, files.get(&path), force).await;
+            let (pushed, conflict) = match outcome {
+                Ok((bytes, entry)) => {
+                    self.update(|state| {
+                        state.queue.remove(&path);
+                        state.files.insert(path.clone(), entry);
+                    })?;
+                    (Pushed::Uploaded(bytes), None)
+                }
+                Err(e @ Error::Conflict { .. }) => {
+                    let why = e.to_string();
+                    (Pushed::Conflict(e), Some(why))
+                }
+                Err(e) => (Pushed::Failed(e), None),
+            };
+            self.update(|state| {
+                if let Some(why) = conflict {
+                    state.conflicts.insert(path.clone(), why);
+                } else {
+                    state.conflicts.remove(&path);
+                }
+            })?;
+            outcomes.insert(path, pushed);
+        }
+        Ok(outcomes)
+    }
+
+    async fn push_one(&self, path: &str, recorded: Option<&Entry>, force: bool) -> Result<(u64, Entry)> {
+        let local = self.local(path)?;
+        let meta = fs::symlink_metadata(&local)
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .ok_or_else(|| Error::NotFound {
+                path: path.to_owned(),
+            })?;
+        let conflict = |why: &str| Error::Conflict {
+            path: path.to_owned(),
+            why: why.to_owned(),
+        };
+        let remote = match self.store.head(path).await {
+            Ok(meta) => Some(meta),
+            Err(snapsync_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(Error::from_store(path, e)),
+        };
+        let mode = match (recorded, &remote) {
+            _ if force => PutMode::Overwrite,
+            (Some(entry), Some(now)) if entry.remote.matches(now) => PutMode::Overwrite,
+            (Some(_), Some(_)) => return Err(conflict("the remote copy changed since it was fetched")),
+            (Some(_), None) => return Err(conflict("the remote copy was deleted since it was fetched")),
+            (None, Some(_)) => {
+                return Err(conflict(
+                    "the remote has a file of that name the cache never fetched",
+                ));
+            }
+            (None, None) => PutMode::Create,
+        };
+        let source = PutSource::FileExpecting {
+            path: local.clone(),
+            size: meta.len(),
+            mtime: meta.modified().ok(),
+            progress: None,
+        };
+        match self.store.put(path, source, mode).await {
+            Ok(()) => {}
+            Err(snapsync_store::Error::AlreadyExists { .. }) => {
+                return Err(conflict("a file of that name appeared on the remote meanwhile"));
+            }
+            Err(e) => return Err(Error::from_store(path, e)),
+        }
+        let now = self
+            .store
+            .head(path)
+            .await
+            .map_err(|e| Error::from_store(path, e))?;
+        let hash = snapsync_core::hash_file(&local)
+            .map_err(|e| Error::io(&local, e))?
+            .0;
+        Ok((
+            meta.len(),
+            Entry::fetched(Remote::of(&now), &meta, hash.to_string()),
+        ))
+    }
+
+    /// Every cached or queued file.
+    ///
+    /// # Errors
+    /// When the state cannot be read.
+    pub fn status(&self) -> Result<Vec<FileStatus>> {
+        let locked = self.locked()?;
+        let state = &locked.state;
+        let mut paths: Vec<&String> = state.files.keys().chain(&state.queue).collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths
+            .into_iter()
+            .map(|path| {
+                let size = fs::metadata(self.root.join(path)).map_or(0, |m| m.len());
+                let is_stale = state
+                    .files
+                    .get(path)
+                    .is_some_and(|e| self.options.max_age.is_some_and(|age| e.fetched_age() > age));
+                FileStatus {
+                    path: path.clone(),
+                    size,
+                    queued: state.queue.contains(path),
+                    stale: is_stale,
+                    conflict: state.conflicts.get(path).cloned(),
+                }
+            })
+            .collect())
+    }
+
+    /// Removes cached files, least recently fetched first, until the cache holds at most `max_bytes`;
+    /// queued files and files edited since they were fetched are never removed. The paths removed.
+    ///
+    /// # Errors
+    /// When the state cannot be read or written.
+    pub fn evict(&self, max_bytes: u64) -> Result<Vec<String>> {
+        let mut locked = self.locked()?;
+        let mut held: Vec<(String, u64, i128, bool)> = locked
+            .state
+            .files
+            .iter()
+            .map(|(path, entry)| {
+                let meta = fs::symlink_metadata(self.root.join(path)).ok();
+                let size = meta.as_ref().map_or(0, fs::Metadata::len);
+                let removable = !locked.state.queue.contains(path)
+                    && meta.as_ref().is_some_and(|m| entry.local_matches(m));
+                (path.clone(), size, entry.fetched_ns, removable)
+            })
+            .collect();
+        let mut total: u64 = held.iter().map(|h| h.1).sum();
+        held.sort_by_key(|h| h.2);
+        let mut removed = Vec::new();
+        for (path, size, _, removable) in held {
+            if total <= max_bytes {
+                break;
+            }
+            if !removable {
+                continue;
+            }
+            let local = self.root.join(&path);
+            match fs::remove_file(&local) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&local, e)),
+            }
+            locked.state.files.remove(&path);
+            total -= size;
+            removed.push(path);
+        }
+        locked.save()?;
+        Ok(removed)
+    }
+}
+
+/// `SystemTime` as signed nanoseconds since the epoch.
+fn to_ns(time: SystemTime) -> i128 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+    }
+}

@@ -1,0 +1,303 @@
+//! The cache agent over a local folder as its remote (the real-server runs come with the CLI): misses,
+//! hits, missing files, pushes that would clobber, concurrent opens, freshness, eviction, hostile paths.
+
+use std::fs;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use snapsync_cache::{CacheAgent, CacheOptions, Error, Opened, Pushed};
+use snapsync_store::{
+    Capabilities, ConnectOptions, GetStream, ObjectMeta, PutMode, PutSource, Result as StoreResult, Store,
+    StoreUrl,
+};
+
+/// Counts downloads, and can slow them so that callers overlap.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Store>,
+    gets: AtomicUsize,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Store for Counting {
+    fn url(&self) -> &StoreUrl {
+        self.inner.url()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'static, StoreResult<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<GetStream> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> StoreResult<()> {
+        self.inner.put(key, source, mode).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.inner.copy(from, to).await
+    }
+    async fn rename(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.inner.rename(from, to).await
+    }
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> StoreResult<()> {
+        self.inner.set_mtime(key, mtime).await
+    }
+}
+
+struct Setup {
+    _dirs: tempfile::TempDir,
+    remote: std::path::PathBuf,
+    cache: std::path::PathBuf,
+    store: Arc<Counting>,
+}
+
+fn setup(delay: Duration) -> Setup {
+    let dirs = tempfile::tempdir().unwrap();
+    let (remote, cache) = (dirs.path().join("remote"), dirs.path().join("cache"));
+    fs::create_dir_all(remote.join("docs")).unwrap();
+    fs::write(remote.join("docs/a.txt"), "remote a").unwrap();
+    fs::write(remote.join("b.bin"), vec![7u8; 300_000]).unwrap();
+    let inner = snapsync_store::open(
+        &StoreUrl::local(&remote),
+        &ConnectOptions::default().with_retry(None),
+    )
+    .unwrap();
+    Setup {
+        _dirs: dirs,
+        remote,
+        cache,
+        store: Arc::new(Counting {
+            inner,
+            gets: AtomicUsize::new(0),
+            delay,
+        }),
+    }
+}
+
+impl Setup {
+    fn agent(&self, options: CacheOptions) -> CacheAgent {
+        CacheAgent::open(Arc::clone(&self.store) as Arc<dyn Store>, &self.cache, options).unwrap()
+    }
+    fn gets(&self) -> usize {
+        self.store.gets.load(Ordering::SeqCst)
+    }
+}
+
+fn later(path: &Path) {
+    // A different time than the one recorded, whatever the clock's resolution.
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miss_fetches_a_hit_asks_nothing_and_a_missing_file_is_not_found() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions::default());
+    let (local, how) = agent.path("docs/a.txt").await.unwrap();
+    assert_eq!(
+        (fs::read_to_string(&local).unwrap().as_str(), how),
+        ("remote a", Opened::Fetched)
+    );
+    assert_eq!(local, s.cache.canonicalize().unwrap().join("docs/a.txt"));
+    // Cached: the remote is not asked again, even when the remote file is gone.
+    fs::remove_file(s.remote.join("docs/a.txt")).unwrap();
+    let (_, how) = agent.path("docs/a.txt").await.unwrap();
+    assert_eq!((how, s.gets()), (Opened::Cached, 1));
+    let err = agent.path("nope.txt").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let mut file = agent.open_file("b.bin").await.unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+    assert_eq!(bytes, vec![7u8; 300_000]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_sends_new_and_edited_files_but_never_over_a_remote_edit_unless_forced() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions::default());
+    let (local, _) = agent.path("docs/a.txt").await.unwrap();
+    fs::write(&local, "edited in the cache").unwrap();
+    fs::write(s.cache.join("new.txt"), "brand new").unwrap();
+    agent.add("docs/a.txt").unwrap();
+    agent
+        .add(
+            &agent
+                .key_of(&s.cache.canonicalize().unwrap().join("new.txt"))
+                .unwrap(),
+        )
+        .unwrap();
+    let pushed = agent.push(false).await.unwrap();
+    assert!(matches!(pushed["docs/a.txt"], Pushed::Uploaded(19)), "{pushed:?}");
+    assert!(matches!(pushed["new.txt"], Pushed::Uploaded(9)), "{pushed:?}");
+    assert_eq!(
+        fs::read_to_string(s.remote.join("docs/a.txt")).unwrap(),
+        "edited in the cache"
+    );
+    assert_eq!(fs::read_to_string(s.remote.join("new.txt")).unwrap(), "brand new");
+    assert!(agent.status().unwrap().iter().all(|f| !f.queued));
+
+    // Someone edits the remote copy; the cache's next edit must not clobber it.
+    fs::write(s.remote.join("docs/a.txt"), "edited on the remote").unwrap();
+    later(&s.remote.join("docs/a.txt"));
+    fs::write(&local, "second cache edit").unwrap();
+    agent.add("docs/a.txt").unwrap();
+    let pushed = agent.push(false).await.unwrap();
+    assert!(matches!(pushed["docs/a.txt"], Pushed::Conflict(_)), "{pushed:?}");
+    assert_eq!(
+        fs::read_to_string(s.remote.join("docs/a.txt")).unwrap(),
+        "edited on the remote"
+    );
+    let status = agent.status().unwrap();
+    let a = status.iter().find(|f| f.path == "docs/a.txt").unwrap();
+    assert!(a.queued && a.conflict.is_some(), "{a:?}");
+    // A file the cache never fetched but the remote has is a conflict too.
+    fs::write(s.cache.join("b.bin"), "mine").unwrap();
+    agent.add("b.bin").unwrap();
+    assert!(matches!(
+        agent.push(false).await.unwrap()["b.bin"],
+        Pushed::Conflict(_)
+    ));
+    // Forced, both go.
+    let pushed = agent.push(true).await.unwrap();
+    assert!(
+        pushed.values().all(|p| matches!(p, Pushed::Uploaded(_))),
+        "{pushed:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(s.remote.join("docs/a.txt")).unwrap(),
+        "second cache edit"
+    );
+    assert!(
+        agent
+            .status()
+            .unwrap()
+            .iter()
+            .all(|f| !f.queued && f.conflict.is_none())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locally_edited_file_is_never_replaced_by_a_fetch() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions {
+        max_age: Some(Duration::ZERO),
+        online: false,
+    });
+    let (local, _) = agent.path("docs/a.txt").await.unwrap();
+    fs::write(&local, "local edit, not added").unwrap();
+    fs::write(s.remote.join("docs/a.txt"), "remote edit").unwrap();
+    later(&s.remote.join("docs/a.txt"));
+    let (_, how) = agent.path("docs/a.txt").await.unwrap();
+    assert_eq!(how, Opened::LocalEdit);
+    assert_eq!(fs::read_to_string(&local).unwrap(), "local edit, not added");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_max_age_a_cached_file_is_revalidated_and_fetched_only_when_it_changed() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions {
+        max_age: Some(Duration::ZERO),
+        online: false,
+    });
+    agent.path("docs/a.txt").await.unwrap();
+    let (_, how) = agent.path("docs/a.txt").await.unwrap();
+    assert_eq!((how, s.gets()), (Opened::Revalidated, 1));
+    fs::write(s.remote.join("docs/a.txt"), "remote, changed").unwrap();
+    later(&s.remote.join("docs/a.txt"));
+    let (local, how) = agent.path("docs/a.txt").await.unwrap();
+    assert_eq!((how, s.gets()), (Opened::Fetched, 2));
+    assert_eq!(fs::read_to_string(local).unwrap(), "remote, changed");
+    // Without a max age, nothing is asked.
+    let plain = s.agent(CacheOptions::default());
+    assert_eq!(plain.path("docs/a.txt").await.unwrap().1, Opened::Cached);
+}
+
+#[test]
+fn two_threads_opening_one_missing_file_download_it_once() {
+    let s = setup(Duration::from_millis(300));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let agents = [s.agent(CacheOptions::default()), s.agent(CacheOptions::default())];
+    let contents: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .iter()
+            .map(|agent| {
+                let runtime = &runtime;
+                scope.spawn(move || {
+                    let (local, _) = runtime.block_on(agent.path("b.bin")).unwrap();
+                    fs::read(local).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(s.gets(), 1, "the file was downloaded more than once");
+    assert!(contents.iter().all(|c| *c == vec![7u8; 300_000]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eviction_removes_the_oldest_fetches_but_never_a_queued_or_edited_file() {
+    let s = setup(Duration::ZERO);
+    fs::write(s.remote.join("c.txt"), "c").unwrap();
+    let agent = s.agent(CacheOptions::default());
+    agent.path("b.bin").await.unwrap();
+    agent.path("docs/a.txt").await.unwrap();
+    agent.path("c.txt").await.unwrap();
+    let (edited, _) = agent.path("docs/a.txt").await.unwrap();
+    fs::write(&edited, "edited").unwrap();
+    let removed = agent.evict(0).unwrap();
+    assert_eq!(removed, ["b.bin", "c.txt"]);
+    assert!(edited.exists());
+    assert!(!s.cache.join("b.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_paths_are_refused() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions::default());
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), s.cache.join("escape")).unwrap();
+    for path in [
+        "../x",
+        "/etc/passwd",
+        "a//b",
+        "escape/x",
+        ".snapsync-cache/state.json",
+        "",
+    ] {
+        let err = agent.path(path).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidPath { .. }), "{path}: {err}");
+    }
+    assert!(agent.key_of(Path::new("/etc/passwd")).is_err());
+    assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn a_cache_folder_belongs_to_one_remote() {
+    let s = setup(Duration::ZERO);
+    drop(s.agent(CacheOptions::default()));
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = snapsync_store::open(&StoreUrl::local(other_dir.path()), &ConnectOptions::default()).unwrap();
+    let err = CacheAgent::open(other, &s.cache, CacheOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::State { .. }), "{err}");
+}
