@@ -258,6 +258,18 @@ both with different content are conflicts. See docs/sync.md for the whole table.
     )]
     Sync(SyncArgs),
 
+    /// A local cache over a remote: open files (fetched on a miss), queue local files, push them
+    #[command(
+        subcommand,
+        long_about = "A local cache over a remote store, for programs that need a few files of a big remote \
+tree at a time. `open` prints the local path of a remote file, fetching it first when it is not cached; \
+`add` queues a file of the cache for upload; `push` uploads the queue, each file only if the remote copy \
+is still the one it was fetched from (or still absent, for a new file): a remote edit is a conflict \
+(exit status 4), never overwritten, unless --force. The cache's state is in DIR/.snapsync-cache/.",
+        after_help = "Examples:\n  cat \"$(snapsync cache open --remote sftp://me@host/data --cache ~/.cache/data reports/q3.csv)\"\n  snapsync cache add --remote sftp://me@host/data --cache ~/.cache/data reports/q3.csv\n  snapsync cache push --remote sftp://me@host/data --cache ~/.cache/data"
+    )]
+    Cache(CacheCommand),
+
     /// Print a shell completion script
     #[command(after_help = "Example:\n  snapsync completions bash > /etc/bash_completion.d/snapsync")]
     Completions {
@@ -683,4 +695,91 @@ mod tests {
         assert!(!shown.contains("/env/"), "{shown}");
         assert!(!shown.contains("env secret"), "{shown}");
     }
+}
+
+/// The `cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Print the local path of each PATH, fetching it first when it is not cached
+    Open(CacheOpenArgs),
+    /// Queue files of the cache for upload
+    Add(CachePathsArgs),
+    /// Upload the queued files that the remote has not changed since they were fetched
+    Push(CachePushArgs),
+    /// List the cached and queued files
+    Status(CacheStatusArgs),
+    /// Remove the least recently fetched files until the cache holds at most SIZE
+    Evict(CacheEvictArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CacheDirs {
+    /// The remote: a path, or a file://, ftp://, ftps://, sftp://, s3://, gs:// or az:// URL.
+    #[arg(long, value_name = "URL")]
+    pub(crate) remote: String,
+    /// The cache folder (created if missing; one remote per folder).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CacheOpenArgs {
+    #[command(flatten)]
+    pub(crate) dirs: CacheDirs,
+    /// Paths below the remote's root.
+    #[arg(required = true, value_name = "PATH")]
+    pub(crate) paths: Vec<String>,
+    /// Check a cached file against the remote (size and time) when it was fetched longer ago than AGE,
+    /// and fetch it again only if it changed.
+    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
+    pub(crate) max_age: Option<std::time::Duration>,
+    /// Check every cached file against the remote (as --max-age 0).
+    #[arg(long, conflicts_with = "max_age")]
+    pub(crate) refresh: bool,
+    /// An unreachable remote is an error even for a cached file (otherwise the cached copy is used,
+    /// with a warning).
+    #[arg(long)]
+    pub(crate) online: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CachePathsArgs {
+    #[command(flatten)]
+    pub(crate) dirs: CacheDirs,
+    /// Files of the cache: relative to the cache folder, or absolute paths inside it.
+    #[arg(required = true, value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CachePushArgs {
+    #[command(flatten)]
+    pub(crate) dirs: CacheDirs,
+    /// Upload even over a remote copy that changed since it was fetched.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Print the outcome as JSON on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CacheStatusArgs {
+    #[command(flatten)]
+    pub(crate) dirs: CacheDirs,
+    /// Call a file stale when it was fetched longer ago than AGE.
+    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
+    pub(crate) max_age: Option<std::time::Duration>,
+    /// Print the list as JSON on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CacheEvictArgs {
+    #[command(flatten)]
+    pub(crate) dirs: CacheDirs,
+    /// What the cache may hold at most (e.g. 500M, 2G).
+    #[arg(long, value_name = "SIZE", value_parser = crate::output::parse_size)]
+    pub(crate) max_size: u64,
 }

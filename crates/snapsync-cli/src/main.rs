@@ -1,6 +1,7 @@
 //! `snapsync`: parse the command line, call the libraries, print the result. Nothing else lives here.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod cli;
 mod delta;
 mod manifest;
@@ -107,6 +108,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Upload(args) => sync::upload(args, &cli.output, connect),
         Command::Download(args) => sync::download(args, &cli.output, connect),
         Command::Sync(args) => sync::sync(args, &cli.output, connect),
+        Command::Cache(command) => cache::run(command, &cli.output, connect),
         Command::Completions { shell } => {
             let mut out = io::stdout().lock();
             clap_complete::generate(*shell, &mut Cli::command(), "snapsync", &mut out);
@@ -126,6 +128,14 @@ fn report(error: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut err = io::stderr().lock();
+    if let Some(conflicts) = error.downcast_ref::<cache::PushConflicts>() {
+        let _ = writeln!(err, "snapsync: {conflicts}");
+        let _ = writeln!(
+            err,
+            "hint: open the remote copy to merge by hand, or push --force to overwrite it"
+        );
+        return ExitCode::from(sync::EXIT_CONFLICTS);
+    }
     if let Some(unresolved) = error.downcast_ref::<sync::Unresolved>() {
         let _ = writeln!(err, "snapsync: {unresolved}");
         let _ = writeln!(

@@ -1,6 +1,7 @@
 //! Tests of the `snapsync` binary, run as a user would run it.
 
 mod basics;
+mod cache;
 mod delta;
 mod interop_rdiff;
 mod interop_snapdir;

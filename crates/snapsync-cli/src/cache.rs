@@ -1,0 +1,170 @@
+//! The `cache` commands: a local cache over a remote (snapsync-cache).
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use snapsync_cache::{CacheAgent, CacheOptions, Opened, Pushed};
+use snapsync_store::{ConnectOptions, LocalDurability, Store};
+
+use crate::cli::{CacheCommand, CacheDirs, OutputArgs};
+use crate::output::printable;
+
+/// Push left files unsent because their remote copy changed (exit status 4, as sync's conflicts).
+#[derive(Debug)]
+pub(crate) struct PushConflicts(pub(crate) usize);
+
+impl std::fmt::Display for PushConflicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} file{} not pushed: the remote copy changed since it was fetched (listed above); they stay queued",
+            self.0,
+            if self.0 == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for PushConflicts {}
+
+fn agent(dirs: &CacheDirs, options: CacheOptions, connect: &ConnectOptions) -> anyhow::Result<CacheAgent> {
+    let url = snapsync_sync::remote_url(&dirs.remote)?;
+    let connect = connect
+        .clone()
+        .with_local_durability(LocalDurability::FlushEachWrite);
+    let store: Arc<dyn Store> = snapsync_store::open(&url, &connect)?;
+    Ok(CacheAgent::open(store, &dirs.cache, options)?)
+}
+
+pub(crate) fn run(
+    command: &CacheCommand,
+    output: &OutputArgs,
+    connect: &ConnectOptions,
+) -> anyhow::Result<()> {
+    let runtime = crate::snapshot::runtime()?;
+    match command {
+        CacheCommand::Open(args) => {
+            let options = CacheOptions {
+                max_age: if args.refresh {
+                    Some(std::time::Duration::ZERO)
+                } else {
+                    args.max_age
+                },
+                online: args.online,
+            };
+            let agent = agent(&args.dirs, options, connect)?;
+            let mut out = io::stdout().lock();
+            for path in &args.paths {
+                let (local, how) = runtime.block_on(agent.path(path))?;
+                match how {
+                    Opened::Offline(why) if !output.quiet => {
+                        eprintln!("warning: {}", printable(&format!("{path}: {why}")));
+                    }
+                    Opened::LocalEdit if output.verbose > 0 => {
+                        eprintln!(
+                            "{}",
+                            printable(&format!("{path}: changed in the cache, kept as it is"))
+                        );
+                    }
+                    _ => {}
+                }
+                writeln!(out, "{}", local.display())?;
+            }
+            Ok(())
+        }
+        CacheCommand::Add(args) => {
+            let agent = agent(&args.dirs, CacheOptions::default(), connect)?;
+            for path in &args.paths {
+                let key = agent.key_of(path)?;
+                agent.add(&key)?;
+            }
+            Ok(())
+        }
+        CacheCommand::Push(args) => {
+            let agent = agent(&args.dirs, CacheOptions::default(), connect)?;
+            let pushed = runtime.block_on(agent.push(args.force))?;
+            let (mut conflicts, mut failed) = (0, 0);
+            let mut report = Vec::new();
+            for (path, outcome) in &pushed {
+                let (word, detail) = match outcome {
+                    Pushed::Uploaded(bytes) => ("uploaded", bytes.to_string()),
+                    Pushed::Conflict(e) => {
+                        conflicts += 1;
+                        eprintln!("conflict: {}", printable(&e.to_string()));
+                        ("conflict", e.to_string())
+                    }
+                    Pushed::Failed(e) => {
+                        failed += 1;
+                        eprintln!("error: {}", printable(&format!("{path}: {e}")));
+                        ("failed", e.to_string())
+                    }
+                };
+                report.push(serde_json::json!({ "path": path, "outcome": word, "detail": detail }));
+                if output.verbose > 0 && word == "uploaded" {
+                    eprintln!("{}", printable(&format!("uploaded {path}")));
+                }
+            }
+            if args.json {
+                let mut out = io::stdout().lock();
+                serde_json::to_writer(&mut out, &serde_json::json!({ "files": report }))?;
+                writeln!(out)?;
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} queued file(s) could not be pushed (listed above); they stay queued");
+            }
+            if conflicts > 0 {
+                return Err(PushConflicts(conflicts).into());
+            }
+            Ok(())
+        }
+        CacheCommand::Status(args) => {
+            let options = CacheOptions {
+                max_age: args.max_age,
+                online: false,
+            };
+            let agent = agent(&args.dirs, options, connect)?;
+            let files = agent.status()?;
+            let mut out = io::stdout().lock();
+            if args.json {
+                let list: Vec<_> = files
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "path": f.path, "size": f.size, "queued": f.queued,
+                            "stale": f.stale, "conflict": f.conflict,
+                        })
+                    })
+                    .collect();
+                serde_json::to_writer(&mut out, &serde_json::json!({ "files": list }))?;
+                writeln!(out)?;
+                return Ok(());
+            }
+            for f in files {
+                let state = match (&f.conflict, f.queued, f.stale) {
+                    (Some(_), _, _) => "conflict",
+                    (None, true, _) => "queued",
+                    (None, false, true) => "stale",
+                    (None, false, false) => "cached",
+                };
+                writeln!(
+                    out,
+                    "{}",
+                    printable(&format!("{state:<9} {:>10}  {}", f.size, f.path))
+                )?;
+            }
+            Ok(())
+        }
+        CacheCommand::Evict(args) => {
+            let agent = agent(&args.dirs, CacheOptions::default(), connect)?;
+            let removed = agent.evict(args.max_size)?;
+            if output.verbose > 0 {
+                for path in &removed {
+                    eprintln!("{}", printable(&format!("evicted {path}")));
+                }
+            }
+            if !output.quiet {
+                eprintln!("{} file(s) evicted", removed.len());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `snapsync cache` through the binary, against a local folder, pyftpdlib, OpenSSH's sshd (key login,
+//! as sftpsyncer's users had) and the S3 server: two caches of one remote share a file; a push that
+//! would clobber the other cache's edit is refused (exit 4) until forced; missing and hostile paths.
+
+use std::fs;
+use std::path::Path;
+
+use snapsync_testkit::{FtpServer, S3Server, Sshd};
+
+use crate::util::{run_env, stderr};
+
+/// Runs the cache scenario against `remote`, with `extra` connection flags and `env`.
+fn scenario(remote: &str, extra: &[&str], env: &[(&str, String)]) {
+    let caches = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        caches.path().join("a"),
+        caches.path().join("b"),
+        caches.path().join("c"),
+    );
+    let cache = |dir: &Path, args: &[&str]| {
+        let mut all = vec![
+            "cache",
+            args[0],
+            "--remote",
+            remote,
+            "--cache",
+            dir.to_str().unwrap(),
+        ];
+        all.extend_from_slice(&args[1..]);
+        all.extend_from_slice(extra);
+        let out = run_env(&all, env);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    // Cache A adds a new file and pushes it.
+    fs::create_dir_all(a.join("reports")).unwrap();
+    fs::write(a.join("reports/q3.csv"), "v1").unwrap();
+    let (code, _, err) = cache(&a, &["add", "reports/q3.csv"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cache(&a, &["push"]);
+    assert_eq!(code, 0, "{err}");
+    // Cache B opens it: the printed path holds the file.
+    let (code, out, err) = cache(&b, &["open", "reports/q3.csv"]);
+    assert_eq!(code, 0, "{err}");
+    let b_file = Path::new(out.trim()).to_owned();
+    assert_eq!(fs::read_to_string(&b_file).unwrap(), "v1");
+    assert!(b_file.starts_with(b.canonicalize().unwrap()));
+    // Missing and hostile paths are errors that say so.
+    let (code, _, err) = cache(&b, &["open", "nope.csv"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not in the cache and not on the remote"), "{err}");
+    let (code, _, err) = cache(&b, &["open", "../../etc/passwd"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a usable path"), "{err}");
+    // Both edit; A pushes first; B's push would clobber A's edit: a conflict, exit 4, nothing sent.
+    fs::write(&b_file, "edited in B").unwrap();
+    let (code, _, err) = cache(&b, &["add", b_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    fs::write(a.join("reports/q3.csv"), "edited in A, longer").unwrap();
+    let (code, _, err) = cache(&a, &["add", "reports/q3.csv"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cache(&a, &["push"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cache(&b, &["push"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("conflict: reports/q3.csv"), "{err}");
+    let (code, out, err) = cache(&b, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["files"][0]["queued"], true, "{out}");
+    assert!(status["files"][0]["conflict"].is_string(), "{out}");
+    let (code, out, err) = cache(&c, &["open", "reports/q3.csv"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read_to_string(out.trim()).unwrap(), "edited in A, longer");
+    // Forced, B's edit goes; C sees it after a refresh.
+    let (code, _, err) = cache(&b, &["push", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cache(&c, &["open", "--refresh", "reports/q3.csv"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read_to_string(out.trim()).unwrap(), "edited in B");
+    // Eviction empties C (nothing queued there).
+    let (code, _, err) = cache(&c, &["evict", "--max-size", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!c.join("reports/q3.csv").exists());
+}
+
+#[test]
+fn a_cache_over_a_local_folder() {
+    let remote = tempfile::tempdir().unwrap();
+    scenario(remote.path().to_str().unwrap(), &[], &[]);
+}
+
+#[test]
+fn a_cache_over_ftp() {
+    let server = FtpServer::pyftpdlib();
+    fs::create_dir_all(server.root().join("data")).unwrap();
+    scenario(&server.url("data"), &[], &[]);
+}
+
+#[test]
+fn a_cache_over_sftp_with_a_key() {
+    let server = Sshd::start();
+    let (key, known) = (server.key_file(), server.known_hosts());
+    scenario(
+        &server.url_without_password(""),
+        &[
+            "--ssh-key",
+            key.to_str().unwrap(),
+            "--known-hosts",
+            known.to_str().unwrap(),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn a_cache_over_s3() {
+    let server = S3Server::start();
+    server.create_bucket("cache");
+    scenario("s3://cache/team", &[], &server.env());
+}
