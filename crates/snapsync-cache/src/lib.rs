@@ -256,6 +256,7 @@ impl CacheAgent {
     async fn download(&self, path: &str, local: &Path) -> Result<()> {
         if let Some(parent) = local.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            remove_dead_temporaries(parent, local);
         }
         let mut got = self
             .store
@@ -473,6 +474,35 @@ impl CacheAgent {
         }
         locked.save()?;
         Ok(removed)
+    }
+}
+
+/// Removes the temporary files a killed fetch of `target` left beside it (`.NAME.snapsync-PID-N.tmp`
+/// whose process is gone); those of a live process, and every other file, are left alone.
+fn remove_dead_temporaries(dir: &Path, target: &Path) {
+    let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!(".{name}.snapsync-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(text) = file_name.to_str() else {
+            continue;
+        };
+        let pid = text
+            .strip_prefix(&prefix)
+            .filter(|_| snapsync_core::atomic::is_temp_name(&file_name))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -122,3 +122,99 @@ fn a_cache_over_s3() {
     server.create_bucket("cache");
     scenario("s3://cache/team", &[], &server.env());
 }
+
+#[test]
+fn an_unreachable_remote_serves_cached_files_with_a_warning_unless_online() {
+    let mut server = FtpServer::pyftpdlib();
+    fs::create_dir_all(server.root().join("data")).unwrap();
+    fs::write(server.root().join("data/a.txt"), "a").unwrap();
+    fs::write(server.root().join("data/b.txt"), "b").unwrap();
+    let remote = server.url("data");
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().to_str().unwrap();
+    let open = |extra: &[&str]| {
+        let mut args = vec!["cache", "open", "--remote", &remote, "--cache", cache_dir];
+        args.extend_from_slice(extra);
+        let out = crate::util::run(&args);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    let (code, _, err) = open(&["a.txt"]);
+    assert_eq!(code, 0, "{err}");
+    server.stop();
+    // Cached, and not asked to check: no warning, no wait.
+    let (code, out, err) = open(&["a.txt"]);
+    assert_eq!(
+        (code, fs::read_to_string(out.trim()).unwrap().as_str()),
+        (0, "a"),
+        "{err}"
+    );
+    // Asked to check, the remote is gone: the cached copy, with a warning.
+    let (code, out, err) = open(&["--refresh", "a.txt"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().ends_with("a.txt"), "{out}");
+    assert!(
+        err.contains("warning:") && err.contains("cannot be reached"),
+        "{err}"
+    );
+    // --online makes that an error; a file that is not cached is one anyway.
+    let (code, _, err) = open(&["--refresh", "--online", "a.txt"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = open(&["b.txt"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot be reached"), "{err}");
+}
+
+#[test]
+fn a_killed_open_or_push_leaves_old_or_new_files_and_the_rerun_completes() {
+    let server = FtpServer::pyftpdlib();
+    let root = server.root().join("data");
+    fs::create_dir_all(&root).unwrap();
+    let big: Vec<u8> = (0..(96u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(root.join("big.bin"), &big).unwrap();
+    let remote = server.url("data");
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().to_str().unwrap();
+    let args = |command: &'static str, path: Option<&'static str>| {
+        let mut args = vec![
+            "cache",
+            command,
+            "--remote",
+            remote.as_str(),
+            "--cache",
+            cache_dir,
+        ];
+        args.extend(path);
+        args
+    };
+    let open = args("open", Some("big.bin"));
+    // Killed mid-download: no file under the final name, only a temporary one.
+    crate::sync::kill_midway(&open, || crate::sync::has_temp(dir.path(), "big.bin"));
+    assert!(!dir.path().join("big.bin").exists());
+    let out = crate::util::run(&open);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(fs::read(dir.path().join("big.bin")).unwrap() == big);
+    assert!(
+        !crate::sync::has_temp(dir.path(), "big.bin"),
+        "the killed fetch's temporary file stayed"
+    );
+    // Killed mid-push: the remote file is old or new, never torn; the file stays queued and the
+    // rerun sends it.
+    let mut edited = big.clone();
+    edited.extend_from_slice(b"more");
+    fs::write(dir.path().join("big.bin"), &edited).unwrap();
+    let out = crate::util::run(&args("add", Some("big.bin")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let push = args("push", None);
+    crate::sync::kill_midway(&push, || crate::sync::has_temp(&root, "big.bin"));
+    let now = fs::read(root.join("big.bin")).unwrap();
+    assert!(now == big || now == edited, "torn: {} bytes", now.len());
+    let out = crate::util::run(&push);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(fs::read(root.join("big.bin")).unwrap() == edited);
+}

@@ -617,7 +617,7 @@ fn checksum_lets_content_decide_over_size_and_time() {
 
 /// Starts `snapsync ARGS` and kills it once `ready` says a transfer is under way; fails unless the
 /// kill came while that transfer was in flight (not after the run finished, nor before it began).
-fn kill_midway(args: &[&str], ready: impl Fn() -> bool) {
+pub(crate) fn kill_midway(args: &[&str], ready: impl Fn() -> bool) {
     let mut child = crate::util::snapsync()
         .args(args)
         .stdin(std::process::Stdio::null())
