@@ -26,12 +26,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use snapsync_core::atomic::{CheckedFile, WriteOptions};
 use snapsync_store::{PutMode, PutSource, Store};
 
 pub use error::{Error, Result};
 use state::{Entry, Locked, Remote};
+
+/// How many pushed files are recorded in the state at once.
+const RECORD_BATCH: usize = 64;
 
 /// The folder under the cache root that holds the state and the locks; never a cached path.
 pub const META_DIR: &str = ".snapsync-cache";
@@ -319,33 +322,63 @@ impl CacheAgent {
             let locked = self.locked()?;
             (locked.state.queue.clone(), locked.state.files.clone())
         };
+        let jobs = self.store.capabilities().default_jobs.max(1);
+        let mut results = futures::stream::iter(queue)
+            .map(|path| {
+                let recorded = files.get(&path);
+                async move {
+                    let outcome = self.push_one(&path, recorded, force).await;
+                    (path, outcome)
+                }
+            })
+            .buffer_unordered(jobs);
         let mut outcomes = BTreeMap::new();
-        for path in queue {
-            let outcome = self.push_one(&path, files.get(&path), force).await;
-            let (pushed, conflict) = match outcome {
-                Ok((bytes, entry)) => {
-                    self.update(|state| {
+        // Recorded in batches: a push killed before its record is written finds, next time, a remote
+        // copy with the local content, which it takes as pushed (see `push_one`).
+        let mut pending = Vec::new();
+        while let Some(result) = results.next().await {
+            pending.push(result);
+            if pending.len() >= RECORD_BATCH {
+                self.record_pushes(&mut pending, &mut outcomes)?;
+            }
+        }
+        self.record_pushes(&mut pending, &mut outcomes)?;
+        Ok(outcomes)
+    }
+
+    /// Records finished pushes in the state, and their outcomes.
+    fn record_pushes(
+        &self,
+        pending: &mut Vec<(String, Result<(u64, Entry)>)>,
+        outcomes: &mut BTreeMap<String, Pushed>,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        self.update(|state| {
+            for (path, outcome) in pending.drain(..) {
+                let pushed = match outcome {
+                    Ok((bytes, entry)) => {
                         state.queue.remove(&path);
                         state.files.insert(path.clone(), entry);
-                    })?;
-                    (Pushed::Uploaded(bytes), None)
-                }
-                Err(e @ Error::Conflict { .. }) => {
-                    let why = e.to_string();
-                    (Pushed::Conflict(e), Some(why))
-                }
-                Err(e) => (Pushed::Failed(e), None),
-            };
-            self.update(|state| {
-                if let Some(why) = conflict {
-                    state.conflicts.insert(path.clone(), why);
-                } else {
-                    state.conflicts.remove(&path);
-                }
-            })?;
-            outcomes.insert(path, pushed);
-        }
-        Ok(outcomes)
+                        state.conflicts.remove(&path);
+                        Pushed::Uploaded(bytes)
+                    }
+                    Err(e @ Error::Conflict { .. }) => {
+                        state.conflicts.insert(path.clone(), e.to_string());
+                        Pushed::Conflict(e)
+                    }
+                    Err(e) => {
+                        state.conflicts.remove(&path);
+                        Pushed::Failed(e)
+                    }
+                };
+                done.push((path, pushed));
+            }
+        })?;
+        outcomes.extend(done);
+        Ok(())
     }
 
     async fn push_one(&self, path: &str, recorded: Option<&Entry>, force: bool) -> Result<(u64, Entry)> {
@@ -365,6 +398,16 @@ impl CacheAgent {
             Err(snapsync_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(Error::from_store(path, e)),
         };
+        // The remote already holds exactly the local content (a push killed after its upload, before
+        // its record): nothing to send, only to record.
+        if let Some(now) = &remote
+            && now.size == meta.len()
+            && !recorded.is_some_and(|entry| entry.remote.matches(now))
+            && self.remote_hash(path).await? == local_hash(&local)?
+        {
+            let hash = local_hash(&local)?;
+            return Ok((0, Entry::fetched(Remote::of(now), &meta, hash.to_string())));
+        }
         let mode = match (recorded, &remote) {
             _ if force => PutMode::Overwrite,
             (Some(entry), Some(now)) if entry.remote.matches(now) => PutMode::Overwrite,
@@ -395,13 +438,30 @@ impl CacheAgent {
             .head(path)
             .await
             .map_err(|e| Error::from_store(path, e))?;
-        let hash = snapsync_core::hash_file(&local)
-            .map_err(|e| Error::io(&local, e))?
-            .0;
+        let hash = local_hash(&local)?;
         Ok((
             meta.len(),
             Entry::fetched(Remote::of(&now), &meta, hash.to_string()),
         ))
+    }
+
+    /// BLAKE3 of the remote copy of `path`.
+    async fn remote_hash(&self, path: &str) -> Result<snapsync_core::Checksum> {
+        let mut got = self
+            .store
+            .get(path)
+            .await
+            .map_err(|e| Error::from_store(path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        while let Some(piece) = got
+            .stream
+            .try_next()
+            .await
+            .map_err(|e| Error::from_store(path, e))?
+        {
+            hasher.update(&piece);
+        }
+        Ok(snapsync_core::Checksum::from(hasher.finalize()))
     }
 
     /// Every cached or queued file.
@@ -504,6 +564,11 @@ fn remove_dead_temporaries(dir: &Path, target: &Path) {
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// BLAKE3 of a local file.
+fn local_hash(file: &Path) -> Result<snapsync_core::Checksum> {
+    Ok(snapsync_core::hash_file(file).map_err(|e| Error::io(file, e))?.0)
 }
 
 /// `SystemTime` as signed nanoseconds since the epoch.

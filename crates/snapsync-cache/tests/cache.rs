@@ -301,3 +301,53 @@ fn a_cache_folder_belongs_to_one_remote() {
     let err = CacheAgent::open(other, &s.cache, CacheOptions::default()).unwrap_err();
     assert!(matches!(err, Error::State { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_killed_after_its_upload_is_recorded_not_called_a_conflict() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions::default());
+    let (local, _) = agent.path("docs/a.txt").await.unwrap();
+    fs::write(&local, "edited, uploaded, not recorded").unwrap();
+    agent.add("docs/a.txt").unwrap();
+    // What a push killed between its upload and its record leaves: the remote holds the local
+    // content, the state still the old remote copy.
+    fs::copy(&local, s.remote.join("docs/a.txt")).unwrap();
+    later(&s.remote.join("docs/a.txt"));
+    let pushed = agent.push(false).await.unwrap();
+    assert!(matches!(pushed["docs/a.txt"], Pushed::Uploaded(0)), "{pushed:?}");
+    assert!(
+        agent
+            .status()
+            .unwrap()
+            .iter()
+            .all(|f| !f.queued && f.conflict.is_none())
+    );
+    // A remote edit of the same size but other content is still a conflict.
+    fs::write(&local, "edited, uploaded, NOT recorded").unwrap();
+    agent.add("docs/a.txt").unwrap();
+    fs::write(s.remote.join("docs/a.txt"), "someone else's edit, same size").unwrap();
+    later(&s.remote.join("docs/a.txt"));
+    assert!(matches!(
+        agent.push(false).await.unwrap()["docs/a.txt"],
+        Pushed::Conflict(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_queued_files_are_pushed_and_recorded() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions::default());
+    fs::create_dir_all(s.cache.join("many")).unwrap();
+    for i in 0..200 {
+        let name = format!("many/f{i:03}.txt");
+        fs::write(s.cache.join(&name), format!("file {i}")).unwrap();
+        agent.add(&name).unwrap();
+    }
+    let pushed = agent.push(false).await.unwrap();
+    assert_eq!(pushed.len(), 200);
+    assert!(pushed.values().all(|p| matches!(p, Pushed::Uploaded(_))));
+    assert_eq!(fs::read_dir(s.remote.join("many")).unwrap().count(), 200);
+    assert!(agent.status().unwrap().iter().all(|f| !f.queued));
+    // Recorded: a second push has nothing to do.
+    assert!(agent.push(false).await.unwrap().is_empty());
+}
