@@ -301,14 +301,26 @@ impl CacheAgent {
     /// # Errors
     /// [`Error::InvalidPath`]; [`Error::NotFound`] when there is no such local file.
     pub fn add(&self, path: &str) -> Result<()> {
-        let local = self.local(path)?;
-        if !fs::symlink_metadata(&local).is_ok_and(|m| m.is_file()) {
-            return Err(Error::NotFound {
-                path: path.to_owned(),
-            });
+        self.add_all([path])
+    }
+
+    /// Queues several files at once (one write of the state); nothing is queued if one of them is not
+    /// a file of the cache.
+    ///
+    /// # Errors
+    /// As [`CacheAgent::add`], for the first path that fails.
+    pub fn add_all<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let paths: Vec<&str> = paths.into_iter().collect();
+        for path in &paths {
+            let local = self.local(path)?;
+            if !fs::symlink_metadata(&local).is_ok_and(|m| m.is_file()) {
+                return Err(Error::NotFound {
+                    path: (*path).to_owned(),
+                });
+            }
         }
         self.update(|state| {
-            state.queue.insert(path.to_owned());
+            state.queue.extend(paths.iter().map(|p| (*p).to_owned()));
         })
     }
 

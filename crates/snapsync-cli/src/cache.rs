@@ -73,10 +73,12 @@ pub(crate) fn run(
         }
         CacheCommand::Add(args) => {
             let agent = agent(&args.dirs, CacheOptions::default(), connect)?;
-            for path in &args.paths {
-                let key = agent.key_of(path)?;
-                agent.add(&key)?;
-            }
+            let keys = args
+                .paths
+                .iter()
+                .map(|path| agent.key_of(path))
+                .collect::<Result<Vec<String>, _>>()?;
+            agent.add_all(keys.iter().map(String::as_str))?;
             Ok(())
         }
         CacheCommand::Push(args) => {

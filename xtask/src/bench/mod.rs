@@ -3,6 +3,7 @@
 //! Every figure is a median of warm runs (a warm-up run first, so the data is in the page cache), and is
 //! reported as a ratio to snapsync measured in the same run: the machine's speed cancels out.
 
+mod cache;
 mod delta;
 mod id;
 mod snapshot;
@@ -19,7 +20,8 @@ use crate::util::{capture, cargo, project_root, run as run_command};
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 
-const USAGE: &str = "usage: cargo xtask bench <id|delta|snapshot|sync> [--runs N] [--quick] [--data DIR]";
+const USAGE: &str =
+    "usage: cargo xtask bench <id|delta|snapshot|sync|cache> [--runs N] [--quick] [--data DIR]";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
@@ -27,6 +29,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Some("delta") => delta::run(&Options::parse(&args[1..])?),
         Some("snapshot") => snapshot::run(&Options::parse(&args[1..])?),
         Some("sync") => sync::run(&Options::parse(&args[1..])?),
+        Some("cache") => cache::run(&Options::parse(&args[1..])?),
         _ => bail!("{USAGE}"),
     }
 }
