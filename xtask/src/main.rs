@@ -100,7 +100,8 @@ fn ci() -> Result<()> {
     bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["snapshot".into(), "--quick".into(), "--runs".into(), "1".into()])?;
-    bench::run(&["sync".into(), "--quick".into(), "--runs".into(), "1".into()])
+    bench::run(&["sync".into(), "--quick".into(), "--runs".into(), "1".into()])?;
+    bench::run(&["cache".into(), "--quick".into(), "--runs".into(), "1".into()])
 }
 
 fn fuzz(args: &[String]) -> Result<()> {
