@@ -115,6 +115,30 @@ impl CacheAgent {
         Ok(agent)
     }
 
+    /// The cache in `root` over the remote `url` names (a store URL or a path; a relative path is taken
+    /// from the working directory), reached as `connect` says; local remotes flush every write.
+    ///
+    /// # Errors
+    /// A URL that does not parse or a store that cannot be opened ([`Error::Store`]), and as
+    /// [`CacheAgent::open`].
+    pub fn connect(
+        url: &str,
+        connect: &snapsync_store::ConnectOptions,
+        root: &Path,
+        options: CacheOptions,
+    ) -> Result<CacheAgent> {
+        let mut parsed = snapsync_store::StoreUrl::parse(url).map_err(Error::Store)?;
+        if let Some(path) = parsed.local_path().filter(|p| p.is_relative()) {
+            let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+            parsed = snapsync_store::StoreUrl::local(&absolute);
+        }
+        let connect = connect
+            .clone()
+            .with_local_durability(snapsync_store::LocalDurability::FlushEachWrite);
+        let store = snapsync_store::open(&parsed, &connect).map_err(Error::Store)?;
+        CacheAgent::open(store, root, options)
+    }
+
     /// The cache root.
     #[must_use]
     pub fn root(&self) -> &Path {

@@ -1,10 +1,9 @@
 //! The `cache` commands: a local cache over a remote (snapsync-cache).
 
 use std::io::{self, Write};
-use std::sync::Arc;
 
 use snapsync_cache::{CacheAgent, CacheOptions, Opened, Pushed};
-use snapsync_store::{ConnectOptions, LocalDurability, Store};
+use snapsync_store::ConnectOptions;
 
 use crate::cli::{CacheCommand, CacheDirs, OutputArgs};
 use crate::output::printable;
@@ -27,12 +26,7 @@ impl std::fmt::Display for PushConflicts {
 impl std::error::Error for PushConflicts {}
 
 fn agent(dirs: &CacheDirs, options: CacheOptions, connect: &ConnectOptions) -> anyhow::Result<CacheAgent> {
-    let url = snapsync_sync::remote_url(&dirs.remote)?;
-    let connect = connect
-        .clone()
-        .with_local_durability(LocalDurability::FlushEachWrite);
-    let store: Arc<dyn Store> = snapsync_store::open(&url, &connect)?;
-    Ok(CacheAgent::open(store, &dirs.cache, options)?)
+    Ok(CacheAgent::connect(&dirs.remote, connect, &dirs.cache, options)?)
 }
 
 pub(crate) fn run(
