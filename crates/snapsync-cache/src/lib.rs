@@ -285,14 +285,22 @@ impl CacheAgent {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             remove_dead_temporaries(parent, local);
         }
+        // The local copy as it is now (the one the caller judged replaceable, or none): the fetch is
+        // published only over that, never over an edit made while it ran.
+        let stamp = |meta: &fs::Metadata| (meta.len(), meta.modified().ok());
+        let before = fs::symlink_metadata(local).ok().map(|m| stamp(&m));
         let mut got = self
             .store
             .get(path)
             .await
             .map_err(|e| Error::from_store(path, e))?;
         let remote = Remote::of(&got.meta);
-        let mut file =
-            CheckedFile::create_for(local, WriteOptions::DURABLE).map_err(|e| Error::io(local, e))?;
+        let options = if before.is_some() {
+            WriteOptions::DURABLE
+        } else {
+            WriteOptions::DURABLE.no_clobber()
+        };
+        let mut file = CheckedFile::create_for(local, options).map_err(|e| Error::io(local, e))?;
         while let Some(piece) = got
             .stream
             .try_next()
@@ -304,9 +312,23 @@ impl CacheAgent {
         if let Some(time) = got.meta.modified {
             file.set_modified(time).map_err(|e| Error::io(local, e))?;
         }
+        let edited = || Error::Conflict {
+            path: path.to_owned(),
+            why: "the cached copy changed while it was being fetched; it was kept".to_owned(),
+        };
+        if fs::symlink_metadata(local).ok().map(|m| stamp(&m)) != before {
+            return Err(edited());
+        }
         let published = file
             .persist_if(local, Some(got.meta.size), None)
-            .map_err(|e| Error::io(local, std::io::Error::other(e)))?;
+            .map_err(|e| match e {
+                snapsync_core::Error::Write { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    edited()
+                }
+                other => Error::io(local, std::io::Error::other(other)),
+            })?;
         let meta = published.file.metadata().map_err(|e| Error::io(local, e))?;
         let entry = Entry::fetched(remote, &meta, published.checksum.to_string());
         self.update(|state| {

@@ -351,3 +351,26 @@ async fn many_queued_files_are_pushed_and_recorded() {
     // Recorded: a second push has nothing to do.
     assert!(agent.push(false).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_written_in_the_cache_while_it_is_fetched_is_kept() {
+    // Downloads wait 300 ms before they start: time to write the file meanwhile.
+    let s = setup(Duration::from_millis(300));
+    let agent = s.agent(CacheOptions::default());
+    let target = s.cache.canonicalize().unwrap().join("docs/a.txt");
+    let writer = {
+        let target = target.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fs::create_dir_all(target.parent().unwrap()).unwrap();
+            fs::write(&target, "written by the user meanwhile").unwrap();
+        })
+    };
+    let err = agent.path("docs/a.txt").await.unwrap_err();
+    writer.await.unwrap();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(
+        fs::read_to_string(&target).unwrap(),
+        "written by the user meanwhile"
+    );
+}
