@@ -610,11 +610,9 @@ fn remove_dead_temporaries(dir: &Path, target: &Path) {
         let Some(text) = file_name.to_str() else {
             continue;
         };
-        let pid = text
-            .strip_prefix(&prefix)
-            .filter(|_| snapsync_core::atomic::is_temp_name(&file_name))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok());
+        let pid = Some(text)
+            .filter(|text| text.starts_with(&prefix))
+            .and_then(snapsync_core::atomic::temp_pid);
         if let Some(pid) = pid
             && pid != std::process::id()
             && !Path::new(&format!("/proc/{pid}")).exists()

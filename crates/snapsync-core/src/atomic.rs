@@ -114,6 +114,17 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     name.starts_with(b".") && name.ends_with(b".tmp") && name.windows(10).any(|w| w == b".snapsync-")
 }
 
+/// The process id in a temporary file's name (`.NAME.snapsync-PID-N.tmp`), if the name is one: whose
+/// write it was, so that a leftover of a process that is gone can be told from a write under way.
+#[must_use]
+pub fn temp_pid(name: &str) -> Option<u32> {
+    if !is_temp_name(OsStr::new(name)) {
+        return None;
+    }
+    let (_, tail) = name.rsplit_once(".snapsync-")?;
+    tail.split('-').next()?.parse().ok()
+}
+
 /// A fresh temporary name beside `target` for writing it: `.NAME.snapsync-PID-N.tmp`, N counting up in
 /// this process (see [`is_temp_name`]).
 #[must_use]

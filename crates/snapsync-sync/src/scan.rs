@@ -277,15 +277,7 @@ pub fn scan_local(root: &Path, filter: &Filter, checksum: bool) -> Result<Listin
     Ok(listing)
 }
 
-/// The process id in a temporary file's name (`.NAME.snapsync-PID-….tmp`), if it is one.
-#[must_use]
-pub fn temp_pid(name: &str) -> Option<u32> {
-    if !is_temp_name(OsStr::new(name)) {
-        return None;
-    }
-    let (_, tail) = name.rsplit_once(".snapsync-")?;
-    tail.split('-').next()?.parse().ok()
-}
+pub use snapsync_core::atomic::temp_pid;
 
 /// Whether `path` is `dir` or lies below it (`""` holds everything).
 #[must_use]
