@@ -127,11 +127,8 @@ impl CacheAgent {
         root: &Path,
         options: CacheOptions,
     ) -> Result<CacheAgent> {
-        let mut parsed = snapsync_store::StoreUrl::parse(url).map_err(Error::Store)?;
-        if let Some(path) = parsed.local_path().filter(|p| p.is_relative()) {
-            let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-            parsed = snapsync_store::StoreUrl::local(&absolute);
-        }
+        let parsed = snapsync_store::StoreUrl::parse(url).map_err(Error::Store)?;
+        let parsed = parsed.absolute().map_err(|e| Error::io(Path::new(url), e))?;
         let connect = connect
             .clone()
             .with_local_durability(snapsync_store::LocalDurability::FlushEachWrite);

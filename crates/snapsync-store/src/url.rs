@@ -186,6 +186,18 @@ has a colon, write ./{text}"
         (self.scheme == Scheme::File).then_some(self.path.as_path())
     }
 
+    /// The same store named from anywhere: a relative local path made absolute (from the working
+    /// directory); any other URL as it is. What a state or cache kept per remote is keyed by.
+    ///
+    /// # Errors
+    /// When the working directory cannot be read.
+    pub fn absolute(&self) -> std::io::Result<StoreUrl> {
+        match self.local_path().filter(|p| p.is_relative()) {
+            Some(path) => Ok(StoreUrl::local(&std::path::absolute(path)?)),
+            None => Ok(self.clone()),
+        }
+    }
+
     /// Bucket, container or memory-store name.
     #[must_use]
     pub fn bucket(&self) -> Option<&str> {

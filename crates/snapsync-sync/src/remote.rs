@@ -3,6 +3,7 @@
 //! directory); a local remote flushes every write (a sync has no final flush of its own); `--jobs` is
 //! also the number of connections an FTP or SFTP remote opens.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use snapsync_store::{ConnectOptions, LocalDurability, Store, StoreUrl};
@@ -35,13 +36,8 @@ pub fn open_remote(text: &str, options: &Options, connect: &ConnectOptions) -> R
 /// resolved (no working directory).
 pub fn remote_url(text: &str) -> Result<StoreUrl> {
     let url = StoreUrl::parse(text)?;
-    match url.local_path().filter(|p| p.is_relative()) {
-        Some(path) => {
-            let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-            Ok(StoreUrl::local(&absolute))
-        }
-        None => Ok(url),
-    }
+    url.absolute()
+        .map_err(|e| Error::io(url.local_path().unwrap_or(Path::new(text)), e))
 }
 
 #[cfg(test)]
