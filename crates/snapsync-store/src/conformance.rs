@@ -89,6 +89,7 @@ pub async fn run_all(store: Arc<dyn Store>, options: &Options) -> Check {
     check!(concurrent_puts(sub("concurrent")?));
     check!(copy_and_rename(&*sub("copy")?));
     check!(modification_times(&*sub("mtime")?));
+    check!(put_meta_is_head(&*sub("put-meta")?));
     check!(empty_directories(&*sub("dirs")?));
     check!(listed_directories(&*sub("listed-dirs")?));
     check!(lock_round_trip(&*sub("lock")?));
@@ -753,6 +754,39 @@ pub async fn modification_times(store: &dyn Store) -> Check {
             "set_mtime must say Unsupported, said {result:?}"
         );
     }
+    Ok(())
+}
+
+/// `put_meta` stores like `put` and reports what `head` then reports (size, time, tag), for a new
+/// object in a new directory and for a replaced one; a create over an object is refused.
+///
+/// # Errors
+/// What was wrong.
+pub async fn put_meta_is_head(store: &dyn Store) -> Check {
+    let bytes = |data: &'static [u8]| PutSource::Bytes(Bytes::from_static(data));
+    for (data, mode) in [
+        (&b"first"[..], PutMode::Create),
+        (&b"second!"[..], PutMode::Overwrite),
+    ] {
+        let meta = store
+            .put_meta("d/m", bytes(data), mode)
+            .await
+            .map_err(fail("put_meta"))?;
+        let head = store.head("d/m").await.map_err(fail("head"))?;
+        ensure!(meta == head, "put_meta said {meta:?}, head then said {head:?}");
+        ensure!(
+            meta.size == data.len() as u64,
+            "put_meta said {meta:?} for {} bytes",
+            data.len()
+        );
+        let got = store.get_bytes("d/m").await.map_err(fail("get"))?;
+        ensure!(got == data, "put_meta stored {got:?}, not {data:?}");
+    }
+    let again = store.put_meta("d/m", bytes(b"third"), PutMode::Create).await;
+    ensure!(
+        matches!(again, Err(Error::AlreadyExists { .. })),
+        "a put_meta create over an object must be AlreadyExists, was {again:?}"
+    );
     Ok(())
 }
 

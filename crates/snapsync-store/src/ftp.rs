@@ -68,7 +68,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, fill, transient};
+use crate::remote::{
+    self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Written, fill, transient,
+};
 use crate::source::OpenSource;
 use crate::{Capabilities, ObjectMeta, Scheme, StoreUrl, check_key};
 
@@ -896,6 +898,7 @@ impl RemoteFs for Ftp {
                 key: String::new(),
                 size,
                 modified,
+                etag: None,
             }),
             Ok(None) => Err(Error::NotFound {
                 location: location.to_owned(),
@@ -947,7 +950,7 @@ impl RemoteFs for Ftp {
     }
 
     /// `STOR`, then `SIZE`.
-    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<(u64, u64)> {
+    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<Written> {
         let (path, source) = (path.to_owned(), source.clone());
         self.run(location, move |c, _| {
             let (path, source) = (path.clone(), source.clone());
@@ -961,8 +964,12 @@ impl RemoteFs for Ftp {
                     .await
                     .map_err(FtpError::ConnectionError)?;
                 transfer.finish().await?;
-                let stored = c.size(&path).await?;
-                Ok((sent, stored as u64))
+                let size = c.size(&path).await? as u64;
+                Ok(Written {
+                    sent,
+                    size,
+                    modified: None,
+                })
             })
         })
         .await

@@ -113,6 +113,9 @@ pub struct ObjectMeta {
     pub size: u64,
     /// Last modification, where the store reports one.
     pub modified: Option<SystemTime>,
+    /// An opaque tag that changes whenever the object's content does, where the store gives one
+    /// (object stores' `ETag`); `None` for local, FTP and SFTP.
+    pub etag: Option<String>,
 }
 
 /// What `put` does when the key already has an object.
@@ -238,6 +241,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Stores an object.
     async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()>;
+
+    /// Like [`Store::put`], and gives the stored object's metadata as [`Store::head`] would just
+    /// after (for a caller that records what it wrote, to tell later whether somebody changed it).
+    /// The default puts, then heads; backends that learn the metadata while writing (SFTP) save the
+    /// round trip.
+    async fn put_meta(&self, key: &str, source: PutSource, mode: PutMode) -> Result<ObjectMeta> {
+        self.put(key, source, mode).await?;
+        self.head(key).await
+    }
 
     /// Removes an object; a missing one is not an error.
     async fn delete(&self, key: &str) -> Result<()>;

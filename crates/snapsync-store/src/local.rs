@@ -141,6 +141,7 @@ fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
         key,
         size: meta.len(),
         modified: meta.modified().ok(),
+        etag: None,
     }
 }
 
@@ -188,6 +189,7 @@ fn walk(
                     key: format!("{key}/"),
                     size: 0,
                     modified: None,
+                    etag: None,
                 });
             }
             walk(url, root, &path, false, listed, out)?;

@@ -214,6 +214,7 @@ impl ObjectStoreBackend {
             key: Self::key_of(self.prefix.len(), &meta.location)?,
             size: meta.size,
             modified: Some(SystemTime::from(meta.last_modified)),
+            etag: meta.e_tag.clone(),
         })
     }
 
@@ -310,6 +311,7 @@ impl Store for ObjectStoreBackend {
                         key,
                         size: meta.size,
                         modified: Some(SystemTime::from(meta.last_modified)),
+                        etag: meta.e_tag.clone(),
                     });
                 futures::future::ready(Ok(item))
             })

@@ -172,6 +172,17 @@ pub(crate) struct DirEntry {
     pub(crate) modified: Option<SystemTime>,
 }
 
+/// What a write left on the server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written {
+    /// The bytes sent.
+    pub(crate) sent: u64,
+    /// The size the server then gives the file.
+    pub(crate) size: u64,
+    /// Its modification time, where the protocol told it without another round trip.
+    pub(crate) modified: Option<SystemTime>,
+}
+
 /// What a listing yields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Listed {
@@ -257,6 +268,7 @@ where
                                 key: format!("{}/", path.get(key_offset..).unwrap_or_default()),
                                 size: 0,
                                 modified: entry.modified,
+                                etag: None,
                             };
                             if futures::SinkExt::send(&mut sender, Ok(meta)).await.is_err() {
                                 return;
@@ -269,6 +281,7 @@ where
                             key: path.get(key_offset..).unwrap_or_default().to_owned(),
                             size: entry.size,
                             modified: entry.modified,
+                            etag: None,
                         };
                         if futures::SinkExt::send(&mut sender, Ok(meta)).await.is_err() {
                             return; // nobody listens any more
@@ -402,9 +415,9 @@ pub(crate) trait RemoteFs: Send + Sync + 'static {
         Ok(false)
     }
 
-    /// Writes `source` to the file `path` (made or truncated; the directory exists): the bytes sent,
-    /// and the size the server then gives the file. Each attempt reads `source` from its start.
-    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<(u64, u64)>;
+    /// Writes `source` to the file `path` (made or truncated; the directory exists). Each attempt
+    /// reads `source` from its start.
+    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<Written>;
 
     /// Opens the file `path` for reading from its start.
     async fn open_read(&self, path: &str, location: &str) -> Result<Self::Reader>;
@@ -497,7 +510,8 @@ impl<F: RemoteFs> RemoteStore<F> {
     /// beside it, the source checked against its stamp and the size the server holds against the
     /// size sent, then renamed over `path` (or, for a create where the protocol has an atomic create,
     /// linked to it). The temporary file is removed when anything fails. `make_parents`: make the
-    /// missing directories first (otherwise a missing one is an error).
+    /// missing directories first (otherwise a missing one is an error). What the write left: the
+    /// published object's size, and its time where the protocol told it (a link or a rename keeps it).
     async fn put_path(
         &self,
         path: &str,
@@ -505,7 +519,7 @@ impl<F: RemoteFs> RemoteStore<F> {
         source: OpenSource,
         mode: PutMode,
         make_parents: bool,
-    ) -> Result<()> {
+    ) -> Result<Written> {
         let atomic = self.atomic_create();
         // Where a create cannot be atomic, it is checked before and after the upload. Where it can,
         // the link below fails when the key exists: no round trip per new file.
@@ -521,15 +535,17 @@ impl<F: RemoteFs> RemoteStore<F> {
         let temp = temp_name(path);
         let upload = self.fs.write(&temp, &source, location).await;
         // Before anything is published: the source must still be what was stamped, and all of it sent.
-        let checked = source.check(upload.as_ref().ok().map(|(sent, _)| *sent)).await;
+        let checked = source
+            .check(upload.as_ref().ok().map(|written| written.sent))
+            .await;
         let result = match (checked, upload) {
             (Err(changed), _) => Err(changed),
-            (Ok(()), Ok((_, stored))) if stored == expected => {
-                self.publish(&temp, path, location, mode).await
+            (Ok(()), Ok(written)) if written.size == expected => {
+                self.publish(&temp, path, location, mode).await.map(|()| written)
             }
-            (Ok(()), Ok((_, stored))) => Err(transient(
+            (Ok(()), Ok(written)) => Err(transient(
                 location,
-                format!("the server holds {stored} of the {expected} bytes sent"),
+                format!("the server holds {} of the {expected} bytes sent", written.size),
             )),
             (Ok(()), Err(e)) => Err(e),
         };
@@ -693,7 +709,25 @@ impl<F: RemoteFs> Store for RemoteStore<F> {
         let location = self.location(key);
         // A local file is opened (and stamped) first: a wrong one is refused before anything is sent.
         let source = OpenSource::open(source, &location).await?;
-        self.put_path(&path, &location, source, mode, true).await
+        self.put_path(&path, &location, source, mode, true)
+            .await
+            .map(drop)
+    }
+
+    async fn put_meta(&self, key: &str, source: PutSource, mode: PutMode) -> Result<ObjectMeta> {
+        let path = self.fs.path(key)?;
+        let location = self.location(key);
+        let source = OpenSource::open(source, &location).await?;
+        let written = self.put_path(&path, &location, source, mode, true).await?;
+        match written.modified {
+            Some(modified) => Ok(ObjectMeta {
+                key: key.to_owned(),
+                size: written.size,
+                modified: Some(modified),
+                etag: None,
+            }),
+            None => self.head(key).await,
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -874,7 +908,7 @@ impl<F: RemoteFs> Store for RemoteStore<F> {
             .put_path(&owner, &location, body, PutMode::Overwrite, false)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(e @ (Error::PermissionDenied { .. } | Error::NotFound { .. })) => {
                 match self.fs.probe(&path, &location).await? {
                     Probe::Dir => Err(e),

@@ -42,7 +42,9 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::connect::{ConnectOptions, HostKeyPolicy};
 use crate::error::{Error, Result};
-use crate::remote::{self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, fill, transient};
+use crate::remote::{
+    self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Written, fill, transient,
+};
 use crate::source::OpenSource;
 use crate::{Capabilities, ObjectMeta, StoreUrl};
 
@@ -583,6 +585,7 @@ impl RemoteFs for Sftp {
             key: String::new(),
             size: meta.len(),
             modified: meta.mtime.map(to_seconds),
+            etag: None,
         })
     }
 
@@ -663,8 +666,8 @@ impl RemoteFs for Sftp {
         .await
     }
 
-    /// `OPEN` (create, truncate), the bytes, `CLOSE`, then `STAT`.
-    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<(u64, u64)> {
+    /// `OPEN` (create, truncate), the bytes, `CLOSE`, then `LSTAT` (the size and time, as `stat`).
+    async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<Written> {
         let (path, source) = (path.to_owned(), source.clone());
         self.run(location, move |s| {
             let (path, source) = (path.clone(), source.clone());
@@ -683,7 +686,12 @@ impl RemoteFs for Sftp {
                     .await?;
                 let sent = tokio::io::copy_buf(&mut reader, &mut file).await?;
                 file.shutdown().await?;
-                Ok((sent, s.sftp.metadata(path.as_str()).await?.len()))
+                let meta = s.sftp.symlink_metadata(path.as_str()).await?;
+                Ok(Written {
+                    sent,
+                    size: meta.len(),
+                    modified: meta.mtime.map(to_seconds),
+                })
             }
         })
         .await

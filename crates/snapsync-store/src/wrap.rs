@@ -115,6 +115,12 @@ impl Store for PrefixStore {
         self.inner.put(&self.key(key)?, source, mode).await
     }
 
+    async fn put_meta(&self, key: &str, source: PutSource, mode: PutMode) -> Result<ObjectMeta> {
+        let mut meta = self.inner.put_meta(&self.key(key)?, source, mode).await?;
+        key.clone_into(&mut meta.key);
+        Ok(meta)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(&self.key(key)?).await
     }
@@ -303,6 +309,11 @@ impl Store for RetryStore {
         self.retry(|| self.inner.put(key, source.clone(), mode)).await
     }
 
+    async fn put_meta(&self, key: &str, source: PutSource, mode: PutMode) -> Result<ObjectMeta> {
+        self.retry(|| self.inner.put_meta(key, source.clone(), mode))
+            .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.retry(|| self.inner.delete(key)).await
     }
@@ -446,6 +457,26 @@ impl Store for DryRunStore {
         }
         self.record(format!("put {key}"));
         Ok(())
+    }
+
+    /// Records the put; the object it describes is the one that would have been stored (its size;
+    /// no time, as none was stored).
+    async fn put_meta(&self, key: &str, source: PutSource, mode: PutMode) -> Result<ObjectMeta> {
+        let size = match &source {
+            PutSource::Bytes(bytes) => bytes.len() as u64,
+            PutSource::File(path) => tokio::fs::metadata(path)
+                .await
+                .map_err(|e| Error::from_io(path.display().to_string(), e))?
+                .len(),
+            PutSource::FileExpecting { size, .. } => *size,
+        };
+        self.put(key, source, mode).await?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+            modified: None,
+            etag: None,
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
