@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 use snapsync_core::atomic::{CheckedFile, WriteOptions};
-use snapsync_store::{PutMode, PutSource, Store};
+use snapsync_store::{ObjectMeta, PutMode, PutSource, Store};
 
 pub use error::{Error, Result};
 use state::{Entry, Locked, Remote};
@@ -40,7 +40,7 @@ const RECORD_BATCH: usize = 64;
 pub const META_DIR: &str = ".snapsync-cache";
 
 /// How the agent treats freshness and an unreachable remote.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CacheOptions {
     /// A cached file fetched longer ago than this is checked against the remote (its size and time)
     /// and fetched again only if it changed. `None`: a cached file is used as it is.
@@ -48,6 +48,20 @@ pub struct CacheOptions {
     /// An unreachable remote is an error even for a cached file (otherwise the cached copy is used,
     /// with a warning).
     pub online: bool,
+    /// How long checking a cached file against the remote may wait for an answer before the cached
+    /// copy is used, with a warning (not with `online`, which waits for the store's own timeouts and
+    /// retries): a remote that is down or stalled costs an open this much, not the retries' seconds.
+    pub offline_after: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            max_age: None,
+            online: false,
+            offline_after: Duration::from_secs(2),
+        }
+    }
 }
 
 /// What [`CacheAgent::path`] did.
@@ -207,7 +221,24 @@ impl CacheAgent {
             if fresh && !self.options.online {
                 return Ok((local, Opened::Cached));
             }
-            match self.store.head(path).await {
+            let head = self.store.head(path);
+            let answer = if self.options.online {
+                head.await
+            } else {
+                match tokio::time::timeout(self.options.offline_after, head).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return Ok((
+                            local,
+                            Opened::Offline(format!(
+                                "the remote cannot be reached (no answer within {:?}); using the cached copy",
+                                self.options.offline_after
+                            )),
+                        ));
+                    }
+                }
+            };
+            match answer {
                 Ok(meta) if entry.remote.matches(&meta) => {
                     self.update(|state| {
                         if let Some(e) = state.files.get_mut(path) {
@@ -231,8 +262,8 @@ impl CacheAgent {
             // A file put in the cache folder by hand (or added, not yet pushed): it is the local copy.
             return Ok((local, Opened::LocalEdit));
         }
-        self.fetch(path, &local, recorded.map(|e| e.fetched_ns)).await?;
-        Ok((local, Opened::Fetched))
+        let opened = self.fetch(path, &local, recorded.map(|e| e.fetched_ns)).await?;
+        Ok((local, opened))
     }
 
     /// Opens `path` for reading: the cached copy, or the remote's fetched first.
@@ -245,8 +276,9 @@ impl CacheAgent {
     }
 
     /// Downloads `path` into its place, once however many callers ask at the same moment: `seen` is
-    /// when the entry the caller looked at was fetched (`None`: there was none).
-    async fn fetch(&self, path: &str, local: &Path, seen: Option<i128>) -> Result<()> {
+    /// when the entry the caller looked at was fetched (`None`: there was none). [`Opened::Cached`]
+    /// when another caller fetched it while this one waited.
+    async fn fetch(&self, path: &str, local: &Path, seen: Option<i128>) -> Result<Opened> {
         let lock_path = self
             .root
             .join(META_DIR)
@@ -270,11 +302,11 @@ impl CacheAgent {
                 && fs::symlink_metadata(local).is_ok_and(|m| entry.local_matches(&m))
         });
         if done_meanwhile {
-            return Ok(());
+            return Ok(Opened::Cached);
         }
         let result = self.download(path, local).await;
         drop(lock);
-        result
+        result.map(|()| Opened::Fetched)
     }
 
     async fn download(&self, path: &str, local: &Path) -> Result<()> {
@@ -448,32 +480,30 @@ impl CacheAgent {
             path: path.to_owned(),
             why: why.to_owned(),
         };
-        let remote = match self.store.head(path).await {
-            Ok(meta) => Some(meta),
-            Err(snapsync_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(Error::from_store(path, e)),
-        };
-        // The remote already holds exactly the local content (a push killed after its upload, before
-        // its record): nothing to send, only to record.
-        if let Some(now) = &remote
-            && now.size == meta.len()
-            && !recorded.is_some_and(|entry| entry.remote.matches(now))
-            && self.remote_hash(path).await? == local_hash(&local)?
-        {
-            let hash = local_hash(&local)?;
-            return Ok((0, Entry::fetched(Remote::of(now), &meta, hash.to_string())));
-        }
-        let mode = match (recorded, &remote) {
+        // A file the cache fetched goes up only over the copy it fetched, checked just before. A new
+        // one goes up as a create, which the store refuses when the name is taken: no round trip
+        // before it.
+        let mode = match recorded {
             _ if force => PutMode::Overwrite,
-            (Some(entry), Some(now)) if entry.remote.matches(now) => PutMode::Overwrite,
-            (Some(_), Some(_)) => return Err(conflict("the remote copy changed since it was fetched")),
-            (Some(_), None) => return Err(conflict("the remote copy was deleted since it was fetched")),
-            (None, Some(_)) => {
-                return Err(conflict(
-                    "the remote has a file of that name the cache never fetched",
-                ));
-            }
-            (None, None) => PutMode::Create,
+            None => PutMode::Create,
+            Some(entry) => match self.store.head(path).await {
+                Ok(now) if entry.remote.matches(&now) => PutMode::Overwrite,
+                Ok(now) => {
+                    return self
+                        .settle(
+                            path,
+                            &local,
+                            &meta,
+                            &now,
+                            "the remote copy changed since it was fetched",
+                        )
+                        .await;
+                }
+                Err(snapsync_store::Error::NotFound { .. }) => {
+                    return Err(conflict("the remote copy was deleted since it was fetched"));
+                }
+                Err(e) => return Err(Error::from_store(path, e)),
+            },
         };
         let source = PutSource::FileExpecting {
             path: local.clone(),
@@ -481,23 +511,55 @@ impl CacheAgent {
             mtime: meta.modified().ok(),
             progress: None,
         };
-        match self.store.put(path, source, mode).await {
-            Ok(()) => {}
+        // What the remote then holds is recorded: the next push (or a refresh) compares against it.
+        let now = match self.store.put_meta(path, source, mode).await {
+            Ok(now) => now,
             Err(snapsync_store::Error::AlreadyExists { .. }) => {
-                return Err(conflict("a file of that name appeared on the remote meanwhile"));
+                let now = self
+                    .store
+                    .head(path)
+                    .await
+                    .map_err(|e| Error::from_store(path, e))?;
+                return self
+                    .settle(
+                        path,
+                        &local,
+                        &meta,
+                        &now,
+                        "the remote has a file of that name the cache never fetched",
+                    )
+                    .await;
             }
             Err(e) => return Err(Error::from_store(path, e)),
-        }
-        let now = self
-            .store
-            .head(path)
-            .await
-            .map_err(|e| Error::from_store(path, e))?;
+        };
         let hash = local_hash(&local)?;
         Ok((
             meta.len(),
             Entry::fetched(Remote::of(&now), &meta, hash.to_string()),
         ))
+    }
+
+    /// The remote holds `now`, not what the push expected. If that is exactly the local content (a
+    /// push killed after its upload, before its record), there is nothing to send, only to record;
+    /// otherwise it is a conflict, for the reason `why`.
+    async fn settle(
+        &self,
+        path: &str,
+        local: &Path,
+        meta: &fs::Metadata,
+        now: &ObjectMeta,
+        why: &str,
+    ) -> Result<(u64, Entry)> {
+        if now.size == meta.len() {
+            let hash = local_hash(local)?;
+            if self.remote_hash(path).await? == hash {
+                return Ok((0, Entry::fetched(Remote::of(now), meta, hash.to_string())));
+            }
+        }
+        Err(Error::Conflict {
+            path: path.to_owned(),
+            why: why.to_owned(),
+        })
     }
 
     /// BLAKE3 of the remote copy of `path`.

@@ -20,6 +20,10 @@ const VERSION: u32 = 1;
 pub(crate) struct Remote {
     pub(crate) size: u64,
     pub(crate) mtime_ns: Option<i128>,
+    /// The object store's `ETag`, where it gives one: it tells apart two versions written within
+    /// the same second with the same size, which the time alone cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) etag: Option<String>,
 }
 
 impl Remote {
@@ -27,12 +31,14 @@ impl Remote {
         Remote {
             size: meta.size,
             mtime_ns: meta.modified.map(to_ns),
+            etag: meta.etag.clone(),
         }
     }
 
-    /// Whether the remote's object is still this one (same size, and same time where known).
+    /// Whether the remote's object is still this one: same size, and the same time and tag where
+    /// the store gives them.
     pub(crate) fn matches(&self, meta: &ObjectMeta) -> bool {
-        meta.size == self.size && meta.modified.map(to_ns) == self.mtime_ns
+        meta.size == self.size && meta.modified.map(to_ns) == self.mtime_ns && meta.etag == self.etag
     }
 }
 

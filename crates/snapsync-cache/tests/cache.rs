@@ -1,11 +1,12 @@
-//! The cache agent over a local folder as its remote (the real-server runs come with the CLI): misses,
-//! hits, missing files, pushes that would clobber, concurrent opens, freshness, eviction, hostile paths.
+//! The cache agent over a local folder as its remote (the other real-server runs come with the CLI):
+//! misses, hits, missing files, pushes that would clobber, concurrent opens, freshness, eviction,
+//! hostile paths; and over the S3 server, where only the `ETag` tells two versions apart.
 
 use std::fs;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -14,7 +15,7 @@ use futures::stream::BoxStream;
 use snapsync_cache::{CacheAgent, CacheOptions, Error, Opened, Pushed};
 use snapsync_store::{
     Capabilities, ConnectOptions, GetStream, ObjectMeta, PutMode, PutSource, Result as StoreResult, Store,
-    StoreUrl,
+    StoreExt, StoreUrl,
 };
 
 /// Counts downloads, and can slow them so that callers overlap.
@@ -23,6 +24,8 @@ struct Counting {
     inner: Arc<dyn Store>,
     gets: AtomicUsize,
     delay: Duration,
+    /// Makes every `head` hang, as a stalled server does.
+    stall_heads: AtomicBool,
 }
 
 #[async_trait]
@@ -37,6 +40,9 @@ impl Store for Counting {
         self.inner.list(prefix)
     }
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
+        if self.stall_heads.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_hours(1)).await;
+        }
         self.inner.head(key).await
     }
     async fn get(&self, key: &str) -> StoreResult<GetStream> {
@@ -90,6 +96,7 @@ fn setup(delay: Duration) -> Setup {
             inner,
             gets: AtomicUsize::new(0),
             delay,
+            stall_heads: AtomicBool::new(false),
         }),
     }
 }
@@ -202,7 +209,7 @@ async fn a_locally_edited_file_is_never_replaced_by_a_fetch() {
     let s = setup(Duration::ZERO);
     let agent = s.agent(CacheOptions {
         max_age: Some(Duration::ZERO),
-        online: false,
+        ..CacheOptions::default()
     });
     let (local, _) = agent.path("docs/a.txt").await.unwrap();
     fs::write(&local, "local edit, not added").unwrap();
@@ -218,7 +225,7 @@ async fn with_a_max_age_a_cached_file_is_revalidated_and_fetched_only_when_it_ch
     let s = setup(Duration::ZERO);
     let agent = s.agent(CacheOptions {
         max_age: Some(Duration::ZERO),
-        online: false,
+        ..CacheOptions::default()
     });
     agent.path("docs/a.txt").await.unwrap();
     let (_, how) = agent.path("docs/a.txt").await.unwrap();
@@ -233,26 +240,50 @@ async fn with_a_max_age_a_cached_file_is_revalidated_and_fetched_only_when_it_ch
     assert_eq!(plain.path("docs/a.txt").await.unwrap().1, Opened::Cached);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_remote_costs_a_revalidation_only_its_offline_wait() {
+    let s = setup(Duration::ZERO);
+    s.agent(CacheOptions::default()).path("docs/a.txt").await.unwrap();
+    s.store.stall_heads.store(true, Ordering::SeqCst);
+    let agent = s.agent(CacheOptions {
+        max_age: Some(Duration::ZERO),
+        offline_after: Duration::from_millis(200),
+        ..CacheOptions::default()
+    });
+    let (local, opened) = tokio::time::timeout(Duration::from_mins(1), agent.path("docs/a.txt"))
+        .await
+        .expect("the open waited for the stalled remote")
+        .unwrap();
+    let Opened::Offline(warning) = opened else {
+        panic!("{opened:?}");
+    };
+    assert!(warning.contains("no answer within 200ms"), "{warning}");
+    assert_eq!(fs::read_to_string(local).unwrap(), "remote a");
+}
+
 #[test]
 fn two_threads_opening_one_missing_file_download_it_once() {
     let s = setup(Duration::from_millis(300));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let agents = [s.agent(CacheOptions::default()), s.agent(CacheOptions::default())];
-    let contents: Vec<Vec<u8>> = std::thread::scope(|scope| {
+    let results: Vec<(Opened, Vec<u8>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = agents
             .iter()
             .map(|agent| {
                 let runtime = &runtime;
                 scope.spawn(move || {
-                    let (local, _) = runtime.block_on(agent.path("b.bin")).unwrap();
-                    fs::read(local).unwrap()
+                    let (local, opened) = runtime.block_on(agent.path("b.bin")).unwrap();
+                    (opened, fs::read(local).unwrap())
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(s.gets(), 1, "the file was downloaded more than once");
-    assert!(contents.iter().all(|c| *c == vec![7u8; 300_000]));
+    assert!(results.iter().all(|(_, c)| *c == vec![7u8; 300_000]));
+    let mut opened: Vec<Opened> = results.into_iter().map(|(o, _)| o).collect();
+    opened.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(opened, [Opened::Cached, Opened::Fetched]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,6 +362,98 @@ async fn a_push_killed_after_its_upload_is_recorded_not_called_a_conflict() {
         agent.push(false).await.unwrap()["docs/a.txt"],
         Pushed::Conflict(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_file_whose_push_was_killed_after_its_upload_is_recorded_on_the_rerun() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions::default());
+    fs::write(s.cache.join("new.txt"), "uploaded, not recorded").unwrap();
+    agent.add("new.txt").unwrap();
+    fs::write(s.remote.join("new.txt"), "uploaded, not recorded").unwrap();
+    let pushed = agent.push(false).await.unwrap();
+    assert!(matches!(pushed["new.txt"], Pushed::Uploaded(0)), "{pushed:?}");
+    // Recorded as the remote's copy: an edit now goes up over it, without a conflict.
+    fs::write(s.cache.join("new.txt"), "edited after").unwrap();
+    agent.add("new.txt").unwrap();
+    let pushed = agent.push(false).await.unwrap();
+    assert!(matches!(pushed["new.txt"], Pushed::Uploaded(12)), "{pushed:?}");
+    assert_eq!(
+        fs::read_to_string(s.remote.join("new.txt")).unwrap(),
+        "edited after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_deleted_on_the_remote_since_it_was_fetched_is_a_conflict_not_recreated() {
+    let s = setup(Duration::ZERO);
+    let agent = s.agent(CacheOptions::default());
+    let (local, _) = agent.path("docs/a.txt").await.unwrap();
+    fs::write(&local, "edited in the cache").unwrap();
+    agent.add("docs/a.txt").unwrap();
+    fs::remove_file(s.remote.join("docs/a.txt")).unwrap();
+    let pushed = agent.push(false).await.unwrap();
+    let Pushed::Conflict(e) = &pushed["docs/a.txt"] else {
+        panic!("{pushed:?}");
+    };
+    assert!(e.to_string().contains("deleted"), "{e}");
+    assert!(!s.remote.join("docs/a.txt").exists());
+    let status = agent.status().unwrap();
+    assert!(
+        status
+            .iter()
+            .any(|f| f.path == "docs/a.txt" && f.queued && f.conflict.is_some())
+    );
+    // Forced, it is put back.
+    assert!(matches!(
+        agent.push(true).await.unwrap()["docs/a.txt"],
+        Pushed::Uploaded(19)
+    ));
+    assert_eq!(
+        fs::read_to_string(s.remote.join("docs/a.txt")).unwrap(),
+        "edited in the cache"
+    );
+}
+
+/// On S3, times have whole seconds: a rewrite of the same size within the second looks unchanged by
+/// size and time. The `ETag` tells it apart, so the cache's push does not clobber it.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_a_same_size_rewrite_within_the_second_is_a_conflict() {
+    let server = snapsync_testkit::S3Server::start();
+    server.create_bucket("etag");
+    let store = snapsync_store::open(
+        &StoreUrl::parse("s3://etag/team").unwrap(),
+        &ConnectOptions::from_vars(server.env()),
+    )
+    .unwrap();
+    let bytes = |text: &'static str| PutSource::Bytes(Bytes::from_static(text.as_bytes()));
+    for attempt in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = CacheAgent::open(Arc::clone(&store), dir.path(), CacheOptions::default()).unwrap();
+        let key = format!("f{attempt}.txt");
+        store
+            .put(&key, bytes("version 1"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let (local, _) = agent.path(&key).await.unwrap();
+        let first = store.head(&key).await.unwrap();
+        store
+            .put(&key, bytes("version 2"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let second = store.head(&key).await.unwrap();
+        if first.modified != second.modified {
+            continue; // The second changed in between: try again.
+        }
+        assert_ne!(first.etag, second.etag, "{first:?} {second:?}");
+        fs::write(&local, "local edit").unwrap();
+        agent.add(&key).unwrap();
+        let pushed = agent.push(false).await.unwrap();
+        assert!(matches!(pushed[&key], Pushed::Conflict(_)), "{pushed:?}");
+        assert_eq!(&store.get_bytes(&key).await.unwrap()[..], b"version 2");
+        return;
+    }
+    panic!("no rewrite within the same second in 10 attempts");
 }
 
 #[tokio::test(flavor = "multi_thread")]

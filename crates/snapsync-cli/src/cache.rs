@@ -44,22 +44,28 @@ pub(crate) fn run(
                     args.max_age
                 },
                 online: args.online,
+                offline_after: args.offline_after,
             };
             let agent = agent(&args.dirs, options, connect)?;
             let mut out = io::stdout().lock();
             for path in &args.paths {
                 let (local, how) = runtime.block_on(agent.path(path))?;
-                match how {
-                    Opened::Offline(why) if !output.quiet => {
-                        eprintln!("warning: {}", printable(&format!("{path}: {why}")));
+                let what = match how {
+                    Opened::Offline(why) => {
+                        if !output.quiet {
+                            eprintln!("warning: {}", printable(&format!("{path}: {why}")));
+                        }
+                        None
                     }
-                    Opened::LocalEdit if output.verbose > 0 => {
-                        eprintln!(
-                            "{}",
-                            printable(&format!("{path}: changed in the cache, kept as it is"))
-                        );
-                    }
-                    _ => {}
+                    Opened::Cached => Some("cached"),
+                    Opened::Revalidated => Some("cached, unchanged on the remote"),
+                    Opened::Fetched => Some("fetched"),
+                    Opened::LocalEdit => Some("changed in the cache, kept as it is"),
+                };
+                if let Some(what) = what
+                    && output.verbose > 0
+                {
+                    eprintln!("{}: {what}", printable(path));
                 }
                 writeln!(out, "{}", local.display())?;
             }
@@ -115,7 +121,7 @@ pub(crate) fn run(
         CacheCommand::Status(args) => {
             let options = CacheOptions {
                 max_age: args.max_age,
-                online: false,
+                ..CacheOptions::default()
             };
             let agent = agent(&args.dirs, options, connect)?;
             let files = agent.status()?;

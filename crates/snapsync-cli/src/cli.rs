@@ -740,6 +740,10 @@ pub(crate) struct CacheOpenArgs {
     /// with a warning).
     #[arg(long)]
     pub(crate) online: bool,
+    /// How long checking a cached file may wait for the remote before the cached copy is used, with a
+    /// warning (ignored with --online).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::time::parse_age)]
+    pub(crate) offline_after: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

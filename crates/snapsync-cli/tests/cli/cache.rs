@@ -218,3 +218,42 @@ fn a_killed_open_or_push_leaves_old_or_new_files_and_the_rerun_completes() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(fs::read(root.join("big.bin")).unwrap() == edited);
 }
+
+#[test]
+fn two_processes_opening_one_missing_file_download_it_once_and_see_it_whole() {
+    let server = FtpServer::pyftpdlib();
+    let root = server.root().join("data");
+    fs::create_dir_all(&root).unwrap();
+    let big: Vec<u8> = (0..(32u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    fs::write(root.join("big.bin"), &big).unwrap();
+    let remote = server.url("data");
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        crate::util::snapsync()
+            .args(["-v", "cache", "open", "--remote", &remote, "--cache"])
+            .arg(dir.path())
+            .arg("big.bin")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (open(), open());
+    let mut said = Vec::new();
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        // Each process reads the file it was given: whole, never a partial download.
+        let path = String::from_utf8(out.stdout).unwrap();
+        assert!(fs::read(path.trim()).unwrap() == big, "a partial file was opened");
+        said.push(err);
+    }
+    // One fetched it; the other waited for that fetch and found it cached.
+    let fetched = said.iter().filter(|e| e.contains("big.bin: fetched")).count();
+    let cached = said.iter().filter(|e| e.contains("big.bin: cached")).count();
+    assert_eq!((fetched, cached), (1, 1), "{said:?}");
+    assert!(!crate::sync::has_temp(dir.path(), "big.bin"));
+}
