@@ -33,8 +33,10 @@ use snapsync_store::{ObjectMeta, PutMode, PutSource, Store};
 pub use error::{Error, Result};
 use state::{Entry, Locked, Remote};
 
-/// How many pushed files are recorded in the state at once.
-const RECORD_BATCH: usize = 64;
+/// How often pushed files are recorded in the state (each record rewrites it durably), and at most
+/// how many wait for it.
+const RECORD_EVERY: Duration = Duration::from_millis(500);
+const RECORD_BATCH: usize = 1024;
 
 /// The folder under the cache root that holds the state and the locks; never a cached path.
 pub const META_DIR: &str = ".snapsync-cache";
@@ -423,10 +425,12 @@ impl CacheAgent {
         // Recorded in batches: a push killed before its record is written finds, next time, a remote
         // copy with the local content, which it takes as pushed (see `push_one`).
         let mut pending = Vec::new();
+        let mut recorded = std::time::Instant::now();
         while let Some(result) = results.next().await {
             pending.push(result);
-            if pending.len() >= RECORD_BATCH {
+            if pending.len() >= RECORD_BATCH || recorded.elapsed() >= RECORD_EVERY {
                 self.record_pushes(&mut pending, &mut outcomes)?;
+                recorded = std::time::Instant::now();
             }
         }
         self.record_pushes(&mut pending, &mut outcomes)?;
