@@ -487,22 +487,13 @@ impl CacheAgent {
         // A file the cache fetched goes up only over the copy it fetched, checked just before. A new
         // one goes up as a create, which the store refuses when the name is taken: no round trip
         // before it.
+        let settle = async |now: ObjectMeta, why: &str| self.settle(path, &local, &meta, &now, why).await;
         let mode = match recorded {
             _ if force => PutMode::Overwrite,
             None => PutMode::Create,
             Some(entry) => match self.store.head(path).await {
                 Ok(now) if entry.remote.matches(&now) => PutMode::Overwrite,
-                Ok(now) => {
-                    return self
-                        .settle(
-                            path,
-                            &local,
-                            &meta,
-                            &now,
-                            "the remote copy changed since it was fetched",
-                        )
-                        .await;
-                }
+                Ok(now) => return settle(now, "the remote copy changed since it was fetched").await,
                 Err(snapsync_store::Error::NotFound { .. }) => {
                     return Err(conflict("the remote copy was deleted since it was fetched"));
                 }
@@ -524,15 +515,7 @@ impl CacheAgent {
                     .head(path)
                     .await
                     .map_err(|e| Error::from_store(path, e))?;
-                return self
-                    .settle(
-                        path,
-                        &local,
-                        &meta,
-                        &now,
-                        "the remote has a file of that name the cache never fetched",
-                    )
-                    .await;
+                return settle(now, "the remote has a file of that name the cache never fetched").await;
             }
             Err(e) => return Err(Error::from_store(path, e)),
         };
