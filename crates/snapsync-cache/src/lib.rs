@@ -21,7 +21,6 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -331,28 +330,39 @@ impl CacheAgent {
         } else {
             WriteOptions::DURABLE.no_clobber()
         };
-        let mut file = CheckedFile::create_for(local, options).map_err(|e| Error::io(local, e))?;
-        while let Some(piece) = got
-            .stream
-            .try_next()
+        let file = CheckedFile::create_for(local, options).map_err(|e| Error::io(local, e))?;
+        let file = snapsync_store::stream_into(&mut got.stream, file, Some(got.meta.size), |_| {})
             .await
-            .map_err(|e| Error::from_store(path, e))?
-        {
-            file.write_all(&piece).map_err(|e| Error::io(local, e))?;
-        }
-        if let Some(time) = got.meta.modified {
-            file.set_modified(time).map_err(|e| Error::io(local, e))?;
-        }
-        let edited = || Error::Conflict {
-            path: path.to_owned(),
-            why: "the cached copy changed while it was being fetched; it was kept".to_owned(),
-        };
-        if fs::symlink_metadata(local).ok().map(|m| stamp(&m)) != before {
-            return Err(edited());
-        }
-        let published = file
-            .persist_if(local, Some(got.meta.size), None)
             .map_err(|e| match e {
+                snapsync_store::StreamError::Store(e) => Error::from_store(path, e),
+                snapsync_store::StreamError::Write { path, source } => Error::io(&path, source),
+                e @ snapsync_store::StreamError::TooLong { .. } => {
+                    Error::Store(snapsync_store::Error::Other {
+                        location: self.store.url().with_key(path),
+                        source: Box::new(e),
+                    })
+                }
+            })?;
+        // Checked and published (flushed: durable) off the async threads.
+        let (modified, size, owned, target) = (
+            got.meta.modified,
+            got.meta.size,
+            path.to_owned(),
+            local.to_owned(),
+        );
+        let entry = tokio::task::spawn_blocking(move || {
+            let (path, local) = (owned.as_str(), target.as_path());
+            if let Some(time) = modified {
+                file.set_modified(time).map_err(|e| Error::io(local, e))?;
+            }
+            let edited = || Error::Conflict {
+                path: path.to_owned(),
+                why: "the cached copy changed while it was being fetched; it was kept".to_owned(),
+            };
+            if fs::symlink_metadata(local).ok().map(|m| stamp(&m)) != before {
+                return Err(edited());
+            }
+            let published = file.persist_if(local, Some(size), None).map_err(|e| match e {
                 snapsync_core::Error::Write { source, .. }
                     if source.kind() == std::io::ErrorKind::AlreadyExists =>
                 {
@@ -360,8 +370,11 @@ impl CacheAgent {
                 }
                 other => Error::io(local, std::io::Error::other(other)),
             })?;
-        let meta = published.file.metadata().map_err(|e| Error::io(local, e))?;
-        let entry = Entry::fetched(remote, &meta, published.checksum.to_string());
+            let meta = published.file.metadata().map_err(|e| Error::io(local, e))?;
+            Ok(Entry::fetched(remote, &meta, published.checksum.to_string()))
+        })
+        .await
+        .map_err(|e| Error::io(local, std::io::Error::other(e)))??;
         self.update(|state| {
             state.files.insert(path.to_owned(), entry);
         })

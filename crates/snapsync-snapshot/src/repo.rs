@@ -162,31 +162,28 @@ impl Repository {
 
     /// Streams the object `sum` into `file`, which counts and hashes what is written; the caller checks
     /// it (and publishes it, or drops it, which removes it). Returns the file.
-    ///
-    /// Pieces are written in batches of up to [`WRITE_BATCH`] bytes, each in one blocking task: a
-    /// hand-off to a blocking thread per network piece costs more than the write itself.
     pub(crate) async fn read_object_to(
         &self,
         sum: &Checksum,
-        mut file: CheckedFile,
+        file: CheckedFile,
         progress: Option<&Progress>,
     ) -> Result<CheckedFile> {
         let mut got = self.store.get(&object_key(sum)).await?;
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batched = 0usize;
-        while let Some(piece) = got.stream.next().await {
-            let piece = piece?;
-            batched += piece.len();
+        let limit = got.meta.size;
+        snapsync_store::stream_into(&mut got.stream, file, Some(limit), |n| {
             if let Some(progress) = progress {
-                progress.done(0, piece.len() as u64);
+                progress.done(0, n);
             }
-            batch.push(piece);
-            if batched >= WRITE_BATCH {
-                file = write_batch(file, std::mem::take(&mut batch)).await?;
-                batched = 0;
-            }
-        }
-        write_batch(file, batch).await
+        })
+        .await
+        .map_err(|e| match e {
+            snapsync_store::StreamError::Store(e) => e.into(),
+            snapsync_store::StreamError::Write { path, source } => Error::io(&path)(source),
+            e @ snapsync_store::StreamError::TooLong { .. } => Error::Store(snapsync_store::Error::Other {
+                location: self.store.url().with_key(&object_key(sum)),
+                source: Box::new(e),
+            }),
+        })
     }
 
     /// The object `sum` in memory, checked against its checksum (for objects that fit).
@@ -215,9 +212,6 @@ impl Repository {
     }
 }
 
-/// How many bytes of an object arriving from a store are gathered before they are written.
-const WRITE_BATCH: usize = 8 << 20;
-
 /// Runs blocking filesystem work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
@@ -226,18 +220,4 @@ pub(crate) async fn blocking<T: Send + 'static>(
         path: std::path::PathBuf::new(),
         source: std::io::Error::other(e),
     })?
-}
-
-/// Writes `pieces` to `file` on a blocking thread and hands the file back (if this is cancelled, the
-/// file is dropped on that thread, which removes it).
-async fn write_batch(mut file: CheckedFile, pieces: Vec<Bytes>) -> Result<CheckedFile> {
-    use std::io::Write;
-    blocking(move || {
-        for piece in &pieces {
-            file.write_all(piece)
-                .map_err(|e| Error::io(file.temp_path())(e))?;
-        }
-        Ok(file)
-    })
-    .await
 }

@@ -70,6 +70,7 @@
 
 pub mod conformance;
 mod connect;
+mod download;
 mod error;
 mod ftp;
 mod local;
@@ -91,6 +92,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 pub use crate::connect::{ConnectOptions, HostKeyPolicy, LocalDurability, open};
+pub use crate::download::{StreamError, stream_into};
 pub use crate::error::{Error, Result};
 pub use crate::ftp::FtpStore;
 pub use crate::local::{LocalStore, is_temp_name, temp_path};

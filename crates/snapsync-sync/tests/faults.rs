@@ -274,10 +274,16 @@ impl Setup {
         let mut tree = BTreeMap::new();
         for entry in fs::read_dir(self.local()).unwrap() {
             let entry = entry.unwrap();
-            tree.insert(
-                entry.file_name().into_string().unwrap(),
-                fs::read(entry.path()).unwrap(),
-            );
+            let name = entry.file_name().into_string().unwrap();
+            match fs::read(entry.path()) {
+                Ok(bytes) => drop(tree.insert(name, bytes)),
+                // The dropped run's blocking task may still be making or removing its temporary
+                // file (a killed process's would stay): gone between the listing and the read.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && snapsync_store::is_temp_name(std::ffi::OsStr::new(&name)) => {}
+                Err(e) => panic!("{name}: {e}"),
+            }
         }
         tree
     }

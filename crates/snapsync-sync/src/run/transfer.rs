@@ -4,13 +4,10 @@
 //! changed meanwhile), a deletion only of what the scan saw.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::TryStreamExt;
 use snapsync_core::atomic::{CheckedFile, WriteOptions};
 use snapsync_store::{PutMode, PutSource};
 
@@ -22,9 +19,6 @@ use crate::error::{Error, Result};
 use crate::plan::Item;
 use crate::scan;
 use crate::state::{BaseEntry, to_ns};
-
-/// Bytes of a download collected before they are written, on a blocking thread, in one go.
-const WRITE_BATCH: usize = 1 << 20;
 
 impl Pair {
     /// The local path of `path`, refusing one that would leave the folder through a symlinked
@@ -225,36 +219,21 @@ impl Pair {
             sync_dir: false,
         };
         let created = target.clone();
-        let mut file = blocking(&self.local, move || {
+        let file = blocking(&self.local, move || {
             CheckedFile::create_for(&created, options).map_err(|e| Error::io(&created, e))
         })
         .await?;
-        // Pieces are written a batch at a time on a blocking thread.
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batched = 0usize;
-        loop {
-            let piece = got.stream.try_next().await?;
-            let last = piece.is_none();
-            if let Some(piece) = piece {
-                batched += piece.len();
-                received(piece.len() as u64);
-                batch.push(piece);
-            }
-            if batched >= WRITE_BATCH || (last && !batch.is_empty()) {
-                let (pieces, temp) = (std::mem::take(&mut batch), target.clone());
-                batched = 0;
-                file = blocking(&self.local, move || {
-                    for piece in &pieces {
-                        file.write_all(piece).map_err(|e| Error::io(&temp, e))?;
-                    }
-                    Ok(file)
-                })
-                .await?;
-            }
-            if last {
-                break;
-            }
-        }
+        // Written a batch at a time on a blocking thread; more than the remote listed stops it.
+        let file = snapsync_store::stream_into(&mut got.stream, file, Some(r.size), received)
+            .await
+            .map_err(|e| match e {
+                snapsync_store::StreamError::Store(e) => e.into(),
+                snapsync_store::StreamError::Write { path, source } => Error::io(&path, source),
+                snapsync_store::StreamError::TooLong { limit } => Error::Verify {
+                    path: path.to_owned(),
+                    what: format!("more than the {limit} bytes the remote listed arrived"),
+                },
+            })?;
         let (expected, owned, mtime, size) = (l.cloned(), path.to_owned(), r.mtime, r.size);
         let placed = target.clone();
         let published = blocking(&self.local, move || {
