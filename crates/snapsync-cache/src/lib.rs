@@ -336,12 +336,11 @@ impl CacheAgent {
             .map_err(|e| match e {
                 snapsync_store::StreamError::Store(e) => Error::from_store(path, e),
                 snapsync_store::StreamError::Write { path, source } => Error::io(&path, source),
-                e @ snapsync_store::StreamError::TooLong { .. } => {
-                    Error::Store(snapsync_store::Error::Other {
-                        location: self.store.url().with_key(path),
-                        source: Box::new(e),
-                    })
-                }
+                // More bytes than the store listed.
+                e => Error::Store(snapsync_store::Error::Other {
+                    location: self.store.url().with_key(path),
+                    source: Box::new(e),
+                }),
             })?;
         // Checked and published (flushed: durable) off the async threads.
         let (modified, size, owned, target) = (

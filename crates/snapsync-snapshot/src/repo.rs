@@ -179,7 +179,8 @@ impl Repository {
         .map_err(|e| match e {
             snapsync_store::StreamError::Store(e) => e.into(),
             snapsync_store::StreamError::Write { path, source } => Error::io(&path)(source),
-            e @ snapsync_store::StreamError::TooLong { .. } => Error::Store(snapsync_store::Error::Other {
+            // More bytes than the store listed.
+            e => Error::Store(snapsync_store::Error::Other {
                 location: self.store.url().with_key(&object_key(sum)),
                 source: Box::new(e),
             }),

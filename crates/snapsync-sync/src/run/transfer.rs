@@ -229,9 +229,10 @@ impl Pair {
             .map_err(|e| match e {
                 snapsync_store::StreamError::Store(e) => e.into(),
                 snapsync_store::StreamError::Write { path, source } => Error::io(&path, source),
-                snapsync_store::StreamError::TooLong { limit } => Error::Verify {
+                // More bytes than the remote listed.
+                other => Error::Verify {
                     path: path.to_owned(),
-                    what: format!("more than the {limit} bytes the remote listed arrived"),
+                    what: other.to_string(),
                 },
             })?;
         let (expected, owned, mtime, size) = (l.cloned(), path.to_owned(), r.mtime, r.size);
