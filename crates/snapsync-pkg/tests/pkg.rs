@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use snapsync_pkg::{
-    Action, ClientOptions, Destination, DistFilename, Error, Index, Location, MirrorOptions, Outcome, Plan,
-    Selector, SkipReason, Summary, Version, hash_file, read_metadata,
+    Action, ClientOptions, Destination, DistFilename, Error, Index, Location, MirrorOptions, Netrc, Outcome,
+    Plan, Selector, SkipReason, Summary, Version, hash_file, read_metadata,
 };
-use snapsync_testkit::{DevpiServer, PKG_PASSWORD, PKG_USER, PypiServer, StaticHttpServer, make_dists};
+use snapsync_store::ConnectOptions;
+use snapsync_testkit::{
+    DevpiServer, PKG_PASSWORD, PKG_USER, PypiServer, S3Server, StaticHttpServer, make_dists,
+};
 
 /// `PKG_PASSWORD` percent-encoded for a URL.
 fn encoded_password() -> String {
@@ -164,7 +167,18 @@ fn pypiserver_to_pypiserver_with_auth_and_reruns() {
         let (plan, summary) = run(&source, &dest, &selector).await;
         assert!(uploads(&plan).is_empty());
         assert!(summary.outcomes.is_empty());
-        let (_, summary) = run(&source, &dest, &selector.clone().with_pre(true)).await;
+        // With --pre, only the pre-release; this time the credentials come from a netrc entry.
+        let netrc = Netrc::parse(&format!(
+            "machine 127.0.0.1\n  login {PKG_USER}\n  password \"{PKG_PASSWORD}\"\n"
+        ))
+        .unwrap();
+        let from_netrc = Destination::open(
+            &Location::parse(&dest_server.simple_url()).unwrap(),
+            &options().with_netrc(Some(netrc)),
+        )
+        .unwrap();
+        let (_, summary) = run(&source, &from_netrc, &selector.clone().with_pre(true)).await;
+        assert!(summary.is_success(), "{summary:?}");
         assert_eq!(uploaded(&summary), ["tiny_one-2.0b1-py3-none-any.whl"]);
 
         // A wrong password: every upload denied, typed, the password nowhere.
@@ -247,8 +261,9 @@ fn a_destination_rejecting_one_upload_mid_run() {
             b"not this wheel"
         );
 
-        // The re-run: the two are present, the third a conflict; nothing is uploaded.
-        let (plan, summary) = run(&source, &dest, &selector).await;
+        // The re-run (of the whole index, read from pypiserver's root page): the two are present, the
+        // third a conflict; nothing is uploaded.
+        let (plan, summary) = run(&source, &dest, &Selector::new::<&str>(&[]).unwrap()).await;
         assert!(uploads(&plan).is_empty());
         assert_eq!(
             plan.items.iter().filter(|i| i.action == Action::Present).count(),
@@ -624,4 +639,53 @@ fn credentials_never_shown() {
     let creds = netrc.lookup("127.0.0.1").unwrap();
     assert_eq!(creds.password(), Some(PKG_PASSWORD));
     assert!(!format!("{creds:?}").contains(PKG_PASSWORD));
+}
+
+/// A PEP 503 tree on S3 (moto): mirrored into from a `file://` tree, then read back as a source.
+#[test]
+fn a_tree_on_s3_as_destination_and_source() {
+    let work = tempfile::tempdir().unwrap();
+    let built = make_dists(work.path(), &["wheel:tiny-five:1.0", "sdist:tiny-five:1.0"]);
+    let source_tree = tempfile::tempdir().unwrap();
+    write_tree_page(
+        source_tree.path(),
+        "tiny-five",
+        &[(&built[0], ""), (&built[1], "data-requires-python=\"&gt;=3\"")],
+    );
+    let s3 = S3Server::start();
+    s3.create_bucket("pkgs");
+    let mut connect = ConnectOptions::default();
+    for (key, value) in s3.config() {
+        connect = connect.with_object_store_option(key, value);
+    }
+    let options = options().with_connect_options(connect);
+    let s3_url = Location::parse("s3://pkgs/simple").unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let source = index(&file_url(source_tree.path()));
+        let dest = Destination::open(&s3_url, &options).unwrap();
+        let (_, summary) = run(&source, &dest, &Selector::new(&["tiny-five"]).unwrap()).await;
+        assert_eq!(uploaded(&summary).len(), 2, "{summary:?}");
+        let (plan, _) = run(&source, &dest, &Selector::new(&["tiny-five"]).unwrap()).await;
+        assert!(uploads(&plan).is_empty());
+
+        let s3_source = Index::open(&s3_url, &options).unwrap();
+        assert_eq!(s3_source.projects().await.unwrap(), ["tiny-five"]);
+        let out = tempfile::tempdir().unwrap();
+        let (_, summary) = run(
+            &s3_source,
+            &destination(&file_url(out.path())),
+            &Selector::new::<&str>(&[]).unwrap(),
+        )
+        .await;
+        assert_eq!(uploaded(&summary).len(), 2, "{summary:?}");
+        for file in &built {
+            same_bytes(
+                file,
+                &out.path().join("tiny-five").join(file.file_name().unwrap()),
+            );
+        }
+        let page = std::fs::read_to_string(out.path().join("tiny-five/index.html")).unwrap();
+        assert!(page.contains("data-requires-python=\"&gt;=3\""), "{page}");
+    });
 }
