@@ -1,5 +1,6 @@
 //! Test support for snapsync: real servers started on 127.0.0.1 for the tests that need them, and
-//! reference tools installed from PyPI or npm into the target directory once.
+//! reference tools installed from PyPI or npm into the target directory once, and package indexes
+//! (pypiserver, devpi) with tiny distributions for the package mirror.
 //!
 //! Nothing here is skipped: when a server cannot be installed or does not start, the call panics with
 //! what went wrong, and the test fails. Servers run in their own process group and are stopped, with
@@ -11,6 +12,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 mod ftp;
+mod pkg;
 mod servers;
 mod ssh;
 
@@ -24,6 +26,7 @@ pub use ftp::{
     FTP_PASSWORD, FTP_USER, FtpFlavor, FtpOptions, FtpServer, ensure_system_user, make_certificate,
     without_permission_override,
 };
+pub use pkg::{DevpiServer, PKG_PASSWORD, PKG_USER, PypiServer, StaticHttpServer, make_dists, twine_upload};
 pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 pub use ssh::{SSH_KEY_PASSPHRASE, SSH_PASSWORD, SSH_USER, Sshd};
 
