@@ -245,3 +245,87 @@ fn a_folder_tree_is_a_destination_and_a_source() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_killed_mirror_leaves_whole_files_and_the_rerun_sends_only_the_rest() {
+    let work = tempfile::tempdir().unwrap();
+    let built = work.path().join("built");
+    fs::create_dir(&built).unwrap();
+    let specs: Vec<String> = (0..30).map(|i| format!("wheel:pkg{i:02}:1.0")).collect();
+    let files = make_dists(&built, &specs.iter().map(String::as_str).collect::<Vec<_>>());
+    let source = PypiServer::start_open(&files);
+    let dest = PypiServer::start_with_auth();
+    let tree = work.path().join("tree");
+    for (to, landed) in [
+        (with_password(&dest.url(), PKG_PASSWORD), dest.packages()),
+        (format!("file://{}", tree.display()), tree.clone()),
+    ] {
+        let mirror = [
+            "pkg",
+            "mirror",
+            "--from",
+            &source.simple_url(),
+            "--to",
+            &to,
+            "--all",
+            "--jobs",
+            "1",
+            "--json",
+        ];
+        // Files a tree holds are one folder down, by project.
+        let landed_files = || -> Vec<std::path::PathBuf> {
+            let mut found = Vec::new();
+            let Ok(entries) = fs::read_dir(&landed) else {
+                return found;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    found.extend(fs::read_dir(&path).unwrap().flatten().map(|e| e.path()));
+                } else {
+                    found.push(path);
+                }
+            }
+            found.retain(|p| p.extension().is_some_and(|e| e == "whl"));
+            found
+        };
+        crate::sync::kill_midway(&mirror, || landed_files().len() >= 2);
+        let before = landed_files();
+        assert!(before.len() < 30, "{to}: the run finished before it was killed");
+        // Whatever arrived is whole; nothing is left under a temporary name as a distribution.
+        for path in &before {
+            let name = path.file_name().unwrap();
+            assert_eq!(
+                fs::read(path).unwrap(),
+                fs::read(built.join(name)).unwrap(),
+                "{}",
+                path.display()
+            );
+        }
+        let out = run(&mirror);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let summary = lines(&out).pop().unwrap();
+        assert_eq!(
+            summary["summary"]["mirrored"].as_u64().unwrap()
+                + summary["summary"]["present"].as_u64().unwrap(),
+            30,
+            "{summary}"
+        );
+        // Only what had not arrived is sent again, and at most the one file (--jobs 1) whose project
+        // page the killed run had not written yet.
+        let present = usize::try_from(summary["summary"]["present"].as_u64().unwrap()).unwrap();
+        assert!(
+            present >= 1 && present + 1 >= before.len(),
+            "{to}: {} were there, {summary}",
+            before.len()
+        );
+        let after = landed_files();
+        assert_eq!(after.len(), 30);
+        for path in &after {
+            assert_eq!(
+                fs::read(path).unwrap(),
+                fs::read(built.join(path.file_name().unwrap())).unwrap()
+            );
+        }
+    }
+}
