@@ -329,3 +329,56 @@ fn a_killed_mirror_leaves_whole_files_and_the_rerun_sends_only_the_rest() {
         }
     }
 }
+
+#[test]
+fn a_user_without_a_password_is_asked_for_it_on_a_terminal_and_it_is_never_shown() {
+    use std::io::{Read as _, Write as _};
+    let work = tempfile::tempdir().unwrap();
+    let files = make_dists(work.path(), &["wheel:prompted:1.0"]);
+    let dest = PypiServer::start_with_auth();
+    let url = dest.url().replacen("http://", &format!("http://{PKG_USER}@"), 1);
+    // `script` runs the command on a terminal of its own; what is written to its input is typed there.
+    let command = format!(
+        "{} pkg upload --no-netrc {url} {}",
+        env!("CARGO_BIN_EXE_snapsync"),
+        files[0].display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains("password for uploader at 127.0.0.1") {
+                let _ = seen_tx.send(());
+            }
+        }
+        all
+    });
+    // Typed only once the prompt is up (echo is off by then).
+    seen_rx
+        .recv_timeout(std::time::Duration::from_mins(1))
+        .expect("no password prompt");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{PKG_PASSWORD}\n").as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let shown = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(status.success(), "{shown}");
+    assert!(
+        dest.packages().join("prompted-1.0-py3-none-any.whl").exists(),
+        "{shown}"
+    );
+    assert!(!shown.contains(PKG_PASSWORD), "the password was shown: {shown}");
+}
