@@ -366,10 +366,13 @@ fn a_user_without_a_password_is_asked_for_it_on_a_terminal_and_it_is_never_shown
         }
         all
     });
-    // Typed only once the prompt is up (echo is off by then).
+    // Typed once the prompt is up, and a moment later: the prompt is printed just before echo is
+    // turned off, and what a terminal gets before that it echoes itself (as it would for anyone
+    // typing ahead of a prompt), which is not what this test is about.
     seen_rx
         .recv_timeout(std::time::Duration::from_mins(1))
         .expect("no password prompt");
+    std::thread::sleep(std::time::Duration::from_secs(1));
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(format!("{PKG_PASSWORD}\n").as_bytes()).unwrap();
     let status = child.wait().unwrap();
