@@ -258,6 +258,18 @@ both with different content are conflicts. See docs/sync.md for the whole table.
     )]
     Sync(SyncArgs),
 
+    /// Run the tasks of snapsync.yaml (or pyftpsync's pyftpsync.yaml) found here or in a parent folder
+    #[command(
+        long_about = "Run named tasks from a task file: snapsync.yaml, or pyftpsync's pyftpsync.yaml as \
+pyftpsync 4.1 reads it, in the current folder or the nearest parent that has one (--config names another). \
+A task is an upload, download, sync, push or pull with its local folder (relative to the file's folder), its \
+remote and any option of that command; the file's common settings apply to every task. Without TASK the \
+file's default task runs. Options given here override the file for every task run; several tasks run in \
+order, and the exit status is the worst of theirs (2, then 1, then 4). See docs/config.md.",
+        after_help = "Examples:\n  snapsync run                       # the default task\n  snapsync run deploy --dry-run\n  snapsync run build backup --config ~/site/snapsync.yaml\n  snapsync run --execute             # pyftpsync.yaml with dry_run: true"
+    )]
+    Run(RunArgs),
+
     /// A local cache over a remote: open files (fetched on a miss), queue local files, push them
     #[command(
         subcommand,
@@ -504,7 +516,7 @@ pub(crate) struct SyncArgs {
     pub(crate) break_lock: bool,
     /// A lock not renewed for this long belongs to a dead run and is taken over (a live run renews
     /// its lock every AGE/4, at most every minute).
-    #[arg(long, value_name = "AGE", default_value = "10m", value_parser = crate::time::parse_age)]
+    #[arg(long, value_name = "AGE", default_value = LOCK_TIMEOUT, value_parser = crate::time::parse_age)]
     pub(crate) lock_timeout: std::time::Duration,
     /// Print the summary as JSON on standard output.
     #[arg(long)]
@@ -512,6 +524,90 @@ pub(crate) struct SyncArgs {
     /// Transfers at once [default: 4 for FTP and SFTP, 8 for local, 16 for object stores].
     #[arg(short, long, value_name = "N")]
     pub(crate) jobs: Option<NonZeroUsize>,
+}
+
+/// How long a sync lock may go unrenewed before it is taken over, unless `--lock-timeout` says.
+pub(crate) const LOCK_TIMEOUT: &str = "10m";
+
+/// `snapsync run`: which tasks, which file, and the options that override the file's.
+#[derive(Debug, Args)]
+// Independent command-line switches.
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct RunArgs {
+    /// The tasks to run, in order [default: the file's default task].
+    #[arg(value_name = "TASK")]
+    pub(crate) tasks: Vec<String>,
+    /// The task file [default: snapsync.yaml, else pyftpsync.yaml, in the current folder or the nearest
+    /// parent]. A file named pyftpsync.yaml is read as pyftpsync's, any other as snapsync's.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Run from below the file's folder: sync only the current folder, with the same path below the
+    /// remote (upload, download and sync tasks; pyftpsync's --here).
+    #[arg(long, conflicts_with = "root")]
+    pub(crate) here: bool,
+    /// Run from below the file's folder: sync the task's whole folder (pyftpsync's --root; snapsync.yaml
+    /// does this anyway).
+    #[arg(long)]
+    pub(crate) root: bool,
+    /// Upload, download: delete files on the target that the source does not have. Pull: remove files
+    /// that are not in the snapshot.
+    #[arg(long)]
+    pub(crate) delete: bool,
+    /// Upload, download: also delete target files --match leaves out (implies --delete).
+    #[arg(long)]
+    pub(crate) delete_unmatched: bool,
+    /// Sync only files whose name (or, with a `/`, path) matches GLOB; replaces the file's `match`.
+    #[arg(short, long = "match", value_name = "GLOB")]
+    pub(crate) matches: Vec<String>,
+    /// Leave out files and folders matching GLOB; replaces the file's `exclude`.
+    #[arg(short = 'x', long, value_name = "GLOB")]
+    pub(crate) exclude: Vec<String>,
+    /// Upload, download: overwrite or delete target files even if they changed since the last run.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// How to settle conflicts.
+    #[arg(long, value_enum)]
+    pub(crate) resolve: Option<ResolveArg>,
+    /// Print what would be done; change nothing (upload, download, sync).
+    #[arg(short = 'n', long)]
+    pub(crate) dry_run: bool,
+    /// Really run a task the file marks `dry-run: true` (pyftpsync's --no-dry-run, --execute).
+    #[arg(long, visible_alias = "execute", conflicts_with = "dry_run")]
+    pub(crate) no_dry_run: bool,
+    /// Compare contents by BLAKE3 instead of trusting size and time.
+    #[arg(long)]
+    pub(crate) checksum: bool,
+    /// Create the remote folder if it does not exist.
+    #[arg(long)]
+    pub(crate) create_folder: bool,
+    /// Go ahead when a plan deletes a whole side or most of it.
+    #[arg(long)]
+    pub(crate) allow_mass_delete: bool,
+    /// Remove another run's lock on the remote (after making sure it is not running).
+    #[arg(long)]
+    pub(crate) break_lock: bool,
+    /// A lock not renewed for this long is taken over [default: 10m].
+    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
+    pub(crate) lock_timeout: Option<std::time::Duration>,
+    /// Print each summary as JSON on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Transfers at once.
+    #[arg(short, long, value_name = "N")]
+    pub(crate) jobs: Option<NonZeroUsize>,
+    /// Pull: the snapshot to write.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+    /// Push: leave out entries whose absolute path matches RE (snapdir's `--exclude`).
+    #[arg(long = "exclude-regex", value_name = "RE")]
+    pub(crate) exclude_regex: Vec<String>,
+    /// Push: do not follow symlinks.
+    #[arg(long)]
+    pub(crate) no_follow: bool,
+    /// Push, pull: the local cache [default: the file's `cache-dir`, else `$SNAPSYNC_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/snapsync` or `~/.cache/snapsync`].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

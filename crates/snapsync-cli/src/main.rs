@@ -3,11 +3,13 @@
 
 mod cache;
 mod cli;
+mod config;
 mod delta;
 mod manifest;
 mod output;
 mod pkg;
 mod progress;
+mod run;
 mod snapshot;
 mod sync;
 mod time;
@@ -131,6 +133,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Upload(args) => sync::upload(args, &cli.output, connect),
         Command::Download(args) => sync::download(args, &cli.output, connect),
         Command::Sync(args) => sync::sync(args, &cli.output, connect),
+        Command::Run(args) => run::run(args, &cli.output, &cli.connect),
         Command::Cache(command) => cache::run(command, &cli.output, connect),
         Command::Pkg(command) => pkg::run(command, &cli.output, connect),
         Command::Completions { shell } => {
@@ -144,18 +147,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// Prints an error with its causes and a hint, and picks the exit status.
 fn report(error: &anyhow::Error) -> ExitCode {
+    ExitCode::from(report_status(error))
+}
+
+/// Prints an error with its causes and a hint; returns the exit status it calls for.
+pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
     // `snapsync manifest . | head` closes the pipe early; that is not a failure worth a message.
     if error.chain().any(|e| {
         e.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     }) {
-        return ExitCode::SUCCESS;
+        return 0;
     }
     let mut err = io::stderr().lock();
     if let Some(conflicts) = error.downcast_ref::<ConflictsLeft>() {
         let _ = writeln!(err, "snapsync: {}", output::printable(&conflicts.message));
         let _ = writeln!(err, "hint: {}", conflicts.hint);
-        return ExitCode::from(EXIT_CONFLICTS);
+        return EXIT_CONFLICTS;
+    }
+    if let Some(failed) = error.downcast_ref::<run::TasksFailed>() {
+        let _ = writeln!(err, "error: {}", output::printable(&failed.to_string()));
+        return failed.status;
     }
     let _ = writeln!(err, "error: {}", output::printable(&error.to_string()));
     // Libraries often repeat their cause inside their own message; say each thing once.
@@ -172,7 +184,7 @@ fn report(error: &anyhow::Error) -> ExitCode {
     }
     if error.downcast_ref::<UsageError>().is_some() {
         let _ = writeln!(err, "\nFor more information, try '--help'.");
-        return ExitCode::from(EXIT_USAGE);
+        return EXIT_USAGE;
     }
-    ExitCode::FAILURE
+    1
 }

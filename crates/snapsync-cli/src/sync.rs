@@ -25,7 +25,8 @@ pub(crate) fn sync(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
     run(Mode::Sync, args, output, connect)
 }
 
-fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+/// The library's options for `args`: the builder's refusals (contradictory options) are usage errors.
+pub(crate) fn options(mode: Mode, args: &SyncArgs) -> anyhow::Result<Options> {
     let resolve = match args.resolve {
         ResolveArg::Skip | ResolveArg::Ask => Resolve::Skip,
         ResolveArg::Local => Resolve::Local,
@@ -33,7 +34,7 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
         ResolveArg::New => Resolve::Newer,
         ResolveArg::Old => Resolve::Older,
     };
-    let options = Options::builder(mode)
+    Options::builder(mode)
         .delete(args.delete)
         .delete_unmatched(args.delete_unmatched)
         .force(args.force)
@@ -51,7 +52,11 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
         .map_err(|e| match e {
             snapsync_sync::Error::InvalidOptions { reason } => crate::UsageError(reason).into(),
             other => anyhow::Error::from(other),
-        })?;
+        })
+}
+
+fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let options = options(mode, args)?;
     let store = snapsync_sync::open_remote(&args.remote, &options, connect)?;
     let pair = Pair::new(args.local.clone(), store, options);
     let runtime = crate::snapshot::runtime()?;

@@ -8,6 +8,7 @@ mod interop_snapdir;
 mod interop_stores;
 mod pkg;
 mod remote_stores;
+mod run;
 mod snapshot_failures;
 mod snapshots;
 mod sync;
