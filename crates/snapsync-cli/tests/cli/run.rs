@@ -113,6 +113,21 @@ fn a_snapsync_yaml_with_common_settings_two_tasks_and_a_default_task_runs_from_a
         "the snapshot is in the store"
     );
 
+    // A pull task writes that snapshot back, by the id the file gives.
+    let restore = format!(
+        "  restore:\n    command: pull\n    local: restored\n    remote: {}\n    id: {}\n",
+        project.store.path().display(),
+        expected.trim()
+    );
+    fs::write(project.file(), project.yaml(&restore)).unwrap();
+    let (code, _, err) = project.run("", &["run", "restore"]);
+    assert_eq!(code, 0, "{err}");
+    let restored = project.dir.path().join("restored");
+    assert_eq!(
+        crate::util::ok(&["id", restored.to_str().unwrap()]).trim(),
+        expected.trim()
+    );
+
     // Both, in order, with the same file: nothing left to do, both succeed.
     let (code, out, err) = project.run("", &["run", "publish", "backup"]);
     assert_eq!(code, 0, "{err}");
