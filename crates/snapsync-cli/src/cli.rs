@@ -14,7 +14,7 @@ Exit status:
   0  success
   1  error (the message says what failed; a `hint:` line says what to try)
   2  usage error (unknown option, bad argument)
-  4  upload, download, sync: finished, but conflicts were left unresolved";
+  4  upload, download, sync, run: finished, but conflicts were left unresolved";
 
 #[derive(Debug, Parser)]
 #[command(name = "snapsync", version, about = ABOUT, after_help = EXIT_CODES, propagate_version = true)]
