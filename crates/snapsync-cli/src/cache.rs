@@ -8,23 +8,6 @@ use snapsync_store::ConnectOptions;
 use crate::cli::{CacheCommand, CacheDirs, OutputArgs};
 use crate::output::printable;
 
-/// Push left files unsent because their remote copy changed (exit status 4, as sync's conflicts).
-#[derive(Debug)]
-pub(crate) struct PushConflicts(pub(crate) usize);
-
-impl std::fmt::Display for PushConflicts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} file{} not pushed: the remote copy changed since it was fetched (listed above); they stay queued",
-            self.0,
-            if self.0 == 1 { "" } else { "s" }
-        )
-    }
-}
-
-impl std::error::Error for PushConflicts {}
-
 fn agent(dirs: &CacheDirs, options: CacheOptions, connect: &ConnectOptions) -> anyhow::Result<CacheAgent> {
     Ok(CacheAgent::connect(&dirs.remote, connect, &dirs.cache, options)?)
 }
@@ -114,7 +97,14 @@ pub(crate) fn run(
                 anyhow::bail!("{failed} queued file(s) could not be pushed (listed above); they stay queued");
             }
             if conflicts > 0 {
-                return Err(PushConflicts(conflicts).into());
+                return Err(crate::ConflictsLeft {
+                    message: format!(
+                        "{conflicts} file{} not pushed: the remote copy changed since it was fetched (listed above); they stay queued",
+                        if conflicts == 1 { "" } else { "s" }
+                    ),
+                    hint: "open the remote copy to merge by hand, or push --force to overwrite it",
+                }
+                .into());
             }
             Ok(())
         }

@@ -270,6 +270,20 @@ is still the one it was fetched from (or still absent, for a new file): a remote
     )]
     Cache(CacheCommand),
 
+    /// Copy Python distributions between package indexes, filtered by requirements
+    #[command(
+        subcommand,
+        long_about = "Python distributions between package indexes (pkgsync's successor). An index is an \
+http(s) simple index (PEP 503 HTML or PEP 691 JSON, read by content negotiation; uploads through the \
+standard upload API) or a PEP 503 tree in any store snapsync reaches (a folder, file://, s3://, sftp://…), \
+which snapsync writes and reads. Versions are selected with PEP 440/508 requirements; pre-releases only with \
+--pre, yanked files only when pinned with ==. Every download's sha256 is checked against the index's before \
+anything is uploaded. Credentials: user and password in the URL, ~/.netrc ($NETRC), `__token__` as the user \
+for API tokens, or a prompt on a terminal when a URL names a user without a password.",
+        after_help = "Examples:\n  snapsync pkg mirror --from https://pypi.org/simple/ --to https://me@pkgs.example/ 'celery>=5' -r requirements.txt\n  snapsync pkg mirror --from https://pkgs.example/simple/ --to s3://bucket/simple --all\n  snapsync pkg list https://pypi.org/simple/ 'attrs>=23' --json\n  snapsync pkg download https://pypi.org/simple/ attrs==23.2.0 -d wheels\n  snapsync pkg upload https://__token__@upload.example/ dist/*"
+    )]
+    Pkg(PkgCommand),
+
     /// Print a shell completion script
     #[command(after_help = "Example:\n  snapsync completions bash > /etc/bash_completion.d/snapsync")]
     Completions {
@@ -695,6 +709,135 @@ mod tests {
         assert!(!shown.contains("/env/"), "{shown}");
         assert!(!shown.contains("env secret"), "{shown}");
     }
+}
+
+/// The `pkg` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PkgCommand {
+    /// Copy the distributions the requirements select from one index to another
+    #[command(
+        long_about = "Copy the distributions the requirements select from one index to another. What the \
+destination lists already (same file name and sha256) is skipped; a file of the same name with another \
+sha256 is a conflict (exit status 4), never replaced. Downloads and uploads run --jobs at a time; a killed \
+run, run again, sends only what is missing.",
+        after_help = "Examples:\n  snapsync pkg mirror --from https://pypi.org/simple/ --to http://me:secret@127.0.0.1:8080/ 'requests>=2.31' --dry-run\n  snapsync pkg mirror --from ./mirror --to https://pkgs.example/simple/ --upload-url https://pkgs.example/upload/ --all"
+    )]
+    Mirror(PkgMirrorArgs),
+    /// List the distributions the requirements select (name, version, file, sha256, requires-python, yanked)
+    #[command(
+        after_help = "Example:\n  snapsync pkg list https://pypi.org/simple/ 'attrs>=23' --python-version 3.8"
+    )]
+    List(PkgListArgs),
+    /// Download the distributions the requirements select into a folder
+    #[command(
+        after_help = "Example:\n  snapsync pkg download https://pypi.org/simple/ -r requirements.txt -d wheels"
+    )]
+    Download(PkgDownloadArgs),
+    /// Upload distribution files (wheels, sdists) to an index
+    #[command(after_help = "Example:\n  snapsync pkg upload http://me@127.0.0.1:8080/ dist/*")]
+    Upload(PkgUploadArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PkgSelectArgs {
+    /// PEP 508 requirements: `celery>=5`, `attrs==23.2.0`, `six` (markers and extras are ignored).
+    #[arg(value_name = "REQUIREMENT")]
+    pub(crate) requirements: Vec<String>,
+    /// Take the requirements in FILE too (pip's format: comments, `-r` includes; other options skipped).
+    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Every project of the source.
+    #[arg(long, conflicts_with_all = ["requirements", "files"])]
+    pub(crate) all: bool,
+    /// Include pre-releases (otherwise only when nothing else matches a requirement that names one).
+    #[arg(long)]
+    pub(crate) pre: bool,
+    /// Keep only files whose Requires-Python admits this Python version.
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) python_version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PkgClientArgs {
+    /// Do not read ~/.netrc (or $NETRC) for credentials.
+    #[arg(long)]
+    pub(crate) no_netrc: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PkgMirrorArgs {
+    /// The source index: an http(s) simple index URL, or a store holding a PEP 503 tree.
+    #[arg(long, value_name = "URL")]
+    pub(crate) from: String,
+    /// The destination: an index that takes uploads (its URL, or its simple index URL), or a store.
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+    /// Where uploads go, for an index whose upload URL is not beside its simple index (--to is then
+    /// the simple index).
+    #[arg(long, value_name = "URL")]
+    pub(crate) upload_url: Option<String>,
+    #[command(flatten)]
+    pub(crate) select: PkgSelectArgs,
+    /// Print what would be uploaded, present or in conflict; send nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+    /// One JSON object per file on standard output, and a final summary object.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) client: PkgClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PkgListArgs {
+    /// The index: an http(s) simple index URL, or a store holding a PEP 503 tree.
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+    #[command(flatten)]
+    pub(crate) select: PkgSelectArgs,
+    /// One JSON object per file, and a final summary object.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) client: PkgClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PkgDownloadArgs {
+    /// The index: an http(s) simple index URL, or a store holding a PEP 503 tree.
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+    #[command(flatten)]
+    pub(crate) select: PkgSelectArgs,
+    /// The folder the files go into (made if missing; a file there with the index's sha256 is kept).
+    #[arg(short = 'd', long = "dest", value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+    #[command(flatten)]
+    pub(crate) client: PkgClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PkgUploadArgs {
+    /// The index that takes the uploads (or a store holding a PEP 503 tree).
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+    /// Wheels and sdists.
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Where uploads go, when not at URL (URL is then the simple index).
+    #[arg(long, value_name = "URL")]
+    pub(crate) upload_url: Option<String>,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+    /// One JSON object per file on standard output, and a final summary object.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) client: PkgClientArgs,
 }
 
 /// The `cache` subcommands.

@@ -6,6 +6,7 @@ mod cli;
 mod delta;
 mod manifest;
 mod output;
+mod pkg;
 mod progress;
 mod snapshot;
 mod sync;
@@ -33,6 +34,26 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// A command that finished but left conflicts it would not settle on its own: a sync's unresolved
+/// conflicts, a cache push's remote edits, a mirror's files of the same name and other content (exit
+/// status 4).
+#[derive(Debug)]
+pub(crate) struct ConflictsLeft {
+    pub(crate) message: String,
+    pub(crate) hint: &'static str,
+}
+
+impl std::fmt::Display for ConflictsLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConflictsLeft {}
+
+/// Exit status of a command that left conflicts ([`ConflictsLeft`]).
+pub(crate) const EXIT_CONFLICTS: u8 = 4;
 
 /// An error with a line of advice, printed as `hint:` after the message.
 #[derive(Debug)]
@@ -67,6 +88,8 @@ fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
         } else if let Some(e) = e.downcast_ref::<snapsync_store::Error>() {
             e.hint()
         } else if let Some(e) = e.downcast_ref::<snapsync_sync::Error>() {
+            e.hint()
+        } else if let Some(e) = e.downcast_ref::<snapsync_pkg::Error>() {
             e.hint()
         } else {
             None
@@ -109,6 +132,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Download(args) => sync::download(args, &cli.output, connect),
         Command::Sync(args) => sync::sync(args, &cli.output, connect),
         Command::Cache(command) => cache::run(command, &cli.output, connect),
+        Command::Pkg(command) => pkg::run(command, &cli.output, connect),
         Command::Completions { shell } => {
             let mut out = io::stdout().lock();
             clap_complete::generate(*shell, &mut Cli::command(), "snapsync", &mut out);
@@ -128,21 +152,10 @@ fn report(error: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut err = io::stderr().lock();
-    if let Some(conflicts) = error.downcast_ref::<cache::PushConflicts>() {
-        let _ = writeln!(err, "snapsync: {conflicts}");
-        let _ = writeln!(
-            err,
-            "hint: open the remote copy to merge by hand, or push --force to overwrite it"
-        );
-        return ExitCode::from(sync::EXIT_CONFLICTS);
-    }
-    if let Some(unresolved) = error.downcast_ref::<sync::Unresolved>() {
-        let _ = writeln!(err, "snapsync: {unresolved}");
-        let _ = writeln!(
-            err,
-            "hint: settle them with --resolve local|remote|new|old|ask, or edit one side and run again"
-        );
-        return ExitCode::from(sync::EXIT_CONFLICTS);
+    if let Some(conflicts) = error.downcast_ref::<ConflictsLeft>() {
+        let _ = writeln!(err, "snapsync: {}", output::printable(&conflicts.message));
+        let _ = writeln!(err, "hint: {}", conflicts.hint);
+        return ExitCode::from(EXIT_CONFLICTS);
     }
     let _ = writeln!(err, "error: {}", output::printable(&error.to_string()));
     // Libraries often repeat their cause inside their own message; say each thing once.

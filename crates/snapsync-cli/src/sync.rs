@@ -13,26 +13,6 @@ use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
 use crate::output::printable;
 use crate::progress::Ticker;
 
-/// Exit status when a run finished but left conflicts unresolved.
-pub(crate) const EXIT_CONFLICTS: u8 = 4;
-
-/// A run that finished with conflicts left as they were (exit status 4).
-#[derive(Debug)]
-pub(crate) struct Unresolved(pub(crate) usize);
-
-impl std::fmt::Display for Unresolved {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} conflict{} left unresolved (listed above); both sides keep their version",
-            self.0,
-            if self.0 == 1 { "" } else { "s" }
-        )
-    }
-}
-
-impl std::error::Error for Unresolved {}
-
 pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     run(Mode::Upload, args, output, connect)
 }
@@ -177,7 +157,15 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
         );
     }
     if !summary.conflicts.is_empty() {
-        return Err(Unresolved(summary.conflicts.len()).into());
+        let n = summary.conflicts.len();
+        return Err(crate::ConflictsLeft {
+            message: format!(
+                "{n} conflict{} left unresolved (listed above); both sides keep their version",
+                if n == 1 { "" } else { "s" }
+            ),
+            hint: "settle them with --resolve local|remote|new|old|ask, or edit one side and run again",
+        }
+        .into());
     }
     Ok(())
 }

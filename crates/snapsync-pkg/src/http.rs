@@ -92,6 +92,12 @@ impl ClientOptions {
         self
     }
 
+    /// The netrc file read, if any (to tell whether a password will come from it).
+    #[must_use]
+    pub fn netrc(&self) -> Option<&Netrc> {
+        self.netrc.as_deref()
+    }
+
     /// The store options.
     #[must_use]
     pub fn connect_options(&self) -> &ConnectOptions {

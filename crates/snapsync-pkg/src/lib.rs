@@ -52,7 +52,7 @@ pub use crate::hashes::{Hashes, hash_file};
 pub use crate::http::ClientOptions;
 pub use crate::index::{Destination, Download, HttpIndex, Index, Location};
 pub use crate::mirror::{
-    Action, MirrorOptions, Outcome, Plan, PlanItem, Skipped, Summary, execute, mirror, plan,
+    Action, MirrorOptions, Outcome, Plan, PlanItem, Skipped, Summary, execute, mirror, plan, upload_files,
 };
 pub use crate::page::{CoreMetadata, DistFile};
 pub use crate::select::{Selector, SkipReason};

@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use futures::{StreamExt, TryStreamExt};
+use url::Url;
 
 use crate::dist::{DistFilename, normalize, read_metadata};
 use crate::error::{Error, Result};
+use crate::hashes::hash_file;
 use crate::index::{Destination, Index};
 use crate::page::DistFile;
 use crate::select::{Selector, SkipReason};
@@ -259,10 +261,17 @@ pub async fn execute(
         summary.outcomes.push(outcome);
     }
     drop(transfers);
+    list_uploaded(destination, &uploaded).await?;
+    Ok(summary)
+}
+
+/// For a store tree, adds the files uploaded to their projects' pages, and the projects to the root
+/// page, once the files are in (an HTTP index lists what it took itself).
+async fn list_uploaded(destination: &Destination, uploaded: &BTreeMap<String, Vec<DistFile>>) -> Result<()> {
     if let Destination::Store(tree) = destination
         && !uploaded.is_empty()
     {
-        for (project, new) in &uploaded {
+        for (project, new) in uploaded {
             let mut files = tree.page_files(project).await?.unwrap_or_default();
             files.retain(|f| !new.iter().any(|n| n.filename == f.filename));
             files.extend(new.iter().cloned());
@@ -270,7 +279,123 @@ pub async fn execute(
         }
         tree.write_root_page().await?;
     }
+    Ok(())
+}
+
+/// Uploads local distribution files (pkgsync's `upload()`), `jobs` at a time: each file's name is
+/// parsed, its metadata read from it and its digests computed; a file the destination lists already
+/// with the same sha256 is counted present and not sent, one listed with another sha256 is
+/// [`Error::Conflict`]. For a store tree the pages are written once the files are in. A file that
+/// fails fails alone.
+///
+/// # Errors
+///
+/// Only a store tree's pages that cannot be written (the files then stay unlisted and the next run
+/// sends them again).
+pub async fn upload_files(
+    destination: &Destination,
+    files: &[PathBuf],
+    jobs: usize,
+    report: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Summary> {
+    let mut summary = Summary::default();
+    let mut uploads = futures::stream::iter(files)
+        .map(|path| async move { (path, upload_file(destination, path).await) })
+        .buffer_unordered(jobs.max(1));
+    let mut uploaded: BTreeMap<String, Vec<DistFile>> = BTreeMap::new();
+    while let Some((path, result)) = uploads.next().await {
+        let filename = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let (project, result) = match result {
+            Ok((project, None)) => {
+                summary.present += 1;
+                let outcome = Outcome {
+                    project,
+                    filename,
+                    result: Ok(0),
+                };
+                report(&outcome);
+                continue;
+            }
+            Ok((project, Some(file))) => {
+                let size = file.size.unwrap_or_default();
+                uploaded.entry(project.clone()).or_default().push(file);
+                (project, Ok(size))
+            }
+            Err(e) => (String::new(), Err(e)),
+        };
+        let outcome = Outcome {
+            project,
+            filename,
+            result,
+        };
+        report(&outcome);
+        summary.outcomes.push(outcome);
+    }
+    drop(uploads);
+    list_uploaded(destination, &uploaded).await?;
     Ok(summary)
+}
+
+/// One local file: its project, and the file as the destination lists it after the upload (`None`:
+/// the destination had it already).
+async fn upload_file(
+    destination: &Destination,
+    path: &std::path::Path,
+) -> Result<(String, Option<DistFile>)> {
+    let filename = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::BadFilename {
+            filename: path.display().to_string(),
+            reason: "not a file name in UTF-8".to_owned(),
+        })?
+        .to_owned();
+    let dist = DistFilename::parse(&filename, None)?;
+    let project = normalize(&dist.name);
+    let (owned, for_read) = (path.to_path_buf(), dist.clone());
+    let (metadata, hashes) = tokio::task::spawn_blocking(move || {
+        Ok::<_, Error>((read_metadata(&owned, &for_read)?, hash_file(&owned)?))
+    })
+    .await
+    .map_err(|e| Error::archive(path, format!("metadata reader failed: {e}")))??;
+    if let Some(listed) = destination
+        .files(&project)
+        .await?
+        .into_iter()
+        .find(|f| f.filename == filename)
+    {
+        return match listed.sha256 {
+            Some(theirs) if theirs != hashes.sha256 => Err(Error::Conflict {
+                filename,
+                source_sha256: hashes.sha256,
+                destination: theirs,
+            }),
+            _ => Ok((project, None)),
+        };
+    }
+    match destination {
+        Destination::Http { uploader, .. } => uploader.upload(path, &dist, &metadata, &hashes).await?,
+        Destination::Store(tree) => tree.put_file(&project, &filename, path).await?,
+    }
+    let url = Url::parse(&format!("store:///{project}/{filename}")).map_err(|e| Error::InvalidUrl {
+        url: filename.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((
+        project,
+        Some(DistFile {
+            filename,
+            url,
+            sha256: Some(hashes.sha256),
+            requires_python: metadata.get("Requires-Python").map(str::to_owned),
+            yanked: None,
+            core_metadata: None,
+            size: Some(hashes.size),
+        }),
+    ))
 }
 
 /// One file: download (sha256 checked), metadata read from the file, upload. Returns the file as the
@@ -292,6 +417,10 @@ async fn transfer(
         .upload(&item.project, &download, &dist, &metadata)
         .await?;
     let mut listed = item.file.clone();
+    // An index that gave no Requires-Python (pypiserver) still has it in the file: a tree lists it.
+    if listed.requires_python.is_none() {
+        listed.requires_python = metadata.get("Requires-Python").map(str::to_owned);
+    }
     listed.sha256 = Some(download.hashes.sha256.clone());
     listed.core_metadata = None;
     listed.size = Some(download.hashes.size);

@@ -1,0 +1,602 @@
+//! The `pkg` commands: Python distributions between package indexes (snapsync-pkg).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use futures::StreamExt;
+use snapsync_pkg::{
+    Action, ClientOptions, Destination, DistFile, DistFilename, Index, Location, MirrorOptions, Outcome,
+    Selector,
+};
+use snapsync_store::ConnectOptions;
+
+use crate::ConflictsLeft;
+use crate::UsageError;
+use crate::cli::{OutputArgs, PkgClientArgs, PkgCommand, PkgSelectArgs};
+use crate::output::printable;
+
+/// Pages read and files moved at once when `--jobs` is not given.
+const DEFAULT_JOBS: usize = 8;
+
+pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+    let runtime = crate::snapshot::runtime()?;
+    match command {
+        PkgCommand::Mirror(args) => {
+            let client = client(&args.client, connect)?;
+            let source = Index::open(&location(&args.from, &client)?, &client)?;
+            let destination = destination(&args.to, args.upload_url.as_deref(), &client)?;
+            let selector = selector(&args.select)?;
+            let jobs = jobs(args.jobs.jobs);
+            let plan = runtime.block_on(snapsync_pkg::plan(&source, &destination, &selector, jobs))?;
+            for project in &plan.missing {
+                warn(output, &format!("{} has no project {project}", source.url()));
+            }
+            if output.verbose > 0 {
+                for skipped in &plan.skipped {
+                    eprintln!(
+                        "{}",
+                        printable(&format!("skipped {} ({:?})", skipped.filename, skipped.reason))
+                    );
+                }
+            }
+            if args.dry_run {
+                return print_plan(&plan, args.json);
+            }
+            let total: u64 = plan.uploads().filter_map(|item| item.file.size).sum();
+            let sent = Arc::new(AtomicU64::new(0));
+            let options = MirrorOptions {
+                jobs,
+                ..MirrorOptions::default()
+            };
+            let summary =
+                crate::progress::counting(output, "mirror", (total > 0).then_some(total), |done| {
+                    let report = |outcome: &Outcome| {
+                        if let Ok(bytes) = &outcome.result {
+                            done.fetch_add(*bytes, Ordering::Relaxed);
+                            sent.fetch_add(*bytes, Ordering::Relaxed);
+                        }
+                        report_outcome(output, args.json, outcome);
+                    };
+                    runtime.block_on(snapsync_pkg::execute(
+                        &plan,
+                        &source,
+                        &destination,
+                        &options,
+                        &report,
+                    ))
+                })?;
+            finish(
+                output,
+                args.json,
+                &Totals {
+                    verb: "mirrored",
+                    done: summary.uploaded().count(),
+                    bytes: sent.load(Ordering::Relaxed),
+                    present: summary.present,
+                    failed: summary.failed().collect(),
+                    missing: plan.missing.len(),
+                },
+            )
+        }
+        PkgCommand::List(args) => {
+            let client = client(&args.client, connect)?;
+            let index = Index::open(&location(&args.url, &client)?, &client)?;
+            let selector = selector(&args.select)?;
+            let (chosen, missing) = runtime.block_on(select(&index, &selector, DEFAULT_JOBS))?;
+            let mut out = io::stdout().lock();
+            for (project, file) in &chosen {
+                let version = DistFilename::parse(&file.filename, Some(project))
+                    .map_or_else(|_| "?".to_owned(), |d| d.version);
+                if args.json {
+                    serde_json::to_writer(
+                        &mut out,
+                        &serde_json::json!({
+                            "project": project,
+                            "version": version,
+                            "filename": file.filename,
+                            "sha256": file.sha256,
+                            "requires_python": file.requires_python,
+                            "yanked": file.yanked,
+                            "size": file.size,
+                        }),
+                    )?;
+                    writeln!(out)?;
+                } else {
+                    // Tab-separated; each field printable (a hostile name cannot add fields or lines).
+                    let yanked = file
+                        .yanked
+                        .as_ref()
+                        .map_or("-".to_owned(), |reason| format!("yanked: {reason}"));
+                    let fields = [
+                        project.as_str(),
+                        &version,
+                        &file.filename,
+                        file.sha256.as_deref().unwrap_or("-"),
+                        file.requires_python.as_deref().unwrap_or("-"),
+                        &yanked,
+                    ];
+                    let fields: Vec<_> = fields.iter().map(|f| printable(f)).collect();
+                    writeln!(out, "{}", fields.join("\t"))?;
+                }
+            }
+            if args.json {
+                serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({ "summary": { "files": chosen.len(), "missing_projects": missing } }),
+                )?;
+                writeln!(out)?;
+            }
+            out.flush()?;
+            missing_projects(&index.url(), &missing)
+        }
+        PkgCommand::Download(args) => {
+            let client = client(&args.client, connect)?;
+            let index = Index::open(&location(&args.url, &client)?, &client)?;
+            let selector = selector(&args.select)?;
+            let jobs = jobs(args.jobs.jobs);
+            let (chosen, missing) = runtime.block_on(select(&index, &selector, jobs))?;
+            fs::create_dir_all(&args.dir).with_context(|| format!("cannot make {}", args.dir.display()))?;
+            let total: u64 = chosen.iter().filter_map(|(_, f)| f.size).sum();
+            let results: Vec<(String, anyhow::Result<u64>)> =
+                crate::progress::counting(output, "download", (total > 0).then_some(total), |done| {
+                    runtime.block_on(
+                        futures::stream::iter(&chosen)
+                            .map(|(_, file)| async {
+                                let result = download(&index, file, &args.dir).await;
+                                if let Ok(bytes) = &result {
+                                    done.fetch_add(*bytes, Ordering::Relaxed);
+                                }
+                                (file.filename.clone(), result)
+                            })
+                            .buffer_unordered(jobs)
+                            .collect(),
+                    )
+                });
+            let mut failed = 0;
+            let (mut fetched, mut bytes) = (0, 0);
+            for (filename, result) in &results {
+                match result {
+                    Ok(size) => {
+                        fetched += 1;
+                        bytes += size;
+                        if output.verbose > 0 {
+                            eprintln!("{}", printable(&format!("downloaded {filename}")));
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {}", printable(&format!("{filename}: {e:#}")));
+                    }
+                }
+            }
+            if !output.quiet {
+                eprintln!(
+                    "downloaded {fetched} file{} ({bytes} bytes) into {}",
+                    plural(fetched),
+                    args.dir.display()
+                );
+            }
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} file{} could not be downloaded (listed above)",
+                    plural(failed)
+                );
+            }
+            missing_projects(&index.url(), &missing)
+        }
+        PkgCommand::Upload(args) => {
+            let client = client(&args.client, connect)?;
+            let destination = destination(&args.url, args.upload_url.as_deref(), &client)?;
+            let sent = AtomicU64::new(0);
+            let report = |outcome: &Outcome| {
+                if let Ok(bytes) = &outcome.result {
+                    sent.fetch_add(*bytes, Ordering::Relaxed);
+                }
+                report_outcome(output, args.json, outcome);
+            };
+            let summary = runtime.block_on(snapsync_pkg::upload_files(
+                &destination,
+                &args.files,
+                jobs(args.jobs.jobs),
+                &report,
+            ))?;
+            finish(
+                output,
+                args.json,
+                &Totals {
+                    verb: "uploaded",
+                    done: summary.uploaded().count(),
+                    bytes: sent.load(Ordering::Relaxed),
+                    present: summary.present,
+                    failed: summary.failed().collect(),
+                    missing: 0,
+                },
+            )
+        }
+    }
+}
+
+fn jobs(given: Option<NonZeroUsize>) -> usize {
+    given.map_or(DEFAULT_JOBS, NonZeroUsize::get)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn warn(output: &OutputArgs, message: &str) {
+    if !output.quiet {
+        eprintln!("warning: {}", printable(message));
+    }
+}
+
+/// The HTTP client's options: the environment's netrc (unless `--no-netrc`) and the store options.
+fn client(args: &PkgClientArgs, connect: &ConnectOptions) -> anyhow::Result<ClientOptions> {
+    let options = ClientOptions::from_env()?.with_connect_options(connect.clone());
+    Ok(if args.no_netrc {
+        options.with_netrc(None)
+    } else {
+        options
+    })
+}
+
+/// A source or destination as the user names it. For an index URL with a user and no password, and no
+/// password for its host in netrc, the password is asked for (hidden) when standard input is a terminal,
+/// as pkgsync did; never echoed, never printed.
+fn location(text: &str, client: &ClientOptions) -> anyhow::Result<Location> {
+    let mut location = Location::parse(text)?;
+    if let Location::Http(url) = &mut location {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let from_netrc = client.netrc().and_then(|netrc| netrc.lookup(&host)).is_some();
+        if !url.username().is_empty() && url.password().is_none() && !from_netrc && io::stdin().is_terminal()
+        {
+            let user = url.username().to_owned();
+            let password = rpassword::prompt_password(format!("password for {user} at {host}: "))
+                .context("cannot read the password from the terminal")?;
+            url.set_password(Some(&password))
+                .map_err(|()| anyhow::anyhow!("{host}: this URL cannot carry a password"))?;
+        }
+    }
+    Ok(location)
+}
+
+/// The destination `to` names; with `upload`, an HTTP index whose upload URL is elsewhere (PyPI's
+/// `https://upload.pypi.org/legacy/`), which gets `to`'s credentials when it names none.
+fn destination(to: &str, upload: Option<&str>, client: &ClientOptions) -> anyhow::Result<Destination> {
+    let to = location(to, client)?;
+    let Some(upload) = upload else {
+        return Ok(Destination::open(&to, client)?);
+    };
+    let Location::Http(index) = &to else {
+        return Err(UsageError("--upload-url is for an http(s) index destination".to_owned()).into());
+    };
+    let Location::Http(mut upload) = Location::parse(upload)? else {
+        return Err(UsageError("--upload-url must be an http(s) URL".to_owned()).into());
+    };
+    if upload.username().is_empty() && upload.host_str() == index.host_str() {
+        // Both succeed on an http(s) URL with a host.
+        let _ = upload.set_username(index.username());
+        let _ = upload.set_password(index.password());
+    }
+    Ok(Destination::http(index, &upload, client)?)
+}
+
+/// The selection the arguments describe: requirements on the command line and in `-r` files, or
+/// every project with `--all`.
+fn selector(args: &PkgSelectArgs) -> anyhow::Result<Selector> {
+    let mut requirements = args.requirements.clone();
+    for file in &args.files {
+        requirements.extend(read_requirements(file, 0)?);
+    }
+    if requirements.is_empty() && !args.all {
+        return Err(UsageError(
+            "name what to take: REQUIREMENT arguments, -r FILE, or --all for every project".to_owned(),
+        )
+        .into());
+    }
+    let python = args
+        .python_version
+        .as_deref()
+        .map(|v| {
+            v.parse::<snapsync_pkg::Version>()
+                .map_err(|e| UsageError(format!("--python-version {v:?}: {e}")))
+        })
+        .transpose()?;
+    Ok(Selector::new(&requirements)?
+        .with_pre(args.pre)
+        .with_python(python))
+}
+
+/// The requirements in a pip requirements file: one per line, `#` comments, `\` continuations, nested
+/// `-r FILE`; other pip options (`-i`, `--hash`…) are skipped.
+fn read_requirements(path: &Path, depth: usize) -> anyhow::Result<Vec<String>> {
+    if depth > 8 {
+        anyhow::bail!("{}: requirement files nested more than 8 deep", path.display());
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut requirements = Vec::new();
+    let mut line = String::new();
+    for raw in text.lines() {
+        if let Some(start) = raw.strip_suffix('\\') {
+            line.push_str(start);
+            continue;
+        }
+        line.push_str(raw);
+        let whole = std::mem::take(&mut line);
+        // A comment starts at `#` at the start of a line or after white space (a URL's `#` is kept).
+        let cut = whole
+            .char_indices()
+            .find(|&(i, c)| c == '#' && (i == 0 || whole[..i].ends_with(char::is_whitespace)))
+            .map_or(whole.len(), |(i, _)| i);
+        let entry = whole[..cut].trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let nested = entry
+            .strip_prefix("-r")
+            .or_else(|| entry.strip_prefix("--requirement"))
+            .map(|rest| rest.trim_start_matches('=').trim());
+        match nested {
+            Some(file) if !file.is_empty() => {
+                let file = path.parent().unwrap_or(Path::new(".")).join(file);
+                requirements.extend(read_requirements(&file, depth + 1)?);
+            }
+            _ if entry.starts_with('-') => {}
+            _ => requirements.push(entry.to_owned()),
+        }
+    }
+    Ok(requirements)
+}
+
+/// The files the selector takes from `index`, by project, and the projects it names that `index`
+/// does not have.
+async fn select(
+    index: &Index,
+    selector: &Selector,
+    jobs: usize,
+) -> anyhow::Result<(Vec<(String, DistFile)>, Vec<String>)> {
+    let projects = if let Some(projects) = selector.projects() {
+        projects
+    } else {
+        let mut all: Vec<String> = index
+            .projects()
+            .await?
+            .iter()
+            .map(|p| snapsync_pkg::normalize(p))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let pages: Vec<(String, Option<Vec<DistFile>>)> = futures::stream::iter(projects)
+        .map(|project| async move {
+            let files = index.files(&project).await?;
+            Ok::<_, snapsync_pkg::Error>((project, files))
+        })
+        .buffered(jobs.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let (mut chosen, mut missing) = (Vec::new(), Vec::new());
+    for (project, files) in pages {
+        match files {
+            Some(mut files) => {
+                files.sort_by(|a, b| a.filename.cmp(&b.filename));
+                chosen.extend(
+                    selector
+                        .select(&project, &files)
+                        .0
+                        .into_iter()
+                        .map(|f| (project.clone(), f)),
+                );
+            }
+            None => missing.push(project),
+        }
+    }
+    Ok((chosen, missing))
+}
+
+/// Downloads one file into `dir` (its sha256 checked against the index's before it takes its name);
+/// a file already there with the index's sha256 is kept. The bytes downloaded.
+async fn download(index: &Index, file: &DistFile, dir: &Path) -> anyhow::Result<u64> {
+    let target = dir.join(&file.filename);
+    // The name comes from the index: only a distribution's file name (no separator, no leading dot)
+    // may name a file in `dir`.
+    DistFilename::parse(&file.filename, None)?;
+    if let Some(expected) = &file.sha256
+        && target.is_file()
+    {
+        let path = target.clone();
+        let hashes = tokio::task::spawn_blocking(move || snapsync_pkg::hash_file(&path)).await??;
+        if hashes.sha256 == *expected {
+            return Ok(0);
+        }
+    }
+    let download = index.download(file, dir).await?;
+    let size = download.hashes.size;
+    download.persist(&target)?;
+    Ok(size)
+}
+
+/// One line per outcome (errors always, uploads with `-v`), or one JSON object with `--json`.
+fn report_outcome(output: &OutputArgs, json: bool, outcome: &Outcome) {
+    let (word, bytes, error) = match &outcome.result {
+        Ok(0) => ("present", 0, None),
+        Ok(bytes) => ("uploaded", *bytes, None),
+        Err(e) if is_conflict(e) => ("conflict", 0, Some(e)),
+        Err(e) => ("failed", 0, Some(e)),
+    };
+    if json {
+        let line = serde_json::json!({
+            "project": outcome.project,
+            "filename": outcome.filename,
+            "outcome": word,
+            "bytes": bytes,
+            "error": error.map(ToString::to_string),
+        });
+        let mut out = io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, &line);
+        let _ = writeln!(out);
+    }
+    match error {
+        Some(e) => eprintln!("{word}: {}", printable(&format!("{}: {e}", outcome.filename))),
+        None if output.verbose > 0 => eprintln!("{}", printable(&format!("{word} {}", outcome.filename))),
+        None => {}
+    }
+}
+
+fn is_conflict(error: &snapsync_pkg::Error) -> bool {
+    matches!(
+        error,
+        snapsync_pkg::Error::Conflict { .. } | snapsync_pkg::Error::UploadExists { .. }
+    )
+}
+
+/// What a mirror or an upload did, for [`finish`].
+struct Totals<'a> {
+    /// `mirrored` or `uploaded`: the summary's word (and JSON key) for the files sent.
+    verb: &'static str,
+    done: usize,
+    bytes: u64,
+    present: usize,
+    failed: Vec<&'a Outcome>,
+    /// Projects the source does not have.
+    missing: usize,
+}
+
+/// The summary line (or JSON object), then the exit status: 4 when conflicts are all that failed, 1
+/// for any other failure or a project the source does not have.
+fn finish(output: &OutputArgs, json: bool, totals: &Totals<'_>) -> anyhow::Result<()> {
+    let Totals {
+        verb,
+        done,
+        bytes,
+        present,
+        ref failed,
+        missing,
+    } = *totals;
+    let conflicts = failed
+        .iter()
+        .filter(|o| o.result.as_ref().is_err_and(is_conflict))
+        .count();
+    let errors = failed.len() - conflicts;
+    if json {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "summary": {
+                verb: done, "bytes": bytes, "present": present, "conflicts": conflicts,
+                "failed": errors, "missing_projects": missing,
+            }}),
+        )?;
+        writeln!(out)?;
+    }
+    if !output.quiet {
+        eprintln!(
+            "{verb} {done} file{} ({bytes} bytes); {present} already there; {conflicts} conflict{}; {errors} failed",
+            plural(done),
+            plural(conflicts)
+        );
+    }
+    if errors > 0 {
+        anyhow::bail!(
+            "{errors} file{} failed (listed above); run again to retry them",
+            plural(errors)
+        );
+    }
+    if missing > 0 {
+        anyhow::bail!(
+            "{missing} project{} not found at the source (listed above)",
+            plural(missing)
+        );
+    }
+    if conflicts > 0 {
+        return Err(ConflictsLeft {
+            message: format!(
+                "{conflicts} file{} not uploaded: the destination has a different file of that name (listed above)",
+                plural(conflicts)
+            ),
+            hint: "indexes do not let a file be replaced: remove it at the destination first if the source's is the one to keep",
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn missing_projects(url: &str, missing: &[String]) -> anyhow::Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!("{url} has no project {}", missing.join(", "))
+}
+
+/// `--dry-run`: what the mirror would do, a line per file (or a JSON object), nothing sent.
+fn print_plan(plan: &snapsync_pkg::Plan, json: bool) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    let width = plan.items.iter().map(|i| i.project.len()).max().unwrap_or(0);
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for item in &plan.items {
+        let word = match item.action {
+            Action::Upload => "upload",
+            Action::Present => "present",
+            Action::Conflict { .. } => "conflict",
+        };
+        *counts.entry(word).or_default() += 1;
+        if json {
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "project": item.project, "filename": item.file.filename, "action": word,
+                    "sha256": item.file.sha256, "size": item.file.size,
+                }),
+            )?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "{}",
+                printable(&format!(
+                    "{word:<8} {:<width$}  {}",
+                    item.project, item.file.filename
+                ))
+            )?;
+        }
+    }
+    if json {
+        serde_json::to_writer(&mut out, &serde_json::json!({ "summary": counts }))?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirement_files_take_comments_continuations_options_and_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("base.txt"), "six==1.16.0 # pinned\n").unwrap();
+        fs::write(
+            dir.path().join("req.txt"),
+            "# a comment\n\ncelery>=5 \\\n  ,<6\n-i https://example/simple/\n--hash=sha256:abc\n-r base.txt\nattrs @ https://x/a.whl#sha256=1\n",
+        )
+        .unwrap();
+        let got = read_requirements(&dir.path().join("req.txt"), 0).unwrap();
+        assert_eq!(
+            got,
+            [
+                "celery>=5   ,<6",
+                "six==1.16.0",
+                "attrs @ https://x/a.whl#sha256=1"
+            ]
+        );
+    }
+}
