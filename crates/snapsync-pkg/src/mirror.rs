@@ -247,6 +247,12 @@ pub async fn execute(
         })
         .buffer_unordered(options.jobs.max(1));
     // The files each project's page lists after the run: uploaded ones with the hash of their bytes.
+    // A store tree's project page is written as soon as that project's last upload ends, so a killed
+    // run leaves at most the files of the projects under way unlisted (sent again next time).
+    let mut remaining: HashMap<&str, usize> = HashMap::new();
+    for item in plan.uploads() {
+        *remaining.entry(item.project.as_str()).or_default() += 1;
+    }
     let mut uploaded: BTreeMap<String, Vec<DistFile>> = BTreeMap::new();
     while let Some((item, result)) = transfers.next().await {
         let outcome = Outcome {
@@ -259,23 +265,50 @@ pub async fn execute(
         };
         report(&outcome);
         summary.outcomes.push(outcome);
+        let left = remaining.entry(item.project.as_str()).or_default();
+        *left = left.saturating_sub(1);
+        if *left == 0
+            && let Some(new) = uploaded.remove(&item.project)
+        {
+            list_project(destination, &item.project, &new).await?;
+        }
     }
     drop(transfers);
-    list_uploaded(destination, &uploaded).await?;
+    for (project, new) in &uploaded {
+        list_project(destination, project, new).await?;
+    }
+    // Rewritten whenever the plan had files: a run killed after its last project page and before
+    // this leaves projects off the root page, which the next run (with nothing to upload) puts back.
+    if let Destination::Store(tree) = destination
+        && !plan.items.is_empty()
+    {
+        tree.write_root_page().await?;
+    }
     Ok(summary)
 }
 
+/// For a store tree, adds files uploaded to their project's page (an HTTP index lists what it took
+/// itself).
+async fn list_project(destination: &Destination, project: &str, new: &[DistFile]) -> Result<()> {
+    if let Destination::Store(tree) = destination
+        && !new.is_empty()
+    {
+        let mut files = tree.page_files(project).await?.unwrap_or_default();
+        files.retain(|f| !new.iter().any(|n| n.filename == f.filename));
+        files.extend(new.iter().cloned());
+        tree.write_project_page(project, &files).await?;
+    }
+    Ok(())
+}
+
 /// For a store tree, adds the files uploaded to their projects' pages, and the projects to the root
-/// page, once the files are in (an HTTP index lists what it took itself).
+/// page, once the files are in.
 async fn list_uploaded(destination: &Destination, uploaded: &BTreeMap<String, Vec<DistFile>>) -> Result<()> {
     if let Destination::Store(tree) = destination
         && !uploaded.is_empty()
     {
         for (project, new) in uploaded {
-            let mut files = tree.page_files(project).await?.unwrap_or_default();
-            files.retain(|f| !new.iter().any(|n| n.filename == f.filename));
-            files.extend(new.iter().cloned());
-            tree.write_project_page(project, &files).await?;
+            list_project(destination, project, new).await?;
         }
         tree.write_root_page().await?;
     }

@@ -245,3 +245,143 @@ fn a_folder_tree_is_a_destination_and_a_source() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_killed_mirror_leaves_whole_files_and_the_rerun_sends_only_the_rest() {
+    let work = tempfile::tempdir().unwrap();
+    let built = work.path().join("built");
+    fs::create_dir(&built).unwrap();
+    let specs: Vec<String> = (0..30).map(|i| format!("wheel:pkg{i:02}:1.0")).collect();
+    let files = make_dists(&built, &specs.iter().map(String::as_str).collect::<Vec<_>>());
+    let source = PypiServer::start_open(&files);
+    let dest = PypiServer::start_with_auth();
+    let tree = work.path().join("tree");
+    for (to, landed) in [
+        (with_password(&dest.url(), PKG_PASSWORD), dest.packages()),
+        (format!("file://{}", tree.display()), tree.clone()),
+    ] {
+        let mirror = [
+            "pkg",
+            "mirror",
+            "--from",
+            &source.simple_url(),
+            "--to",
+            &to,
+            "--all",
+            "--jobs",
+            "1",
+            "--json",
+        ];
+        // Files a tree holds are one folder down, by project.
+        let landed_files = || -> Vec<std::path::PathBuf> {
+            let mut found = Vec::new();
+            let Ok(entries) = fs::read_dir(&landed) else {
+                return found;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    found.extend(fs::read_dir(&path).unwrap().flatten().map(|e| e.path()));
+                } else {
+                    found.push(path);
+                }
+            }
+            found.retain(|p| p.extension().is_some_and(|e| e == "whl"));
+            found
+        };
+        crate::sync::kill_midway(&mirror, || landed_files().len() >= 2);
+        let before = landed_files();
+        assert!(before.len() < 30, "{to}: the run finished before it was killed");
+        // Whatever arrived is whole; nothing is left under a temporary name as a distribution.
+        for path in &before {
+            let name = path.file_name().unwrap();
+            assert_eq!(
+                fs::read(path).unwrap(),
+                fs::read(built.join(name)).unwrap(),
+                "{}",
+                path.display()
+            );
+        }
+        let out = run(&mirror);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let summary = lines(&out).pop().unwrap();
+        assert_eq!(
+            summary["summary"]["mirrored"].as_u64().unwrap()
+                + summary["summary"]["present"].as_u64().unwrap(),
+            30,
+            "{summary}"
+        );
+        // Only what had not arrived is sent again, and at most the one file (--jobs 1) whose project
+        // page the killed run had not written yet.
+        let present = usize::try_from(summary["summary"]["present"].as_u64().unwrap()).unwrap();
+        assert!(
+            present >= 1 && present + 1 >= before.len(),
+            "{to}: {} were there, {summary}",
+            before.len()
+        );
+        let after = landed_files();
+        assert_eq!(after.len(), 30);
+        for path in &after {
+            assert_eq!(
+                fs::read(path).unwrap(),
+                fs::read(built.join(path.file_name().unwrap())).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_user_without_a_password_is_asked_for_it_on_a_terminal_and_it_is_never_shown() {
+    use std::io::{Read as _, Write as _};
+    let work = tempfile::tempdir().unwrap();
+    let files = make_dists(work.path(), &["wheel:prompted:1.0"]);
+    let dest = PypiServer::start_with_auth();
+    let url = dest.url().replacen("http://", &format!("http://{PKG_USER}@"), 1);
+    // `script` runs the command on a terminal of its own; what is written to its input is typed there.
+    let command = format!(
+        "{} pkg upload --no-netrc {url} {}",
+        env!("CARGO_BIN_EXE_snapsync"),
+        files[0].display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains("password for uploader at 127.0.0.1") {
+                let _ = seen_tx.send(());
+            }
+        }
+        all
+    });
+    // Typed once the prompt is up, and a moment later: the prompt is printed just before echo is
+    // turned off, and what a terminal gets before that it echoes itself (as it would for anyone
+    // typing ahead of a prompt), which is not what this test is about.
+    seen_rx
+        .recv_timeout(std::time::Duration::from_mins(1))
+        .expect("no password prompt");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{PKG_PASSWORD}\n").as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let shown = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(status.success(), "{shown}");
+    assert!(
+        dest.packages().join("prompted-1.0-py3-none-any.whl").exists(),
+        "{shown}"
+    );
+    assert!(!shown.contains(PKG_PASSWORD), "the password was shown: {shown}");
+}
