@@ -40,6 +40,12 @@ Tasks:
   bench sync [OPTIONS] Time `snapsync upload` against pyftpsync (PyPI), lftp mirror and rclone (apt)
                        to local pyftpdlib and sshd servers: 2,000 x 4 KiB files (initial, re-run
                        unchanged, re-run after 1% changed), then 20 x 50 MiB files (4 with --quick).
+  bench cache [OPTIONS]
+                       Time `snapsync cache open` and `cache push` over a local sshd against
+                       OpenSSH's `sftp` and `snapsync upload`.
+  bench pkg [OPTIONS]  Time `snapsync pkg mirror --all` of 50 distributions between two local
+                       pypiservers against `pip download` + `twine upload` (PyPI); checks that every
+                       file arrived byte for byte.
       --runs N           timed runs per tool (default 5; a warm-up run comes first)
       --quick            small data (2,000 files, 256 MiB file; 64 MiB for delta; 1 GiB for the
                          snapshot memory check) for a smoke run
@@ -101,7 +107,8 @@ fn ci() -> Result<()> {
     bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["snapshot".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["sync".into(), "--quick".into(), "--runs".into(), "1".into()])?;
-    bench::run(&["cache".into(), "--quick".into(), "--runs".into(), "1".into()])
+    bench::run(&["cache".into(), "--quick".into(), "--runs".into(), "1".into()])?;
+    bench::run(&["pkg".into(), "--quick".into(), "--runs".into(), "1".into()])
 }
 
 fn fuzz(args: &[String]) -> Result<()> {

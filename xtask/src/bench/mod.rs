@@ -6,6 +6,7 @@
 mod cache;
 mod delta;
 mod id;
+mod pkg;
 mod snapshot;
 mod sync;
 
@@ -21,7 +22,7 @@ use crate::util::{capture, cargo, project_root, run as run_command};
 pub(crate) const MIB: u64 = 1024 * 1024;
 
 const USAGE: &str =
-    "usage: cargo xtask bench <id|delta|snapshot|sync|cache> [--runs N] [--quick] [--data DIR]";
+    "usage: cargo xtask bench <id|delta|snapshot|sync|cache|pkg> [--runs N] [--quick] [--data DIR]";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
@@ -30,6 +31,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Some("snapshot") => snapshot::run(&Options::parse(&args[1..])?),
         Some("sync") => sync::run(&Options::parse(&args[1..])?),
         Some("cache") => cache::run(&Options::parse(&args[1..])?),
+        Some("pkg") => pkg::run(&Options::parse(&args[1..])?),
         _ => bail!("{USAGE}"),
     }
 }
