@@ -155,13 +155,35 @@ impl Uploader {
             .mime_str("application/octet-stream")
             .map_err(|e| http_error(&self.client.base, e))?;
         form = form.part("content", part);
-        let response = self
+        let sent = self
             .client
             .request(reqwest::Method::POST, &self.client.base)
             .multipart(form)
             .send()
-            .await
-            .map_err(|e| http_error(&self.client.base, e))?;
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            // A server that refuses the request (wrong password) may answer and close before the file
+            // is all sent: the client then sees a broken pipe, not the answer. Asked again without the
+            // file (nothing can be stored), it gives its answer; a refusal is reported as such.
+            Err(e) if closed_while_sending(&e) => {
+                let mut probe = Form::new();
+                for (name, value) in upload_fields(dist, metadata, hashes) {
+                    probe = probe.text(name, value);
+                }
+                match self
+                    .client
+                    .request(reqwest::Method::POST, &self.client.base)
+                    .multipart(probe)
+                    .send()
+                    .await
+                {
+                    Ok(answer) if matches!(answer.status().as_u16(), 401 | 403) => answer,
+                    _ => return Err(http_error(&self.client.base, e)),
+                }
+            }
+            Err(e) => return Err(http_error(&self.client.base, e)),
+        };
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(());
@@ -194,6 +216,23 @@ impl Uploader {
             },
         })
     }
+}
+
+/// Whether a request failed because the server closed the connection while the body was being sent.
+fn closed_while_sending(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
