@@ -141,10 +141,12 @@ fn every_command_speaks_json() {
     assert_eq!(of_type(&lines, "conflict")[0]["path"], "a.txt");
     assert_eq!(summary(&lines)["command"], "sync");
     assert_eq!(lines.last().unwrap()["kind"], "conflicts");
-    fs::create_dir(path("down")).unwrap();
+    // A dry run of a download into a folder not made yet plans against the empty folder, makes nothing.
     let (lines, _) = json(&["download", "--dry-run", &path("down"), &remote]);
     assert_eq!(summary(&lines)["dry_run"], true);
     assert!(of_type(&lines, "action").iter().all(|a| a["dry_run"] == true));
+    assert_eq!(summary(&lines)["downloaded"], 2, "{lines:?}");
+    assert!(!Path::new(&path("down")).exists(), "a dry run makes nothing");
 
     // Errors are JSON too, with the exit status.
     let (_, code) = json(&["upload", tree.arg(), &path("no-such-remote")]);

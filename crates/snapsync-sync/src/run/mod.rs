@@ -172,12 +172,15 @@ impl Pair {
         if self.options.mode() == Mode::Download && !self.options.dry_run() && !self.local.exists() {
             fs::create_dir_all(&self.local).map_err(|e| Error::io(&self.local, e))?;
         }
-        let meta = fs::metadata(&self.local).map_err(|e| Error::io(&self.local, e))?;
-        if !meta.is_dir() {
-            return Err(Error::io(
-                &self.local,
-                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-            ));
+        // A dry run of that download plans against the empty folder the real run would make.
+        if !self.dry_run_into_absent_folder() {
+            let meta = fs::metadata(&self.local).map_err(|e| Error::io(&self.local, e))?;
+            if !meta.is_dir() {
+                return Err(Error::io(
+                    &self.local,
+                    std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+                ));
+            }
         }
         // A remote folder that is not there is an error, never an empty remote: an unmounted disk or a
         // typo would otherwise read as "everything was deleted there". Checked before the lock, whose
@@ -217,15 +220,27 @@ impl Pair {
     }
 
     /// Scans both sides, loads the state, plans, and compares the contents the plan asks about.
+    /// A dry run of a download into a local folder that does not exist yet (and that the real run
+    /// would make): only then does a missing local folder read as an empty one.
+    fn dry_run_into_absent_folder(&self) -> bool {
+        self.options.mode() == Mode::Download
+            && self.options.dry_run()
+            && matches!(fs::symlink_metadata(&self.local), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+
     async fn scan_and_plan(&self) -> Result<Scanned> {
         let (root, filter, checksum) = (
             self.local.clone(),
             self.options.filter().clone(),
             self.options.checksum(),
         );
-        let local = tokio::task::spawn_blocking(move || scan::scan_local(&root, &filter, checksum))
-            .await
-            .map_err(|e| Error::io(&self.local, std::io::Error::other(e)))??;
+        let local = if self.dry_run_into_absent_folder() {
+            scan::Listing::default()
+        } else {
+            tokio::task::spawn_blocking(move || scan::scan_local(&root, &filter, checksum))
+                .await
+                .map_err(|e| Error::io(&self.local, std::io::Error::other(e)))??
+        };
         let remote = scan::scan_remote(&*self.store, self.options.filter()).await?;
         let state_dir = StateDir::new(&self.local, &self.store.url().to_string());
         let mut state = state_dir.load()?;
