@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod config;
 mod delta;
+mod interrupt;
 mod manifest;
 mod output;
 mod pkg;
@@ -145,6 +146,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a library stopped because its [`snapsync_core::Cancel`] was cancelled (exit status 3).
+fn is_cancelled(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        matches!(e.downcast_ref(), Some(snapsync_core::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_sync::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_snapshot::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_cache::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_pkg::Error::Cancelled))
+    })
+}
+
 /// Prints an error with its causes and a hint, and picks the exit status.
 fn report(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(report_status(error))
@@ -160,6 +172,10 @@ pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
         return 0;
     }
     let mut err = io::stderr().lock();
+    if interrupt::interrupted() || is_cancelled(error) {
+        let _ = writeln!(err, "snapsync: {}", interrupt::MESSAGE);
+        return interrupt::EXIT_INTERRUPTED;
+    }
     if let Some(conflicts) = error.downcast_ref::<ConflictsLeft>() {
         let _ = writeln!(err, "snapsync: {}", output::printable(&conflicts.message));
         let _ = writeln!(err, "hint: {}", conflicts.hint);

@@ -143,6 +143,10 @@ pub(crate) fn run(args: &RunArgs, output: &OutputArgs, connect: &ConnectArgs) ->
     let mut worst = 0;
     for job in &jobs {
         if let Err(error) = job.run() {
+            // Ctrl-C: no further task starts, and the interrupt is reported once, as such.
+            if crate::interrupt::interrupted() {
+                return Err(error);
+            }
             let status = crate::report_status(&error);
             if status != 0 {
                 failed.push((job.name.clone(), status));
