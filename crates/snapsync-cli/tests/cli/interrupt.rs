@@ -475,3 +475,23 @@ fn ctrl_c_mid_pull_leaves_files_old_or_new_and_the_next_pull_completes() {
         assert!(fs::read(d.join(name(i))).unwrap() == new(i));
     }
 }
+
+#[test]
+fn the_help_shows_the_one_exit_status_table() {
+    let top = crate::util::ok(&["--help"]);
+    for line in [
+        "0    success",
+        "1    error",
+        "2    usage error",
+        "3    interrupted: Ctrl-C or SIGTERM",
+        "4    finished, but conflicts were left",
+        "130  a second Ctrl-C",
+    ] {
+        assert!(top.contains(line), "{line:?} missing from:\n{top}");
+    }
+    let upload = crate::util::ok(&["upload", "--help"]);
+    assert!(
+        upload.contains("Ctrl-C") && upload.contains("exit status 3"),
+        "{upload}"
+    );
+}
