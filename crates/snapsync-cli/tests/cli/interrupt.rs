@@ -495,3 +495,45 @@ fn the_help_shows_the_one_exit_status_table() {
         "{upload}"
     );
 }
+
+/// A download interrupted mid-file over SFTP: the local file is old or new, its temporary file gone,
+/// the remote's lock released; the next run fetches only what had not arrived.
+#[test]
+fn ctrl_c_mid_download_over_sftp_stops_cleanly_and_the_next_run_completes() {
+    let remote = sftp();
+    let new = big(64 << 20, 7);
+    write(&remote.root, "a.txt", "a", T12);
+    fs::write(remote.root.join("c-big.bin"), &new).unwrap();
+    let status = Command::new("chown")
+        .args(["-R", snapsync_testkit::SSH_USER])
+        .arg(&remote.root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let local = tempfile::tempdir().unwrap();
+    let l = local.path();
+    fs::write(l.join("c-big.bin"), b"old local").unwrap();
+    let mut child = spawn(&remote.args(&["download", "--force", "--jobs", "1"], l));
+    let big_arriving = || {
+        temps(l).iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".c-big.bin."))
+                && fs::metadata(p).is_ok_and(|m| m.len() > 0)
+        })
+    };
+    wait_for(&mut child, "the big download", big_arriving);
+    signal(child.id(), &["INT"]);
+    let (code, _, err) = finish(child);
+    assert_eq!(code, Some(3), "{err}");
+    said_interrupted(&err);
+    assert_eq!(temps(l), Vec::<PathBuf>::new(), "local temporary files");
+    assert_eq!(locks(&remote.root), Vec::<String>::new(), "the lock stayed");
+    let now = fs::read(l.join("c-big.bin")).unwrap();
+    assert!(now == b"old local" || now == new, "torn: {} bytes", now.len());
+    assert_eq!(fs::read(l.join("a.txt")).unwrap(), b"a");
+    let (code, out, err) = snapsync(&remote.args(&["-v", "download", "--force", "--jobs", "1"], l));
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("a.txt"), "fetched again: {out}");
+    assert!(fs::read(l.join("c-big.bin")).unwrap() == new);
+    assert_eq!(temps(l), Vec::<PathBuf>::new());
+}
