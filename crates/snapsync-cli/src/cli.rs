@@ -95,15 +95,46 @@ impl ConnectArgs {
     }
 }
 
-#[derive(Debug, Args)]
+/// What a command prints and how: the same for every command (docs/json.md).
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Output")]
 pub(crate) struct OutputArgs {
-    /// Say more on standard error (timings, every skipped entry).
+    /// Say more on standard error: -v each file and timings, -vv the libraries' debug lines (connections,
+    /// retries), -vvv everything.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
 
     /// Print only results and errors: no progress, no warnings.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
+
+    /// Results as JSON on standard output: one object per line, each with a "type", the last a "summary"
+    /// (or, on failure, an "error"); see docs/json.md.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto",
+        help = "Colour on standard error and output: auto (only on a terminal, never with NO_COLOR set), \
+always or never"
+    )]
+    pub(crate) color: ColorArg,
+}
+
+/// When to colour output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ColorArg {
+    #[default]
+    #[value(help = "On a terminal, unless NO_COLOR is set")]
+    Auto,
+    /// Always (even into a pipe).
+    Always,
+    /// Never.
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -526,9 +557,6 @@ pub(crate) struct SyncArgs {
     /// its lock every AGE/4, at most every minute).
     #[arg(long, value_name = "AGE", default_value = LOCK_TIMEOUT, value_parser = crate::time::parse_age)]
     pub(crate) lock_timeout: std::time::Duration,
-    /// Print the summary as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
     /// Transfers at once [default: 4 for FTP and SFTP, 8 for local, 16 for object stores].
     #[arg(short, long, value_name = "N")]
     pub(crate) jobs: Option<NonZeroUsize>,
@@ -597,9 +625,6 @@ pub(crate) struct RunArgs {
     /// A lock not renewed for this long is taken over [default: 10m].
     #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
     pub(crate) lock_timeout: Option<std::time::Duration>,
-    /// Print each summary as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
     /// Transfers at once.
     #[arg(short, long, value_name = "N")]
     pub(crate) jobs: Option<NonZeroUsize>,
@@ -887,9 +912,6 @@ pub(crate) struct PkgMirrorArgs {
     pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
-    /// One JSON object per file on standard output, and a final summary object.
-    #[arg(long)]
-    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) client: PkgClientArgs,
 }
@@ -901,9 +923,6 @@ pub(crate) struct PkgListArgs {
     pub(crate) url: String,
     #[command(flatten)]
     pub(crate) select: PkgSelectArgs,
-    /// One JSON object per file, and a final summary object.
-    #[arg(long)]
-    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) client: PkgClientArgs,
 }
@@ -937,9 +956,6 @@ pub(crate) struct PkgUploadArgs {
     pub(crate) upload_url: Option<String>,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
-    /// One JSON object per file on standard output, and a final summary object.
-    #[arg(long)]
-    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) client: PkgClientArgs,
 }
@@ -1009,9 +1025,6 @@ pub(crate) struct CachePushArgs {
     /// Upload even over a remote copy that changed since it was fetched.
     #[arg(long)]
     pub(crate) force: bool,
-    /// Print the outcome as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1021,9 +1034,6 @@ pub(crate) struct CacheStatusArgs {
     /// Call a file stale when it was fetched longer ago than AGE.
     #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
     pub(crate) max_age: Option<std::time::Duration>,
-    /// Print the list as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -362,6 +362,7 @@ impl Ftp {
 
     async fn connect(&self, location: &str) -> Result<Conn> {
         let server = self.url.with_key("");
+        log::debug!("connecting to {server}");
         let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| transient(&server, e))?
