@@ -259,12 +259,22 @@ fn sigterm_mid_upload_stops_as_ctrl_c_does() {
     let remote = ftp();
     let (local, new) = upload_case(&remote);
     let l = local.path();
-    let mut child = spawn(&remote.args(&["upload", "--force", "--jobs", "1"], l));
+    // With --json, the last line on standard output is the error object of kind `interrupted`.
+    let mut child = spawn(&remote.args(&["upload", "--json", "--force", "--jobs", "1"], l));
     wait_for(&mut child, "the big upload", || sending_big(&remote));
     signal(child.id(), &["TERM"]);
+    let stdout = child.stdout.take().unwrap();
     let (code, _, err) = finish(child);
     assert_eq!(code, Some(3), "{err}");
     said_interrupted(&err);
+    let json = std::io::read_to_string(stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(json.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(
+        (&last["type"], &last["kind"], &last["exit"]),
+        (&"error".into(), &"interrupted".into(), &3.into()),
+        "{json}"
+    );
     check_after_upload(&remote, l, &new);
 }
 
