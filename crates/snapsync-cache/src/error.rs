@@ -31,6 +31,10 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A push was cancelled ([`crate::CacheOptions::cancel`], Ctrl-C): the files that went up are
+    /// recorded, the others stay queued, no temporary file is left.
+    #[error("interrupted: the files not pushed stay queued")]
+    Cancelled,
     /// The remote copy changed since it was fetched (or appeared, for a new file): pushing would
     /// clobber it.
     #[error("{path}: {why}; not pushed (push with force to overwrite)")]

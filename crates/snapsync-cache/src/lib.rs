@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
+use snapsync_core::Cancel;
 use snapsync_core::atomic::{CheckedFile, WriteOptions};
 use snapsync_store::{ObjectMeta, PutMode, PutSource, Store};
 
@@ -53,6 +54,10 @@ pub struct CacheOptions {
     /// copy is used, with a warning (not with `online`, which waits for the store's own timeouts and
     /// retries): a remote that is down or stalled costs an open this much, not the retries' seconds.
     pub offline_after: Duration,
+    /// Stops a [`CacheAgent::push`] early ([`Error::Cancelled`]): no upload starts after it is
+    /// cancelled, those in flight are abandoned (their temporary files removed) and stay queued, and
+    /// the ones that finished are recorded.
+    pub cancel: Cancel,
 }
 
 impl Default for CacheOptions {
@@ -61,6 +66,7 @@ impl Default for CacheOptions {
             max_age: None,
             online: false,
             offline_after: Duration::from_secs(2),
+            cancel: Cancel::new(),
         }
     }
 }
@@ -428,7 +434,16 @@ impl CacheAgent {
             .map(|path| {
                 let recorded = files.get(&path);
                 async move {
-                    let outcome = self.push_one(&path, recorded, force).await;
+                    let cancel = &self.options.cancel;
+                    let outcome = if cancel.is_cancelled() {
+                        Err(Error::Cancelled)
+                    } else {
+                        tokio::select! {
+                            biased;
+                            outcome = self.push_one(&path, recorded, force) => outcome,
+                            () = cancel.cancelled() => Err(Error::Cancelled),
+                        }
+                    };
                     (path, outcome)
                 }
             })
@@ -446,6 +461,10 @@ impl CacheAgent {
             }
         }
         self.record_pushes(&mut pending, &mut outcomes)?;
+        if self.options.cancel.is_cancelled() {
+            let _ = self.store.remove_abandoned().await;
+            return Err(Error::Cancelled);
+        }
         Ok(outcomes)
     }
 
@@ -462,6 +481,8 @@ impl CacheAgent {
         self.update(|state| {
             for (path, outcome) in pending.drain(..) {
                 let pushed = match outcome {
+                    // Not pushed, still queued: the next push sends it.
+                    Err(Error::Cancelled) => continue,
                     Ok((bytes, entry)) => {
                         state.queue.remove(&path);
                         state.files.insert(path.clone(), entry);

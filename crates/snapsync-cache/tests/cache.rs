@@ -26,6 +26,10 @@ struct Counting {
     delay: Duration,
     /// Makes every `head` hang, as a stalled server does.
     stall_heads: AtomicBool,
+    puts: AtomicUsize,
+    /// At this put (counted from 0), the token is cancelled (Ctrl-C) and the put hangs, a transfer
+    /// in flight.
+    cancel_at_put: std::sync::Mutex<Option<(usize, snapsync_core::Cancel)>>,
 }
 
 #[async_trait]
@@ -54,6 +58,14 @@ impl Store for Counting {
         self.inner.get_range(key, range).await
     }
     async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> StoreResult<()> {
+        let n = self.puts.fetch_add(1, Ordering::SeqCst);
+        let cancel = self.cancel_at_put.lock().unwrap().clone();
+        if let Some((at, cancel)) = cancel
+            && at == n
+        {
+            cancel.cancel();
+            futures::future::pending::<()>().await;
+        }
         self.inner.put(key, source, mode).await
     }
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -97,6 +109,8 @@ fn setup(delay: Duration) -> Setup {
             gets: AtomicUsize::new(0),
             delay,
             stall_heads: AtomicBool::new(false),
+            puts: AtomicUsize::new(0),
+            cancel_at_put: std::sync::Mutex::new(None),
         }),
     }
 }
@@ -496,4 +510,60 @@ async fn a_file_written_in_the_cache_while_it_is_fetched_is_kept() {
         fs::read_to_string(&target).unwrap(),
         "written by the user meanwhile"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_push_records_what_went_up_and_keeps_the_rest_queued() {
+    let s = setup(Duration::ZERO);
+    let cancel = snapsync_core::Cancel::new();
+    let agent = s.agent(CacheOptions {
+        cancel: cancel.clone(),
+        ..CacheOptions::default()
+    });
+    fs::create_dir_all(s.cache.join("many")).unwrap();
+    for i in 0..40 {
+        let name = format!("many/f{i:03}.txt");
+        fs::write(s.cache.join(&name), format!("file {i}")).unwrap();
+        agent.add(&name).unwrap();
+    }
+    *s.store.cancel_at_put.lock().unwrap() = Some((10, cancel.clone()));
+    let outcome = tokio::time::timeout(Duration::from_secs(10), agent.push(false))
+        .await
+        .expect("the cancelled push stopped");
+    assert!(matches!(outcome, Err(Error::Cancelled)), "{outcome:?}");
+    // What the state calls pushed is on the remote with its content; the rest stays queued.
+    let status = agent.status().unwrap();
+    let pushed: Vec<_> = status
+        .iter()
+        .filter(|f| f.path.starts_with("many/") && !f.queued)
+        .collect();
+    let queued = status.iter().filter(|f| f.queued).count();
+    // 8 at a time: the 11th put starts only once three have finished, and those are recorded.
+    assert!(
+        pushed.len() >= 3 && queued > 0,
+        "{} pushed, {queued} queued",
+        pushed.len()
+    );
+    for file in &pushed {
+        assert_eq!(
+            fs::read(s.remote.join(&file.path)).unwrap(),
+            fs::read(s.cache.join(&file.path)).unwrap()
+        );
+    }
+    // The next push sends the rest and conflicts with nothing the cancelled one sent.
+    *s.store.cancel_at_put.lock().unwrap() = None;
+    let agent = s.agent(CacheOptions::default());
+    let pushed = agent.push(false).await.unwrap();
+    assert!(
+        pushed.values().all(|p| matches!(p, Pushed::Uploaded(_))),
+        "{pushed:?}"
+    );
+    assert!(
+        agent
+            .status()
+            .unwrap()
+            .iter()
+            .all(|f| !f.queued && f.conflict.is_none())
+    );
+    assert_eq!(fs::read_dir(s.remote.join("many")).unwrap().count(), 40);
 }

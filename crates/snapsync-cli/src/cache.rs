@@ -28,6 +28,7 @@ pub(crate) fn run(
                 },
                 online: args.online,
                 offline_after: args.offline_after,
+                ..CacheOptions::default()
             };
             let agent = agent(&args.dirs, options, connect)?;
             let mut out = io::stdout().lock();
@@ -86,7 +87,11 @@ pub(crate) fn run(
             Ok(())
         }
         CacheCommand::Push(args) => {
-            let agent = agent(&args.dirs, CacheOptions::default(), connect)?;
+            let options = CacheOptions {
+                cancel: crate::interrupt::token(),
+                ..CacheOptions::default()
+            };
+            let agent = agent(&args.dirs, options, connect)?;
             let pushed = runtime.block_on(agent.push(args.force))?;
             let (mut uploaded, mut conflicts, mut failed) = (0, 0, 0);
             for (path, outcome) in &pushed {

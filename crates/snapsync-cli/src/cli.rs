@@ -10,11 +10,15 @@ const ABOUT: &str =
     "Keep directory trees in sync with any store: content-addressed snapshots, binary deltas, folder sync";
 
 const EXIT_CODES: &str = "\
-Exit status:
-  0  success
-  1  error (the message says what failed; a `hint:` line says what to try)
-  2  usage error (unknown option, bad argument)
-  4  upload, download, sync, run: finished, but conflicts were left unresolved";
+Exit status (docs/exit-status.md):
+  0    success
+  1    error (the message says what failed; a `hint:` line says what to try)
+  2    usage error (unknown option, bad argument)
+  3    interrupted: Ctrl-C or SIGTERM, stopped cleanly (nothing half-written, no temporary file or
+       lock left, what finished kept); upload, download, sync, run, manifest, id, stage, push,
+       fetch, pull, checkout, copy, diff, cache push, pkg mirror
+  4    finished, but conflicts were left: upload, download, sync, run, cache push, pkg mirror, pkg upload
+  130  a second Ctrl-C: stopped at once";
 
 #[derive(Debug, Parser)]
 #[command(name = "snapsync", version, about = ABOUT, after_help = EXIT_CODES, propagate_version = true)]
@@ -169,7 +173,8 @@ checked line by line and re-rendered in canonical order first.",
         long_about = "Send a snapshot to a store: walk DIR and send what the store lacks, reading the files where \
 they are (or, with --id, send a snapshot from the local cache). Objects go first, the manifest last, so \
 a snapshot is only ever listed once it is complete. The store layout is snapdir's: snapdir and snapsync \
-read each other's stores.",
+read each other's stores. Ctrl-C stops cleanly (exit status 3) before the manifest: an interrupted \
+snapshot is never listed, and the next push skips the objects that arrived.",
         after_help = "Examples:\n  snapsync push --store /mnt/backup ./project\n  snapsync push --store s3://bucket/snapshots --exclude target ./project\n  snapsync push --store az://container/prefix --id 3f9a…"
     )]
     Push(PushArgs),
@@ -262,7 +267,9 @@ What both sides held after the last run is remembered (in ~/.local/state/snapsyn
 LOCAL), so a file changed on \
 REMOTE since then is not overwritten: it is reported as a conflict unless --force or --resolve local. \
 Files only REMOTE has stay unless --delete. Every file goes up under a temporary name, is checked and \
-renamed into place: an interrupted run leaves each file old or new, and the next run goes on.",
+renamed into place: an interrupted run leaves each file old or new, and the next run goes on. Ctrl-C \
+stops cleanly (exit status 3): no new file starts, the ones under way are dropped with their temporary \
+files, what finished is recorded and the lock released; a second Ctrl-C stops at once (130).",
         after_help = "Examples:\n  snapsync upload ./site ftps://me@example.com/www\n  snapsync upload --delete -x '*.bak' ./site sftp://me@host/var/www\n  snapsync upload -n ./build s3://bucket/site"
     )]
     Upload(SyncArgs),
@@ -296,7 +303,8 @@ pyftpsync 4.1 reads it, in the current folder or the nearest parent that has one
 A task is an upload, download, sync, push or pull with its local folder (relative to the file's folder), its \
 remote and any option of that command; the file's common settings apply to every task. Without TASK the \
 file's default task runs. Options given here override the file for every task run; several tasks run in \
-order, and the exit status is the worst of theirs (2, then 1, then 4). See docs/config.md.",
+order, and the exit status is the worst of theirs (2, then 1, then 4); Ctrl-C stops the task under way \
+cleanly (exit status 3) and starts no other. See docs/config.md.",
         after_help = "Examples:\n  snapsync run                       # the default task\n  snapsync run deploy --dry-run\n  snapsync run build backup --config ~/site/snapsync.yaml\n  snapsync run --execute             # pyftpsync.yaml with dry_run: true"
     )]
     Run(RunArgs),

@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod config;
 mod delta;
+mod interrupt;
 mod manifest;
 mod output;
 mod pkg;
@@ -150,6 +151,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a library stopped because its [`snapsync_core::Cancel`] was cancelled (exit status 3).
+fn is_cancelled(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        matches!(e.downcast_ref(), Some(snapsync_core::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_sync::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_snapshot::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_cache::Error::Cancelled))
+            || matches!(e.downcast_ref(), Some(snapsync_pkg::Error::Cancelled))
+    })
+}
+
 /// Prints an error with its causes and a hint, and picks the exit status.
 fn report(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(report_status(error))
@@ -169,6 +181,9 @@ pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
     let kind = if status == EXIT_CONFLICTS {
         say::stderr_line(say::CONFLICT, "snapsync: ", &message);
         "conflicts"
+    } else if status == interrupt::EXIT_INTERRUPTED {
+        say::stderr_line(anstyle::Style::new(), "snapsync: ", &message);
+        "interrupted"
     } else {
         say::stderr_line(say::ERROR, "error: ", &message);
         for cause in &causes {
@@ -199,6 +214,14 @@ pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
 
 /// An error's exit status, message, causes (each said once) and hint.
 fn explain(error: &anyhow::Error) -> (u8, String, Vec<String>, Option<&'static str>) {
+    if interrupt::interrupted() || is_cancelled(error) {
+        return (
+            interrupt::EXIT_INTERRUPTED,
+            interrupt::MESSAGE.to_owned(),
+            Vec::new(),
+            None,
+        );
+    }
     if let Some(conflicts) = error.downcast_ref::<ConflictsLeft>() {
         return (
             EXIT_CONFLICTS,

@@ -128,6 +128,7 @@ pub(crate) fn walk_dir(
         threads: how.threads,
         progress: Some(Arc::clone(&counters)),
         record_sources: how.record_sources,
+        cancel: crate::interrupt::token(),
     };
     let started = Instant::now();
     let walked = {

@@ -50,6 +50,7 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             let sent = Arc::new(AtomicU64::new(0));
             let options = MirrorOptions {
                 jobs,
+                cancel: crate::interrupt::token(),
                 ..MirrorOptions::default()
             };
             let summary =

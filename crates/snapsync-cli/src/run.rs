@@ -150,6 +150,8 @@ pub(crate) fn run(args: &RunArgs, output: &OutputArgs, connect: &ConnectArgs) ->
     for job in &jobs {
         let status = match job.run() {
             Ok(()) => 0,
+            // Ctrl-C: no further task starts, and the interrupt is reported once, as such.
+            Err(error) if crate::interrupt::interrupted() => return Err(error),
             Err(error) => crate::report_status(&error),
         };
         if severity(status) > severity(worst) {

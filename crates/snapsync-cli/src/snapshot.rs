@@ -106,6 +106,7 @@ fn push_walked(
         let options = TransferOptions {
             jobs,
             progress: Some(progress),
+            cancel: crate::interrupt::token(),
         };
         Ok(runtime()?.block_on(snapsync_snapshot::push_walk(walked, to, &options))?)
     })
@@ -124,6 +125,7 @@ fn copy_snapshot(
         let options = TransferOptions {
             jobs,
             progress: Some(progress),
+            cancel: crate::interrupt::token(),
         };
         Ok(runtime()?.block_on(snapsync_snapshot::copy(id, from, to, &options))?)
     })
@@ -273,6 +275,7 @@ pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOption
             delete: args.delete,
             jobs,
             progress: Some(progress),
+            cancel: crate::interrupt::token(),
         };
         Ok(runtime()?.block_on(snapsync_snapshot::pull(
             &id,
@@ -295,6 +298,7 @@ pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Resu
             delete: args.delete,
             jobs,
             progress: Some(progress),
+            cancel: crate::interrupt::token(),
         };
         Ok(runtime()?.block_on(snapsync_snapshot::checkout(&id, &cache, &args.dir, &options))?)
     })?;

@@ -48,6 +48,7 @@ pub(crate) fn options(mode: Mode, args: &SyncArgs) -> anyhow::Result<Options> {
         .lock_timeout(args.lock_timeout)
         .allow_mass_delete(args.allow_mass_delete)
         .create_folder(args.create_folder)
+        .cancel(crate::interrupt::token())
         .build()
         .map_err(|e| match e {
             snapsync_sync::Error::InvalidOptions { reason } => crate::UsageError(reason).into(),

@@ -74,6 +74,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// The operation was cancelled ([`crate::Cancel`]): a walk stopped before it hashed every file.
+    #[error("interrupted")]
+    Cancelled,
+
     /// A manifest whose entries are well-formed but disagree with each other.
     #[error("manifest entry {path}: {reason}")]
     ManifestInconsistent {

@@ -5,7 +5,8 @@
 //! - [`Manifest::id`] is the snapshot id (BLAKE3 of the text plus a newline), equal to snapdir's;
 //! - [`pathsafe`] turns untrusted manifest paths into paths that cannot leave a destination;
 //! - [`atomic`] writes a file so that readers see the old content or the new, never a part (temporary
-//!   name, flush, rename), and publishes a download only once its size and BLAKE3 are checked.
+//!   name, flush, rename), and publishes a download only once its size and BLAKE3 are checked;
+//! - [`Cancel`] is the token a caller passes in an operation's options to stop it early (Ctrl-C).
 //!
 //! This crate does no network I/O and reads no environment variables.
 //!
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod atomic;
+mod cancel;
 mod error;
 pub mod escape;
 mod exclude;
@@ -36,6 +38,7 @@ pub mod pathsafe;
 mod sigbus;
 mod walk;
 
+pub use cancel::{Cancel, Cancelled};
 pub use error::{Error, Result};
 pub use exclude::{COMMON_EXCLUDE_DIRS, Exclude, Globs, MacroContext, SYSTEM_EXCLUDE_DIRS};
 pub use hash::{

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::exclude::Exclude;
 use crate::hash::{self, Checksum, directory_checksum};
@@ -55,6 +56,9 @@ pub struct WalkOptions {
     /// Also return, for every file, where it is and its [`Fingerprint`] when it was hashed (see
     /// [`Walk::sources`]); costs a little memory per file.
     pub record_sources: bool,
+    /// Stops the walk early: once cancelled, no file starts hashing and the walk ends in
+    /// [`Error::Cancelled`].
+    pub cancel: Cancel,
 }
 
 impl Default for WalkOptions {
@@ -66,6 +70,7 @@ impl Default for WalkOptions {
             threads: None,
             progress: None,
             record_sources: false,
+            cancel: Cancel::new(),
         }
     }
 }
@@ -453,6 +458,9 @@ impl Walker<'_> {
     }
 
     fn hash_file(&self, job: FileJob) -> Result<(Entry, Option<Source>)> {
+        if self.options.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let file = match File::options()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)

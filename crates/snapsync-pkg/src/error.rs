@@ -179,6 +179,11 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] snapsync_store::Error),
 
+    /// A mirror was cancelled ([`crate::MirrorOptions::cancel`], Ctrl-C): the files that arrived are
+    /// listed, no file is half-uploaded, the next run sends the rest.
+    #[error("interrupted")]
+    Cancelled,
+
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use futures::{StreamExt, TryStreamExt};
+use snapsync_core::Cancel;
 use url::Url;
 
 use crate::dist::{DistFilename, normalize, read_metadata};
@@ -80,6 +81,10 @@ pub struct MirrorOptions {
     pub jobs: usize,
     /// Where downloads are kept until uploaded (the system's temporary folder by default).
     pub temp_dir: Option<PathBuf>,
+    /// Stops [`execute`] early ([`Error::Cancelled`]): no file starts after it is cancelled, those
+    /// in flight are abandoned (a store tree's temporary names removed), and the files that arrived
+    /// are listed on their pages.
+    pub cancel: Cancel,
 }
 
 impl Default for MirrorOptions {
@@ -87,6 +92,7 @@ impl Default for MirrorOptions {
         MirrorOptions {
             jobs: 4,
             temp_dir: None,
+            cancel: Cancel::new(),
         }
     }
 }
@@ -242,7 +248,16 @@ pub async fn execute(
     }
     let mut transfers = futures::stream::iter(plan.uploads())
         .map(|item| async move {
-            let result = transfer(item, source, destination, dir).await;
+            let cancel = &options.cancel;
+            let result = if cancel.is_cancelled() {
+                Err(Error::Cancelled)
+            } else {
+                tokio::select! {
+                    biased;
+                    result = transfer(item, source, destination, dir) => result,
+                    () = cancel.cancelled() => Err(Error::Cancelled),
+                }
+            };
             (item, result)
         })
         .buffer_unordered(options.jobs.max(1));
@@ -255,6 +270,9 @@ pub async fn execute(
     }
     let mut uploaded: BTreeMap<String, Vec<DistFile>> = BTreeMap::new();
     while let Some((item, result)) = transfers.next().await {
+        if matches!(result, Err(Error::Cancelled)) {
+            continue;
+        }
         let outcome = Outcome {
             project: item.project.clone(),
             filename: item.file.filename.clone(),
@@ -276,6 +294,15 @@ pub async fn execute(
     drop(transfers);
     for (project, new) in &uploaded {
         list_project(destination, project, new).await?;
+    }
+    if options.cancel.is_cancelled() {
+        if let Destination::Store(tree) = destination {
+            let _ = tree.store().remove_abandoned().await;
+            if !uploaded.is_empty() {
+                tree.write_root_page().await?;
+            }
+        }
+        return Err(Error::Cancelled);
     }
     // Rewritten whenever the plan had files: a run killed after its last project page and before
     // this leaves projects off the root page, which the next run (with nothing to upload) puts back.

@@ -67,7 +67,7 @@ fn uploaded(summary: &Summary) -> Vec<String> {
 async fn run(source: &Index, destination: &Destination, selector: &Selector) -> (Plan, Summary) {
     let options = MirrorOptions {
         jobs: 3,
-        temp_dir: None,
+        ..MirrorOptions::default()
     };
     let (plan, summary) = snapsync_pkg::mirror(source, destination, selector, &options, &|_: &Outcome| {})
         .await

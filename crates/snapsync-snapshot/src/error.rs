@@ -83,6 +83,12 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The operation was cancelled (its [`snapsync_core::Cancel`], Ctrl-C): a push or copy wrote no
+    /// manifest (the objects it sent stay, and the next push skips them), a pull left every file old
+    /// or new; no temporary file is left.
+    #[error("interrupted")]
+    Cancelled,
+
     /// A local file or directory operation failed.
     #[error("{}", path.display())]
     Io {

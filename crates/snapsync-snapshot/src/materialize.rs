@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::stream::{self, StreamExt};
 use snapsync_core::atomic::{CheckedFile, WriteOptions, is_temp_name};
 use snapsync_core::pathsafe::{check_no_symlink_parents, safe_relative_path};
-use snapsync_core::{Checksum, Entry, Manifest};
+use snapsync_core::{Cancel, Checksum, Entry, Manifest};
 
 use crate::error::{Error, Result};
 use crate::layout::object_key;
@@ -34,6 +34,9 @@ pub struct MaterializeOptions {
     pub jobs: usize,
     /// Counters to update.
     pub progress: Option<Arc<Progress>>,
+    /// Stops the pull early ([`Error::Cancelled`]): no file starts after it is cancelled, and those
+    /// being written are abandoned (their temporary files removed); every file is old or new.
+    pub cancel: Cancel,
 }
 
 impl Default for MaterializeOptions {
@@ -42,6 +45,7 @@ impl Default for MaterializeOptions {
             delete: false,
             jobs: 8,
             progress: None,
+            cancel: Cancel::new(),
         }
     }
 }
@@ -136,7 +140,16 @@ pub async fn materialize(
                 if failed.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
-                let written = write_file(dest, relative, entry, sources, options).await;
+                if options.cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                // Cancelled, a file being written is dropped: its temporary file goes with it (a
+                // kernel copy under way finishes on its blocking thread and removes its own).
+                let written = tokio::select! {
+                    biased;
+                    written = write_file(dest, relative, entry, sources, options) => written,
+                    () = options.cancel.cancelled() => Err(Error::Cancelled),
+                };
                 if written.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use snapsync_core::atomic::{CheckedFile, WriteOptions};
-use snapsync_core::{Checksum, Fingerprint, Manifest, Source, Walk};
+use snapsync_core::{Cancel, Checksum, Fingerprint, Manifest, Source, Walk};
 use snapsync_store::{PutMode, PutSource};
 
 use crate::error::{Error, Result};
@@ -26,6 +26,9 @@ pub struct TransferOptions {
     pub jobs: usize,
     /// Counters to update.
     pub progress: Option<Arc<Progress>>,
+    /// Stops the transfer early ([`Error::Cancelled`]): no object starts after it is cancelled, those
+    /// in flight are abandoned (their temporary files removed), and no manifest is written.
+    pub cancel: Cancel,
 }
 
 impl Default for TransferOptions {
@@ -33,6 +36,7 @@ impl Default for TransferOptions {
         TransferOptions {
             jobs: 8,
             progress: None,
+            cancel: Cancel::new(),
         }
     }
 }
@@ -165,6 +169,9 @@ where
                 let send = &send;
                 let bytes = &bytes;
                 async move {
+                    if options.cancel.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
                     bytes.fetch_add(send(sum).await?, Ordering::Relaxed);
                     Ok::<_, Error>(())
                 }
@@ -173,8 +180,21 @@ where
             .try_collect::<Vec<()>>()
     };
     report.objects_sent = missing.len() as u64;
-    send_all(missing).await?;
+    // Cancelled, the objects in flight are dropped; the ones that arrived stay (the next push finds
+    // them), and without its manifest the snapshot does not exist.
+    let outcome = tokio::select! {
+        biased;
+        outcome = send_all(missing) => outcome,
+        () = options.cancel.cancelled() => Err(Error::Cancelled),
+    };
+    if matches!(outcome, Err(Error::Cancelled)) {
+        let _ = to.store().remove_abandoned().await;
+    }
+    outcome?;
     to.store().persist().await?;
+    if options.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     to.put_manifest(manifest).await?;
     // A concurrent gc may have deleted an old object this push counted as present: put it back. (What
     // this push sent itself is younger than gc's grace period; with nothing counted as present, there

@@ -279,6 +279,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Removes the temporary files of this store's writes that were abandoned: puts whose future was
+    /// dropped before it finished (an operation cancelled with Ctrl-C drops the transfers in flight).
+    /// Where a put goes through a temporary name on a server (FTP, SFTP), a dropped put cannot remove
+    /// it itself; the store remembers it and this removes it. A local write's temporary file is
+    /// removed when it is dropped, and an object store's put publishes all or nothing: for them this
+    /// does nothing (the default).
+    ///
+    /// # Errors
+    /// The server's refusal to remove one (the others are removed all the same; the ones left are
+    /// tried again by the next call).
+    async fn remove_abandoned(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Where the object `key` lives as a file on this machine, for stores that keep objects as local
     /// files (a reader may then copy it with the kernel's help instead of streaming it). `None` for any
     /// other store, and for an invalid key. The file may not exist.

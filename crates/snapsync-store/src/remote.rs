@@ -449,6 +449,31 @@ pub struct RemoteStore<F> {
     pub(crate) fs: Arc<F>,
     /// Directories known to exist (made or seen), so each is made once.
     made_dirs: Mutex<HashSet<String>>,
+    /// Temporary names of puts dropped before they finished, for [`Store::remove_abandoned`].
+    abandoned: Mutex<Vec<String>>,
+}
+
+/// A put's temporary name, remembered as abandoned if the put is dropped before [`Pending::finish`].
+struct Pending<'a> {
+    abandoned: &'a Mutex<Vec<String>>,
+    temp: Option<String>,
+}
+
+impl Pending<'_> {
+    fn finish(mut self) {
+        self.temp = None;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            self.abandoned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(temp);
+        }
+    }
 }
 
 impl<F: RemoteFs> fmt::Debug for RemoteStore<F> {
@@ -469,6 +494,7 @@ impl<F: RemoteFs> RemoteStore<F> {
         RemoteStore {
             fs: Arc::new(fs),
             made_dirs: Mutex::default(),
+            abandoned: Mutex::default(),
         }
     }
 
@@ -533,6 +559,11 @@ impl<F: RemoteFs> RemoteStore<F> {
         }
         let expected = source.len();
         let temp = temp_name(path);
+        // Dropped from here on (a cancelled run), the temporary name is left for `remove_abandoned`.
+        let pending = Pending {
+            abandoned: &self.abandoned,
+            temp: Some(temp.clone()),
+        };
         let upload = self.fs.write(&temp, &source, location).await;
         // Before anything is published: the source must still be what was stamped, and all of it sent.
         let checked = source
@@ -553,6 +584,7 @@ impl<F: RemoteFs> RemoteStore<F> {
         if result.is_err() || (mode == PutMode::Create && atomic) {
             let _ = self.fs.remove_file(&temp, location).await;
         }
+        pending.finish();
         result
     }
 
@@ -745,6 +777,29 @@ impl<F: RemoteFs> Store for RemoteStore<F> {
             }
             Err(Fault::Failed(e)) => Err(e),
         }
+    }
+
+    async fn remove_abandoned(&self) -> Result<()> {
+        let temps = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut first_error = None;
+        for temp in temps {
+            let location = path_location(self.fs.url(), &temp);
+            match self.fs.remove_file(&temp, &location).await {
+                Ok(()) => {}
+                // Gone already (the upload never began) is fine; a file still there is kept in mind.
+                Err(Fault::Refused(e) | Fault::Failed(e)) => {
+                    if matches!(self.fs.probe(&temp, &location).await, Ok(Probe::Missing)) {
+                        continue;
+                    }
+                    self.abandoned
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(temp);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {

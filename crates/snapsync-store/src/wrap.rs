@@ -149,6 +149,10 @@ impl Store for PrefixStore {
         self.inner.persist().await
     }
 
+    async fn remove_abandoned(&self) -> Result<()> {
+        self.inner.remove_abandoned().await
+    }
+
     /// The inner store's root: the prefix is a key prefix, not a directory of its own (open a store
     /// at the longer URL to ask about that directory).
     async fn root_exists(&self) -> Result<bool> {
@@ -345,6 +349,10 @@ impl Store for RetryStore {
 
     async fn persist(&self) -> Result<()> {
         self.retry(|| self.inner.persist()).await
+    }
+
+    async fn remove_abandoned(&self) -> Result<()> {
+        self.retry(|| self.inner.remove_abandoned()).await
     }
 
     async fn root_exists(&self) -> Result<bool> {

@@ -100,6 +100,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// The run was cancelled ([`crate::OptionsBuilder::cancel`], Ctrl-C): nothing new was started, the
+    /// transfers in flight were abandoned and their temporary files removed, what finished is
+    /// recorded in the state, and the lock is released. The next run carries on from there.
+    #[error("interrupted: what finished is recorded, the next run carries on")]
+    Cancelled,
+
     /// A path that would leave the local folder (a `..` part, or a symlinked directory on the way).
     #[error("{path}: refused, {reason}")]
     Unsafe {

@@ -57,4 +57,5 @@ pub use plan::{DirAction, Item, Mode, Plan, plan, plan_dirs};
 pub use remote::{open_remote, remote_url};
 pub use run::{Ask, Event, Failure, MASS_DELETE_MIN, Pair, Prepared, Report, Summary, Unsettled};
 pub use scan::{DEFAULT_EXCLUDES, Filter, Listing, Verdict};
+pub use snapsync_core::Cancel;
 pub use state::{BaseEntry, State, StateDir, StateError};

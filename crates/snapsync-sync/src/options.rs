@@ -11,6 +11,8 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use snapsync_core::Cancel;
+
 use crate::decide::Resolve;
 use crate::error::{Error, Result};
 use crate::plan::Mode;
@@ -37,6 +39,7 @@ pub struct Options {
     lock_timeout: Duration,
     allow_mass_delete: bool,
     create_folder: bool,
+    cancel: Cancel,
 }
 
 impl Options {
@@ -57,7 +60,14 @@ impl Options {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             allow_mass_delete: false,
             create_folder: false,
+            cancel: Cancel::new(),
         }
+    }
+
+    /// The token that stops the run early (see [`OptionsBuilder::cancel`]).
+    #[must_use]
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
     }
 
     /// The options of a plain run in direction `mode` (the defaults; they are always valid).
@@ -169,9 +179,18 @@ pub struct OptionsBuilder {
     lock_timeout: Duration,
     allow_mass_delete: bool,
     create_folder: bool,
+    cancel: Cancel,
 }
 
 impl OptionsBuilder {
+    /// The token that stops the run early (Ctrl-C): cancelled, the run starts nothing new, abandons
+    /// the transfers in flight (their temporary files removed on both sides), records what finished,
+    /// lets go of the lock and ends in [`Error::Cancelled`]. By default, a token nobody cancels.
+    pub fn cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
     /// `--delete` (one way only).
     pub fn delete(mut self, yes: bool) -> Self {
         self.delete = yes;
@@ -301,6 +320,7 @@ from new files, and settles conflicts with --resolve",
             lock_timeout: self.lock_timeout,
             allow_mass_delete: self.allow_mass_delete,
             create_folder: self.create_folder,
+            cancel: self.cancel,
         })
     }
 }

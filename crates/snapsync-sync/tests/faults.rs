@@ -602,3 +602,118 @@ fn a_remote_missing_at_the_start_is_an_error_and_nothing_is_changed() {
         assert!(!Path::new(&dir.path().join("not-there")).exists());
     });
 }
+
+fn cancellable(mode: Mode, cancel: &snapsync_sync::Cancel) -> Options {
+    Options::builder(mode)
+        .jobs(std::num::NonZeroUsize::new(1))
+        .lock_timeout(LOCK_TIMEOUT)
+        .cancel(cancel.clone())
+        .build()
+        .unwrap()
+}
+
+/// Keys of the remote's lock (none once a run let go of it).
+async fn lock_keys(store: &dyn Store) -> Vec<String> {
+    let listed: Vec<ObjectMeta> = store.list("").try_collect().await.unwrap();
+    listed
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| k.starts_with(snapsync_store::LOCK_PREFIX))
+        .collect()
+}
+
+#[test]
+fn a_run_cancelled_at_any_step_stops_cleanly_and_the_next_run_sends_only_the_rest() {
+    let rt = runtime();
+    // The same five steps as above: delete, put, get, put, get.
+    for at in 0..5 {
+        let how = if at % 2 == 0 { Crash::Midway } else { Crash::After };
+        let context = format!("cancelled at step {at} ({how:?})");
+        rt.block_on(async {
+            let setup = Setup::new(&format!("cancel-{at}"));
+            let versions = changed_on_both_sides(&setup).await;
+            let mut faulty = Faulty::new(Arc::clone(&setup.remote));
+            // A delete has no midway: it stops after the store did it, as a put does.
+            faulty.crash_at = Some((at, if at == 0 { Crash::After } else { how }));
+            let faulty = Arc::new(faulty);
+            let cancel = snapsync_sync::Cancel::new();
+            let run = setup.run(
+                Arc::clone(&faulty) as Arc<dyn Store>,
+                cancellable(Mode::Sync, &cancel),
+            );
+            tokio::pin!(run);
+            // The run hangs in its step (a slow transfer); Ctrl-C comes.
+            tokio::select! {
+                outcome = &mut run => panic!("{context}: the run ended ({outcome:?}) before its step"),
+                () = faulty.crashed.notified() => {}
+            }
+            cancel.cancel();
+            let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+                .await
+                .unwrap_or_else(|_| panic!("{context}: the cancelled run did not stop"));
+            assert!(matches!(outcome, Err(Error::Cancelled)), "{context}: {outcome:?}");
+            // No temporary file anywhere, every file old or new, no lock.
+            old_or_new("local", &setup.local_tree(), &versions, false);
+            old_or_new("remote", &setup.remote_tree().await, &versions, false);
+            assert_eq!(lock_keys(&*setup.remote).await, Vec::<String>::new(), "{context}");
+            // The steps it finished are recorded: the next run, started at once (the lock is free),
+            // does not touch them again, and converges.
+            let done: BTreeSet<String> = faulty.steps()[..at].iter().map(|(_, k)| k.clone()).collect();
+            let next = Arc::new(Faulty::new(Arc::clone(&setup.remote)));
+            let summary = setup
+                .run(Arc::clone(&next) as Arc<dyn Store>, options(Mode::Sync))
+                .await
+                .unwrap_or_else(|e| panic!("{context}: the next run failed: {e}"));
+            assert!(
+                summary.failed.is_empty() && summary.conflicts.is_empty(),
+                "{context}: {summary:?}"
+            );
+            for (op, key) in next.steps() {
+                assert!(
+                    !done.contains(&key),
+                    "{context}: the next run did {op} {key} again"
+                );
+            }
+            let expected = finished(&versions);
+            assert_eq!(setup.local_tree(), expected, "{context}: local");
+            assert_eq!(setup.remote_tree().await, expected, "{context}: remote");
+        });
+    }
+}
+
+#[test]
+fn a_run_cancelled_before_it_starts_changes_nothing_and_holds_no_lock() {
+    runtime().block_on(async {
+        let setup = Setup::new("cancel-early");
+        let versions = changed_on_both_sides(&setup).await;
+        let cancel = snapsync_sync::Cancel::new();
+        cancel.cancel();
+        let faulty = Arc::new(Faulty::new(Arc::clone(&setup.remote)));
+        let outcome = setup
+            .run(
+                Arc::clone(&faulty) as Arc<dyn Store>,
+                cancellable(Mode::Sync, &cancel),
+            )
+            .await;
+        assert!(matches!(outcome, Err(Error::Cancelled)), "{outcome:?}");
+        assert_eq!(faulty.steps(), Vec::new());
+        assert_eq!(lock_keys(&*setup.remote).await, Vec::<String>::new());
+        // Nothing was done: the next run has all of it to do.
+        let summary = setup
+            .run(Arc::clone(&setup.remote), options(Mode::Sync))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                summary.uploaded,
+                summary.downloaded,
+                summary.deleted_local,
+                summary.deleted_remote
+            ),
+            (2, 2, 1, 1)
+        );
+        let expected = finished(&versions);
+        assert_eq!(setup.local_tree(), expected);
+        assert_eq!(setup.remote_tree().await, expected);
+    });
+}

@@ -6,6 +6,7 @@ mod delta;
 mod interop_rdiff;
 mod interop_snapdir;
 mod interop_stores;
+mod interrupt;
 mod json;
 mod pkg;
 mod remote_stores;

@@ -196,7 +196,14 @@ impl Pair {
             }
         }
         let hold = self.hold().await?;
-        match self.scan_and_plan().await {
+        let cancel = self.options.cancel();
+        let scanned = tokio::select! {
+            biased;
+            scanned = self.scan_and_plan() => scanned,
+            // Scanning and comparing write nothing: dropped as they are.
+            () = cancel.cancelled() => Err(Error::Cancelled),
+        };
+        match scanned {
             Ok(mut scanned) => {
                 if let Some(warning) = &hold.warning {
                     scanned.local.warnings.insert(0, warning.clone());
@@ -348,13 +355,20 @@ impl Pair {
     /// Carries the plan out (or, with `--dry-run`, only counts it), then records the state.
     ///
     /// # Errors
-    /// Only when the state cannot be written; failed items are in the summary.
+    /// When the state cannot be written; failed items are in the summary. [`Error::Cancelled`] when
+    /// the options' [`snapsync_core::Cancel`] was cancelled: no item started after that, the ones in
+    /// flight were abandoned (their temporary files removed on both sides), the finished ones are
+    /// recorded in the state, and the lock is released.
     pub async fn execute(
         &self,
         prepared: Prepared,
         ask: Option<Ask<'_>>,
         report: Report<'_>,
     ) -> Result<Summary> {
+        if self.options.cancel().is_cancelled() {
+            self.release(prepared).await;
+            return Err(Error::Cancelled);
+        }
         if let Some(reason) = prepared.mass_delete.clone()
             && !self.options.allow_mass_delete()
             && !self.options.dry_run()
@@ -456,8 +470,9 @@ impl Pair {
         let outcomes = self
             .run_items(plan, deletes, (local, remote), hashes, (&journal, lease), report)
             .await;
+        let cancel = self.options.cancel();
         let (mut local_dirs, mut remote_dirs) = (BTreeSet::new(), BTreeSet::new());
-        for (i, outcome) in &outcomes {
+        for (i, outcome) in outcomes.iter().filter(|_| !cancel.is_cancelled()) {
             let item = &plan.items[*i];
             if outcome.is_ok() {
                 let dirs = match item.action {
@@ -482,6 +497,9 @@ impl Pair {
             .run_items(plan, rest, (local, remote), hashes, (&journal, lease), report)
             .await;
         let mut state = journal.into_state();
+        if cancel.is_cancelled() {
+            return self.stop(state, hold).await;
+        }
         if self.store.capabilities().directories {
             let done = self.carry_out_dirs(plan, summary, report).await;
             // The folders both sides have now; what this run did not look at keeps its record.
@@ -510,7 +528,21 @@ impl Pair {
         Ok(())
     }
 
-    /// Carries out the items `indices` of `plan`, `--jobs` at a time; each one's outcome.
+    /// Ends a cancelled run: the temporary files of the uploads it abandoned removed from the remote
+    /// (a download's local one went when it was dropped), the state written with what finished. The
+    /// mark of a run under way goes too, unless a temporary file could not be removed: then the next
+    /// run removes it as a leftover of this one.
+    async fn stop(&self, mut state: State, hold: &Hold) -> Result<()> {
+        let cleaned = self.store.remove_abandoned().await.is_ok();
+        state.compact()?;
+        if cleaned && !hold.interrupted {
+            let _ = fs::remove_file(&hold.running);
+        }
+        Err(Error::Cancelled)
+    }
+
+    /// Carries out the items `indices` of `plan`, `--jobs` at a time; each one's outcome. Once the
+    /// run is cancelled, no item starts and those under way are dropped ([`Error::Cancelled`]).
     async fn run_items(
         &self,
         plan: &Plan,
@@ -526,19 +558,29 @@ impl Pair {
                 let (l, r) = (local.get(&item.path), remote.get(&item.path));
                 let hash = hashes.get(&item.path).copied();
                 async move {
+                    let cancel = self.options.cancel();
                     // Another run has the remote now (the lock was taken over): start nothing more.
-                    let outcome = if lease.is_some_and(Lease::lost) {
+                    let outcome = if cancel.is_cancelled() {
+                        Err(Error::Cancelled)
+                    } else if lease.is_some_and(Lease::lost) {
                         Err(Error::LockLost {
                             location: self.store.url().with_key(crate::lock::LOCK_NAME),
                         })
                     } else {
-                        self.one(item, l, r, hash, (journal, report)).await
+                        // A transfer dropped halfway publishes nothing: an upload's temporary
+                        // name is left for `remove_abandoned`, a download's temporary file is
+                        // removed with it. One that finished first is recorded.
+                        tokio::select! {
+                            biased;
+                            outcome = self.one(item, l, r, hash, (journal, report)) => outcome,
+                            () = cancel.cancelled() => Err(Error::Cancelled),
+                        }
                     };
                     match &outcome {
                         Ok(bytes) if !matches!(item.action, Action::Conflict(_)) => {
                             report(Event::Done { item, bytes: *bytes });
                         }
-                        Ok(_) => {}
+                        Ok(_) | Err(Error::Cancelled) => {}
                         Err(error) => report(Event::Failed { item, error }),
                     }
                     (i, outcome)
