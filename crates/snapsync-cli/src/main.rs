@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod config;
 mod delta;
+mod generate;
 mod manifest;
 mod output;
 mod pkg;
@@ -111,8 +112,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    // How stores are reached: the environment, with the command line's flags on top; built once.
-    let connect = &cli.connect.options(ConnectOptions::from_env());
+    // How stores are reached: the environment, with the command line's flags on top (only the commands
+    // that open stores take them); built once.
+    let connect = &cli
+        .command
+        .connect_args()
+        .cloned()
+        .unwrap_or_default()
+        .options(ConnectOptions::from_env());
     match &cli.command {
         Command::Manifest(args) => manifest::manifest(args, &cli.output),
         Command::Id(args) => manifest::id(args, &cli.output),
@@ -133,7 +140,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Upload(args) => sync::upload(args, &cli.output, connect),
         Command::Download(args) => sync::download(args, &cli.output, connect),
         Command::Sync(args) => sync::sync(args, &cli.output, connect),
-        Command::Run(args) => run::run(args, &cli.output, &cli.connect),
+        Command::Run(args) => run::run(args, &cli.output, &args.connect),
         Command::Cache(command) => cache::run(command, &cli.output, connect),
         Command::Pkg(command) => pkg::run(command, &cli.output, connect),
         Command::Completions { shell } => {
@@ -142,6 +149,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
+        Command::Generate { what, dir } => generate::generate(*what, dir),
     }
 }
 
