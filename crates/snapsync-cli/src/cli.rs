@@ -348,30 +348,6 @@ for API tokens, or a prompt on a terminal when a URL names a user without a pass
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
-
-    /// Write the man pages or the completion scripts into a folder (for packagers; `cargo xtask dist`)
-    #[command(
-        name = "__generate",
-        hide = true,
-        after_help = "Examples:\n  snapsync __generate man target/dist/man/man1\n  snapsync __generate completions target/dist/completions"
-    )]
-    Generate {
-        /// What to write: a man page per command and subcommand, or bash, zsh, fish and PowerShell
-        /// completion scripts.
-        #[arg(value_enum)]
-        what: GenerateArg,
-        /// The folder to write them into (made if missing; files of the same names are replaced).
-        dir: PathBuf,
-    },
-}
-
-/// What `snapsync __generate` writes.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub(crate) enum GenerateArg {
-    /// `snapsync.1`, `snapsync-push.1`, `snapsync-cache-open.1`, …
-    Man,
-    /// `snapsync.bash`, `_snapsync` (zsh), `snapsync.fish`, `_snapsync.ps1` (PowerShell).
-    Completions,
 }
 
 impl Command {
@@ -409,8 +385,7 @@ impl Command {
             | Command::Signature(_)
             | Command::Delta(_)
             | Command::Patch(_)
-            | Command::Completions { .. }
-            | Command::Generate { .. } => None,
+            | Command::Completions { .. } => None,
         }
     }
 }
@@ -980,7 +955,6 @@ mod tests {
             "delta",
             "patch",
             "completions",
-            "__generate",
             "cache",
             "pkg",
         ];

@@ -1,8 +1,10 @@
 //! The hidden `snapsync __generate man|completions DIR`: man pages (one per command and subcommand,
 //! through `clap_mangen`) and shell completion scripts (bash, zsh, fish, PowerShell), made from the same
 //! clap definitions the binary parses with, so they cannot drift from it. `cargo xtask dist` runs it on
-//! the release binary; packagers can too.
+//! the release binary; packagers can too. It is read before clap parses anything and is no clap
+//! subcommand, so no help, man page or completion script lists it.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,18 +13,35 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use snapsync_core::atomic::{WriteOptions, write_atomic};
 
-use crate::cli::{Cli, GenerateArg};
+use crate::UsageError;
+use crate::cli::Cli;
+
+/// The command's name: the first argument.
+pub(crate) const COMMAND: &str = "__generate";
+
+const USAGE: &str = "usage: snapsync __generate man|completions DIR";
 
 /// The shells completion scripts are written for.
-pub(crate) const SHELLS: [Shell; 4] = [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::PowerShell];
+const SHELLS: [Shell; 4] = [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::PowerShell];
 
-/// Writes what `what` names into `dir` (made if missing) and prints each file's path.
-pub(crate) fn generate(what: GenerateArg, dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let files = match what {
-        GenerateArg::Man => man_pages(dir)?,
-        GenerateArg::Completions => completions(dir)?,
+/// `snapsync __generate WHAT DIR` (the arguments after `__generate`): writes the man pages or the
+/// completion scripts into DIR (made if missing; files of the same names are replaced) and prints each
+/// file's path.
+pub(crate) fn generate(args: &[OsString]) -> anyhow::Result<()> {
+    let [what, dir] = args else {
+        return Err(UsageError(USAGE.to_string()).into());
     };
+    let dir = Path::new(dir);
+    let write = match what.to_str() {
+        Some("man") => man_pages,
+        Some("completions") => completions,
+        _ => {
+            let what = crate::output::printable(&what.to_string_lossy()).into_owned();
+            return Err(UsageError(format!("{what} is neither man nor completions; {USAGE}")).into());
+        }
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let files = write(dir)?;
     let mut out = std::io::stdout().lock();
     for file in files {
         writeln!(out, "{}", crate::output::printable(&file.display().to_string()))?;

@@ -104,6 +104,14 @@ fn main() -> ExitCode {
     // The binary, unlike the libraries on their own, hashes big files through memory maps: that needs
     // the process-wide SIGBUS guard (a file truncated while mapped is then an error, not a crash).
     snapsync_core::install_sigbus_guard();
+    // Packaging's hidden command is read before clap, so that no help, man page or completion lists it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == generate::COMMAND) {
+        return match generate::generate(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => report(&error),
+        };
+    }
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,7 +157,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::Generate { what, dir } => generate::generate(*what, dir),
     }
 }
 

@@ -274,6 +274,28 @@ fn man_pages_one_per_command_that_man_reads() {
     assert!(push.contains("ssh\\-key") && push.contains("store"), "{push}");
 }
 
+#[test]
+fn generate_refuses_what_it_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    for args in [
+        &["__generate"][..],
+        &["__generate", "man"],
+        &["__generate", "html", target.to_str().unwrap()],
+        &["__generate", "man", target.to_str().unwrap(), "extra"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("usage: snapsync __generate man|completions DIR"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!target.exists(), "nothing written");
+    assert!(!ok(&["--help"]).contains("__generate"));
+}
+
 /// Whether a shell is installed; CI installs them all (.ci/run), so there a missing one fails.
 fn shell(name: &str) -> bool {
     let found = Command::new(name)
@@ -338,6 +360,13 @@ fn completion_scripts_that_the_shells_accept() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The packaging command is in no script (nor in any help: the man page test counts the pages).
+    for name in ["snapsync.bash", "_snapsync", "snapsync.fish", "_snapsync.ps1"] {
+        assert!(
+            !fs::read_to_string(file(name)).unwrap().contains("__generate"),
+            "{name}"
+        );
     }
     let ps = fs::read_to_string(file("_snapsync.ps1")).unwrap();
     assert!(
