@@ -8,7 +8,7 @@ use snapsync_store::{ConnectOptions, HostKeyPolicy};
 
 /// What `--version` prints after the name: the version, the commit built from and the cargo features
 /// built with (both found by `build.rs`).
-pub(crate) const VERSION: &str = concat!(
+const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("SNAPSYNC_BUILD_COMMIT"),

@@ -61,7 +61,8 @@ fn man_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     while let Some(command) = pending.pop() {
         pending.extend(command.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
         let page = clap_mangen::Man::new(command)
-            .source(format!("snapsync {}", crate::cli::VERSION))
+            // The version alone: the footer has no room for the commit and features (the VERSION section has them).
+            .source(concat!("snapsync ", env!("CARGO_PKG_VERSION")))
             .manual("snapsync manual");
         let mut text = Vec::new();
         page.render(&mut text)?;
