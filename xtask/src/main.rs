@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{cargo, project_root, run};
+use crate::util::{capture, cargo, project_root, run};
 
 const HELP: &str = "\
 cargo xtask <TASK> [OPTIONS]
@@ -50,6 +50,9 @@ Tasks:
       --quick            small data (2,000 files, 256 MiB file; 64 MiB for delta; 1 GiB for the
                          snapshot memory check) for a smoke run
       --data DIR         where the generated data lives (default target/bench-data)
+  dist                 Build the release binary (default features) and, from it, a man page per
+                       command and subcommand and bash, zsh, fish and PowerShell completion scripts,
+                       into target/dist/: bin/snapsync, man/man1/*.1, completions/.
   fuzz [--seconds N]   Run each fuzz target for N seconds (default 60); needs cargo-fuzz
                        (`cargo install cargo-fuzz`); uses RUSTC_BOOTSTRAP=1 on stable.
   help                 This text.
@@ -77,6 +80,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "lint" => lint(),
         "ci" => ci(),
         "bench" => bench::run(rest),
+        "dist" => dist(),
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -109,6 +113,57 @@ fn ci() -> Result<()> {
     bench::run(&["sync".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["cache".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["pkg".into(), "--quick".into(), "--runs".into(), "1".into()])
+}
+
+/// `target/dist/`: the release binary and what a package installs beside it, made by the binary itself
+/// (`snapsync __generate`), so the pages and scripts describe exactly the commands it parses. Assembled
+/// in a temporary folder and renamed into place: an interrupted run leaves the previous `dist/` whole.
+fn dist() -> Result<()> {
+    run(cargo().args(["build", "--release", "--package", "snapsync-cli"]))?;
+    let target = target_dir();
+    let binary = target.join("release").join("snapsync");
+    let dist = target.join("dist");
+    let staging = target.join(format!("dist.tmp-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("cannot clear {}", staging.display()))?;
+    }
+    let bin = staging.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy(&binary, bin.join("snapsync"))
+        .with_context(|| format!("cannot copy {}", binary.display()))?;
+    let snapsync = bin.join("snapsync");
+    capture(
+        std::process::Command::new(&snapsync)
+            .args(["__generate", "man"])
+            .arg(staging.join("man/man1")),
+    )?;
+    capture(
+        std::process::Command::new(&snapsync)
+            .args(["__generate", "completions"])
+            .arg(staging.join("completions")),
+    )?;
+    let version = capture(std::process::Command::new(&snapsync).arg("--version"))?;
+    if dist.exists() {
+        std::fs::remove_dir_all(&dist)
+            .with_context(|| format!("cannot remove the old {}", dist.display()))?;
+    }
+    std::fs::rename(&staging, &dist)
+        .with_context(|| format!("cannot move {} into place", staging.display()))?;
+    let pages = std::fs::read_dir(dist.join("man/man1"))?.count();
+    println!(
+        "{}{}: bin/snapsync, man/man1/ ({pages} pages), completions/ (snapsync.bash, _snapsync, snapsync.fish, _snapsync.ps1)",
+        String::from_utf8_lossy(&version.stdout),
+        dist.display()
+    );
+    Ok(())
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR` (relative to the project root), else `target/`.
+fn target_dir() -> std::path::PathBuf {
+    let root = project_root();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
 fn fuzz(args: &[String]) -> Result<()> {

@@ -6,8 +6,26 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use snapsync_store::{ConnectOptions, HostKeyPolicy};
 
+/// What `--version` prints after the name: the version, the commit built from and the cargo features
+/// built with (both found by `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SNAPSYNC_BUILD_COMMIT"),
+    ", features: ",
+    env!("SNAPSYNC_BUILD_FEATURES"),
+    ")"
+);
+
 const ABOUT: &str =
     "Keep directory trees in sync with any store: content-addressed snapshots, binary deltas, folder sync";
+
+const EXAMPLES: &str = "\
+Examples:
+  snapsync id .                                      # the snapshot id of a folder
+  snapsync push --store sftp://me@host/snaps ./site  # a snapshot to a store (ftp://, ftps://, s3://, …)
+  snapsync sync ./notes ftps://me@example.com/notes  # two-way folder sync
+  snapsync COMMAND --help                            # each command's options and examples";
 
 const EXIT_CODES: &str = "\
 Exit status (docs/exit-status.md):
@@ -21,16 +39,37 @@ Exit status (docs/exit-status.md):
   130  a second Ctrl-C: stopped at once";
 
 #[derive(Debug, Parser)]
-#[command(name = "snapsync", version, about = ABOUT, after_help = EXIT_CODES, propagate_version = true)]
+#[command(
+    name = "snapsync",
+    version = VERSION,
+    about = ABOUT,
+    after_help = format!("{EXAMPLES}\n\n{EXIT_CODES}"),
+    propagate_version = true
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
 
     #[command(flatten)]
     pub(crate) output: OutputArgs,
+}
 
+/// A command's arguments with the connection flags after them: only the commands that open stores
+/// take those flags, so the others' help does not list them.
+#[derive(Debug, Args)]
+pub(crate) struct Connected<T: Args> {
+    #[command(flatten)]
+    pub(crate) args: T,
     #[command(flatten)]
     pub(crate) connect: ConnectArgs,
+}
+
+impl<T: Args> std::ops::Deref for Connected<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.args
+    }
 }
 
 /// How to reach FTPS and SFTP servers (ignored for other stores). Their environment variables are read
@@ -40,7 +79,6 @@ pub(crate) struct Cli {
 pub(crate) struct ConnectArgs {
     #[arg(
         long,
-        global = true,
         help = "SFTP: trust a server whose host key is not in known_hosts yet, and record it there \
 (a key that differs from the recorded one is refused all the same)"
     )]
@@ -48,7 +86,6 @@ pub(crate) struct ConnectArgs {
 
     #[arg(
         long,
-        global = true,
         value_name = "FILE",
         help = "SFTP: the known_hosts file [env: SNAPSYNC_KNOWN_HOSTS] [default: ~/.ssh/known_hosts]"
     )]
@@ -56,7 +93,6 @@ pub(crate) struct ConnectArgs {
 
     #[arg(
         long,
-        global = true,
         value_name = "FILE",
         help = "SFTP: log in with this private key (an encrypted key's passphrase comes from \
 SNAPSYNC_SSH_KEY_PASSPHRASE); without it: the URL's password, the ssh-agent's keys, then ~/.ssh/id_ed25519, \
@@ -66,7 +102,6 @@ id_ecdsa, id_rsa [env: SNAPSYNC_SSH_KEY]"
 
     #[arg(
         long,
-        global = true,
         value_name = "FILE",
         help = "FTPS: also trust the certificates in this PEM file (a self-signed server's, say) \
 [env: SNAPSYNC_CA_FILE]"
@@ -177,10 +212,13 @@ read each other's stores. Ctrl-C stops cleanly (exit status 3) before the manife
 snapshot is never listed, and the next push skips the objects that arrived.",
         after_help = "Examples:\n  snapsync push --store /mnt/backup ./project\n  snapsync push --store s3://bucket/snapshots --exclude target ./project\n  snapsync push --store az://container/prefix --id 3f9a…"
     )]
-    Push(PushArgs),
+    Push(Connected<PushArgs>),
 
     /// Copy a snapshot from a store into the local cache
-    Fetch(FetchArgs),
+    #[command(
+        after_help = "Example:\n  snapsync fetch --store s3://bucket/snapshots --id 3f9a… && snapsync checkout --id 3f9a… ./restore"
+    )]
+    Fetch(Connected<FetchArgs>),
 
     /// Write a snapshot from a store into a directory
     #[command(
@@ -190,16 +228,19 @@ interrupted pull leaves each file old or new (run it again to finish). Files alr
 alone; files outside the snapshot stay unless --delete.",
         after_help = "Examples:\n  snapsync pull --store s3://bucket/snapshots --id 3f9a… ./restore\n  snapsync pull --store /mnt/backup --id 3f9a… --delete ./project"
     )]
-    Pull(PullArgs),
+    Pull(Connected<PullArgs>),
 
     /// Write a snapshot from the local cache into a directory
+    #[command(
+        after_help = "Examples:\n  snapsync checkout --id 3f9a… ./restore\n  snapsync checkout --id 3f9a… --delete ./project"
+    )]
     Checkout(CheckoutArgs),
 
     /// Copy a snapshot from one store to another
     #[command(
         after_help = "Example:\n  snapsync copy --id 3f9a… --from /mnt/backup --to s3://bucket/snapshots"
     )]
-    Copy(CopyArgs),
+    Copy(Connected<CopyArgs>),
 
     /// List the differences between two directories or snapshots
     #[command(
@@ -208,20 +249,25 @@ Prints one line per difference: `A path` (added in B), `D path` (deleted in B), 
 permissions changed). Directories whose contents changed are not listed themselves.",
         after_help = "Examples:\n  snapsync diff ./old ./new\n  snapsync diff --store s3://bucket/snaps 3f9a… ./project"
     )]
-    Diff(DiffArgs),
+    Diff(Connected<DiffArgs>),
 
     /// Re-hash every object of a snapshot in a store
     #[command(
         long_about = "Check snapshot ID in a store: the manifest hashes to ID and is consistent, and every object \
-is there and hashes to its name. Each bad object is printed; the exit status is 1 if there is any."
+is there and hashes to its name. Each bad object is printed; the exit status is 1 if there is any.",
+        after_help = "Examples:\n  snapsync verify --store sftp://me@host/srv/snaps --id 3f9a…\n  snapsync verify --store /mnt/backup --id 3f9a… --remove-corrupt"
     )]
-    Verify(VerifyArgs),
+    Verify(Connected<VerifyArgs>),
 
     /// List the snapshots in a store
-    Snapshots(SnapshotsArgs),
+    #[command(after_help = "Example:\n  snapsync snapshots --store ftps://me@example.com/snapshots")]
+    Snapshots(Connected<SnapshotsArgs>),
 
     /// Show the size of a snapshot, or of a store
-    Size(SizeArgs),
+    #[command(
+        after_help = "Examples:\n  snapsync size --store s3://bucket/snapshots\n  snapsync size --store s3://bucket/snapshots --id 3f9a…"
+    )]
+    Size(Connected<SizeArgs>),
 
     /// Delete objects that no snapshot in a store references
     #[command(
@@ -230,7 +276,7 @@ object younger than --grace may belong to a push in progress and is kept, and a 
 its manifest that its objects are still there. If any manifest cannot be read, nothing is deleted.",
         after_help = "Examples:\n  snapsync gc --store s3://bucket/snapshots --dry-run\n  snapsync gc --store /mnt/backup --grace 1h"
     )]
-    Gc(GcArgs),
+    Gc(Connected<GcArgs>),
 
     /// Write the signature of a file, for making deltas against it (rdiff's format)
     #[command(
@@ -272,7 +318,7 @@ stops cleanly (exit status 3): no new file starts, the ones under way are droppe
 files, what finished is recorded and the lock released; a second Ctrl-C stops at once (130).",
         after_help = "Examples:\n  snapsync upload ./site ftps://me@example.com/www\n  snapsync upload --delete -x '*.bak' ./site sftp://me@host/var/www\n  snapsync upload -n ./build s3://bucket/site"
     )]
-    Upload(SyncArgs),
+    Upload(Connected<SyncArgs>),
 
     /// Make LOCAL follow REMOTE: fetch new and changed files
     #[command(
@@ -281,7 +327,7 @@ file changed since the last run is not overwritten unless --force or --resolve r
 has stay unless --delete. Every file is written under a temporary name, hashed, flushed and renamed.",
         after_help = "Examples:\n  snapsync download ./mirror sftp://me@host/srv/data\n  snapsync download --delete ./site ftp://example.com/pub"
     )]
-    Download(SyncArgs),
+    Download(Connected<SyncArgs>),
 
     /// Two-way sync of LOCAL and REMOTE
     #[command(
@@ -294,7 +340,7 @@ The first run (nothing remembered yet) only adds: files on one side are copied t
 both with different content are conflicts. See docs/sync.md for the whole table.",
         after_help = "Examples:\n  snapsync sync ~/notes sftp://me@host/notes\n  snapsync sync --resolve new ./shared ftps://me@example.com/shared\n  snapsync sync -n ./site ftp://example.com/www"
     )]
-    Sync(SyncArgs),
+    Sync(Connected<SyncArgs>),
 
     /// Run the tasks of snapsync.yaml (or pyftpsync's pyftpsync.yaml) found here or in a parent folder
     #[command(
@@ -307,7 +353,7 @@ order, and the exit status is the worst of theirs (2, then 1, then 4); Ctrl-C st
 cleanly (exit status 3) and starts no other. See docs/config.md.",
         after_help = "Examples:\n  snapsync run                       # the default task\n  snapsync run deploy --dry-run\n  snapsync run build backup --config ~/site/snapsync.yaml\n  snapsync run --execute             # pyftpsync.yaml with dry_run: true"
     )]
-    Run(RunArgs),
+    Run(Connected<RunArgs>),
 
     /// A local cache over a remote: open files (fetched on a miss), queue local files, push them
     #[command(
@@ -326,8 +372,8 @@ is still the one it was fetched from (or still absent, for a new file): a remote
         subcommand,
         long_about = "Python distributions between package indexes (pkgsync's successor). An index is an \
 http(s) simple index (PEP 503 HTML or PEP 691 JSON, read by content negotiation; uploads through the \
-standard upload API) or a PEP 503 tree in any store snapsync reaches (a folder, file://, s3://, sftp://…), \
-which snapsync writes and reads. Versions are selected with PEP 440/508 requirements; pre-releases only with \
+standard upload API) or a PEP 503 tree in any store snapsync reaches (a folder, file://, s3://, gs://, \
+az://, ftp://, ftps://, sftp://), which snapsync writes and reads. Versions are selected with PEP 440/508 requirements; pre-releases only with \
 --pre, yanked files only when pinned with ==. Every download's sha256 is checked against the index's before \
 anything is uploaded. Credentials: user and password in the URL, ~/.netrc ($NETRC), `__token__` as the user \
 for API tokens, or a prompt on a terminal when a URL names a user without a password.",
@@ -341,6 +387,46 @@ for API tokens, or a prompt on a terminal when a URL names a user without a pass
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+impl Command {
+    /// The connection flags of a command that opens stores; `None` for the commands that never connect.
+    pub(crate) fn connect_args(&self) -> Option<&ConnectArgs> {
+        match self {
+            Command::Push(c) => Some(&c.connect),
+            Command::Fetch(c) => Some(&c.connect),
+            Command::Pull(c) => Some(&c.connect),
+            Command::Copy(c) => Some(&c.connect),
+            Command::Diff(c) => Some(&c.connect),
+            Command::Verify(c) => Some(&c.connect),
+            Command::Snapshots(c) => Some(&c.connect),
+            Command::Size(c) => Some(&c.connect),
+            Command::Gc(c) => Some(&c.connect),
+            Command::Upload(c) | Command::Download(c) | Command::Sync(c) => Some(&c.connect),
+            Command::Run(c) => Some(&c.connect),
+            Command::Cache(command) => Some(match command {
+                CacheCommand::Open(c) => &c.connect,
+                CacheCommand::Add(c) => &c.connect,
+                CacheCommand::Push(c) => &c.connect,
+                CacheCommand::Status(c) => &c.connect,
+                CacheCommand::Evict(c) => &c.connect,
+            }),
+            Command::Pkg(command) => Some(match command {
+                PkgCommand::Mirror(c) => &c.connect,
+                PkgCommand::List(c) => &c.connect,
+                PkgCommand::Download(c) => &c.connect,
+                PkgCommand::Upload(c) => &c.connect,
+            }),
+            Command::Manifest(_)
+            | Command::Id(_)
+            | Command::Stage(_)
+            | Command::Checkout(_)
+            | Command::Signature(_)
+            | Command::Delta(_)
+            | Command::Patch(_)
+            | Command::Completions { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -481,8 +567,15 @@ pub(crate) struct PatchArgs {
 /// Where the local cache is.
 #[derive(Debug, Args)]
 pub(crate) struct CacheArgs {
-    /// The local cache [default: `$XDG_CACHE_HOME/snapsync`, or `~/.cache/snapsync`].
-    #[arg(long, value_name = "DIR", env = "SNAPSYNC_CACHE_DIR")]
+    // The variable is read where the folder is chosen (`snapshot::cache_dir`), not by clap: clap counts
+    // an argument its variable gave as given, and error messages' usage lines then show `--cache-dir`
+    // as if it were required.
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "The local cache [env: SNAPSYNC_CACHE_DIR] [default: `$XDG_CACHE_HOME/snapsync`, or \
+`~/.cache/snapsync`]"
+    )]
     pub(crate) cache_dir: Option<PathBuf>,
 }
 
@@ -752,7 +845,8 @@ pub(crate) struct DiffArgs {
     pub(crate) a: String,
     /// A directory or a snapshot id.
     pub(crate) b: String,
-    /// Where ids are looked up [default: the local cache].
+    /// Where ids are looked up: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp://
+    /// URL [default: the local cache].
     #[arg(long, value_name = "URL")]
     pub(crate) store: Option<String>,
     #[command(flatten)]
@@ -838,6 +932,82 @@ mod tests {
         assert!(!shown.contains("/env/"), "{shown}");
         assert!(!shown.contains("env secret"), "{shown}");
     }
+
+    /// Every command and subcommand below `command`, as (`snapsync cache open`, its definition).
+    fn every_command(command: &clap::Command, path: &str, into: &mut Vec<(String, clap::Command)>) {
+        for sub in command.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            every_command(sub, &path, into);
+            into.push((path, sub.clone()));
+        }
+    }
+
+    /// `snapsync` and every command and subcommand below it.
+    fn commands() -> Vec<(String, clap::Command)> {
+        use clap::CommandFactory;
+        let mut all = vec![("snapsync".to_string(), Cli::command())];
+        every_command(&Cli::command(), "snapsync", &mut all);
+        assert!(all.len() > 25, "{} commands", all.len());
+        all
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_and_subcommand_help_has_an_example() {
+        let mut missing = Vec::new();
+        for (path, command) in commands() {
+            let after = command
+                .get_after_long_help()
+                .or(command.get_after_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            // An example is a heading and at least one indented `snapsync …` line under it.
+            let example = after.contains("Example") && after.contains("\n  snapsync ");
+            if !example {
+                missing.push(path);
+            }
+        }
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
+
+    #[test]
+    fn connection_flags_belong_to_the_commands_that_connect() {
+        // The commands that never open a store (and the groups, whose subcommands take the flags).
+        let local = [
+            "snapsync",
+            "manifest",
+            "id",
+            "stage",
+            "checkout",
+            "signature",
+            "delta",
+            "patch",
+            "completions",
+            "cache",
+            "pkg",
+        ];
+        let flags = ["accept_new_host_key", "known_hosts", "ssh_key", "ca_file"];
+        for (path, command) in commands() {
+            let name = path.rsplit(' ').next().unwrap_or_default();
+            let local = local.contains(&name)
+                && !path.starts_with("snapsync cache ")
+                && !path.starts_with("snapsync pkg ");
+            for flag in flags {
+                let has = command.get_arguments().any(|a| a.get_id() == flag);
+                assert_eq!(
+                    has,
+                    !local,
+                    "{path}: --{flag} {}",
+                    if has { "listed" } else { "missing" }
+                );
+            }
+        }
+    }
 }
 
 /// The `pkg` subcommands.
@@ -851,20 +1021,20 @@ sha256 is a conflict (exit status 4), never replaced. Downloads and uploads run 
 run, run again, sends only what is missing.",
         after_help = "Examples:\n  snapsync pkg mirror --from https://pypi.org/simple/ --to http://me:secret@127.0.0.1:8080/ 'requests>=2.31' --dry-run\n  snapsync pkg mirror --from ./mirror --to https://pkgs.example/simple/ --upload-url https://pkgs.example/upload/ --all"
     )]
-    Mirror(PkgMirrorArgs),
+    Mirror(Connected<PkgMirrorArgs>),
     /// List the distributions the requirements select (name, version, file, sha256, requires-python, yanked)
     #[command(
         after_help = "Example:\n  snapsync pkg list https://pypi.org/simple/ 'attrs>=23' --python-version 3.8"
     )]
-    List(PkgListArgs),
+    List(Connected<PkgListArgs>),
     /// Download the distributions the requirements select into a folder
     #[command(
         after_help = "Example:\n  snapsync pkg download https://pypi.org/simple/ -r requirements.txt -d wheels"
     )]
-    Download(PkgDownloadArgs),
+    Download(Connected<PkgDownloadArgs>),
     /// Upload distribution files (wheels, sdists) to an index
     #[command(after_help = "Example:\n  snapsync pkg upload http://me@127.0.0.1:8080/ dist/*")]
-    Upload(PkgUploadArgs),
+    Upload(Connected<PkgUploadArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -964,15 +1134,30 @@ pub(crate) struct PkgUploadArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum CacheCommand {
     /// Print the local path of each PATH, fetching it first when it is not cached
-    Open(CacheOpenArgs),
+    #[command(
+        after_help = "Examples:\n  snapsync cache open --remote sftp://me@host/data --cache ~/.cache/data reports/q3.csv\n  snapsync cache open --remote s3://bucket/data --cache ./data --max-age 1h a.csv b.csv"
+    )]
+    Open(Connected<CacheOpenArgs>),
     /// Queue files of the cache for upload
-    Add(CachePathsArgs),
+    #[command(
+        after_help = "Example:\n  snapsync cache add --remote sftp://me@host/data --cache ~/.cache/data reports/q3.csv"
+    )]
+    Add(Connected<CachePathsArgs>),
     /// Upload the queued files that the remote has not changed since they were fetched
-    Push(CachePushArgs),
+    #[command(
+        after_help = "Example:\n  snapsync cache push --remote sftp://me@host/data --cache ~/.cache/data"
+    )]
+    Push(Connected<CachePushArgs>),
     /// List the cached and queued files
-    Status(CacheStatusArgs),
+    #[command(
+        after_help = "Example:\n  snapsync cache status --remote sftp://me@host/data --cache ~/.cache/data --max-age 1d"
+    )]
+    Status(Connected<CacheStatusArgs>),
     /// Remove the least recently fetched files until the cache holds at most SIZE
-    Evict(CacheEvictArgs),
+    #[command(
+        after_help = "Example:\n  snapsync cache evict --remote sftp://me@host/data --cache ~/.cache/data --max-size 2G"
+    )]
+    Evict(Connected<CacheEvictArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod config;
 mod delta;
+mod generate;
 mod interrupt;
 mod manifest;
 mod output;
@@ -105,6 +106,14 @@ fn main() -> ExitCode {
     // The binary, unlike the libraries on their own, hashes big files through memory maps: that needs
     // the process-wide SIGBUS guard (a file truncated while mapped is then an error, not a crash).
     snapsync_core::install_sigbus_guard();
+    // Packaging's hidden command is read before clap, so that no help, man page or completion lists it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == generate::COMMAND) {
+        return match generate::generate(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => report(&error),
+        };
+    }
     let cli = Cli::parse();
     say::init(&cli.output);
     match run(&cli) {
@@ -114,8 +123,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    // How stores are reached: the environment, with the command line's flags on top; built once.
-    let connect = &cli.connect.options(ConnectOptions::from_env());
+    // How stores are reached: the environment, with the command line's flags on top (only the commands
+    // that open stores take them); built once.
+    let connect = &cli
+        .command
+        .connect_args()
+        .cloned()
+        .unwrap_or_default()
+        .options(ConnectOptions::from_env());
     match &cli.command {
         Command::Manifest(args) => manifest::manifest(args, &cli.output),
         Command::Id(args) => manifest::id(args, &cli.output),
@@ -136,7 +151,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Upload(args) => sync::upload(args, &cli.output, connect),
         Command::Download(args) => sync::download(args, &cli.output, connect),
         Command::Sync(args) => sync::sync(args, &cli.output, connect),
-        Command::Run(args) => run::run(args, &cli.output, &cli.connect),
+        Command::Run(args) => run::run(args, &cli.output, &args.connect),
         Command::Cache(command) => cache::run(command, &cli.output, connect),
         Command::Pkg(command) => pkg::run(command, &cli.output, connect),
         Command::Completions { shell } => {

@@ -36,11 +36,14 @@ fn parse_id(text: &str) -> anyhow::Result<Checksum> {
         .map_err(|_| UsageError(format!("{text:?} is not a snapshot id (64 hex digits)")).into())
 }
 
-/// The cache directory: `--cache-dir`/`SNAPSYNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snapsync`, else
+/// The cache directory: `--cache-dir`, else `$SNAPSYNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snapsync`, else
 /// `$HOME/.cache/snapsync`.
 fn cache_dir(args: &CacheArgs) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &args.cache_dir {
         return Ok(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os("SNAPSYNC_CACHE_DIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
     }
     if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(xdg).join("snapsync"));

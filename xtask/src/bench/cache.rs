@@ -34,13 +34,7 @@ impl Setup {
 
     fn snapsync(&self) -> Command {
         let mut command = Command::new(&self.snapsync);
-        command
-            .args(["--ssh-key", self.sshd.key_file().to_str().unwrap_or_default()])
-            .args([
-                "--known-hosts",
-                self.sshd.known_hosts().to_str().unwrap_or_default(),
-            ])
-            .env("SNAPSYNC_STATE_DIR", self.scratch.join("state"));
+        command.env("SNAPSYNC_STATE_DIR", self.scratch.join("state"));
         command
     }
 
@@ -50,7 +44,18 @@ impl Setup {
             .args(["cache", args[0], "--remote", remote, "--cache"])
             .arg(cache)
             .args(&args[1..]);
+        self.login(&mut command);
         command
+    }
+
+    /// The `--ssh-key` and `--known-hosts` flags (they belong to the commands that connect: after the command).
+    fn login(&self, command: &mut Command) {
+        command
+            .args(["--ssh-key", self.sshd.key_file().to_str().unwrap_or_default()])
+            .args([
+                "--known-hosts",
+                self.sshd.known_hosts().to_str().unwrap_or_default(),
+            ]);
     }
 }
 
@@ -166,6 +171,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
             .args(["upload", "--create-folder"])
             .arg(&uploaded)
             .arg(setup.url(&format!("upload-{run}")));
+        setup.login(&mut upload);
         let upload = timed(upload)?;
         if run > 0 {
             push_times.push(push);

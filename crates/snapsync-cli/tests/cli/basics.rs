@@ -135,6 +135,10 @@ fn help_explains_every_command() {
         &["copy", "--help"],
         &["sync", "--help"],
         &["upload", "--help"],
+        &["download", "--help"],
+        &["size", "--help"],
+        &["diff", "--help"],
+        &["cache", "open", "--help"],
     ] {
         let help = ok(command);
         for scheme in [

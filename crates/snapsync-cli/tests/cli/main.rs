@@ -3,6 +3,7 @@
 mod basics;
 mod cache;
 mod delta;
+mod help;
 mod interop_rdiff;
 mod interop_snapdir;
 mod interop_stores;
