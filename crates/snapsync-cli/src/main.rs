@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod credentials;
 mod delta;
 mod manifest;
 mod output;
@@ -103,6 +104,17 @@ fn main() -> ExitCode {
     // The binary, unlike the libraries on their own, hashes big files through memory maps: that needs
     // the process-wide SIGBUS guard (a file truncated while mapped is then an error, not a crash).
     snapsync_core::install_sigbus_guard();
+    // A panic's message may quote a URL: shown like every other message, its password redacted.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("(no message)");
+        let place = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!(
+            "snapsync panicked{place}: {}\nthis is a bug; please report it",
+            output::printable(message)
+        );
+    }));
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,7 +124,9 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     // How stores are reached: the environment, with the command line's flags on top; built once.
-    let connect = &cli.connect.options(ConnectOptions::from_env());
+    let connect = &cli
+        .connect
+        .options(ConnectOptions::from_env(), cli.output.verbose);
     match &cli.command {
         Command::Manifest(args) => manifest::manifest(args, &cli.output),
         Command::Id(args) => manifest::id(args, &cli.output),

@@ -322,8 +322,11 @@ fn job(
             .ca_file
             .clone()
             .or_else(|| s.ca_file.as_ref().map(|k| relative(&k.value))),
+        no_netrc: cli_connect.no_netrc,
+        no_keyring: cli_connect.no_keyring,
+        store_password: cli_connect.store_password,
     }
-    .options(ConnectOptions::from_env());
+    .options(ConnectOptions::from_env(), output.verbose);
     let shown =
         StoreUrl::parse(&remote_text).map_or_else(|_| "the remote".to_string(), |url| url.to_string());
     Ok(Job {

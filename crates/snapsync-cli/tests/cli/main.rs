@@ -2,6 +2,7 @@
 
 mod basics;
 mod cache;
+mod credentials;
 mod delta;
 mod interop_rdiff;
 mod interop_snapdir;
