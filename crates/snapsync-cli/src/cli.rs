@@ -57,8 +57,8 @@ pub(crate) struct ConnectArgs {
         global = true,
         value_name = "FILE",
         help = "SFTP: log in with this private key (an encrypted key's passphrase comes from \
-SNAPSYNC_SSH_KEY_PASSPHRASE); without it: the URL's password, the ssh-agent's keys, then ~/.ssh/id_ed25519, \
-id_ecdsa, id_rsa [env: SNAPSYNC_SSH_KEY]"
+SNAPSYNC_SSH_KEY_PASSPHRASE); without it: a password from the URL, ~/.netrc or the keyring, the ssh-agent's \
+keys, ~/.ssh/id_ed25519, id_ecdsa, id_rsa, then a password prompt on a terminal [env: SNAPSYNC_SSH_KEY]"
     )]
     pub(crate) ssh_key: Option<PathBuf>,
 

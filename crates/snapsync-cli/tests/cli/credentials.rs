@@ -468,3 +468,39 @@ fn a_password_in_a_url_appears_in_no_output_of_any_failing_command() {
         .count();
     assert!(refused >= 20, "only {refused} runs said the login was refused");
 }
+
+/// pyftpsync's `no_netrc` in `pyftpsync.yaml` is `--no-netrc` for the task; without it the netrc
+/// entry logs the task in.
+#[test]
+fn pyftpsync_no_netrc_in_the_task_file_turns_netrc_off() {
+    let ftp = FtpServer::pyftpdlib();
+    let work = tempfile::tempdir().unwrap();
+    folder(&work.path().join("project"));
+    let netrc = work.path().join("netrc");
+    fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login {FTP_USER} password {FTP_PASSWORD}\n"),
+    )
+    .unwrap();
+    let file = work.path().join("project/pyftpsync.yaml");
+    let url = format!("ftp://{FTP_USER}@127.0.0.1:{}/task", ftp.port());
+    for (no_netrc, expected) in [("true", 1), ("false", 0)] {
+        fs::write(
+            &file,
+            format!(
+                "default_task: deploy\ncommon_config:\n    remote: {url}\n    create_folder: true\n    root: true\n    no_netrc: {no_netrc}\n\
+                 tasks:\n    deploy:\n        command: upload\n"
+            ),
+        )
+        .unwrap();
+        let state = work.path().join("state");
+        let (code, out) = without_terminal(
+            &["run", "--config", file.to_str().unwrap()],
+            work.path(),
+            &[("NETRC", &netrc), ("SNAPSYNC_STATE_DIR", &state)],
+        );
+        assert_eq!(code, expected, "no_netrc: {no_netrc}: {out}");
+        assert_eq!(code == 1, out.contains("login refused for"), "{out}");
+    }
+    assert!(ftp.root().join("task/hello.txt").exists());
+}
