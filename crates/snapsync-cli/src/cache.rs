@@ -33,24 +33,36 @@ pub(crate) fn run(
             let mut out = io::stdout().lock();
             for path in &args.paths {
                 let (local, how) = runtime.block_on(agent.path(path))?;
-                let what = match how {
+                let (outcome, what) = match &how {
                     Opened::Offline(why) => {
-                        if !output.quiet {
-                            eprintln!("warning: {}", printable(&format!("{path}: {why}")));
-                        }
-                        None
+                        log::warn!("{path}: {why}");
+                        ("offline", None)
                     }
-                    Opened::Cached => Some("cached"),
-                    Opened::Revalidated => Some("cached, unchanged on the remote"),
-                    Opened::Fetched => Some("fetched"),
-                    Opened::LocalEdit => Some("changed in the cache, kept as it is"),
+                    Opened::Cached => ("cached", Some("cached")),
+                    Opened::Revalidated => ("revalidated", Some("cached, unchanged on the remote")),
+                    Opened::Fetched => ("fetched", Some("fetched")),
+                    Opened::LocalEdit => ("edited", Some("changed in the cache, kept as it is")),
                 };
-                if let Some(what) = what
-                    && output.verbose > 0
-                {
-                    eprintln!("{}: {what}", printable(path));
+                if let Some(what) = what {
+                    log::info!("{path}: {what}");
                 }
-                writeln!(out, "{}", local.display())?;
+                if output.json {
+                    let warning = match &how {
+                        Opened::Offline(why) => Some(why.clone()),
+                        _ => None,
+                    };
+                    crate::say::event(
+                        "file",
+                        serde_json::json!({
+                            "path": path, "local": local, "outcome": outcome, "warning": warning,
+                        }),
+                    )?;
+                } else {
+                    writeln!(out, "{}", local.display())?;
+                }
+            }
+            if output.json {
+                crate::say::summary("cache open", serde_json::json!({ "files": args.paths.len() }))?;
             }
             Ok(())
         }
@@ -62,36 +74,51 @@ pub(crate) fn run(
                 .map(|path| agent.key_of(path))
                 .collect::<Result<Vec<String>, _>>()?;
             agent.add_all(keys.iter().map(String::as_str))?;
+            for key in &keys {
+                log::info!("queued {key}");
+                if output.json {
+                    crate::say::event("file", serde_json::json!({ "path": key, "outcome": "queued" }))?;
+                }
+            }
+            if output.json {
+                crate::say::summary("cache add", serde_json::json!({ "queued": keys.len() }))?;
+            }
             Ok(())
         }
         CacheCommand::Push(args) => {
             let agent = agent(&args.dirs, CacheOptions::default(), connect)?;
             let pushed = runtime.block_on(agent.push(args.force))?;
-            let (mut conflicts, mut failed) = (0, 0);
-            let mut report = Vec::new();
+            let (mut uploaded, mut conflicts, mut failed) = (0, 0, 0);
             for (path, outcome) in &pushed {
-                let (word, detail) = match outcome {
-                    Pushed::Uploaded(bytes) => ("uploaded", bytes.to_string()),
+                let (word, bytes, error) = match outcome {
+                    Pushed::Uploaded(bytes) => {
+                        uploaded += 1;
+                        log::info!("uploaded {path}");
+                        ("uploaded", Some(*bytes), None)
+                    }
                     Pushed::Conflict(e) => {
                         conflicts += 1;
-                        eprintln!("conflict: {}", printable(&e.to_string()));
-                        ("conflict", e.to_string())
+                        crate::say::stderr_line(crate::say::CONFLICT, "conflict: ", &e.to_string());
+                        ("conflict", None, Some(e.to_string()))
                     }
                     Pushed::Failed(e) => {
                         failed += 1;
-                        eprintln!("error: {}", printable(&format!("{path}: {e}")));
-                        ("failed", e.to_string())
+                        crate::say::stderr_line(crate::say::ERROR, "error: ", &format!("{path}: {e}"));
+                        ("failed", None, Some(e.to_string()))
                     }
                 };
-                report.push(serde_json::json!({ "path": path, "outcome": word, "detail": detail }));
-                if output.verbose > 0 && word == "uploaded" {
-                    eprintln!("{}", printable(&format!("uploaded {path}")));
+                if output.json {
+                    crate::say::event(
+                        "file",
+                        serde_json::json!({ "path": path, "outcome": word, "bytes": bytes, "error": error }),
+                    )?;
                 }
             }
-            if args.json {
-                let mut out = io::stdout().lock();
-                serde_json::to_writer(&mut out, &serde_json::json!({ "files": report }))?;
-                writeln!(out)?;
+            if output.json {
+                crate::say::summary(
+                    "cache push",
+                    serde_json::json!({ "uploaded": uploaded, "conflicts": conflicts, "failed": failed }),
+                )?;
             }
             if failed > 0 {
                 anyhow::bail!("{failed} queued file(s) could not be pushed (listed above); they stay queued");
@@ -115,21 +142,20 @@ pub(crate) fn run(
             };
             let agent = agent(&args.dirs, options, connect)?;
             let files = agent.status()?;
-            let mut out = io::stdout().lock();
-            if args.json {
-                let list: Vec<_> = files
-                    .iter()
-                    .map(|f| {
+            if output.json {
+                for f in &files {
+                    crate::say::event(
+                        "file",
                         serde_json::json!({
                             "path": f.path, "size": f.size, "queued": f.queued,
                             "stale": f.stale, "conflict": f.conflict,
-                        })
-                    })
-                    .collect();
-                serde_json::to_writer(&mut out, &serde_json::json!({ "files": list }))?;
-                writeln!(out)?;
+                        }),
+                    )?;
+                }
+                crate::say::summary("cache status", serde_json::json!({ "files": files.len() }))?;
                 return Ok(());
             }
+            let mut out = io::stdout().lock();
             for f in files {
                 let state = match (&f.conflict, f.queued, f.stale) {
                     (Some(_), _, _) => "conflict",
@@ -148,13 +174,19 @@ pub(crate) fn run(
         CacheCommand::Evict(args) => {
             let agent = agent(&args.dirs, CacheOptions::default(), connect)?;
             let removed = agent.evict(args.max_size)?;
-            if output.verbose > 0 {
-                for path in &removed {
-                    eprintln!("{}", printable(&format!("evicted {path}")));
+            for path in &removed {
+                log::info!("evicted {path}");
+                if output.json {
+                    crate::say::event("file", serde_json::json!({ "path": path, "outcome": "evicted" }))?;
                 }
             }
-            if !output.quiet {
-                eprintln!("{} file(s) evicted", removed.len());
+            if output.json {
+                crate::say::summary("cache evict", serde_json::json!({ "evicted": removed.len() }))?;
+            } else if !output.quiet {
+                eprintln!(
+                    "{} evicted",
+                    crate::say::count(u64::try_from(removed.len()).unwrap_or(u64::MAX), "file", "files")
+                );
             }
             Ok(())
         }

@@ -99,9 +99,9 @@ account SCHEME://USER@HOST:PORT) once the server accepted it, for later runs to 
 impl ConnectArgs {
     /// The options stores are opened with: `environment` (the process's, `ConnectOptions::from_env`),
     /// with these flags on top, and the credentials: netrc (unless `--no-netrc`), the OS keyring
-    /// (unless `--no-keyring` or built without it), a hidden prompt on a terminal; with `verbose`,
-    /// the resolver's remarks on standard error.
-    pub(crate) fn options(&self, environment: ConnectOptions, verbose: u8) -> ConnectOptions {
+    /// (unless `--no-keyring` or built without it), a hidden prompt on a terminal; the resolver's
+    /// remarks go to the log (`-v`).
+    pub(crate) fn options(&self, environment: ConnectOptions) -> ConnectOptions {
         let mut options = environment;
         if self.accept_new_host_key {
             options = options.with_host_key_policy(HostKeyPolicy::AcceptNew);
@@ -121,22 +121,52 @@ impl ConnectArgs {
                 netrc: !self.no_netrc,
                 keyring: !self.no_keyring,
                 store_password: self.store_password,
-                verbose,
             },
         );
         options.with_credentials(credentials)
     }
 }
 
-#[derive(Debug, Args)]
+/// What a command prints and how: the same for every command (docs/json.md).
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Output")]
 pub(crate) struct OutputArgs {
-    /// Say more on standard error (timings, every skipped entry).
+    /// Say more on standard error: -v each file and timings, -vv the libraries' debug lines (connections,
+    /// retries), -vvv everything.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
 
     /// Print only results and errors: no progress, no warnings.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
+
+    /// Results as JSON on standard output: one object per line, each with a "type", the last a "summary"
+    /// (or, on failure, an "error"); see docs/json.md.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto",
+        help = "Colour on standard error and output: auto (only on a terminal, never with NO_COLOR set), \
+always or never"
+    )]
+    pub(crate) color: ColorArg,
+}
+
+/// When to colour output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ColorArg {
+    #[default]
+    #[value(help = "On a terminal, unless NO_COLOR is set")]
+    Auto,
+    /// Always (even into a pipe).
+    Always,
+    /// Never.
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -556,9 +586,6 @@ pub(crate) struct SyncArgs {
     /// its lock every AGE/4, at most every minute).
     #[arg(long, value_name = "AGE", default_value = LOCK_TIMEOUT, value_parser = crate::time::parse_age)]
     pub(crate) lock_timeout: std::time::Duration,
-    /// Print the summary as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
     /// Transfers at once [default: 4 for FTP and SFTP, 8 for local, 16 for object stores].
     #[arg(short, long, value_name = "N")]
     pub(crate) jobs: Option<NonZeroUsize>,
@@ -627,9 +654,6 @@ pub(crate) struct RunArgs {
     /// A lock not renewed for this long is taken over [default: 10m].
     #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
     pub(crate) lock_timeout: Option<std::time::Duration>,
-    /// Print each summary as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
     /// Transfers at once.
     #[arg(short, long, value_name = "N")]
     pub(crate) jobs: Option<NonZeroUsize>,
@@ -830,10 +854,8 @@ mod tests {
         };
         // Without flags: the environment's settings, and the binary's credentials (netrc, the
         // keyring when built with it, the terminal prompt).
-        let none = ConnectArgs::default().options(
-            environment().with_credentials(snapsync_store::CredentialOptions::default()),
-            0,
-        );
+        let none = ConnectArgs::default()
+            .options(environment().with_credentials(snapsync_store::CredentialOptions::default()));
         let expected = environment().with_credentials(none.credentials().clone());
         assert_eq!(format!("{none:?}"), format!("{expected:?}"));
         let credentials = format!("{:?}", none.credentials());
@@ -853,11 +875,11 @@ mod tests {
             store_password: true,
         };
         let with_netrc = ConnectOptions::from_vars([("NETRC", "/env/netrc")]);
-        let credentials = format!("{:?}", flags.options(with_netrc, 0).credentials());
+        let credentials = format!("{:?}", flags.options(with_netrc).credentials());
         for setting in ["netrc: \"off\"", "keyring: false", "store_password: true"] {
             assert!(credentials.contains(setting), "{credentials}");
         }
-        let shown = format!("{:?}", flags.options(environment(), 0));
+        let shown = format!("{:?}", flags.options(environment()));
         for flag in ["/flag/known_hosts", "/flag/key", "/flag/ca.pem", "AcceptNew"] {
             assert!(shown.contains(flag), "{shown}");
         }
@@ -931,9 +953,6 @@ pub(crate) struct PkgMirrorArgs {
     pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
-    /// One JSON object per file on standard output, and a final summary object.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -943,9 +962,6 @@ pub(crate) struct PkgListArgs {
     pub(crate) url: String,
     #[command(flatten)]
     pub(crate) select: PkgSelectArgs,
-    /// One JSON object per file, and a final summary object.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -975,9 +991,6 @@ pub(crate) struct PkgUploadArgs {
     pub(crate) upload_url: Option<String>,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
-    /// One JSON object per file on standard output, and a final summary object.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 /// The `cache` subcommands.
@@ -1045,9 +1058,6 @@ pub(crate) struct CachePushArgs {
     /// Upload even over a remote copy that changed since it was fetched.
     #[arg(long)]
     pub(crate) force: bool,
-    /// Print the outcome as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1057,9 +1067,6 @@ pub(crate) struct CacheStatusArgs {
     /// Call a file stale when it was fetched longer ago than AGE.
     #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
     pub(crate) max_age: Option<std::time::Duration>,
-    /// Print the list as JSON on standard output.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,27 +15,20 @@ pub(crate) struct Flags {
     pub(crate) keyring: bool,
     /// `--store-password`.
     pub(crate) store_password: bool,
-    /// `-v` count: remarks are printed from 1.
-    pub(crate) verbose: u8,
 }
 
 /// `environment`'s credential options (its netrc file) with the flags on top, the keyring and the
-/// terminal prompt.
+/// terminal prompt; the resolver's remarks go to the log (shown with `-v`).
 pub(crate) fn options(environment: CredentialOptions, flags: &Flags) -> CredentialOptions {
     let mut options = environment;
     if !flags.netrc {
         options = options.with_netrc(None);
     }
-    let verbose = flags.verbose;
     options
         .with_keyring(if flags.keyring { os_keyring() } else { None })
         .with_store_password(flags.store_password)
         .with_prompt(Some(Arc::new(TerminalPrompt) as Arc<dyn PasswordPrompt>))
-        .with_notice(move |text| {
-            if verbose > 0 {
-                eprintln!("{}", crate::output::printable(&redact_text(text)));
-            }
-        })
+        .with_notice(|text| log::info!("{}", redact_text(text)))
 }
 
 /// The operating system's keyring, when the binary was built with it.

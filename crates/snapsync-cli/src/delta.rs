@@ -61,6 +61,17 @@ impl Read for Input {
     }
 }
 
+/// With `--json` standard output carries the JSON lines, so the result itself must go to a file.
+fn json_needs_a_file(output: &OutputArgs, path: &Path) -> anyhow::Result<()> {
+    if output.json && path == Path::new("-") {
+        return Err(UsageError(
+            "with --json, standard output carries the JSON lines: write the result to a file, not `-`".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn no_two_stdins(paths: &[&Path]) -> anyhow::Result<()> {
     if paths.iter().filter(|p| **p == Path::new("-")).count() > 1 {
         return Err(UsageError("only one input can be standard input (`-`)".into()).into());
@@ -97,21 +108,32 @@ pub(crate) fn signature(args: &SignatureArgs, output: &OutputArgs) -> anyhow::Re
     let params = SignatureParams::recommended(kind, basis.len, block_len, strong_len)?;
     if let (Some(len), Some(strong)) = (basis.len, strong_len) {
         let min = SignatureParams::min_strong_len(len, params.block_len);
-        if strong < min && !output.quiet {
-            eprintln!(
-                "warning: --sum-size {strong} is below the {min} bytes librsync recommends for this basis; \
+        if strong < min {
+            log::warn!(
+                "--sum-size {strong} is below the {min} bytes librsync recommends for this basis; \
                  chance collisions may corrupt patches"
             );
         }
     }
+    json_needs_a_file(output, &args.signature)?;
     let mut out = Output::open(&args.signature, args.force)?;
     let started = Instant::now();
     let stats = counting(output, "signature", basis.len, |done| {
         write_signature(&mut basis, &mut out, params, Some(done))
     })?;
     out.commit()?;
-    if output.verbose > 0 {
-        eprintln!(
+    if output.json {
+        crate::say::summary(
+            "signature",
+            serde_json::json!({
+                "basis_bytes": stats.basis_bytes, "blocks": stats.blocks, "block_size": params.block_len,
+                "sum_size": params.strong_len, "signature_bytes": stats.signature_bytes,
+                "seconds": started.elapsed().as_secs_f64(),
+            }),
+        )?;
+    }
+    {
+        log::info!(
             "signature: {} of basis in {} blocks of {} bytes, {}-byte strong sums ({:?} + {:?}); {} written in {:.2?} ({}/s)",
             HumanBytes(stats.basis_bytes),
             stats.blocks,
@@ -134,14 +156,25 @@ pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()>
         .with_context(|| format!("cannot use the signature {}", args.signature.display()))?;
     let index = IndexedSignature::new(signature);
     let mut new = Input::open(&args.new, "new file")?;
+    json_needs_a_file(output, &args.delta)?;
     let mut out = Output::open(&args.delta, args.force)?;
     let started = Instant::now();
     let stats = counting(output, "delta", new.len, |done| {
         write_delta(&index, &mut new, &mut out, Some(done))
     })?;
     out.commit()?;
-    if output.verbose > 0 {
-        eprintln!(
+    if output.json {
+        crate::say::summary(
+            "delta",
+            serde_json::json!({
+                "new_bytes": stats.new_bytes, "copy_bytes": stats.copy_bytes, "copy_commands": stats.copy_cmds,
+                "literal_bytes": stats.literal_bytes, "literal_commands": stats.literal_cmds,
+                "delta_bytes": stats.delta_bytes, "seconds": started.elapsed().as_secs_f64(),
+            }),
+        )?;
+    }
+    {
+        log::info!(
             "delta: {} of new file: {} copied in {} COPY, {} literal in {} LITERAL; {} written in {:.2?} ({}/s)",
             HumanBytes(stats.new_bytes),
             HumanBytes(stats.copy_bytes),
@@ -199,6 +232,7 @@ pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()>
         File::open(&args.basis).with_context(|| format!("cannot open the basis {}", args.basis.display()))?;
     let basis = FileBasis::new(basis_file)?;
     let mut delta = Input::open(&args.delta, "delta")?;
+    json_needs_a_file(output, &args.output)?;
     let out = Output::open(&args.output, args.force)?;
     let mut out = Counted {
         inner: out,
@@ -231,8 +265,19 @@ pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()>
         }
     }
     out.inner.commit()?;
-    if output.verbose > 0 {
-        eprintln!(
+    if output.json {
+        crate::say::summary(
+            "patch",
+            serde_json::json!({
+                "output_bytes": stats.output_bytes, "delta_bytes": stats.delta_bytes,
+                "copy_commands": stats.copy_cmds, "literal_commands": stats.literal_cmds,
+                "blake3": out.hasher.as_ref().map(|h| Checksum::from(h.finalize()).to_string()),
+                "seconds": started.elapsed().as_secs_f64(),
+            }),
+        )?;
+    }
+    {
+        log::info!(
             "patch: {} written from {} of delta ({} COPY, {} LITERAL) in {:.2?} ({}/s)",
             HumanBytes(stats.output_bytes),
             HumanBytes(stats.delta_bytes),

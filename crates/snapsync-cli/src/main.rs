@@ -11,6 +11,7 @@ mod output;
 mod pkg;
 mod progress;
 mod run;
+mod say;
 mod snapshot;
 mod sync;
 mod time;
@@ -116,6 +117,7 @@ fn main() -> ExitCode {
         );
     }));
     let cli = Cli::parse();
+    say::init(&cli.output);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => report(&error),
@@ -124,9 +126,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     // How stores are reached: the environment, with the command line's flags on top; built once.
-    let connect = &cli
-        .connect
-        .options(ConnectOptions::from_env(), cli.output.verbose);
+    let connect = &cli.connect.options(ConnectOptions::from_env());
     match &cli.command {
         Command::Manifest(args) => manifest::manifest(args, &cli.output),
         Command::Id(args) => manifest::id(args, &cli.output),
@@ -138,8 +138,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Copy(args) => snapshot::copy(args, &cli.output, connect),
         Command::Diff(args) => snapshot::diff(args, &cli.output, connect),
         Command::Verify(args) => snapshot::verify(args, &cli.output, connect),
-        Command::Snapshots(args) => snapshot::snapshots(args, connect),
-        Command::Size(args) => snapshot::size(args, connect),
+        Command::Snapshots(args) => snapshot::snapshots(args, &cli.output, connect),
+        Command::Size(args) => snapshot::size(args, &cli.output, connect),
         Command::Gc(args) => snapshot::gc(args, &cli.output, connect),
         Command::Signature(args) => delta::signature(args, &cli.output),
         Command::Delta(args) => delta::delta(args, &cli.output),
@@ -151,6 +151,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Cache(command) => cache::run(command, &cli.output, connect),
         Command::Pkg(command) => pkg::run(command, &cli.output, connect),
         Command::Completions { shell } => {
+            if cli.output.json {
+                return Err(UsageError("completions prints a script: it has no --json output".into()).into());
+            }
             let mut out = io::stdout().lock();
             clap_complete::generate(*shell, &mut Cli::command(), "snapsync", &mut out);
             out.flush()?;
@@ -164,7 +167,8 @@ fn report(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(report_status(error))
 }
 
-/// Prints an error with its causes and a hint; returns the exit status it calls for.
+/// Prints an error with its causes and a hint; returns the exit status it calls for. With `--json`, the
+/// same goes to standard output as the last line, an `error` object (docs/json.md).
 pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
     // `snapsync manifest . | head` closes the pipe early; that is not a failure worth a message.
     if error.chain().any(|e| {
@@ -173,32 +177,65 @@ pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
     }) {
         return 0;
     }
-    let mut err = io::stderr().lock();
+    let (status, message, causes, hint) = explain(error);
+    let kind = if status == EXIT_CONFLICTS {
+        say::stderr_line(say::CONFLICT, "snapsync: ", &message);
+        "conflicts"
+    } else {
+        say::stderr_line(say::ERROR, "error: ", &message);
+        for cause in &causes {
+            say::stderr_line(anstyle::Style::new(), "  caused by: ", cause);
+        }
+        if status == EXIT_USAGE { "usage" } else { "error" }
+    };
+    if let Some(hint) = hint {
+        say::stderr_line(say::HINT, "hint: ", hint);
+    }
+    if status == EXIT_USAGE {
+        let _ = writeln!(io::stderr().lock(), "\nFor more information, try '--help'.");
+    }
+    if say::json() {
+        let _ = say::event(
+            "error",
+            serde_json::json!({
+                "kind": kind,
+                "message": message,
+                "causes": causes,
+                "hint": hint,
+                "exit": status,
+            }),
+        );
+    }
+    status
+}
+
+/// An error's exit status, message, causes (each said once) and hint.
+fn explain(error: &anyhow::Error) -> (u8, String, Vec<String>, Option<&'static str>) {
     if let Some(conflicts) = error.downcast_ref::<ConflictsLeft>() {
-        let _ = writeln!(err, "snapsync: {}", output::printable(&conflicts.message));
-        let _ = writeln!(err, "hint: {}", conflicts.hint);
-        return EXIT_CONFLICTS;
+        return (
+            EXIT_CONFLICTS,
+            conflicts.message.clone(),
+            Vec::new(),
+            Some(conflicts.hint),
+        );
     }
     if let Some(failed) = error.downcast_ref::<run::TasksFailed>() {
-        let _ = writeln!(err, "error: {}", output::printable(&failed.to_string()));
-        return failed.status;
+        return (failed.status, failed.to_string(), Vec::new(), None);
     }
-    let _ = writeln!(err, "error: {}", output::printable(&error.to_string()));
     // Libraries often repeat their cause inside their own message; say each thing once.
     let mut said = error.to_string();
+    let mut causes = Vec::new();
     for cause in error.chain().skip(1) {
         let text = cause.to_string();
         if !said.contains(&text) {
-            let _ = writeln!(err, "  caused by: {}", output::printable(&text));
+            causes.push(text.clone());
             said = text;
         }
     }
-    if let Some(hint) = hint_of(error) {
-        let _ = writeln!(err, "hint: {hint}");
-    }
-    if error.downcast_ref::<UsageError>().is_some() {
-        let _ = writeln!(err, "\nFor more information, try '--help'.");
-        return EXIT_USAGE;
-    }
-    1
+    let status = if error.downcast_ref::<UsageError>().is_some() {
+        EXIT_USAGE
+    } else {
+        1
+    };
+    (status, error.to_string(), causes, hint_of(error))
 }

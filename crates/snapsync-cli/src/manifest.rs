@@ -24,6 +24,31 @@ pub(crate) fn manifest(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<(
         );
     }
     let walked = walk(args, output)?;
+    if output.json {
+        let manifest = &walked.manifest;
+        for entry in manifest.entries() {
+            crate::say::event(
+                "entry",
+                serde_json::json!({
+                    "kind": if entry.is_dir() { "directory" } else { "file" },
+                    "mode": format!("{:o}", entry.mode()),
+                    "checksum": entry.checksum().to_string(),
+                    "size": entry.size(),
+                    "path": entry.rendered_path(),
+                }),
+            )?;
+        }
+        let files = manifest.entries().iter().filter(|e| !e.is_dir()).count();
+        return Ok(crate::say::summary(
+            "manifest",
+            serde_json::json!({
+                "id": manifest.id().to_string(),
+                "entries": manifest.len(),
+                "files": files,
+                "bytes": manifest.root().map_or(0, snapsync_core::Entry::size),
+            }),
+        )?);
+    }
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     walked.manifest.write_to(&mut out)?;
     out.write_all(b"\n")?;
@@ -57,6 +82,12 @@ pub(crate) fn id(args: &WalkArgs, output: &OutputArgs) -> anyhow::Result<()> {
     } else {
         walk(args, output)?.manifest.id()
     };
+    if output.json {
+        return Ok(crate::say::summary(
+            "id",
+            serde_json::json!({ "id": id.to_string() }),
+        )?);
+    }
     let mut out = io::stdout().lock();
     writeln!(out, "{id}")?;
     out.flush()?;
@@ -106,36 +137,29 @@ pub(crate) fn walk_dir(
         });
         snapsync_core::walk(dir, &options)?
     };
-    if !output.quiet {
-        let mut err = io::stderr().lock();
-        let shown = if output.verbose > 0 {
-            walked.warnings.len()
-        } else {
-            WARNINGS_SHOWN
-        };
-        for warning in walked.warnings.iter().take(shown) {
-            let _ = writeln!(err, "warning: {warning}");
-        }
-        if walked.warnings.len() > shown {
-            let _ = writeln!(
-                err,
-                "warning: {} more entries skipped (-v lists them all)",
-                walked.warnings.len() - shown
-            );
-        }
-        if output.verbose > 0 {
-            let elapsed = started.elapsed();
-            let _ = writeln!(
-                err,
-                "walked {} entries, hashed {} files ({}) in {:.2?} ({}/s)",
-                walked.manifest.len(),
-                counters.files(),
-                HumanBytes(counters.bytes()),
-                elapsed,
-                HumanBytes(per_second(counters.bytes(), elapsed))
-            );
-        }
+    let shown = if output.verbose > 0 {
+        walked.warnings.len()
+    } else {
+        WARNINGS_SHOWN
+    };
+    for warning in walked.warnings.iter().take(shown) {
+        log::warn!("{warning}");
     }
+    if walked.warnings.len() > shown {
+        log::warn!(
+            "{} more entries skipped (-v lists them all)",
+            walked.warnings.len() - shown
+        );
+    }
+    let elapsed = started.elapsed();
+    log::info!(
+        "walked {} entries, hashed {} files ({}) in {:.2?} ({}/s)",
+        walked.manifest.len(),
+        counters.files(),
+        HumanBytes(counters.bytes()),
+        elapsed,
+        HumanBytes(per_second(counters.bytes(), elapsed))
+    );
     Ok(walked)
 }
 

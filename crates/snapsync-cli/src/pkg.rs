@@ -38,18 +38,13 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             let jobs = jobs(args.jobs.jobs);
             let plan = runtime.block_on(snapsync_pkg::plan(&source, &destination, &selector, jobs))?;
             for project in &plan.missing {
-                warn(output, &format!("{} has no project {project}", source.url()));
+                warn(&format!("{} has no project {project}", source.url()));
             }
-            if output.verbose > 0 {
-                for skipped in &plan.skipped {
-                    eprintln!(
-                        "{}",
-                        printable(&format!("skipped {} ({:?})", skipped.filename, skipped.reason))
-                    );
-                }
+            for skipped in &plan.skipped {
+                log::info!("skipped {} ({:?})", skipped.filename, skipped.reason);
             }
             if args.dry_run {
-                return print_plan(&plan, args.json);
+                return print_plan(&plan, output.json);
             }
             let total: u64 = plan.uploads().filter_map(|item| item.file.size).sum();
             let sent = Arc::new(AtomicU64::new(0));
@@ -64,7 +59,7 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                             done.fetch_add(*bytes, Ordering::Relaxed);
                             sent.fetch_add(*bytes, Ordering::Relaxed);
                         }
-                        report_outcome(output, args.json, outcome);
+                        report_outcome(output, outcome);
                     };
                     runtime.block_on(snapsync_pkg::execute(
                         &plan,
@@ -76,7 +71,6 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                 })?;
             finish(
                 output,
-                args.json,
                 &Totals {
                     verb: "mirrored",
                     done: summary.uploaded().count(),
@@ -96,10 +90,10 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             for (project, file) in &chosen {
                 let version = DistFilename::parse(&file.filename, Some(project))
                     .map_or_else(|_| "?".to_owned(), |d| d.version);
-                if args.json {
-                    serde_json::to_writer(
-                        &mut out,
-                        &serde_json::json!({
+                if output.json {
+                    crate::say::event(
+                        "file",
+                        serde_json::json!({
                             "project": project,
                             "version": version,
                             "filename": file.filename,
@@ -109,7 +103,6 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                             "size": file.size,
                         }),
                     )?;
-                    writeln!(out)?;
                 } else {
                     // Tab-separated; each field printable (a hostile name cannot add fields or lines).
                     let yanked = file
@@ -128,14 +121,13 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                     writeln!(out, "{}", fields.join("\t"))?;
                 }
             }
-            if args.json {
-                serde_json::to_writer(
-                    &mut out,
-                    &serde_json::json!({ "summary": { "files": chosen.len(), "missing_projects": missing } }),
-                )?;
-                writeln!(out)?;
-            }
             out.flush()?;
+            if output.json {
+                crate::say::summary(
+                    "pkg list",
+                    serde_json::json!({ "files": chosen.len(), "missing_projects": missing }),
+                )?;
+            }
             missing_projects(&index.url(), &missing)
         }
         PkgCommand::Download(args) => {
@@ -168,17 +160,33 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                     Ok(size) => {
                         fetched += 1;
                         bytes += size;
-                        if output.verbose > 0 {
-                            eprintln!("{}", printable(&format!("downloaded {filename}")));
-                        }
+                        log::info!("downloaded {filename}");
                     }
                     Err(e) => {
                         failed += 1;
-                        eprintln!("error: {}", printable(&format!("{filename}: {e:#}")));
+                        crate::say::stderr_line(crate::say::ERROR, "error: ", &format!("{filename}: {e:#}"));
                     }
                 }
+                if output.json {
+                    crate::say::event(
+                        "file",
+                        serde_json::json!({
+                            "filename": filename,
+                            "outcome": if result.is_ok() { "downloaded" } else { "failed" },
+                            "bytes": result.as_ref().ok(),
+                            "error": result.as_ref().err().map(|e| format!("{e:#}")),
+                        }),
+                    )?;
+                }
             }
-            if !output.quiet {
+            if output.json {
+                crate::say::summary(
+                    "pkg download",
+                    serde_json::json!({
+                        "downloaded": fetched, "bytes": bytes, "failed": failed, "missing_projects": missing,
+                    }),
+                )?;
+            } else if !output.quiet {
                 eprintln!(
                     "downloaded {fetched} file{} ({bytes} bytes) into {}",
                     plural(fetched),
@@ -201,7 +209,7 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                 if let Ok(bytes) = &outcome.result {
                     sent.fetch_add(*bytes, Ordering::Relaxed);
                 }
-                report_outcome(output, args.json, outcome);
+                report_outcome(output, outcome);
             };
             let summary = runtime.block_on(snapsync_pkg::upload_files(
                 &destination,
@@ -211,7 +219,6 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             ))?;
             finish(
                 output,
-                args.json,
                 &Totals {
                     verb: "uploaded",
                     done: summary.uploaded().count(),
@@ -233,10 +240,8 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn warn(output: &OutputArgs, message: &str) {
-    if !output.quiet {
-        eprintln!("warning: {}", printable(message));
-    }
+fn warn(message: &str) {
+    log::warn!("{message}");
 }
 
 /// The HTTP client's options: the store options, whose credentials (the netrc file unless
@@ -412,29 +417,35 @@ async fn download(index: &Index, file: &DistFile, dir: &Path) -> anyhow::Result<
 }
 
 /// One line per outcome (errors always, uploads with `-v`), or one JSON object with `--json`.
-fn report_outcome(output: &OutputArgs, json: bool, outcome: &Outcome) {
+fn report_outcome(output: &OutputArgs, outcome: &Outcome) {
     let (word, bytes, error) = match &outcome.result {
         Ok(0) => ("present", 0, None),
         Ok(bytes) => ("uploaded", *bytes, None),
         Err(e) if is_conflict(e) => ("conflict", 0, Some(e)),
         Err(e) => ("failed", 0, Some(e)),
     };
-    if json {
-        let line = serde_json::json!({
-            "project": outcome.project,
-            "filename": outcome.filename,
-            "outcome": word,
-            "bytes": bytes,
-            "error": error.map(|e| snapsync_store::redact_text(&e.to_string())),
-        });
-        let mut out = io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, &line);
-        let _ = writeln!(out);
+    if output.json {
+        let _ = crate::say::event(
+            "file",
+            serde_json::json!({
+                "project": outcome.project,
+                "filename": outcome.filename,
+                "outcome": word,
+                "bytes": bytes,
+                "error": error.map(|e| snapsync_store::redact_text(&e.to_string())),
+            }),
+        );
     }
     match error {
-        Some(e) => eprintln!("{word}: {}", printable(&format!("{}: {e}", outcome.filename))),
-        None if output.verbose > 0 => eprintln!("{}", printable(&format!("{word} {}", outcome.filename))),
-        None => {}
+        Some(e) => {
+            let style = if word == "conflict" {
+                crate::say::CONFLICT
+            } else {
+                crate::say::ERROR
+            };
+            crate::say::stderr_line(style, &format!("{word}: "), &format!("{}: {e}", outcome.filename));
+        }
+        None => log::info!("{word} {}", outcome.filename),
     }
 }
 
@@ -459,7 +470,7 @@ struct Totals<'a> {
 
 /// The summary line (or JSON object), then the exit status: 4 when conflicts are all that failed, 1
 /// for any other failure or a project the source does not have.
-fn finish(output: &OutputArgs, json: bool, totals: &Totals<'_>) -> anyhow::Result<()> {
+fn finish(output: &OutputArgs, totals: &Totals<'_>) -> anyhow::Result<()> {
     let Totals {
         verb,
         done,
@@ -473,18 +484,19 @@ fn finish(output: &OutputArgs, json: bool, totals: &Totals<'_>) -> anyhow::Resul
         .filter(|o| o.result.as_ref().is_err_and(is_conflict))
         .count();
     let errors = failed.len() - conflicts;
-    if json {
-        let mut out = io::stdout().lock();
-        serde_json::to_writer(
-            &mut out,
-            &serde_json::json!({ "summary": {
+    if output.json {
+        crate::say::summary(
+            if verb == "mirrored" {
+                "pkg mirror"
+            } else {
+                "pkg upload"
+            },
+            serde_json::json!({
                 verb: done, "bytes": bytes, "present": present, "conflicts": conflicts,
                 "failed": errors, "missing_projects": missing,
-            }}),
+            }),
         )?;
-        writeln!(out)?;
-    }
-    if !output.quiet {
+    } else if !output.quiet {
         eprintln!(
             "{verb} {done} file{} ({bytes} bytes); {present} already there; {conflicts} conflict{}; {errors} failed",
             plural(done),
@@ -536,14 +548,13 @@ fn print_plan(plan: &snapsync_pkg::Plan, json: bool) -> anyhow::Result<()> {
         };
         *counts.entry(word).or_default() += 1;
         if json {
-            serde_json::to_writer(
-                &mut out,
-                &serde_json::json!({
+            crate::say::event(
+                "file",
+                serde_json::json!({
                     "project": item.project, "filename": item.file.filename, "action": word,
-                    "sha256": item.file.sha256, "size": item.file.size,
+                    "sha256": item.file.sha256, "size": item.file.size, "dry_run": true,
                 }),
             )?;
-            writeln!(out)?;
         } else {
             writeln!(
                 out,
@@ -555,9 +566,12 @@ fn print_plan(plan: &snapsync_pkg::Plan, json: bool) -> anyhow::Result<()> {
             )?;
         }
     }
+    drop(out);
     if json {
-        serde_json::to_writer(&mut out, &serde_json::json!({ "summary": counts }))?;
-        writeln!(out)?;
+        crate::say::summary(
+            "pkg mirror",
+            serde_json::json!({ "dry_run": true, "actions": counts }),
+        )?;
     }
     Ok(())
 }

@@ -4,9 +4,8 @@
 //! or a spinner, only when standard error is a terminal, not with `--quiet`, and only once the work has
 //! taken long enough to be worth watching.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,25 @@ use crate::cli::OutputArgs;
 /// Work shorter than this shows no progress at all, so quick commands do not flicker.
 const SHOW_AFTER: Duration = Duration::from_millis(400);
 const TICK: Duration = Duration::from_millis(100);
+
+/// The bar on screen, if any: lines written to standard error meanwhile go through [`suspended`].
+static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Runs `write` (a line to standard error) with the bar on screen, if any, cleared meanwhile and drawn
+/// again after, so a message never lands in the middle of a bar.
+pub(crate) fn suspended<T>(write: impl FnOnce() -> T) -> T {
+    let bar = SHOWN.lock().ok().and_then(|shown| shown.clone());
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+fn show(bar: Option<&ProgressBar>) {
+    if let Ok(mut shown) = SHOWN.lock() {
+        *shown = bar.cloned();
+    }
+}
 
 /// A progress display that lives until dropped.
 pub(crate) struct Ticker {
@@ -46,12 +64,17 @@ impl Ticker {
                 if started.elapsed() < SHOW_AFTER {
                     continue;
                 }
-                let bar = bar.get_or_insert_with(|| new_bar(label, total));
+                let bar = bar.get_or_insert_with(|| {
+                    let bar = new_bar(label, total);
+                    show(Some(&bar));
+                    bar
+                });
                 let (position, message) = status();
                 bar.set_position(position);
                 bar.set_message(message);
             }
             if let Some(bar) = bar {
+                show(None);
                 bar.finish_and_clear();
             }
         });

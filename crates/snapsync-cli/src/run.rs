@@ -71,8 +71,12 @@ enum Work {
 
 impl Job {
     fn run(&self) -> anyhow::Result<()> {
+        crate::say::apply(&self.output);
         if !self.output.quiet {
-            eprintln!("{}", crate::output::printable(&self.banner));
+            crate::say::stderr_line(anstyle::Style::new().bold(), "", &self.banner);
+        }
+        if self.output.json {
+            crate::say::event("task", serde_json::json!({ "name": self.name }))?;
         }
         match &self.work {
             Work::Sync(Mode::Upload, args) => crate::sync::upload(args, &self.output, &self.connect),
@@ -137,21 +141,25 @@ pub(crate) fn run(args: &RunArgs, output: &OutputArgs, connect: &ConnectArgs) ->
         jobs.push(job(&config, task, args, output, connect, &cwd)?);
     }
     if let [job] = jobs.as_slice() {
-        return job.run();
+        job.run()?;
+        crate::say::apply(output);
+        return finish(output, &[(job.name.clone(), 0)]);
     }
-    let mut failed = Vec::new();
+    let mut results = Vec::new();
     let mut worst = 0;
     for job in &jobs {
-        if let Err(error) = job.run() {
-            let status = crate::report_status(&error);
-            if status != 0 {
-                failed.push((job.name.clone(), status));
-                if severity(status) > severity(worst) {
-                    worst = status;
-                }
-            }
+        let status = match job.run() {
+            Ok(()) => 0,
+            Err(error) => crate::report_status(&error),
+        };
+        if severity(status) > severity(worst) {
+            worst = status;
         }
+        results.push((job.name.clone(), status));
     }
+    crate::say::apply(output);
+    finish(output, &results)?;
+    let failed: Vec<_> = results.into_iter().filter(|(_, status)| *status != 0).collect();
     if failed.is_empty() {
         return Ok(());
     }
@@ -161,6 +169,18 @@ pub(crate) fn run(args: &RunArgs, output: &OutputArgs, connect: &ConnectArgs) ->
         ran: jobs.len(),
     }
     .into())
+}
+
+/// The `run` summary: each task's exit status.
+fn finish(output: &OutputArgs, results: &[(String, u8)]) -> anyhow::Result<()> {
+    if output.json {
+        let tasks: Vec<_> = results
+            .iter()
+            .map(|(name, status)| serde_json::json!({ "name": name, "exit": status }))
+            .collect();
+        crate::say::summary("run", serde_json::json!({ "tasks": tasks }))?;
+    }
+    Ok(())
 }
 
 /// A task's argument structs: the file's settings, the command line's options over them.
@@ -258,7 +278,6 @@ fn job(
                     Some(timeout) => timeout,
                     None => crate::time::parse_age(crate::cli::LOCK_TIMEOUT).map_err(anyhow::Error::msg)?,
                 },
-                json: on(args.json, &s.json),
                 jobs,
             };
             // Contradictions (a two-way sync with --delete, say) stop the run before any task starts.
@@ -326,7 +345,7 @@ fn job(
         no_keyring: on(cli_connect.no_keyring, &s.no_keyring),
         store_password: cli_connect.store_password,
     }
-    .options(ConnectOptions::from_env(), output.verbose);
+    .options(ConnectOptions::from_env());
     let shown =
         StoreUrl::parse(&remote_text).map_or_else(|_| "the remote".to_string(), |url| url.to_string());
     Ok(Job {
@@ -429,7 +448,6 @@ fn check_overrides(args: &RunArgs, command: Command, task: &str) -> anyhow::Resu
         ("--allow-mass-delete", args.allow_mass_delete, sync),
         ("--break-lock", args.break_lock, sync),
         ("--lock-timeout", args.lock_timeout.is_some(), sync),
-        ("--json", args.json, sync),
         ("--id", args.id.is_some(), command == Command::Pull),
         (
             "--exclude-regex",
@@ -452,29 +470,24 @@ fn check_overrides(args: &RunArgs, command: Command, task: &str) -> anyhow::Resu
 /// How much the task says: `-v`/`-q` on the command line, else the file's `verbose`/`quiet` (pyftpsync's
 /// verbosity 0..5, 3 by default: 4 and up is -v, 1 and below -q).
 fn output_of(config: &Config, task: &Task, cli: &OutputArgs) -> anyhow::Result<OutputArgs> {
-    if cli.verbose > 0 || cli.quiet {
-        return Ok(OutputArgs {
-            verbose: cli.verbose,
-            quiet: cli.quiet,
-        });
-    }
     let s = &task.settings;
+    let json = cli.json || s.json.as_ref().is_some_and(|j| j.value);
+    let given = |verbose, quiet| OutputArgs {
+        verbose,
+        quiet,
+        json,
+        color: cli.color,
+    };
+    if cli.verbose > 0 || cli.quiet {
+        return Ok(given(cli.verbose, cli.quiet));
+    }
     let level = s.verbose.as_ref().map(|v| v.value);
     let quiet = s.quiet.as_ref().is_some_and(|q| q.value);
     Ok(match config.format {
         Format::Pyftpsync => match level {
-            Some(level @ 4..) => OutputArgs {
-                verbose: level - 3,
-                quiet: false,
-            },
-            Some(0 | 1) => OutputArgs {
-                verbose: 0,
-                quiet: true,
-            },
-            _ => OutputArgs {
-                verbose: 0,
-                quiet: false,
-            },
+            Some(level @ 4..) => given(level - 3, false),
+            Some(0 | 1) => given(0, true),
+            _ => given(0, false),
         },
         Format::Snapsync => {
             let verbose = level.unwrap_or(0);
@@ -487,7 +500,7 @@ fn output_of(config: &Config, task: &Task, cli: &OutputArgs) -> anyhow::Result<O
                     "quiet and verbose together",
                 ));
             }
-            OutputArgs { verbose, quiet }
+            given(verbose, quiet)
         }
     })
 }

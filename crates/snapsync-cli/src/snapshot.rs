@@ -135,30 +135,73 @@ fn print_id(id: &Checksum) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
-fn report_push(output: &OutputArgs, report: &PushReport, started: Instant) {
-    if output.verbose > 0 {
-        eprintln!(
-            "sent {} objects ({}), {} already there, in {:.2?} ({}/s)",
-            report.objects_sent,
-            HumanBytes(report.bytes_sent),
-            report.objects_present,
-            started.elapsed(),
-            HumanBytes(per_second(report.bytes_sent, started.elapsed()))
-        );
+/// What a push, stage, fetch or copy did: the id on standard output (or a JSON summary), the counts
+/// with -v.
+fn report_push(
+    command: &str,
+    output: &OutputArgs,
+    report: &PushReport,
+    started: Instant,
+    print: bool,
+) -> anyhow::Result<()> {
+    log::info!(
+        "sent {} ({}), {} already there, in {:.2?} ({}/s)",
+        count(report.objects_sent, "object", "objects"),
+        HumanBytes(report.bytes_sent),
+        report.objects_present,
+        started.elapsed(),
+        HumanBytes(per_second(report.bytes_sent, started.elapsed()))
+    );
+    if output.json {
+        crate::say::summary(
+            command,
+            serde_json::json!({
+                "id": report.id.to_string(),
+                "objects_sent": report.objects_sent,
+                "bytes_sent": report.bytes_sent,
+                "objects_present": report.objects_present,
+                "seconds": started.elapsed().as_secs_f64(),
+            }),
+        )?;
+    } else if print {
+        print_id(&report.id)?;
     }
+    Ok(())
 }
 
-fn report_materialize(output: &OutputArgs, report: &MaterializeReport, started: Instant) {
-    if output.verbose > 0 {
-        eprintln!(
-            "wrote {} files ({}), {} already right, {} removed, in {:.2?}",
-            report.files_written,
-            HumanBytes(report.bytes_written),
-            report.files_unchanged,
-            report.removed,
-            started.elapsed()
-        );
+fn report_materialize(
+    command: &str,
+    id: &Checksum,
+    output: &OutputArgs,
+    report: &MaterializeReport,
+    started: Instant,
+) -> anyhow::Result<()> {
+    log::info!(
+        "wrote {} ({}), {} already right, {} removed, in {:.2?}",
+        count(report.files_written, "file", "files"),
+        HumanBytes(report.bytes_written),
+        report.files_unchanged,
+        report.removed,
+        started.elapsed()
+    );
+    if output.json {
+        crate::say::summary(
+            command,
+            serde_json::json!({
+                "id": id.to_string(),
+                "files_written": report.files_written,
+                "bytes_written": report.bytes_written,
+                "files_unchanged": report.files_unchanged,
+                "removed": report.removed,
+                "seconds": started.elapsed().as_secs_f64(),
+            }),
+        )?;
     }
+    Ok(())
+}
+
+fn count(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    crate::say::count(n.try_into().unwrap_or(u64::MAX), one, many)
 }
 
 pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()> {
@@ -175,8 +218,7 @@ pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()>
     let jobs = jobs(&args.jobs, &cache);
     let started = Instant::now();
     let report = push_walked(output, "staging", &walked, &cache, jobs)?;
-    report_push(output, &report, started);
-    print_id(&report.id)
+    report_push("stage", output, &report, started, true)
 }
 
 pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
@@ -203,8 +245,7 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOption
         }
         (None, None) => bail!(UsageError("push needs a directory or --id".into())),
     };
-    report_push(output, &report, started);
-    print_id(&report.id)
+    report_push("push", output, &report, started, true)
 }
 
 pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
@@ -213,8 +254,7 @@ pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs, connect: &ConnectOpti
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
     let report = copy_snapshot(output, "fetching", &id, &store, &cache, jobs)?;
-    report_push(output, &report, started);
-    Ok(())
+    report_push("fetch", output, &report, started, false)
 }
 
 pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
@@ -242,8 +282,7 @@ pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOption
             &options,
         ))?)
     })?;
-    report_materialize(output, &report, started);
-    Ok(())
+    report_materialize("pull", &id, output, &report, started)
 }
 
 pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Result<()> {
@@ -259,8 +298,7 @@ pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Resu
         };
         Ok(runtime()?.block_on(snapsync_snapshot::checkout(&id, &cache, &args.dir, &options))?)
     })?;
-    report_materialize(output, &report, started);
-    Ok(())
+    report_materialize("checkout", &id, output, &report, started)
 }
 
 pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
@@ -269,8 +307,7 @@ pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs, connect: &ConnectOption
     let jobs = jobs(&args.jobs, &to);
     let started = Instant::now();
     let report = copy_snapshot(output, "copying", &id, &from, &to, jobs)?;
-    report_push(output, &report, started);
-    Ok(())
+    report_push("copy", output, &report, started, false)
 }
 
 /// A directory's manifest, or a snapshot's from `--store` or the cache.
@@ -297,15 +334,53 @@ pub(crate) fn diff(args: &DiffArgs, output: &OutputArgs, connect: &ConnectOption
         side(&args.a, args, output, connect)?,
         side(&args.b, args, output, connect)?,
     );
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    let (mut added, mut removed, mut modified) = (0u64, 0u64, 0u64);
+    let mut out = io::BufWriter::new(anstream::stdout().lock());
     for change in snapsync_snapshot::diff(&a, &b) {
-        match change {
-            Change::Added(entry) => writeln!(out, "A {}", entry.rendered_path())?,
-            Change::Removed(entry) => writeln!(out, "D {}", entry.rendered_path())?,
-            Change::Modified { after, .. } => writeln!(out, "M {}", after.rendered_path())?,
+        let (word, letter, style, path) = match &change {
+            Change::Added(entry) => {
+                added += 1;
+                (
+                    "added",
+                    'A',
+                    anstyle::AnsiColor::Green.on_default(),
+                    entry.rendered_path(),
+                )
+            }
+            Change::Removed(entry) => {
+                removed += 1;
+                (
+                    "removed",
+                    'D',
+                    anstyle::AnsiColor::Red.on_default(),
+                    entry.rendered_path(),
+                )
+            }
+            Change::Modified { after, .. } => {
+                modified += 1;
+                (
+                    "modified",
+                    'M',
+                    anstyle::AnsiColor::Yellow.on_default(),
+                    after.rendered_path(),
+                )
+            }
+        };
+        if output.json {
+            crate::say::event("change", serde_json::json!({ "change": word, "path": path }))?;
+        } else {
+            writeln!(out, "{style}{letter}{style:#} {path}")?;
         }
     }
-    Ok(out.flush()?)
+    out.flush()?;
+    drop(out);
+    if output.json {
+        crate::say::summary(
+            "diff",
+            serde_json::json!({ "added": added, "removed": removed, "modified": modified }),
+        )?;
+    }
+    Ok(())
 }
 
 pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
@@ -318,29 +393,63 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOp
     let mut out = io::stdout().lock();
     for problem in &report.problems {
         match problem {
-            Problem::Missing { checksum, path } => writeln!(out, "missing {checksum} {path}")?,
+            Problem::Missing { checksum, path } => {
+                if output.json {
+                    crate::say::event(
+                        "problem",
+                        serde_json::json!({ "problem": "missing", "checksum": checksum.to_string(), "path": path }),
+                    )?;
+                } else {
+                    writeln!(out, "missing {checksum} {path}")?;
+                }
+            }
             Problem::Corrupt {
                 checksum,
                 path,
                 actual,
             } => {
-                writeln!(out, "corrupt {checksum} {path} (its content hashes to {actual})")?;
+                if output.json {
+                    crate::say::event(
+                        "problem",
+                        serde_json::json!({
+                            "problem": "corrupt", "checksum": checksum.to_string(), "path": path,
+                            "actual": actual.to_string(),
+                        }),
+                    )?;
+                } else {
+                    writeln!(out, "corrupt {checksum} {path} (its content hashes to {actual})")?;
+                }
             }
         }
     }
     out.flush()?;
+    drop(out);
     let corrupt = report.corrupt().count();
+    let mut removed_count = 0;
     if args.remove_corrupt && corrupt > 0 {
         let removed = runtime()?.block_on(snapsync_snapshot::remove_corrupt(&store, &report))?;
+        removed_count = removed.removed.len();
         if !output.quiet {
-            eprintln!("removed {} corrupt objects", removed.removed.len());
+            eprintln!(
+                "removed {}",
+                count(removed.removed.len(), "corrupt object", "corrupt objects")
+            );
             if !removed.kept.is_empty() {
                 eprintln!(
-                    "kept {} objects that are whole (or gone) by now",
-                    removed.kept.len()
+                    "kept {} that are whole (or gone) by now",
+                    count(removed.kept.len(), "object", "objects")
                 );
             }
         }
+    }
+    if output.json {
+        crate::say::summary(
+            "verify",
+            serde_json::json!({
+                "id": id.to_string(), "objects": report.objects, "bytes": report.bytes,
+                "missing": report.problems.len() - corrupt, "corrupt": corrupt, "removed": removed_count,
+            }),
+        )?;
     }
     if !report.problems.is_empty() {
         let hint = if corrupt == 0 || args.remove_corrupt {
@@ -359,41 +468,71 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOp
             hint,
         ));
     }
-    if !output.quiet {
+    if !output.quiet && !output.json {
         eprintln!(
-            "snapshot {id}: all {} objects verified ({})",
-            report.objects,
+            "snapshot {id}: all {} verified ({})",
+            count(report.objects, "object", "objects"),
             HumanBytes(report.bytes)
         );
     }
     Ok(())
 }
 
-pub(crate) fn snapshots(args: &SnapshotsArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+pub(crate) fn snapshots(
+    args: &SnapshotsArgs,
+    output: &OutputArgs,
+    connect: &ConnectOptions,
+) -> anyhow::Result<()> {
     let store = store(&args.store, connect)?;
     let list = runtime()?.block_on(store.snapshots())?;
     let mut out = io::stdout().lock();
-    for (id, meta) in list {
+    for (id, meta) in &list {
         let when = meta
             .modified
             .map_or_else(|| "-".to_owned(), crate::time::format_utc);
-        writeln!(out, "{id}  {when}")?;
+        if output.json {
+            crate::say::event(
+                "snapshot",
+                serde_json::json!({
+                    "id": id.to_string(),
+                    "modified": meta.modified.map(crate::time::format_utc),
+                    "size": meta.size,
+                }),
+            )?;
+        } else {
+            writeln!(out, "{id}  {when}")?;
+        }
     }
-    Ok(out.flush()?)
+    out.flush()?;
+    drop(out);
+    if output.json {
+        crate::say::summary("snapshots", serde_json::json!({ "snapshots": list.len() }))?;
+    }
+    Ok(())
 }
 
-pub(crate) fn size(args: &SizeArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
+pub(crate) fn size(args: &SizeArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let store = store(&args.store, connect)?;
     let runtime = runtime()?;
     let mut out = io::stdout().lock();
     if let Some(id) = &args.id {
         let id = parse_id(id)?;
         let report = runtime.block_on(snapsync_snapshot::size(&id, &store))?;
+        if output.json {
+            drop(out);
+            return Ok(crate::say::summary(
+                "size",
+                serde_json::json!({
+                    "id": id.to_string(), "files": report.files, "directories": report.directories,
+                    "bytes": report.bytes, "objects": report.objects, "object_bytes": report.object_bytes,
+                }),
+            )?);
+        }
         writeln!(
             out,
-            "{} files, {} directories, {} ({} bytes); {} distinct objects, {} in the store",
-            report.files,
-            report.directories,
+            "{}, {}, {} ({} bytes); {} distinct objects, {} in the store",
+            count(report.files, "file", "files"),
+            count(report.directories, "directory", "directories"),
             HumanBytes(report.bytes),
             report.bytes,
             report.objects,
@@ -403,10 +542,18 @@ pub(crate) fn size(args: &SizeArgs, connect: &ConnectOptions) -> anyhow::Result<
         let snapshots = runtime.block_on(store.snapshots())?.len();
         let objects = runtime.block_on(store.objects())?;
         let bytes: u64 = objects.values().map(|m| m.size).sum();
+        if output.json {
+            drop(out);
+            return Ok(crate::say::summary(
+                "size",
+                serde_json::json!({ "snapshots": snapshots, "objects": objects.len(), "bytes": bytes }),
+            )?);
+        }
         writeln!(
             out,
-            "{snapshots} snapshots, {} objects, {} ({bytes} bytes)",
-            objects.len(),
+            "{}, {}, {} ({bytes} bytes)",
+            count(snapshots, "snapshot", "snapshots"),
+            count(objects.len(), "object", "objects"),
             HumanBytes(bytes)
         )?;
     }
@@ -422,6 +569,25 @@ pub(crate) fn gc(args: &GcArgs, output: &OutputArgs, connect: &ConnectOptions) -
     };
     let report = runtime()?.block_on(snapsync_snapshot::gc(&store, options))?;
     let bytes: u64 = report.deleted.iter().map(|(_, size)| size).sum();
+    if output.json {
+        for (sum, size) in &report.deleted {
+            crate::say::event(
+                "object",
+                serde_json::json!({
+                    "checksum": sum.to_string(), "size": size,
+                    "action": if args.dry_run { "would delete" } else { "deleted" },
+                }),
+            )?;
+        }
+        return Ok(crate::say::summary(
+            "gc",
+            serde_json::json!({
+                "dry_run": args.dry_run, "snapshots": report.snapshots, "objects": report.objects,
+                "referenced": report.referenced, "kept_recent": report.kept_recent,
+                "deleted": report.deleted.len(), "deleted_bytes": bytes,
+            }),
+        )?);
+    }
     let mut out = io::stdout().lock();
     if args.dry_run || output.verbose > 0 {
         for (sum, size) in &report.deleted {
@@ -435,9 +601,9 @@ pub(crate) fn gc(args: &GcArgs, output: &OutputArgs, connect: &ConnectOptions) -
     }
     writeln!(
         out,
-        "{} snapshots; {} objects: {} referenced, {} unreferenced but younger than {} (kept); {} {} ({})",
-        report.snapshots,
-        report.objects,
+        "{}; {}: {} referenced, {} unreferenced but younger than {} (kept); {} {} ({})",
+        count(report.snapshots, "snapshot", "snapshots"),
+        count(report.objects, "object", "objects"),
         report.referenced,
         report.kept_recent,
         crate::time::format_age(args.grace),

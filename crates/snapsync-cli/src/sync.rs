@@ -84,7 +84,7 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
     });
     let ask_user = |item: &Item, conflict: Conflict| ask(item, conflict);
     let ask: Option<snapsync_sync::Ask<'_>> = (args.resolve == ResolveArg::Ask).then_some(&ask_user);
-    let (verbose, dry_run, json) = (output.verbose > 0, args.dry_run, args.json);
+    let (verbose, dry_run, json) = (output.verbose > 0, args.dry_run, output.json);
     let report = |event: Event<'_>| match event {
         // Transfers report their bytes as they move, so a big file moves the bar while it goes.
         Event::Moved { bytes, .. } => {
@@ -97,46 +97,58 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
             if matches!(item.action, Action::Upload | Action::Download) {
                 done_files.fetch_add(1, Ordering::Relaxed);
             }
-            if (dry_run || verbose) && item.action != Action::Nothing {
-                // The plan is the result of a dry run, on standard output, unless the JSON summary is.
-                if json {
-                    let _ = writeln!(io::stderr().lock(), "{}", printable(&describe(item)));
-                } else {
-                    let _ = writeln!(io::stdout().lock(), "{}", printable(&describe(item)));
-                }
+            if item.action == Action::Nothing {
+                return;
+            }
+            if json {
+                let _ = crate::say::event(
+                    "action",
+                    serde_json::json!({
+                        "action": action_word(item.action),
+                        "path": item.path,
+                        "bytes": bytes,
+                        "resolved": item.resolved.map(|c| c.to_string()),
+                        "dry_run": dry_run,
+                    }),
+                );
+            } else if dry_run || verbose {
+                // The plan is the result of a dry run: on standard output.
+                plan_line(action_word(item.action), &describe(item));
             }
         }
         Event::Folder { path, action } => {
-            if dry_run || verbose {
-                let word = match action {
-                    DirAction::CreateLocal => "mkdir local",
-                    DirAction::CreateRemote => "mkdir remote",
-                    DirAction::RemoveLocal => "rmdir local",
-                    DirAction::RemoveRemote => "rmdir remote",
-                };
-                let line = printable(&format!("{word:<13} {path}/")).into_owned();
-                if json {
-                    let _ = writeln!(io::stderr().lock(), "{line}");
-                } else {
-                    let _ = writeln!(io::stdout().lock(), "{line}");
-                }
+            let word = match action {
+                DirAction::CreateLocal => "mkdir local",
+                DirAction::CreateRemote => "mkdir remote",
+                DirAction::RemoveLocal => "rmdir local",
+                DirAction::RemoveRemote => "rmdir remote",
+            };
+            if json {
+                let _ = crate::say::event(
+                    "folder",
+                    serde_json::json!({ "action": word, "path": path, "dry_run": dry_run }),
+                );
+            } else if dry_run || verbose {
+                plan_line(word, &format!("{word:<13} {path}/"));
             }
         }
         Event::Failed { item, error } => {
-            let _ = writeln!(
-                io::stderr().lock(),
-                "error: {}",
-                printable(&format!("{}: {error}", item.path))
-            );
+            crate::say::stderr_line(crate::say::ERROR, "error: ", &format!("{}: {error}", item.path));
+            if json {
+                let _ = crate::say::event(
+                    "failed",
+                    serde_json::json!({ "path": item.path, "error": error.to_string() }),
+                );
+            }
         }
     };
     if args.resolve == ResolveArg::Ask && !io::stdin().is_terminal() {
-        eprintln!("warning: --resolve ask needs a terminal; conflicts are skipped");
+        log::warn!("--resolve ask needs a terminal; conflicts are skipped");
     }
     let summary =
         runtime.block_on(pair.execute(prepared, ask.filter(|_| io::stdin().is_terminal()), &report))?;
     drop(ticker);
-    print_summary(&summary, args, output)?;
+    print_summary(mode, &summary, output)?;
     if !summary.unknown.is_empty() {
         anyhow::bail!(
             "{} path{} could not be read (listed above): {} and everything below {} left alone on both sides{}",
@@ -236,27 +248,51 @@ fn ask(item: &Item, conflict: Conflict) -> Option<Action> {
     }
 }
 
-fn print_summary(summary: &Summary, args: &SyncArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    let mut err = io::stderr().lock();
-    if !output.quiet {
-        for warning in &summary.warnings {
-            writeln!(err, "warning: {}", printable(warning))?;
+/// One line of a plan on standard output: `line` with its action `word` coloured (on a terminal).
+fn plan_line(word: &str, line: &str) {
+    let style = match word {
+        "upload" | "download" | "mkdir local" | "mkdir remote" => anstyle::AnsiColor::Green.on_default(),
+        "delete local" | "delete remote" | "rmdir local" | "rmdir remote" => {
+            anstyle::AnsiColor::Red.on_default()
         }
+        "conflict" => crate::say::CONFLICT,
+        _ => anstyle::Style::new(),
+    };
+    let line = printable(line);
+    let (head, tail) = line.split_at(word.len().min(line.len()));
+    let _ = writeln!(anstream::stdout().lock(), "{style}{head}{style:#}{tail}");
+}
+
+fn print_summary(mode: Mode, summary: &Summary, output: &OutputArgs) -> anyhow::Result<()> {
+    for warning in &summary.warnings {
+        log::warn!("{warning}");
     }
     for (path, why) in &summary.unknown {
-        writeln!(
-            err,
-            "unknown: {}",
-            printable(&format!("{path}: {why}; left alone"))
-        )?;
+        crate::say::stderr_line(
+            crate::say::WARNING,
+            "unknown: ",
+            &format!("{path}: {why}; left alone"),
+        );
     }
     for conflict in &summary.conflicts {
-        writeln!(err, "conflict: {}", printable(&conflict.to_string()))?;
+        crate::say::stderr_line(crate::say::CONFLICT, "conflict: ", &conflict.to_string());
     }
-    if args.json {
-        let mut out = io::stdout().lock();
-        serde_json::to_writer(&mut out, summary)?;
-        writeln!(out)?;
+    if output.json {
+        for (path, why) in &summary.unknown {
+            crate::say::event("unknown", serde_json::json!({ "path": path, "error": why }))?;
+        }
+        for conflict in &summary.conflicts {
+            crate::say::event(
+                "conflict",
+                serde_json::json!({ "path": conflict.path, "conflict": conflict.conflict.to_string() }),
+            )?;
+        }
+        let command = match mode {
+            Mode::Upload => "upload",
+            Mode::Download => "download",
+            Mode::Sync => "sync",
+        };
+        crate::say::summary(command, serde_json::to_value(summary)?)?;
     }
     if output.quiet {
         return Ok(());
@@ -266,25 +302,32 @@ fn print_summary(summary: &Summary, args: &SyncArgs, output: &OutputArgs) -> any
     } else {
         ""
     };
-    writeln!(
-        err,
-        "{would}{} up ({}), {} down ({}), {} deleted here, {} deleted there, {} folders made, {} removed, {} conflicts left{}, {} failed in {:.1}s",
+    let count = crate::say::count;
+    let mut line = format!(
+        "{would}{} up ({}), {} down ({}), {} deleted here, {} deleted there, {} made, {} removed, {} left",
         summary.uploaded,
         HumanBytes(summary.uploaded_bytes),
         summary.downloaded,
         HumanBytes(summary.downloaded_bytes),
         summary.deleted_local,
         summary.deleted_remote,
-        summary.dirs_created,
+        count(summary.dirs_created, "folder", "folders"),
         summary.dirs_removed,
-        summary.conflicts.len(),
-        if summary.resolved > 0 {
-            format!(" ({} resolved)", summary.resolved)
-        } else {
-            String::new()
-        },
+        count(
+            u64::try_from(summary.conflicts.len()).unwrap_or(u64::MAX),
+            "conflict",
+            "conflicts"
+        ),
+    );
+    if summary.resolved > 0 {
+        let _ = write!(line, " ({} resolved)", summary.resolved);
+    }
+    let _ = write!(
+        line,
+        ", {} failed in {:.1}s",
         summary.failed.len(),
-        summary.seconds,
-    )?;
+        summary.seconds
+    );
+    let _ = writeln!(io::stderr().lock(), "{line}");
     Ok(())
 }

@@ -372,6 +372,7 @@ impl Ftp {
 
     async fn connect(&self, location: &str) -> Result<Conn> {
         let server = self.url.with_key("");
+        log::debug!("connecting to {server}");
         let setup = |e: FtpError| match e {
             FtpError::ConnectionError(io) => transient(&server, io),
             FtpError::UnexpectedResponse(reply) => refused(location, &reply),

@@ -265,6 +265,7 @@ impl Sftp {
 
     async fn connect(&self, location: &str) -> Result<Session> {
         let server = self.url.with_key("");
+        log::debug!("connecting to {server}");
         let known_hosts = self
             .known_hosts
             .clone()

@@ -258,6 +258,11 @@ where
     loop {
         match operation().await {
             Err(e) if e.is_transient() && attempt < policy.attempts => {
+                log::debug!(
+                    "{e}: retrying in {delay:?} (attempt {} of {})",
+                    attempt + 1,
+                    policy.attempts
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(policy.max_delay);
                 attempt += 1;

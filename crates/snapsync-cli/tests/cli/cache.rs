@@ -69,9 +69,10 @@ fn scenario(remote: &str, extra: &[&str], env: &[(&str, String)]) {
     assert!(err.contains("conflict: reports/q3.csv"), "{err}");
     let (code, out, err) = cache(&b, &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["files"][0]["queued"], true, "{out}");
-    assert!(status["files"][0]["conflict"].is_string(), "{out}");
+    let status: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(status["type"], "file", "{out}");
+    assert_eq!(status["queued"], true, "{out}");
+    assert!(status["conflict"].is_string(), "{out}");
     let (code, out, err) = cache(&c, &["open", "reports/q3.csv"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(fs::read_to_string(out.trim()).unwrap(), "edited in A, longer");

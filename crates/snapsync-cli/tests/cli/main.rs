@@ -7,6 +7,7 @@ mod delta;
 mod interop_rdiff;
 mod interop_snapdir;
 mod interop_stores;
+mod json;
 mod pkg;
 mod remote_stores;
 mod run;

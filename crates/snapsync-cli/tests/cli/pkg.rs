@@ -56,7 +56,7 @@ fn mirror_list_download_and_upload_between_real_indexes() {
     let listed = lines(&out);
     assert_eq!(listed[0]["filename"], "alpha-1.0-py3-none-any.whl", "{listed:?}");
     assert_eq!(listed[0]["version"], "1.0");
-    assert_eq!(listed.last().unwrap()["summary"]["files"], 1);
+    assert_eq!(listed.last().unwrap()["files"], 1);
     let out = run(&["pkg", "list", &src, "alpha", "--pre"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 
@@ -114,15 +114,12 @@ fn mirror_list_download_and_upload_between_real_indexes() {
         );
     }
     let summary = lines(&out).pop().unwrap();
-    assert_eq!(summary["summary"]["mirrored"], 3, "{summary}");
+    assert_eq!(summary["mirrored"], 3, "{summary}");
     let out = run(&mirror);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let summary = lines(&out).pop().unwrap();
     assert_eq!(
-        (
-            summary["summary"]["mirrored"].as_u64(),
-            summary["summary"]["present"].as_u64()
-        ),
+        (summary["mirrored"].as_u64(), summary["present"].as_u64()),
         (Some(0), Some(3))
     );
 
@@ -192,7 +189,7 @@ fn mirror_list_download_and_upload_between_real_indexes() {
     assert!(dest.packages().join("epsilon-0.1-py3-none-any.whl").exists());
     let out = run(&["pkg", "upload", &to, more[0].to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(lines(&out).pop().unwrap()["summary"]["present"], 1);
+    assert_eq!(lines(&out).pop().unwrap()["present"], 1);
 }
 
 #[test]
@@ -306,14 +303,13 @@ fn a_killed_mirror_leaves_whole_files_and_the_rerun_sends_only_the_rest() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let summary = lines(&out).pop().unwrap();
         assert_eq!(
-            summary["summary"]["mirrored"].as_u64().unwrap()
-                + summary["summary"]["present"].as_u64().unwrap(),
+            summary["mirrored"].as_u64().unwrap() + summary["present"].as_u64().unwrap(),
             30,
             "{summary}"
         );
         // Only what had not arrived is sent again, and at most the one file (--jobs 1) whose project
         // page the killed run had not written yet.
-        let present = usize::try_from(summary["summary"]["present"].as_u64().unwrap()).unwrap();
+        let present = usize::try_from(summary["present"].as_u64().unwrap()).unwrap();
         assert!(
             present >= 1 && present + 1 >= before.len(),
             "{to}: {} were there, {summary}",

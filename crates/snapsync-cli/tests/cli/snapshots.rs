@@ -292,7 +292,7 @@ fn verify_names_each_bad_object_and_pull_never_writes_a_corrupt_file() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("removed 1 corrupt objects"),
+        stderr(&out).contains("removed 1 corrupt object"),
         "{}",
         stderr(&out)
     );

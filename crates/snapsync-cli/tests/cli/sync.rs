@@ -100,13 +100,17 @@ fn sync(local: &Path, remote: &Remote, extra: &[&str]) -> (i32, serde_json::Valu
     args.extend(remote.args.iter().map(String::as_str));
     let out = run(&args);
     let code = out.status.code().unwrap_or(-1);
-    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON summary ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr(&out)
-        )
-    });
+    let summary = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON lines"))
+        .find(|line| line["type"] == "summary")
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON summary: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                stderr(&out)
+            )
+        });
     (code, summary)
 }
 

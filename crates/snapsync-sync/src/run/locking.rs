@@ -42,6 +42,12 @@ impl Pair {
             .path()
             .join(RUNNING);
         let interrupted = running.exists();
+        if interrupted {
+            log::debug!(
+                "{} marks an interrupted run: its leftovers will be cleaned up",
+                running.display()
+            );
+        }
         // The pid of the run that was interrupted: only temporary files it left are removed.
         let previous_pid: Option<u32> = fs::read_to_string(&running)
             .ok()
@@ -107,6 +113,7 @@ impl Pair {
     pub(super) async fn let_go(&self, hold: Hold) {
         self.unmark(&hold);
         if let Some(lease) = hold.lease {
+            log::debug!("releasing the lock on {}", self.store.url());
             lease.release().await;
         }
     }
