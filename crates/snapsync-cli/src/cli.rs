@@ -72,10 +72,12 @@ impl<T: Args> std::ops::Deref for Connected<T> {
     }
 }
 
-/// How to reach FTPS and SFTP servers (ignored for other stores). Their environment variables are read
-/// with the rest of the stores' environment, by `ConnectOptions::from_env`; a flag wins over its variable.
+/// How to reach FTP and SFTP servers and package indexes (ignored for other stores). Their environment
+/// variables are read with the rest of the stores' environment, by `ConnectOptions::from_env`; a flag wins
+/// over its variable.
 #[derive(Clone, Debug, Default, Args)]
-#[command(next_help_heading = "Connecting to FTPS and SFTP servers")]
+#[command(next_help_heading = "Connecting to FTP and SFTP servers and package indexes")]
+#[allow(clippy::struct_excessive_bools)] // Each is a command-line switch of its own.
 pub(crate) struct ConnectArgs {
     #[arg(
         long,
@@ -95,8 +97,8 @@ pub(crate) struct ConnectArgs {
         long,
         value_name = "FILE",
         help = "SFTP: log in with this private key (an encrypted key's passphrase comes from \
-SNAPSYNC_SSH_KEY_PASSPHRASE); without it: the URL's password, the ssh-agent's keys, then ~/.ssh/id_ed25519, \
-id_ecdsa, id_rsa [env: SNAPSYNC_SSH_KEY]"
+SNAPSYNC_SSH_KEY_PASSPHRASE); without it: a password from the URL, ~/.netrc or the keyring, the ssh-agent's \
+keys, ~/.ssh/id_ed25519, id_ecdsa, id_rsa, then a password prompt on a terminal [env: SNAPSYNC_SSH_KEY]"
     )]
     pub(crate) ssh_key: Option<PathBuf>,
 
@@ -107,11 +109,34 @@ id_ecdsa, id_rsa [env: SNAPSYNC_SSH_KEY]"
 [env: SNAPSYNC_CA_FILE]"
     )]
     pub(crate) ca_file: Option<PathBuf>,
+
+    #[arg(
+        long,
+        help = "FTP, SFTP, package indexes: do not read ~/.netrc (or $NETRC) for passwords"
+    )]
+    pub(crate) no_netrc: bool,
+
+    #[arg(
+        long,
+        conflicts_with = "store_password",
+        help = "FTP, SFTP, package indexes: do not look passwords up in the OS keyring (nor save them there)"
+    )]
+    pub(crate) no_keyring: bool,
+
+    #[arg(
+        long,
+        help = "FTP, SFTP, package indexes: save the password to the OS keyring (service `snapsync`, \
+account SCHEME://USER@HOST:PORT) once the server accepted it, for later runs to find it there \
+(package indexes: once an upload was accepted)"
+    )]
+    pub(crate) store_password: bool,
 }
 
 impl ConnectArgs {
     /// The options stores are opened with: `environment` (the process's, `ConnectOptions::from_env`),
-    /// with these flags on top.
+    /// with these flags on top, and the credentials: netrc (unless `--no-netrc`), the OS keyring
+    /// (unless `--no-keyring` or built without it), a hidden prompt on a terminal; the resolver's
+    /// remarks go to the log (`-v`).
     pub(crate) fn options(&self, environment: ConnectOptions) -> ConnectOptions {
         let mut options = environment;
         if self.accept_new_host_key {
@@ -126,7 +151,15 @@ impl ConnectArgs {
         if let Some(file) = &self.ca_file {
             options = options.with_ca_file(file);
         }
-        options
+        let credentials = crate::credentials::options(
+            options.credentials().clone(),
+            &crate::credentials::Flags {
+                netrc: !self.no_netrc,
+                keyring: !self.no_keyring,
+                store_password: self.store_password,
+            },
+        );
+        options.with_credentials(credentials)
     }
 }
 
@@ -375,8 +408,9 @@ http(s) simple index (PEP 503 HTML or PEP 691 JSON, read by content negotiation;
 standard upload API) or a PEP 503 tree in any store snapsync reaches (a folder, file://, s3://, gs://, \
 az://, ftp://, ftps://, sftp://), which snapsync writes and reads. Versions are selected with PEP 440/508 requirements; pre-releases only with \
 --pre, yanked files only when pinned with ==. Every download's sha256 is checked against the index's before \
-anything is uploaded. Credentials: user and password in the URL, ~/.netrc ($NETRC), `__token__` as the user \
-for API tokens, or a prompt on a terminal when a URL names a user without a password.",
+anything is uploaded. Credentials, as for FTP and SFTP (docs/credentials.md): user and password in the URL, \
+~/.netrc ($NETRC), the OS keyring, or a prompt on a terminal when a URL names a user without a password; \
+`__token__` as the user for API tokens.",
         after_help = "Examples:\n  snapsync pkg mirror --from https://pypi.org/simple/ --to https://me@pkgs.example/ 'celery>=5' -r requirements.txt\n  snapsync pkg mirror --from https://pkgs.example/simple/ --to s3://bucket/simple --all\n  snapsync pkg list https://pypi.org/simple/ 'attrs>=23' --json\n  snapsync pkg download https://pypi.org/simple/ attrs==23.2.0 -d wheels\n  snapsync pkg upload https://__token__@upload.example/ dist/*"
     )]
     Pkg(PkgCommand),
@@ -917,14 +951,33 @@ mod tests {
                 ("SNAPSYNC_SSH_KEY_PASSPHRASE", "env secret"),
             ])
         };
-        let none = format!("{:?}", ConnectArgs::default().options(environment()));
-        assert_eq!(none, format!("{:?}", environment()));
+        // Without flags: the environment's settings, and the binary's credentials (netrc, the
+        // keyring when built with it, the terminal prompt).
+        let none = ConnectArgs::default()
+            .options(environment().with_credentials(snapsync_store::CredentialOptions::default()));
+        let expected = environment().with_credentials(none.credentials().clone());
+        assert_eq!(format!("{none:?}"), format!("{expected:?}"));
+        let credentials = format!("{:?}", none.credentials());
+        assert!(credentials.contains("prompt: true"), "{credentials}");
+        assert!(credentials.contains("store_password: false"), "{credentials}");
+        assert!(
+            credentials.contains(&format!("keyring: {}", cfg!(feature = "keyring"))),
+            "{credentials}"
+        );
         let flags = ConnectArgs {
             accept_new_host_key: true,
             known_hosts: Some("/flag/known_hosts".into()),
             ssh_key: Some("/flag/key".into()),
             ca_file: Some("/flag/ca.pem".into()),
+            no_netrc: true,
+            no_keyring: true,
+            store_password: true,
         };
+        let with_netrc = ConnectOptions::from_vars([("NETRC", "/env/netrc")]);
+        let credentials = format!("{:?}", flags.options(with_netrc).credentials());
+        for setting in ["netrc: \"off\"", "keyring: false", "store_password: true"] {
+            assert!(credentials.contains(setting), "{credentials}");
+        }
         let shown = format!("{:?}", flags.options(environment()));
         for flag in ["/flag/known_hosts", "/flag/key", "/flag/ca.pem", "AcceptNew"] {
             assert!(shown.contains(flag), "{shown}");
@@ -1057,13 +1110,6 @@ pub(crate) struct PkgSelectArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct PkgClientArgs {
-    /// Do not read ~/.netrc (or $NETRC) for credentials.
-    #[arg(long)]
-    pub(crate) no_netrc: bool,
-}
-
-#[derive(Debug, Args)]
 pub(crate) struct PkgMirrorArgs {
     /// The source index: an http(s) simple index URL, or a store holding a PEP 503 tree.
     #[arg(long, value_name = "URL")]
@@ -1082,8 +1128,6 @@ pub(crate) struct PkgMirrorArgs {
     pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
-    #[command(flatten)]
-    pub(crate) client: PkgClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -1093,8 +1137,6 @@ pub(crate) struct PkgListArgs {
     pub(crate) url: String,
     #[command(flatten)]
     pub(crate) select: PkgSelectArgs,
-    #[command(flatten)]
-    pub(crate) client: PkgClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -1109,8 +1151,6 @@ pub(crate) struct PkgDownloadArgs {
     pub(crate) dir: PathBuf,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
-    #[command(flatten)]
-    pub(crate) client: PkgClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -1126,8 +1166,6 @@ pub(crate) struct PkgUploadArgs {
     pub(crate) upload_url: Option<String>,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
-    #[command(flatten)]
-    pub(crate) client: PkgClientArgs,
 }
 
 /// The `cache` subcommands.

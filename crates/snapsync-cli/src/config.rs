@@ -149,6 +149,9 @@ pub(crate) struct Settings {
     pub(crate) known_hosts: Option<At<PathBuf>>,
     pub(crate) ssh_key: Option<At<PathBuf>>,
     pub(crate) ca_file: Option<At<PathBuf>>,
+    /// pyftpsync's `no_keyring` and `no_netrc`: `--no-keyring`, `--no-netrc`.
+    pub(crate) no_keyring: Option<At<bool>>,
+    pub(crate) no_netrc: Option<At<bool>>,
     /// pyftpsync's `here` and `root`: which folder a run from below the file's folder syncs.
     pub(crate) here: Option<At<bool>>,
     pub(crate) root: Option<At<bool>>,
@@ -594,9 +597,11 @@ impl Reader<'_> {
                     Setting::NoFollow => &mut s.no_follow,
                     Setting::Quiet => &mut s.quiet,
                     Setting::AcceptNewHostKey => &mut s.accept_new_host_key,
+                    Setting::NoKeyring => &mut s.no_keyring,
+                    Setting::NoNetrc => &mut s.no_netrc,
                     Setting::Here => &mut s.here,
                     Setting::Root => &mut s.root,
-                    Setting::FtpActive | Setting::Prompt | Setting::NoVerifyHostKeys | Setting::NoDryRun => {
+                    Setting::FtpActive | Setting::NoVerifyHostKeys | Setting::NoDryRun => {
                         if yes || key == Setting::NoDryRun {
                             task.unsupported.push((Reader::mark(entry), key.unsupported()));
                         }
@@ -906,6 +911,8 @@ impl Setting {
             | Setting::KnownHosts
             | Setting::SshKey
             | Setting::CaFile
+            | Setting::NoKeyring
+            | Setting::NoNetrc
             | Setting::Here
             | Setting::Root => true,
             // pyftpsync's two-way sync never reads them (its BiDirSynchronizer): a task file that sets
@@ -940,9 +947,6 @@ impl Setting {
         match self {
             Setting::FtpActive => {
                 "snapsync uses passive FTP only; remove `ftp_active` to run this task with snapsync"
-            }
-            Setting::Prompt => {
-                "snapsync run does not prompt for passwords: put the password in the URL, or use SFTP keys"
             }
             Setting::NoVerifyHostKeys => {
                 "snapsync always checks SFTP host keys; use --accept-new-host-key to record a new host's key"

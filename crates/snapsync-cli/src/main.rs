@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod credentials;
 mod delta;
 mod generate;
 mod interrupt;
@@ -106,6 +107,18 @@ fn main() -> ExitCode {
     // The binary, unlike the libraries on their own, hashes big files through memory maps: that needs
     // the process-wide SIGBUS guard (a file truncated while mapped is then an error, not a crash).
     snapsync_core::install_sigbus_guard();
+    // A panic's message may quote a URL: shown like every other message, its password redacted.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("(no message)");
+        let place = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!(
+            "snapsync panicked{place}: {}\nthis is a bug; please report it",
+            output::printable(message)
+        );
+    }));
+
     // Packaging's hidden command is read before clap, so that no help, man page or completion lists it.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|arg| arg == generate::COMMAND) {

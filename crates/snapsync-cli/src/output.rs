@@ -149,8 +149,15 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// A line as it may be printed: a name holding a newline or another control character (legal in a
-/// file name) is shown escaped (`a\nb`), so one path is one line and cannot fake others.
+/// file name) is shown escaped (`a\nb`), so one path is one line and cannot fake others; and the
+/// password of any URL in it is replaced by `***` (snapsync-store's `redact_text`, the one redaction
+/// every message, warning and error line of the binary goes through).
 pub(crate) fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    let line: std::borrow::Cow<'_, str> = if line.contains("://") {
+        snapsync_store::redact_text(line).into()
+    } else {
+        line.into()
+    };
     if line.chars().any(char::is_control) {
         line.chars()
             .map(|c| {
@@ -163,7 +170,7 @@ pub(crate) fn printable(line: &str) -> std::borrow::Cow<'_, str> {
             .collect::<String>()
             .into()
     } else {
-        line.into()
+        line
     }
 }
 

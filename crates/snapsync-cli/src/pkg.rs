@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use snapsync_store::ConnectOptions;
 
 use crate::ConflictsLeft;
 use crate::UsageError;
-use crate::cli::{OutputArgs, PkgClientArgs, PkgCommand, PkgSelectArgs};
+use crate::cli::{OutputArgs, PkgCommand, PkgSelectArgs};
 use crate::output::printable;
 
 /// Pages read and files moved at once when `--jobs` is not given: 4, as small index servers take
@@ -31,8 +31,8 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
     let runtime = crate::snapshot::runtime()?;
     match command {
         PkgCommand::Mirror(args) => {
-            let client = client(&args.client, connect)?;
-            let source = Index::open(&location(&args.from, &client)?, &client)?;
+            let client = client(connect);
+            let source = Index::open(&location(&args.from)?, &client)?;
             let destination = destination(&args.to, args.upload_url.as_deref(), &client)?;
             let selector = selector(&args.select)?;
             let jobs = jobs(args.jobs.jobs);
@@ -83,8 +83,8 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             )
         }
         PkgCommand::List(args) => {
-            let client = client(&args.client, connect)?;
-            let index = Index::open(&location(&args.url, &client)?, &client)?;
+            let client = client(connect);
+            let index = Index::open(&location(&args.url)?, &client)?;
             let selector = selector(&args.select)?;
             let (chosen, missing) = runtime.block_on(select(&index, &selector, DEFAULT_JOBS))?;
             let mut out = io::stdout().lock();
@@ -132,8 +132,8 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             missing_projects(&index.url(), &missing)
         }
         PkgCommand::Download(args) => {
-            let client = client(&args.client, connect)?;
-            let index = Index::open(&location(&args.url, &client)?, &client)?;
+            let client = client(connect);
+            let index = Index::open(&location(&args.url)?, &client)?;
             let selector = selector(&args.select)?;
             let jobs = jobs(args.jobs.jobs);
             let (chosen, missing) = runtime.block_on(select(&index, &selector, jobs))?;
@@ -203,7 +203,7 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             missing_projects(&index.url(), &missing)
         }
         PkgCommand::Upload(args) => {
-            let client = client(&args.client, connect)?;
+            let client = client(connect);
             let destination = destination(&args.url, args.upload_url.as_deref(), &client)?;
             let sent = AtomicU64::new(0);
             let report = |outcome: &Outcome| {
@@ -245,40 +245,23 @@ fn warn(message: &str) {
     log::warn!("{message}");
 }
 
-/// The HTTP client's options: the environment's netrc (unless `--no-netrc`) and the store options.
-fn client(args: &PkgClientArgs, connect: &ConnectOptions) -> anyhow::Result<ClientOptions> {
-    let options = ClientOptions::from_env()?.with_connect_options(connect.clone());
-    Ok(if args.no_netrc {
-        options.with_netrc(None)
-    } else {
-        options
-    })
+/// The HTTP client's options: the store options, whose credentials (the netrc file unless
+/// `--no-netrc`, the keyring, the terminal prompt) give the indexes' passwords too.
+fn client(connect: &ConnectOptions) -> ClientOptions {
+    ClientOptions::default().with_connect_options(connect.clone())
 }
 
-/// A source or destination as the user names it. For an index URL with a user and no password, and no
-/// password for its host in netrc, the password is asked for (hidden) when standard input is a terminal,
-/// as pkgsync did; never echoed, never printed.
-fn location(text: &str, client: &ClientOptions) -> anyhow::Result<Location> {
-    let mut location = Location::parse(text)?;
-    if let Location::Http(url) = &mut location {
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let from_netrc = client.netrc().and_then(|netrc| netrc.lookup(&host)).is_some();
-        if !url.username().is_empty() && url.password().is_none() && !from_netrc && io::stdin().is_terminal()
-        {
-            let user = url.username().to_owned();
-            let password = rpassword::prompt_password(format!("password for {user} at {host}: "))
-                .context("cannot read the password from the terminal")?;
-            url.set_password(Some(&password))
-                .map_err(|()| anyhow::anyhow!("{host}: this URL cannot carry a password"))?;
-        }
-    }
-    Ok(location)
+/// A source or destination as the user names it. A URL with a user and no password gets one from
+/// the credentials (netrc, keyring, or asked, hidden, when standard input is a terminal) when the
+/// index is opened; never echoed, never printed.
+fn location(text: &str) -> anyhow::Result<Location> {
+    Ok(Location::parse(text)?)
 }
 
 /// The destination `to` names; with `upload`, an HTTP index whose upload URL is elsewhere (PyPI's
 /// `https://upload.pypi.org/legacy/`), which gets `to`'s credentials when it names none.
 fn destination(to: &str, upload: Option<&str>, client: &ClientOptions) -> anyhow::Result<Destination> {
-    let to = location(to, client)?;
+    let to = location(to)?;
     let Some(upload) = upload else {
         return Ok(Destination::open(&to, client)?);
     };
@@ -450,7 +433,7 @@ fn report_outcome(output: &OutputArgs, outcome: &Outcome) {
                 "filename": outcome.filename,
                 "outcome": word,
                 "bytes": bytes,
-                "error": error.map(ToString::to_string),
+                "error": error.map(|e| snapsync_store::redact_text(&e.to_string())),
             }),
         );
     }

@@ -343,6 +343,9 @@ fn job(
             .ca_file
             .clone()
             .or_else(|| s.ca_file.as_ref().map(|k| relative(&k.value))),
+        no_netrc: on(cli_connect.no_netrc, &s.no_netrc),
+        no_keyring: on(cli_connect.no_keyring, &s.no_keyring),
+        store_password: cli_connect.store_password,
     }
     .options(ConnectOptions::from_env());
     let shown =

@@ -193,17 +193,6 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-
-    /// A netrc file that cannot be parsed (the line is named; the file's contents never are).
-    #[error("{}: line {line}: {reason}", path.display())]
-    Netrc {
-        /// The netrc file.
-        path: PathBuf,
-        /// The 1-based line.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 impl Error {

@@ -3,11 +3,12 @@
 //! error answer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use snapsync_store::ConnectOptions;
+use snapsync_store::{ConnectOptions, CredentialOptions, PasswordSource, PromptRequest, Target};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
@@ -16,11 +17,11 @@ use crate::error::{Error, Result};
 use crate::hashes::Hasher;
 use crate::page::{self, DistFile, Format};
 
-/// How indexes and stores are reached: credentials from a netrc file, timeouts, limits, and the store
-/// options for `file://`, `s3://`, `sftp://`… trees.
+/// How indexes and stores are reached: timeouts, limits, and the store options for `file://`,
+/// `s3://`, `sftp://`… trees, whose [`CredentialOptions`] (netrc, keyring, prompt) give index
+/// credentials too.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    pub(crate) netrc: Option<Arc<Netrc>>,
     pub(crate) connect: ConnectOptions,
     pub(crate) connect_timeout: Duration,
     pub(crate) read_timeout: Duration,
@@ -30,7 +31,6 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            netrc: None,
             connect: ConnectOptions::default(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_mins(5),
@@ -40,25 +40,18 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    /// Options from the environment: the netrc file `$NETRC` or `~/.netrc` (none if it does not exist),
-    /// and the store options of [`ConnectOptions::from_env`]. The only place this crate reads the
-    /// environment.
+    /// Options from the environment: the store options of [`ConnectOptions::from_env`], whose
+    /// credentials read the netrc file `$NETRC` or `~/.netrc` (none if it does not exist). The only
+    /// place this crate reads the environment.
     ///
     /// # Errors
     ///
     /// A netrc file that exists and cannot be read or parsed.
     pub fn from_env() -> Result<ClientOptions> {
-        let path = Netrc::default_path(
-            std::env::var_os("NETRC").map(Into::into),
-            std::env::var_os("HOME").map(Into::into),
-        );
-        let netrc = match path {
-            Some(path) => Netrc::read(&path)?,
-            None => None,
-        };
+        let connect = ConnectOptions::from_env();
+        connect.credentials().netrc()?;
         Ok(ClientOptions {
-            netrc: netrc.map(Arc::new),
-            connect: ConnectOptions::from_env(),
+            connect,
             ..ClientOptions::default()
         })
     }
@@ -66,7 +59,8 @@ impl ClientOptions {
     /// Uses these netrc entries (or none).
     #[must_use]
     pub fn with_netrc(mut self, netrc: Option<Netrc>) -> Self {
-        self.netrc = netrc.map(Arc::new);
+        let credentials = self.connect.credentials().clone().with_netrc(netrc);
+        self.connect = self.connect.with_credentials(credentials);
         self
     }
 
@@ -92,12 +86,6 @@ impl ClientOptions {
         self
     }
 
-    /// The netrc file read, if any (to tell whether a password will come from it).
-    #[must_use]
-    pub fn netrc(&self) -> Option<&Netrc> {
-        self.netrc.as_deref()
-    }
-
     /// The store options.
     #[must_use]
     pub fn connect_options(&self) -> &ConnectOptions {
@@ -106,7 +94,7 @@ impl ClientOptions {
 }
 
 /// A client for one server (an index or an upload URL): its URL without credentials, the credentials
-/// it was given (URL userinfo, else the netrc entry of its host), and the netrc for other hosts.
+/// it was given (the resolver's: URL userinfo, netrc, keyring, prompt), and the netrc for other hosts.
 #[derive(Clone, Debug)]
 pub(crate) struct Client {
     pub(crate) http: reqwest::Client,
@@ -115,6 +103,10 @@ pub(crate) struct Client {
     credentials: Option<Credentials>,
     netrc: Option<Arc<Netrc>>,
     pub(crate) max_page_bytes: u64,
+    /// Where the password came from, the server and the options, to save it to the keyring once a
+    /// request with it succeeded (`--store-password`).
+    login: Option<Arc<(Target, PasswordSource, CredentialOptions)>>,
+    remembered: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -134,12 +126,42 @@ impl Client {
                 url: redact(url),
                 source: e,
             })?;
-        let credentials = Credentials::from_url(url).or_else(|| {
-            options
-                .netrc
-                .as_ref()
-                .and_then(|n| n.lookup(url.host_str().unwrap_or_default()))
-        });
+        let resolver = options.connect.credentials();
+        let netrc = resolver.netrc()?;
+        let (credentials, login) = match Target::of_url(url) {
+            Some(target) => {
+                let given = Credentials::from_url(url);
+                let found = resolver.lookup(
+                    &target,
+                    given.as_ref().map(Credentials::username),
+                    given.as_ref().and_then(Credentials::password),
+                )?;
+                let (password, source) = match (&found.user, found.password) {
+                    (Some(user), None) => {
+                        // A user without a password anywhere: ask, where the front end can.
+                        let request = PromptRequest {
+                            user: user.clone(),
+                            target: target.clone(),
+                            attempt: 1,
+                        };
+                        match resolver.ask_now(&request) {
+                            Ok(Some(password)) => (Some(password), Some(PasswordSource::Prompt)),
+                            Ok(None) => (None, None),
+                            Err(e) => {
+                                return Err(Error::Store(snapsync_store::Error::Other {
+                                    location: redact(url),
+                                    source: format!("cannot read the password: {e}").into(),
+                                }));
+                            }
+                        }
+                    }
+                    (_, password) => (password, found.source),
+                };
+                let login = source.map(|s| Arc::new((target, s, resolver.clone())));
+                (found.user.map(|u| Credentials::new(u, password)), login)
+            }
+            None => (None, None),
+        };
         let mut base = strip(url);
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
@@ -149,8 +171,10 @@ impl Client {
             http,
             base,
             credentials,
-            netrc: options.netrc.clone(),
+            netrc,
             max_page_bytes: options.max_page_bytes,
+            login,
+            remembered: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -161,6 +185,21 @@ impl Client {
             return self.credentials.clone();
         }
         self.netrc.as_ref()?.lookup(url.host_str()?)
+    }
+
+    /// An upload to `url` was accepted: if it carried this server's password, that password works
+    /// and is saved to the keyring when asked to (once). Only uploads count: an index may serve its
+    /// pages to anyone, whatever password comes with the request.
+    pub(crate) fn succeeded(&self, url: &Url) {
+        if url.origin() != self.base.origin() || self.remembered.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let (Some(login), Some(credentials)) = (&self.login, &self.credentials)
+            && let Some(password) = credentials.password()
+        {
+            let (target, source, resolver) = &**login;
+            resolver.remember(target, credentials.username(), password, *source);
+        }
     }
 
     pub(crate) fn request(&self, method: reqwest::Method, url: &Url) -> reqwest::RequestBuilder {

@@ -11,9 +11,10 @@
 //! * **Mirror**: [`plan`] then [`execute`] (or [`mirror`]), skipping what the destination has by file
 //!   name and sha256, checking every download's sha256 before anything is uploaded.
 //!
-//! Credentials: a user and password in a URL (percent-decoded), a netrc file ([`ClientOptions::from_env`]
-//! reads `$NETRC` or `~/.netrc`), API tokens as user `__token__`. Passwords are never in a message or
-//! in `Debug` output ([`Credentials`]).
+//! Credentials come from snapsync-store's resolver, in its order: a user and password in a URL
+//! (percent-decoded), a netrc file ([`ClientOptions::from_env`] names `$NETRC` or `~/.netrc`), a keyring
+//! and a prompt when the store options carry them; API tokens as user `__token__`. Passwords are never
+//! in a message or in `Debug` output ([`Credentials`]).
 //!
 //! ```
 //! use snapsync_pkg::{Location, Selector};

@@ -186,6 +186,7 @@ impl Uploader {
         };
         let status = response.status().as_u16();
         if response.status().is_success() {
+            self.client.succeeded(&self.client.base);
             return Ok(());
         }
         let message = server_message(response).await;

@@ -15,6 +15,7 @@
 //! | `SSH_AUTH_SOCK` | [`ConnectOptions::with_agent_socket`] | SFTP: the ssh-agent to ask for keys |
 //! | `HOME` | [`ConnectOptions::with_home`] | SFTP: `~/.ssh/known_hosts` and `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` when none is given |
 //! | `USER` | [`ConnectOptions::with_user`] | SFTP: the user when the URL names none (else `root`) |
+//! | `NETRC`, `HOME` | [`CredentialOptions::with_netrc_file`] | FTP, FTPS, SFTP (and package indexes): `$NETRC`, else `~/.netrc`, for a URL without a password (see [`crate::credentials`]) |
 //! | `AWS_*` | `object_store`'s `AmazonS3ConfigKey` (`AWS_ENDPOINT_URL` is `aws_endpoint_url`, …) | S3 |
 //! | `GOOGLE_*`, `SERVICE_ACCOUNT` | `object_store`'s `GoogleConfigKey` (`SERVICE_ACCOUNT` is `google_service_account`) | GCS |
 //! | `AZURE_*`, `IDENTITY_ENDPOINT` | `object_store`'s `AzureConfigKey` (`IDENTITY_ENDPOINT` is `azure_msi_endpoint`) | Azure |
@@ -51,6 +52,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::credentials::CredentialOptions;
 use crate::error::Result;
 use crate::{
     FtpStore, LocalStore, ObjectStoreBackend, RetryPolicy, RetryStore, Scheme, SftpStore, Store, StoreUrl,
@@ -107,6 +109,8 @@ pub struct ConnectOptions {
     pub(crate) cloud_env: Vec<(String, String)>,
     /// `object_store` configuration keys, applied last.
     pub(crate) object_store_options: Vec<(String, String)>,
+    /// FTP, FTPS, SFTP: where passwords come from besides the URL.
+    pub(crate) credentials: CredentialOptions,
 }
 
 impl Default for ConnectOptions {
@@ -127,6 +131,7 @@ impl Default for ConnectOptions {
             local_durability: LocalDurability::default(),
             cloud_env: Vec::new(),
             object_store_options: Vec::new(),
+            credentials: CredentialOptions::default(),
         }
     }
 }
@@ -152,6 +157,7 @@ impl fmt::Debug for ConnectOptions {
             .field("local_durability", &self.local_durability)
             .field("cloud_env", &names(&self.cloud_env))
             .field("object_store_options", &names(&self.object_store_options))
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -181,6 +187,7 @@ impl ConnectOptions {
         V: AsRef<OsStr>,
     {
         let mut options = ConnectOptions::default();
+        let (mut netrc, mut home) = (None, None);
         for (name, value) in vars {
             let (Some(name), value) = (name.as_ref().to_str(), value.as_ref()) else {
                 continue;
@@ -201,13 +208,20 @@ impl ConnectOptions {
                 "SNAPSYNC_SSH_KEY" => options.ssh_keys = vec![path()],
                 "SNAPSYNC_KNOWN_HOSTS" => options.known_hosts = Some(path()),
                 "SSH_AUTH_SOCK" => options.agent_socket = Some(path()),
-                "HOME" => options.home = Some(path()),
+                "HOME" => {
+                    options.home = Some(path());
+                    home = Some(path());
+                }
+                "NETRC" => netrc = Some(path()),
                 "SNAPSYNC_SSH_KEY_PASSPHRASE" => {
                     options.ssh_key_passphrase = value.to_str().map(str::to_owned);
                 }
                 "USER" => options.user = value.to_str().map(str::to_owned),
                 _ => {}
             }
+        }
+        if let Some(file) = crate::Netrc::default_path(netrc, home) {
+            options.credentials = options.credentials.with_netrc_file(file);
         }
         options
     }
@@ -318,6 +332,20 @@ impl ConnectOptions {
     pub fn with_object_store_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.object_store_options.push((key.into(), value.into()));
         self
+    }
+
+    /// FTP, FTPS, SFTP: where passwords come from besides the URL (netrc, keyring, prompt), replacing
+    /// what was set ([`ConnectOptions::from_env`] sets the netrc file).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: CredentialOptions) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Where passwords come from besides the URL.
+    #[must_use]
+    pub fn credentials(&self) -> &CredentialOptions {
+        &self.credentials
     }
 
     /// The cloud variables whose names start with `prefix`, as `object_store` keys (the name in lower

@@ -127,6 +127,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A netrc file that cannot be parsed (the line is named; the file's contents never are).
+    #[error("{}: line {line}: {reason}", path.display())]
+    Netrc {
+        /// The netrc file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Anything else the store reported.
     #[error("{location}: store error")]
     Other {
@@ -155,6 +166,10 @@ impl Error {
     #[must_use]
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            Error::PermissionDenied { source, .. } if source.is::<crate::LoginRefused>() => Some(
+                "check the user and the password: in the URL, in ~/.netrc ($NETRC), in the keyring (saved \
+                 with --store-password), or typed when asked on a terminal",
+            ),
             Error::PermissionDenied { location, .. }
                 if location.starts_with("ftp://") || location.starts_with("ftps://") =>
             {
@@ -189,6 +204,7 @@ impl Error {
                  it again",
             ),
             Error::NotADirectory { .. } => Some("check the path: a file is where a directory must be"),
+            Error::Netrc { .. } => Some("fix that line of the netrc file, or leave it out with --no-netrc"),
             Error::SourceChanged { .. } => {
                 Some("the file is being written to: run again once it is complete (or exclude it)")
             }

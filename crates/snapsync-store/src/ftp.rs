@@ -1,8 +1,9 @@
 //! FTP and FTPS servers as stores, through `suppaftp` (tokio) with rustls for TLS.
 //!
 //! `ftp://[user[:password]@]host[:port]/path` and `ftps://…` (explicit TLS: `AUTH TLS` on the control
-//! connection, `PROT P` for data). The URL's path is the store's root, absolute on the server. Without
-//! a user the login is anonymous.
+//! connection, `PROT P` for data). The URL's path is the store's root, absolute on the server. The
+//! password comes from the URL, a netrc file, the keyring or a prompt ([`crate::credentials`]); without
+//! a user (in the URL or the netrc file) the login is anonymous.
 //!
 //! * **Writes never tear.** An object is uploaded to `.NAME.snapsync-PID-N.tmp` in its directory, its
 //!   size is checked with `SIZE`, and it is renamed over the key (`RNFR`/`RNTO`; servers that refuse to
@@ -67,6 +68,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connect::ConnectOptions;
+use crate::credentials::{Login, Target};
 use crate::error::{Error, Result};
 use crate::remote::{
     self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Written, fill, transient,
@@ -91,8 +93,8 @@ pub struct Ftp {
     url: StoreUrl,
     host: String,
     port: u16,
-    user: String,
-    password: String,
+    /// The user and the passwords to try.
+    login: Login,
     /// The store's directory on the server: absolute, without a trailing `/` (`""` for `/`).
     root: String,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -127,10 +129,20 @@ impl FtpStore {
             reason,
         };
         let parts = remote::url_parts(url, "ftp://HOST/path")?;
-        let (user, password) = match parts.user {
-            None => ("anonymous".to_owned(), "anonymous@".to_owned()),
-            Some(user) => (user, parts.password.unwrap_or_default()),
+        let port = parts.port.unwrap_or(21);
+        let target = Target {
+            scheme: url.scheme().name().to_owned(),
+            host: parts.host.clone(),
+            port,
         };
+        let login = Login::new(
+            &url.to_string(),
+            target,
+            parts.user.as_deref(),
+            parts.password.as_deref(),
+            None,
+            &options.credentials,
+        )?;
         let root = parts.path.trim_end_matches('/').to_owned();
         if root.contains(['\r', '\n']) {
             return Err(invalid("the path contains a line break".into()));
@@ -143,10 +155,9 @@ impl FtpStore {
         };
         Ok(RemoteStore::new(Ftp {
             url: url.clone(),
-            port: parts.port.unwrap_or(21),
+            port,
             host: parts.host,
-            user,
-            password,
+            login,
             root,
             tls,
             timeout,
@@ -348,9 +359,8 @@ impl Ftp {
                 return Ok((pooled, true));
             }
         }
-        let conn = tokio::time::timeout(self.timeout, self.connect(location))
-            .await
-            .map_err(|_| transient(location, format!("no answer within {:?}", self.timeout)))??;
+        // The timeout applies to each step with the server inside, not to a person typing a password.
+        let conn = self.connect(location).await?;
         let pooled = Pooled {
             conn: Some(conn),
             idle: Arc::clone(&self.idle),
@@ -363,6 +373,70 @@ impl Ftp {
     async fn connect(&self, location: &str) -> Result<Conn> {
         let server = self.url.with_key("");
         log::debug!("connecting to {server}");
+        let setup = |e: FtpError| match e {
+            FtpError::ConnectionError(io) => transient(&server, io),
+            FtpError::UnexpectedResponse(reply) => refused(location, &reply),
+            other => Error::Other {
+                location: server.clone(),
+                source: Box::new(other),
+            },
+        };
+        let Some(user) = self.login.user() else {
+            return self
+                .within(location, async {
+                    let mut client = self.open_connection(location).await?;
+                    client
+                        .login("anonymous", "anonymous@")
+                        .await
+                        .map_err(|e| match e {
+                            FtpError::UnexpectedResponse(reply) => Error::PermissionDenied {
+                                location: server.clone(),
+                                source: format!("anonymous login refused: {}", reply_text(&reply)).into(),
+                            },
+                            other => setup(other),
+                        })?;
+                    self.set_up(client, &setup).await
+                })
+                .await;
+        };
+        // The user's passwords in their order (URL, netrc, keyring, prompt); a refused one ends the
+        // login unless it was typed, when the prompt asks again. Each password gets a connection of
+        // its own (servers may close one after a refusal).
+        let mut attempts = self.login.attempts().await;
+        loop {
+            let password = attempts.next().await?;
+            let mut client = self.within(location, self.open_connection(location)).await?;
+            let logged_in = self
+                .within(location, async {
+                    Ok(client.login(user, password.as_deref().unwrap_or_default()).await)
+                })
+                .await?;
+            match logged_in {
+                Ok(()) => {
+                    attempts.accepted();
+                    return self.within(location, self.set_up(client, &setup)).await;
+                }
+                Err(FtpError::UnexpectedResponse(reply))
+                    if matches!(reply.status.code(), 530 | 331 | 332) =>
+                {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+                    attempts.refused(&reply_line(&reply))?;
+                }
+                Err(other) => return Err(setup(other)),
+            }
+        }
+    }
+
+    /// `work` under the timeout of one operation.
+    async fn within<T>(&self, location: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| transient(location, format!("no answer within {:?}", self.timeout)))?
+    }
+
+    /// A connection to the server, through TLS for FTPS, not logged in yet.
+    async fn open_connection(&self, location: &str) -> Result<Client> {
+        let server = self.url.with_key("");
         let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| transient(&server, e))?
@@ -382,16 +456,11 @@ impl Ftp {
             client = client.into_secure(connector, &self.host).await.map_err(setup)?;
         }
         client.set_passive_nat_workaround(true);
-        client
-            .login(self.user.as_str(), self.password.as_str())
-            .await
-            .map_err(|e| match e {
-                FtpError::UnexpectedResponse(reply) => Error::PermissionDenied {
-                    location: server.clone(),
-                    source: format!("login as {:?} refused: {}", self.user, reply_text(&reply)).into(),
-                },
-                other => setup(other),
-            })?;
+        Ok(client)
+    }
+
+    /// A logged-in connection made ready: binary transfers, the server's features, UTF-8.
+    async fn set_up(&self, mut client: Client, setup: &impl Fn(FtpError) -> Error) -> Result<Conn> {
         client.transfer_type(FileType::Binary).await.map_err(setup)?;
         let known = *self.features.lock().unwrap_or_else(PoisonError::into_inner);
         let features = if let Some(known) = known {
@@ -1225,10 +1294,10 @@ mod tests {
             (
                 inner.host.as_str(),
                 inner.port,
-                inner.user.as_str(),
-                inner.password.as_str()
+                inner.login.user(),
+                inner.login.known_password()
             ),
-            ("example.com", 2121, "me", "p@ss")
+            ("example.com", 2121, Some("me"), Some("p@ss"))
         );
         assert_eq!(inner.root, "/data/site");
         assert_eq!(inner.path("a b/c").unwrap(), "/data/site/a b/c");
@@ -1241,7 +1310,7 @@ mod tests {
             &ConnectOptions::default(),
         )
         .unwrap();
-        assert_eq!(anonymous.fs.user, "anonymous");
+        assert_eq!(anonymous.fs.login.user(), None);
         assert_eq!(anonymous.fs.root, "");
         assert_eq!(
             (anonymous.fs.connections, anonymous.fs.timeout),

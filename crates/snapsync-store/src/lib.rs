@@ -70,6 +70,7 @@
 
 pub mod conformance;
 mod connect;
+pub mod credentials;
 mod download;
 mod error;
 mod ftp;
@@ -92,13 +93,19 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 pub use crate::connect::{ConnectOptions, HostKeyPolicy, LocalDurability, open};
+#[cfg(feature = "keyring")]
+pub use crate::credentials::OsKeyring;
+pub use crate::credentials::{
+    CredentialOptions, Credentials, Keyring, LoginRefused, Netrc, PasswordPrompt, PasswordSource,
+    PromptRequest, Target,
+};
 pub use crate::download::{StreamError, stream_into};
 pub use crate::error::{Error, Result};
 pub use crate::ftp::FtpStore;
 pub use crate::local::{LocalStore, is_temp_name, temp_path};
 pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
 pub use crate::sftp::SftpStore;
-pub use crate::url::{Scheme, StoreUrl, redact_text};
+pub use crate::url::{Scheme, StoreUrl, redact_text, redact_url};
 pub use crate::wrap::{DryRunStore, PrefixStore, RetryPolicy, RetryStore};
 
 /// Names that start with this are locks (see [`Store::lock_create`]): listings never enter a

@@ -3,10 +3,12 @@
 //! `sftp://user[:password]@host[:port]/path`: the path is absolute on the server (`/~/path` is relative
 //! to the user's home, as with curl).
 //!
-//! * **Authentication**: the URL's password, else the keys of a running ssh-agent
+//! * **Authentication**: a password known without asking (the URL's, the netrc file's, the keyring's:
+//!   [`crate::credentials`]), else the keys of a running ssh-agent
 //!   ([`ConnectOptions::with_agent_socket`], `SSH_AUTH_SOCK`), else private key files
 //!   ([`ConnectOptions::with_ssh_key`], else `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`; an encrypted key
-//!   needs [`ConnectOptions::with_ssh_key_passphrase`]). Without a user in the URL, `$USER`, else `root`.
+//!   needs [`ConnectOptions::with_ssh_key_passphrase`]), else a password from the prompt, as `ssh`
+//!   asks after its keys. Without a user in the URL, the netrc entry's, else `$USER`, else `root`.
 //! * **Host keys** are checked against `~/.ssh/known_hosts` (or [`ConnectOptions::with_known_hosts`]).
 //!   An unknown host is refused unless the [`HostKeyPolicy`] is `AcceptNew` (the key is then recorded);
 //!   a changed key is always refused.
@@ -41,6 +43,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::connect::{ConnectOptions, HostKeyPolicy};
+use crate::credentials::{Login, Target};
 use crate::error::{Error, Result};
 use crate::remote::{
     self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Written, fill, transient,
@@ -59,8 +62,8 @@ pub struct Sftp {
     url: StoreUrl,
     host: String,
     port: u16,
-    user: String,
-    password: Option<String>,
+    /// The user and the passwords to try.
+    login: Login,
     key_files: Vec<PathBuf>,
     key_passphrase: Option<String>,
     known_hosts: Option<PathBuf>,
@@ -156,20 +159,29 @@ impl SftpStore {
     /// [`Error::InvalidUrl`] for a URL without a host.
     pub fn open(url: &StoreUrl, options: &ConnectOptions) -> Result<SftpStore> {
         let parts = remote::url_parts(url, "sftp://HOST/path")?;
-        let user = parts
-            .user
-            .or_else(|| options.user.clone())
-            .unwrap_or_else(|| "root".into());
+        let port = parts.port.unwrap_or(22);
+        let target = Target {
+            scheme: "sftp".to_owned(),
+            host: parts.host.clone(),
+            port,
+        };
+        let login = Login::new(
+            &url.to_string(),
+            target,
+            parts.user.as_deref(),
+            parts.password.as_deref(),
+            Some(options.user.clone().unwrap_or_else(|| "root".into())),
+            &options.credentials,
+        )?;
         let root = match parts.path.strip_prefix("/~") {
             Some(rest) => rest.trim_matches('/').to_owned(),
             None => parts.path.trim_end_matches('/').to_owned(),
         };
         Ok(RemoteStore::new(Sftp {
             url: url.clone(),
-            port: parts.port.unwrap_or(22),
+            port,
             host: parts.host,
-            user,
-            password: parts.password,
+            login,
             key_files: options.ssh_keys.clone(),
             key_passphrase: options.ssh_key_passphrase.clone(),
             known_hosts: options.known_hosts.clone(),
@@ -237,11 +249,8 @@ impl Sftp {
         {
             return Ok(Arc::clone(session));
         }
-        let session = Arc::new(
-            tokio::time::timeout(self.timeout, self.connect(location))
-                .await
-                .map_err(|_| transient(location, format!("no answer within {:?}", self.timeout)))??,
-        );
+        // The timeout applies to each step with the server inside, not to a person typing a password.
+        let session = Arc::new(self.connect(location).await?);
         *current = Some(Arc::clone(&session));
         Ok(session)
     }
@@ -279,7 +288,12 @@ impl Sftp {
             nodelay: true,
             ..client::Config::default()
         });
-        let connected = client::connect(config, (self.host.as_str(), self.port), check).await;
+        let connected = tokio::time::timeout(
+            self.timeout,
+            client::connect(config, (self.host.as_str(), self.port), check),
+        )
+        .await
+        .map_err(|_| transient(&server, format!("no answer within {:?}", self.timeout)))?;
         let host_problem = problem.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut handle = match (connected, host_problem) {
             (_, Some(problem)) => {
@@ -307,6 +321,13 @@ impl Sftp {
             (Err(e), None) => return Err(transient(&server, e)),
         };
         self.authenticate(&mut handle, &server).await?;
+        tokio::time::timeout(self.timeout, Self::open_session(handle, location, self.timeout))
+            .await
+            .map_err(|_| transient(location, format!("no answer within {:?}", self.timeout)))?
+    }
+
+    /// The two SFTP channels on a logged-in connection.
+    async fn open_session(handle: Handle<HostCheck>, location: &str, timeout: Duration) -> Result<Session> {
         let open_channel = async {
             let channel = handle.channel_open_session().await?;
             channel.request_subsystem(true, "sftp").await?;
@@ -316,38 +337,73 @@ impl Sftp {
         let sftp = SftpSession::new(files)
             .await
             .map_err(|e| sftp_error(location, e))?;
-        sftp.set_timeout(self.timeout.as_secs().max(1));
+        sftp.set_timeout(timeout.as_secs().max(1));
         let extension_channel = async {
             let channel = handle.channel_open_session().await?;
             channel.request_subsystem(true, "sftp").await?;
             Ok::<_, russh::Error>(channel.into_stream())
         };
         let raw = RawSftpSession::new(extension_channel.await.map_err(|e| transient(location, e))?);
-        raw.set_timeout(self.timeout.as_secs().max(1));
+        raw.set_timeout(timeout.as_secs().max(1));
         raw.init().await.map_err(|e| sftp_error(location, e))?;
         Ok(Session { handle, sftp, raw })
     }
 
+    /// Logs in: a password known without asking, else the agent's and the files' keys, else the
+    /// prompt's passwords (asked again, up to three times, when the server refuses one).
     async fn authenticate(&self, handle: &mut Handle<HostCheck>, server: &str) -> Result<()> {
         let denied = |why: String| Error::PermissionDenied {
             location: server.to_owned(),
             source: why.into(),
         };
-        let failed = |e: russh::Error| transient(server, e);
-        if let Some(password) = &self.password {
-            let result = handle
-                .authenticate_password(self.user.as_str(), password.as_str())
-                .await
-                .map_err(failed)?;
-            return if result.success() {
-                Ok(())
-            } else {
-                Err(denied(format!(
-                    "the server refused the password of {:?}",
-                    self.user
-                )))
-            };
+        let timed_out = || transient(server, format!("no answer within {:?}", self.timeout));
+        let user = self.login.user().unwrap_or("root");
+        let mut attempts = self.login.attempts().await;
+        let mut keys_refused = None;
+        if attempts.known().is_none() {
+            match tokio::time::timeout(self.timeout, self.authenticate_with_keys(handle, server, user)).await
+            {
+                Err(_) => return Err(timed_out()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(why))) if !attempts.can_ask() => return Err(denied(why)),
+                Ok(Ok(Some(why))) => keys_refused = Some(why),
+            }
         }
+        loop {
+            let Some(password) = attempts.next().await? else {
+                return Err(denied(keys_refused.unwrap_or_else(|| {
+                    format!("no password to log in as {user:?} (none typed)")
+                })));
+            };
+            let result = tokio::time::timeout(
+                self.timeout,
+                handle.authenticate_password(user, password.as_str()),
+            )
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| transient(server, e))?;
+            if result.success() {
+                attempts.accepted();
+                return Ok(());
+            }
+            attempts.refused("the server refused the password")?;
+        }
+    }
+
+    /// Logs in with the agent's keys, then the key files. `Ok(None)` when one was accepted,
+    /// `Ok(Some(why))` when none was.
+    async fn authenticate_with_keys(
+        &self,
+        handle: &mut Handle<HostCheck>,
+        server: &str,
+        user: &str,
+    ) -> Result<Option<String>> {
+        let denied = |why: String| Error::PermissionDenied {
+            location: server.to_owned(),
+            source: why.into(),
+        };
+        let failed = |e: russh::Error| transient(server, e);
         let rsa_hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
         // The agent first, as ssh does.
         if let Some(socket) = &self.agent_socket
@@ -357,11 +413,11 @@ impl Sftp {
                 if let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = identity {
                     let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
                     if let Ok(result) = handle
-                        .authenticate_publickey_with(self.user.as_str(), key, hash, &mut agent)
+                        .authenticate_publickey_with(user, key, hash, &mut agent)
                         .await
                         && result.success()
                     {
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             }
@@ -395,29 +451,21 @@ impl Sftp {
             })?;
             let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
             let result = handle
-                .authenticate_publickey(
-                    self.user.as_str(),
-                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-                )
+                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
                 .await
                 .map_err(failed)?;
             if result.success() {
-                return Ok(());
+                return Ok(None);
             }
             tried.push(file.display().to_string());
         }
-        Err(denied(if tried.is_empty() {
+        Ok(Some(if tried.is_empty() {
             format!(
-                "no password, no ssh-agent key and no private key to log in as {:?} (give a password in the URL, \
-                 or a key file)",
-                self.user
+                "no password, no ssh-agent key and no private key to log in as {user:?} (give a password in the \
+                 URL, ~/.netrc or the keyring, type it on a terminal, or give a key file)"
             )
         } else {
-            format!(
-                "the server refused the keys of {:?}: {}",
-                self.user,
-                tried.join(", ")
-            )
+            format!("the server refused the keys of {user:?}: {}", tried.join(", "))
         }))
     }
 
@@ -763,10 +811,10 @@ mod tests {
             (
                 inner.host.as_str(),
                 inner.port,
-                inner.user.as_str(),
-                inner.password.as_deref()
+                inner.login.user(),
+                inner.login.known_password()
             ),
-            ("example.com", 2222, "me", Some("p@ss"))
+            ("example.com", 2222, Some("me"), Some("p@ss"))
         );
         assert_eq!(inner.root, "/srv/data");
         assert!(inner.accept_new_host_key);
@@ -785,8 +833,11 @@ mod tests {
         // Without a user in the URL: the environment's, else root.
         let url = StoreUrl::parse("sftp://h/x").unwrap();
         let options = ConnectOptions::from_vars([("USER", "backup")]);
-        assert_eq!(SftpStore::open(&url, &options).unwrap().fs.user, "backup");
+        assert_eq!(
+            SftpStore::open(&url, &options).unwrap().fs.login.user(),
+            Some("backup")
+        );
         let nobody = SftpStore::open(&url, &ConnectOptions::default()).unwrap();
-        assert_eq!(nobody.fs.user, "root");
+        assert_eq!(nobody.fs.login.user(), Some("root"));
     }
 }

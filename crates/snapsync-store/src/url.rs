@@ -242,7 +242,10 @@ impl fmt::Debug for StoreUrl {
     }
 }
 
-fn redact_url(url: &url::Url) -> String {
+/// A URL as it may be shown: the password replaced by `***`, the user kept. The one way snapsync
+/// shows a URL that may hold a password ([`StoreUrl`]'s `Display`, package index URLs).
+#[must_use]
+pub fn redact_url(url: &url::Url) -> String {
     let mut shown = url.clone();
     if url.password().is_some() {
         let _ = shown.set_password(Some("***"));
@@ -250,26 +253,32 @@ fn redact_url(url: &url::Url) -> String {
     shown.to_string()
 }
 
-/// Redacts a password in text that may not even parse as a URL: everything between `://user:` and `@`.
+/// Redacts the password of every URL in `text`, which may not even parse as URLs (a message, a
+/// command line, a panic): whatever stands between `://user:` and the `@` that ends the authority
+/// becomes `***`.
 #[must_use]
 pub fn redact_text(text: &str) -> String {
-    let Some(start) = text.find("://").map(|i| i + 3) else {
-        return text.to_owned();
-    };
-    let rest = &text[start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => {
-            format!(
-                "{}{}:***{}",
-                &text[..start],
-                &authority[..colon],
-                &text[start + at..]
-            )
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        let start = found + 3;
+        shown.push_str(&rest[..start]);
+        rest = &rest[start..];
+        // The authority ends at the first `/`, `?`, `#` or white space; its userinfo at the last `@`.
+        let authority_end = rest
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if let (Some(at), Some(colon)) = (authority.rfind('@'), authority.find(':'))
+            && colon < at
+        {
+            shown.push_str(&authority[..colon]);
+            shown.push_str(":***");
+            rest = &rest[at..];
         }
-        _ => text.to_owned(),
     }
+    shown.push_str(rest);
+    shown
 }
 
 #[cfg(test)]
@@ -324,6 +333,12 @@ mod tests {
         assert_eq!(url.secret_url().unwrap().password(), Some("s3cret"));
         assert_eq!(redact_text("ftp://me:pw@h/x"), "ftp://me:***@h/x");
         assert_eq!(redact_text("ftp://me@h/x:y"), "ftp://me@h/x:y");
+        assert_eq!(
+            redact_text("copy ftp://a:p1@h/x to sftp://b:p%402@g:22/y, then http://c:p3@i"),
+            "copy ftp://a:***@h/x to sftp://b:***@g:22/y, then http://c:***@i"
+        );
+        assert_eq!(redact_text("no url: a:b@c"), "no url: a:b@c");
+        assert_eq!(redact_text("ends with ://"), "ends with ://");
         let err = StoreUrl::parse("ftpz://me:topsecret@h/x")
             .unwrap_err()
             .to_string();

@@ -2,6 +2,7 @@
 
 mod basics;
 mod cache;
+mod credentials;
 mod delta;
 mod help;
 mod interop_rdiff;

@@ -356,7 +356,7 @@ fn a_user_without_a_password_is_asked_for_it_on_a_terminal_and_it_is_never_shown
                 break;
             }
             all.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&all).contains("password for uploader at 127.0.0.1") {
+            if String::from_utf8_lossy(&all).contains("password for uploader at http://127.0.0.1") {
                 let _ = seen_tx.send(());
             }
         }

@@ -117,9 +117,19 @@ async fn a_wrong_password_is_permission_denied_and_never_shown() {
     let store = open(&StoreUrl::parse(&url).unwrap(), &bare()).unwrap();
     let err = store.list_all("").await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
-    let text = format!("{err} {:?}", std::error::Error::source(&err));
+    let source = std::error::Error::source(&err).unwrap();
+    let text = format!("{err} {source} {source:?} {err:?}");
     assert!(!text.contains("not-the-password"), "{text}");
-    assert!(text.contains("login"), "{text}");
+    // Whose login, with which password (where it came from), and the server's answer.
+    assert!(
+        source.to_string().starts_with(&format!(
+            "login refused for {}@127.0.0.1:{} (the password in the URL): 530",
+            snapsync_testkit::FTP_USER,
+            server.port()
+        )),
+        "{text}"
+    );
+    assert!(err.hint().unwrap().contains("netrc"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
