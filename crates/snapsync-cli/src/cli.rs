@@ -12,7 +12,8 @@ const ABOUT: &str =
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  error (the message says what failed; a `hint:` line says what to try)
+  1  error (the message says what failed; a `hint:` line says what to try);
+     diff: the two sides differ (as diff(1))
   2  usage error (unknown option, bad argument)
   4  upload, download, sync, run: finished, but conflicts were left unresolved";
 
@@ -169,7 +170,9 @@ alone; files outside the snapshot stay unless --delete.",
     #[command(
         long_about = "Compare A and B, each a directory or a snapshot id (read from --store, or the local cache). \
 Prints one line per difference: `A path` (added in B), `D path` (deleted in B), `M path` (content, type or \
-permissions changed). Directories whose contents changed are not listed themselves.",
+permissions changed). Directories whose contents changed are not listed themselves. The exit status is 0 \
+when A and B are the same, 1 when they differ (as diff(1)), and 2 for a usage error; any other failure \
+is 1 too, with its message on standard error.",
         after_help = "Examples:\n  snapsync diff ./old ./new\n  snapsync diff --store s3://bucket/snaps 3f9a… ./project"
     )]
     Diff(DiffArgs),
@@ -637,7 +640,7 @@ pub(crate) struct PushArgs {
     /// The directory to snapshot and send.
     #[arg(required_unless_present = "id", conflicts_with = "id")]
     pub(crate) dir: Option<PathBuf>,
-    /// Send this snapshot from the local cache instead.
+    /// Send this snapshot from the local cache instead (its id, or a unique prefix of it).
     #[arg(long, value_name = "ID")]
     pub(crate) id: Option<String>,
     #[command(flatten)]
@@ -653,7 +656,7 @@ pub(crate) struct FetchArgs {
     /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     #[command(flatten)]
@@ -667,7 +670,7 @@ pub(crate) struct PullArgs {
     /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// Where to write it (created if missing).
@@ -683,7 +686,7 @@ pub(crate) struct PullArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckoutArgs {
-    /// The snapshot (in the local cache; see `fetch`).
+    /// The snapshot (in the local cache; see `fetch`): its id, or a unique prefix of it.
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// Where to write it (created if missing).
@@ -699,7 +702,7 @@ pub(crate) struct CheckoutArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CopyArgs {
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// The store it is in (a store URL or path, as --store takes: file://, s3://, gs://, az://,
@@ -715,9 +718,9 @@ pub(crate) struct CopyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
-    /// A directory or a snapshot id.
+    /// A directory, or a snapshot id (or a unique prefix of one).
     pub(crate) a: String,
-    /// A directory or a snapshot id.
+    /// A directory, or a snapshot id (or a unique prefix of one).
     pub(crate) b: String,
     /// Where ids are looked up [default: the local cache].
     #[arg(long, value_name = "URL")]
@@ -733,7 +736,7 @@ pub(crate) struct VerifyArgs {
     /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// Delete the objects whose content is wrong, so that pushing the snapshot again from a good copy

@@ -34,9 +34,9 @@ impl fmt::Display for TasksFailed {
             .join(", ");
         write!(
             f,
-            "{} of {} tasks did not succeed: {list}",
+            "{} of {} did not succeed: {list}",
             self.failed.len(),
-            self.ran
+            crate::progress::plural(self.ran as u64, "task", "tasks")
         )
     }
 }

@@ -3,7 +3,6 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -20,8 +19,8 @@ use crate::cli::{
     SizeArgs, SnapshotsArgs, StageArgs, VerifyArgs,
 };
 use crate::manifest::{How, walk_dir};
-use crate::progress::{Ticker, per_second};
-use crate::{UsageError, hinted};
+use crate::progress::{Label, Status, Ticker, per_second, plural};
+use crate::{QuietExit, UsageError, hinted};
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -30,10 +29,54 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn parse_id(text: &str) -> anyhow::Result<Checksum> {
-    text.to_ascii_lowercase()
-        .parse::<Checksum>()
-        .map_err(|_| UsageError(format!("{text:?} is not a snapshot id (64 hex digits)")).into())
+/// The fewest hex digits a short id may have (as git's).
+const MIN_PREFIX: usize = 4;
+
+/// Whether `text` can be a snapshot id or a short one: 4 to 64 hex digits.
+fn looks_like_id(text: &str) -> bool {
+    (MIN_PREFIX..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The snapshot `text` names in `repo`: a whole id as it is (the operation then says whether it is
+/// there), or a unique prefix of at least 4 hex digits of one of the store's snapshots, as git takes
+/// short commit ids. A prefix that matches none or several is an error that says so (naming the
+/// candidates).
+fn resolve_id(text: &str, repo: &Repository) -> anyhow::Result<Checksum> {
+    if !looks_like_id(text) {
+        bail!(UsageError(format!(
+            "{text:?} is not a snapshot id (64 hex digits, or a unique prefix of at least {MIN_PREFIX})"
+        )));
+    }
+    let prefix = text.to_ascii_lowercase();
+    if let Ok(id) = prefix.parse::<Checksum>() {
+        return Ok(id);
+    }
+    let snapshots = runtime()?.block_on(repo.snapshots())?;
+    let matching: Vec<Checksum> = snapshots
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [id] => Ok(*id),
+        [] => Err(hinted(
+            format!("no snapshot in {} has an id starting with {prefix}", repo.url()),
+            "`snapsync snapshots STORE` lists the snapshots a store has",
+        )),
+        many => {
+            let mut ids: Vec<String> = many.iter().map(ToString::to_string).collect();
+            ids.sort();
+            Err(hinted(
+                format!(
+                    "the short id {prefix} is ambiguous in {}: {} start with it:\n  {}",
+                    repo.url(),
+                    plural(many.len() as u64, "snapshot", "snapshots"),
+                    ids.join("\n  ")
+                ),
+                "give more digits of the id",
+            ))
+        }
+    }
 }
 
 /// The cache directory: `--cache-dir`/`SNAPSYNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snapsync`, else
@@ -78,26 +121,29 @@ fn jobs(args: &JobsArgs, repo: &Repository) -> usize {
 /// Runs a transfer with a progress display fed by its counters.
 fn transferring<T>(
     output: &OutputArgs,
-    label: &'static str,
+    label: Label,
     work: impl FnOnce(Arc<Progress>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let progress = Arc::new(Progress::default());
     let seen = Arc::clone(&progress);
-    let _ticker = Ticker::start(output, label, None, move || {
-        let done = seen.items_done.load(Ordering::Relaxed);
-        let total = seen.items_total.load(Ordering::Relaxed);
-        (
-            seen.bytes_done.load(Ordering::Relaxed),
-            format!("{done}/{total} objects"),
-        )
+    let _ticker = Ticker::start(output, label, move || {
+        let counts = seen.counts();
+        Status {
+            items: Some((counts.items_done, counts.items_total)),
+            bytes: counts.bytes_done,
+            bytes_total: counts.bytes_total,
+        }
     });
     work(progress)
 }
 
+const OBJECTS: (&str, &str) = ("object", "objects");
+const FILES: (&str, &str) = ("file", "files");
+
 /// Sends a walked directory's objects and manifest to `to`, with progress.
 fn push_walked(
     output: &OutputArgs,
-    label: &'static str,
+    label: Label,
     walked: &snapsync_core::Walk,
     to: &Repository,
     jobs: usize,
@@ -114,7 +160,7 @@ fn push_walked(
 /// Copies a snapshot between stores (the cache is one), with progress.
 fn copy_snapshot(
     output: &OutputArgs,
-    label: &'static str,
+    label: Label,
     id: &Checksum,
     from: &Repository,
     to: &Repository,
@@ -135,29 +181,47 @@ fn print_id(id: &Checksum) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
+/// The one-line summary of a push, fetch or copy, on standard error (standard output has the result),
+/// unless `--quiet`.
 fn report_push(output: &OutputArgs, report: &PushReport, started: Instant) {
-    if output.verbose > 0 {
+    if !output.quiet {
+        let elapsed = started.elapsed();
         eprintln!(
-            "sent {} objects ({}), {} already there, in {:.2?} ({}/s)",
-            report.objects_sent,
+            "sent {} ({}), {} already there, in {} ({}/s)",
+            plural(report.objects_sent, OBJECTS.0, OBJECTS.1),
             HumanBytes(report.bytes_sent),
             report.objects_present,
-            started.elapsed(),
-            HumanBytes(per_second(report.bytes_sent, started.elapsed()))
+            seconds(elapsed),
+            HumanBytes(per_second(report.bytes_sent, elapsed))
         );
     }
 }
 
+/// The one-line summary of a pull or checkout, on standard error as a push's, unless `--quiet`.
 fn report_materialize(output: &OutputArgs, report: &MaterializeReport, started: Instant) {
-    if output.verbose > 0 {
+    if !output.quiet {
+        let removed = if report.removed > 0 {
+            format!(", {} removed", report.removed)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "wrote {} files ({}), {} already right, {} removed, in {:.2?}",
-            report.files_written,
+            "wrote {} ({}), {} already right{removed}, in {}",
+            plural(report.files_written, FILES.0, FILES.1),
             HumanBytes(report.bytes_written),
             report.files_unchanged,
-            report.removed,
-            started.elapsed()
+            seconds(started.elapsed())
         );
+    }
+}
+
+/// `0.42s`, `12.3s`.
+fn seconds(elapsed: std::time::Duration) -> String {
+    let millis = elapsed.as_millis();
+    if millis < 10_000 {
+        format!("{}.{:02}s", millis / 1000, millis % 1000 / 10)
+    } else {
+        format!("{}.{}s", millis / 1000, millis % 1000 / 100)
     }
 }
 
@@ -174,7 +238,7 @@ pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()>
     let cache = cache(&args.cache)?;
     let jobs = jobs(&args.jobs, &cache);
     let started = Instant::now();
-    let report = push_walked(output, "staging", &walked, &cache, jobs)?;
+    let report = push_walked(output, Label::new("staging", OBJECTS), &walked, &cache, jobs)?;
     report_push(output, &report, started);
     print_id(&report.id)
 }
@@ -194,12 +258,12 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOption
                 },
                 output,
             )?;
-            push_walked(output, "pushing", &walked, &store, jobs)?
+            push_walked(output, Label::new("pushing", OBJECTS), &walked, &store, jobs)?
         }
         (None, Some(id)) => {
-            let id = parse_id(id)?;
             let cache = cache(&args.cache)?;
-            copy_snapshot(output, "pushing", &id, &cache, &store, jobs)?
+            let id = resolve_id(id, &cache)?;
+            copy_snapshot(output, Label::new("pushing", OBJECTS), &id, &cache, &store, jobs)?
         }
         (None, None) => bail!(UsageError("push needs a directory or --id".into())),
     };
@@ -208,18 +272,18 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOption
 }
 
 pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let (store, cache) = (store(&args.store, connect)?, cache(&args.cache)?);
+    let id = resolve_id(&args.id, &store)?;
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
-    let report = copy_snapshot(output, "fetching", &id, &store, &cache, jobs)?;
+    let report = copy_snapshot(output, Label::new("fetching", OBJECTS), &id, &store, &cache, jobs)?;
     report_push(output, &report, started);
     Ok(())
 }
 
 pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let store = store(&args.store, connect)?;
+    let id = resolve_id(&args.id, &store)?;
     // Objects already in the cache are read from there; the cache is not filled by a pull.
     let cache = cache_dir(&args.cache)
         .ok()
@@ -228,7 +292,7 @@ pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOption
         .transpose()?;
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
-    let report = transferring(output, "pulling", |progress| {
+    let report = transferring(output, Label::new("pulling", FILES), |progress| {
         let options = MaterializeOptions {
             delete: args.delete,
             jobs,
@@ -247,11 +311,11 @@ pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOption
 }
 
 pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let cache = cache(&args.cache)?;
+    let id = resolve_id(&args.id, &cache)?;
     let jobs = jobs(&args.jobs, &cache);
     let started = Instant::now();
-    let report = transferring(output, "checking out", |progress| {
+    let report = transferring(output, Label::new("checking out", FILES), |progress| {
         let options = MaterializeOptions {
             delete: args.delete,
             jobs,
@@ -264,11 +328,11 @@ pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Resu
 }
 
 pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let (from, to) = (store(&args.from, connect)?, store(&args.to, connect)?);
+    let id = resolve_id(&args.id, &from)?;
     let jobs = jobs(&args.jobs, &to);
     let started = Instant::now();
-    let report = copy_snapshot(output, "copying", &id, &from, &to, jobs)?;
+    let report = copy_snapshot(output, Label::new("copying", OBJECTS), &id, &from, &to, jobs)?;
     report_push(output, &report, started);
     Ok(())
 }
@@ -280,13 +344,12 @@ fn side(
     output: &OutputArgs,
     connect: &ConnectOptions,
 ) -> anyhow::Result<Manifest> {
-    let looks_like_id = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
-    if looks_like_id && !Path::new(text).exists() {
-        let id = parse_id(text)?;
+    if looks_like_id(text) && !Path::new(text).exists() {
         let repo = match &args.store {
             Some(url) => store(url, connect)?,
             None => cache(&args.cache)?,
         };
+        let id = resolve_id(text, &repo)?;
         return Ok(runtime()?.block_on(repo.manifest(&id))?);
     }
     Ok(walk_dir(Path::new(text), &args.filter, How::default(), output)?.manifest)
@@ -298,21 +361,28 @@ pub(crate) fn diff(args: &DiffArgs, output: &OutputArgs, connect: &ConnectOption
         side(&args.b, args, output, connect)?,
     );
     let mut out = io::BufWriter::new(io::stdout().lock());
-    for change in snapsync_snapshot::diff(&a, &b) {
+    let changes = snapsync_snapshot::diff(&a, &b);
+    for change in &changes {
         match change {
             Change::Added(entry) => writeln!(out, "A {}", entry.rendered_path())?,
             Change::Removed(entry) => writeln!(out, "D {}", entry.rendered_path())?,
             Change::Modified { after, .. } => writeln!(out, "M {}", after.rendered_path())?,
         }
     }
-    Ok(out.flush()?)
+    out.flush()?;
+    // As diff(1): 1 when the two differ, 0 when they do not (and 2 for trouble, here any error).
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        Err(QuietExit(1).into())
+    }
 }
 
 pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let store = store(&args.store, connect)?;
+    let id = resolve_id(&args.id, &store)?;
     let jobs = jobs(&args.jobs, &store);
-    let report = transferring(output, "verifying", |progress| {
+    let report = transferring(output, Label::new("verifying", OBJECTS), |progress| {
         Ok(runtime()?.block_on(snapsync_snapshot::verify(&id, &store, jobs, Some(&progress)))?)
     })?;
     let mut out = io::stdout().lock();
@@ -333,11 +403,14 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOp
     if args.remove_corrupt && corrupt > 0 {
         let removed = runtime()?.block_on(snapsync_snapshot::remove_corrupt(&store, &report))?;
         if !output.quiet {
-            eprintln!("removed {} corrupt objects", removed.removed.len());
+            eprintln!(
+                "removed {}",
+                plural(removed.removed.len() as u64, "corrupt object", "corrupt objects")
+            );
             if !removed.kept.is_empty() {
                 eprintln!(
-                    "kept {} objects that are whole (or gone) by now",
-                    removed.kept.len()
+                    "kept {} whole (or gone) by now",
+                    plural(removed.kept.len() as u64, "object that is", "objects that are")
                 );
             }
         }
@@ -351,18 +424,20 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOp
         };
         return Err(hinted(
             format!(
-                "snapshot {id} in {}: {} of {} objects are bad",
+                "snapshot {id} in {}: {} of {} {} bad",
                 store.url(),
                 report.problems.len(),
-                report.objects
+                plural(report.objects, "object", "objects"),
+                if report.problems.len() == 1 { "is" } else { "are" }
             ),
             hint,
         ));
     }
     if !output.quiet {
+        let all = if report.objects == 1 { "its" } else { "all" };
         eprintln!(
-            "snapshot {id}: all {} objects verified ({})",
-            report.objects,
+            "snapshot {id}: {all} {} verified ({})",
+            plural(report.objects, "object", "objects"),
             HumanBytes(report.bytes)
         );
     }
@@ -387,16 +462,16 @@ pub(crate) fn size(args: &SizeArgs, connect: &ConnectOptions) -> anyhow::Result<
     let runtime = runtime()?;
     let mut out = io::stdout().lock();
     if let Some(id) = &args.id {
-        let id = parse_id(id)?;
+        let id = resolve_id(id, &store)?;
         let report = runtime.block_on(snapsync_snapshot::size(&id, &store))?;
         writeln!(
             out,
-            "{} files, {} directories, {} ({} bytes); {} distinct objects, {} in the store",
-            report.files,
-            report.directories,
+            "{}, {}, {} ({}); {}, {} in the store",
+            plural(report.files, "file", "files"),
+            plural(report.directories, "directory", "directories"),
             HumanBytes(report.bytes),
-            report.bytes,
-            report.objects,
+            plural(report.bytes, "byte", "bytes"),
+            plural(report.objects, "distinct object", "distinct objects"),
             HumanBytes(report.object_bytes)
         )?;
     } else {
@@ -405,9 +480,11 @@ pub(crate) fn size(args: &SizeArgs, connect: &ConnectOptions) -> anyhow::Result<
         let bytes: u64 = objects.values().map(|m| m.size).sum();
         writeln!(
             out,
-            "{snapshots} snapshots, {} objects, {} ({bytes} bytes)",
-            objects.len(),
-            HumanBytes(bytes)
+            "{}, {}, {} ({})",
+            plural(snapshots as u64, "snapshot", "snapshots"),
+            plural(objects.len() as u64, "object", "objects"),
+            HumanBytes(bytes),
+            plural(bytes, "byte", "bytes")
         )?;
     }
     Ok(out.flush()?)
@@ -415,12 +492,16 @@ pub(crate) fn size(args: &SizeArgs, connect: &ConnectOptions) -> anyhow::Result<
 
 pub(crate) fn gc(args: &GcArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let store = store(&args.store, connect)?;
-    let options = GcOptions {
-        dry_run: args.dry_run,
-        grace: args.grace,
-        jobs: jobs(&args.jobs, &store),
-    };
-    let report = runtime()?.block_on(snapsync_snapshot::gc(&store, options))?;
+    // Reading every manifest, then deleting: counted as snapshots read, then objects deleted.
+    let report = transferring(output, Label::new("collecting", ("item", "items")), |progress| {
+        let options = GcOptions {
+            dry_run: args.dry_run,
+            grace: args.grace,
+            jobs: jobs(&args.jobs, &store),
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::gc(&store, options))?)
+    })?;
     let bytes: u64 = report.deleted.iter().map(|(_, size)| size).sum();
     let mut out = io::stdout().lock();
     if args.dry_run || output.verbose > 0 {
@@ -435,9 +516,9 @@ pub(crate) fn gc(args: &GcArgs, output: &OutputArgs, connect: &ConnectOptions) -
     }
     writeln!(
         out,
-        "{} snapshots; {} objects: {} referenced, {} unreferenced but younger than {} (kept); {} {} ({})",
-        report.snapshots,
-        report.objects,
+        "{}; {}: {} referenced, {} unreferenced but younger than {} (kept); {} {} ({})",
+        plural(report.snapshots, "snapshot", "snapshots"),
+        plural(report.objects, "object", "objects"),
         report.referenced,
         report.kept_recent,
         crate::time::format_age(args.grace),

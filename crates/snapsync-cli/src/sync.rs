@@ -11,7 +11,7 @@ use snapsync_sync::{Action, Conflict, DirAction, Event, Item, Mode, Options, Pai
 
 use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
 use crate::output::printable;
-use crate::progress::Ticker;
+use crate::progress::{Label, Status, Ticker, plural};
 
 pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     run(Mode::Upload, args, output, connect)
@@ -75,11 +75,15 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
     let (done_bytes, done_files) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (seen_bytes, seen_files) = (Arc::clone(&done_bytes), Arc::clone(&done_files));
     let ticker = (!args.dry_run).then(|| {
-        Ticker::start(output, "syncing", Some(bytes), move || {
-            (
-                seen_bytes.load(Ordering::Relaxed),
-                format!("{}/{files} files", seen_files.load(Ordering::Relaxed)),
-            )
+        let doing = match mode {
+            Mode::Upload => "uploading",
+            Mode::Download => "downloading",
+            Mode::Sync => "syncing",
+        };
+        Ticker::start(output, Label::new(doing, ("file", "files")), move || Status {
+            items: Some((seen_files.load(Ordering::Relaxed), files)),
+            bytes: seen_bytes.load(Ordering::Relaxed),
+            bytes_total: bytes,
         })
     });
     let ask_user = |item: &Item, conflict: Conflict| ask(item, conflict);
@@ -139,9 +143,8 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
     print_summary(&summary, args, output)?;
     if !summary.unknown.is_empty() {
         anyhow::bail!(
-            "{} path{} could not be read (listed above): {} and everything below {} left alone on both sides{}",
-            summary.unknown.len(),
-            if summary.unknown.len() == 1 { "" } else { "s" },
+            "{} could not be read (listed above): {} and everything below {} left alone on both sides{}",
+            plural(summary.unknown.len() as u64, "path", "paths"),
             if summary.unknown.len() == 1 {
                 "it was"
             } else {
@@ -151,7 +154,10 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
             if summary.failed.is_empty() {
                 String::new()
             } else {
-                format!(", and {} file(s) failed", summary.failed.len())
+                format!(
+                    ", and {} failed",
+                    plural(summary.failed.len() as u64, "file", "files")
+                )
             }
         );
     }
@@ -165,8 +171,8 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
         let n = summary.conflicts.len();
         return Err(crate::ConflictsLeft {
             message: format!(
-                "{n} conflict{} left unresolved (listed above); both sides keep their version",
-                if n == 1 { "" } else { "s" }
+                "{} left unresolved (listed above); both sides keep their version",
+                plural(n as u64, "conflict", "conflicts")
             ),
             hint: "settle them with --resolve local|remote|new|old|ask, or edit one side and run again",
         }
@@ -268,16 +274,16 @@ fn print_summary(summary: &Summary, args: &SyncArgs, output: &OutputArgs) -> any
     };
     writeln!(
         err,
-        "{would}{} up ({}), {} down ({}), {} deleted here, {} deleted there, {} folders made, {} removed, {} conflicts left{}, {} failed in {:.1}s",
+        "{would}{} up ({}), {} down ({}), {} deleted here, {} deleted there, {} made, {} removed, {} left{}, {} failed in {:.1}s",
         summary.uploaded,
         HumanBytes(summary.uploaded_bytes),
         summary.downloaded,
         HumanBytes(summary.downloaded_bytes),
         summary.deleted_local,
         summary.deleted_remote,
-        summary.dirs_created,
+        plural(summary.dirs_created, "folder", "folders"),
         summary.dirs_removed,
-        summary.conflicts.len(),
+        plural(summary.conflicts.len() as u64, "conflict", "conflicts"),
         if summary.resolved > 0 {
             format!(" ({} resolved)", summary.resolved)
         } else {
