@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
@@ -96,6 +97,15 @@ pub enum Pushed {
     Conflict(Error),
     /// Not uploaded: it failed; the file stays queued.
     Failed(Error),
+}
+
+/// Counters a [`CacheAgent::push_counting`] updates, for a progress display.
+#[derive(Debug, Default)]
+pub struct PushProgress {
+    /// Queued files done (pushed, refused or failed).
+    pub files: AtomicU64,
+    /// Bytes read to be sent.
+    pub bytes: Arc<AtomicU64>,
 }
 
 /// One cached or queued file, for [`CacheAgent::status`].
@@ -425,6 +435,19 @@ impl CacheAgent {
     /// # Errors
     /// Only when the state cannot be read or written; per-file failures are in the result.
     pub async fn push(&self, force: bool) -> Result<BTreeMap<String, Pushed>> {
+        self.push_counting(force, None).await
+    }
+
+    /// [`CacheAgent::push`], updating `progress` as it goes: the bytes as they are read to be sent (an
+    /// attempt that is retried counts again), each file once it is done.
+    ///
+    /// # Errors
+    /// As [`CacheAgent::push`].
+    pub async fn push_counting(
+        &self,
+        force: bool,
+        progress: Option<&PushProgress>,
+    ) -> Result<BTreeMap<String, Pushed>> {
         let (queue, files) = {
             let locked = self.locked()?;
             (locked.state.queue.clone(), locked.state.files.clone())
@@ -435,15 +458,19 @@ impl CacheAgent {
                 let recorded = files.get(&path);
                 async move {
                     let cancel = &self.options.cancel;
+                    let sent = progress.map(|p| Arc::clone(&p.bytes));
                     let outcome = if cancel.is_cancelled() {
                         Err(Error::Cancelled)
                     } else {
                         tokio::select! {
                             biased;
-                            outcome = self.push_one(&path, recorded, force) => outcome,
+                            outcome = self.push_one(&path, recorded, force, sent) => outcome,
                             () = cancel.cancelled() => Err(Error::Cancelled),
                         }
                     };
+                    if let Some(progress) = progress {
+                        progress.files.fetch_add(1, Ordering::Relaxed);
+                    }
                     (path, outcome)
                 }
             })
@@ -505,7 +532,13 @@ impl CacheAgent {
         Ok(())
     }
 
-    async fn push_one(&self, path: &str, recorded: Option<&Entry>, force: bool) -> Result<(u64, Entry)> {
+    async fn push_one(
+        &self,
+        path: &str,
+        recorded: Option<&Entry>,
+        force: bool,
+        sent: Option<Arc<AtomicU64>>,
+    ) -> Result<(u64, Entry)> {
         let local = self.local(path)?;
         let meta = fs::symlink_metadata(&local)
             .ok()
@@ -537,7 +570,7 @@ impl CacheAgent {
             path: local.clone(),
             size: meta.len(),
             mtime: meta.modified().ok(),
-            progress: None,
+            progress: sent,
         };
         // What the remote then holds is recorded: the next push (or a refresh) compares against it.
         let now = match self.store.put_meta(path, source, mode).await {

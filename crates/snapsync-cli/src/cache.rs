@@ -1,12 +1,15 @@
 //! The `cache` commands: a local cache over a remote (snapsync-cache).
 
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use snapsync_cache::{CacheAgent, CacheOptions, Opened, Pushed};
+use snapsync_cache::{CacheAgent, CacheOptions, Opened, PushProgress, Pushed};
 use snapsync_store::ConnectOptions;
 
 use crate::cli::{CacheCommand, CacheDirs, OutputArgs};
 use crate::output::printable;
+use crate::progress::{Label, Status, Ticker};
 
 fn agent(dirs: &CacheDirs, options: CacheOptions, connect: &ConnectOptions) -> anyhow::Result<CacheAgent> {
     Ok(CacheAgent::connect(&dirs.remote, connect, &dirs.cache, options)?)
@@ -92,7 +95,22 @@ pub(crate) fn run(
                 ..CacheOptions::default()
             };
             let agent = agent(&args.dirs, options, connect)?;
-            let pushed = runtime.block_on(agent.push(args.force))?;
+            let queued: Vec<u64> = agent
+                .status()?
+                .iter()
+                .filter(|file| file.queued)
+                .map(|file| file.size)
+                .collect();
+            let (files, bytes) = (queued.len() as u64, queued.iter().sum::<u64>());
+            let progress = Arc::new(PushProgress::default());
+            let seen = Arc::clone(&progress);
+            let ticker = Ticker::start(output, Label::new("pushing", ("file", "files")), move || Status {
+                items: Some((seen.files.load(Ordering::Relaxed), files)),
+                bytes: seen.bytes.load(Ordering::Relaxed).min(bytes),
+                bytes_total: bytes,
+            });
+            let pushed = runtime.block_on(agent.push_counting(args.force, Some(&progress)))?;
+            drop(ticker);
             let (mut uploaded, mut conflicts, mut failed) = (0, 0, 0);
             for (path, outcome) in &pushed {
                 let (word, bytes, error) = match outcome {
@@ -126,13 +144,16 @@ pub(crate) fn run(
                 )?;
             }
             if failed > 0 {
-                anyhow::bail!("{failed} queued file(s) could not be pushed (listed above); they stay queued");
+                anyhow::bail!(
+                    "{} could not be pushed (listed above); they stay queued",
+                    crate::say::count(failed, "queued file", "queued files")
+                );
             }
             if conflicts > 0 {
                 return Err(crate::ConflictsLeft {
                     message: format!(
-                        "{conflicts} file{} not pushed: the remote copy changed since it was fetched (listed above); they stay queued",
-                        if conflicts == 1 { "" } else { "s" }
+                        "{} not pushed: the remote copy changed since it was fetched (listed above); they stay queued",
+                        crate::say::count(conflicts, "file", "files")
                     ),
                     hint: "open the remote copy to merge by hand, or push --force to overwrite it",
                 }
@@ -188,10 +209,7 @@ pub(crate) fn run(
             if output.json {
                 crate::say::summary("cache evict", serde_json::json!({ "evicted": removed.len() }))?;
             } else if !output.quiet {
-                eprintln!(
-                    "{} evicted",
-                    crate::say::count(u64::try_from(removed.len()).unwrap_or(u64::MAX), "file", "files")
-                );
+                eprintln!("{} evicted", crate::say::count(removed.len(), "file", "files"));
             }
             Ok(())
         }

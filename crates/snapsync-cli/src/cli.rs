@@ -30,7 +30,8 @@ Examples:
 const EXIT_CODES: &str = "\
 Exit status (docs/exit-status.md):
   0    success
-  1    error (the message says what failed; a `hint:` line says what to try)
+  1    error (the message says what failed; a `hint:` line says what to try);
+       diff: the two sides differ (as diff(1))
   2    usage error (unknown option, bad argument)
   3    interrupted: Ctrl-C or SIGTERM, stopped cleanly (nothing half-written, no temporary file or
        lock left, what finished kept); upload, download, sync, run, manifest, id, stage, push,
@@ -279,7 +280,9 @@ alone; files outside the snapshot stay unless --delete.",
     #[command(
         long_about = "Compare A and B, each a directory or a snapshot id (read from --store, or the local cache). \
 Prints one line per difference: `A path` (added in B), `D path` (deleted in B), `M path` (content, type or \
-permissions changed). Directories whose contents changed are not listed themselves.",
+permissions changed). Directories whose contents changed are not listed themselves. The exit status is 0 \
+when A and B are the same, 1 when they differ (as diff(1)), and 2 for a usage error; any other failure \
+is 1 too, with its message on standard error.",
         after_help = "Examples:\n  snapsync diff ./old ./new\n  snapsync diff --store s3://bucket/snaps 3f9a… ./project"
     )]
     Diff(Connected<DiffArgs>),
@@ -797,7 +800,7 @@ pub(crate) struct PushArgs {
     /// The directory to snapshot and send.
     #[arg(required_unless_present = "id", conflicts_with = "id")]
     pub(crate) dir: Option<PathBuf>,
-    /// Send this snapshot from the local cache instead.
+    /// Send this snapshot from the local cache instead (its id, or a unique prefix of it).
     #[arg(long, value_name = "ID")]
     pub(crate) id: Option<String>,
     #[command(flatten)]
@@ -813,7 +816,7 @@ pub(crate) struct FetchArgs {
     /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     #[command(flatten)]
@@ -827,7 +830,7 @@ pub(crate) struct PullArgs {
     /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// Where to write it (created if missing).
@@ -843,7 +846,7 @@ pub(crate) struct PullArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckoutArgs {
-    /// The snapshot (in the local cache; see `fetch`).
+    /// The snapshot (in the local cache; see `fetch`): its id, or a unique prefix of it.
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// Where to write it (created if missing).
@@ -859,7 +862,7 @@ pub(crate) struct CheckoutArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CopyArgs {
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// The store it is in (a store URL or path, as --store takes: file://, s3://, gs://, az://,
@@ -875,9 +878,9 @@ pub(crate) struct CopyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DiffArgs {
-    /// A directory or a snapshot id.
+    /// A directory, or a snapshot id (or a unique prefix of one).
     pub(crate) a: String,
-    /// A directory or a snapshot id.
+    /// A directory, or a snapshot id (or a unique prefix of one).
     pub(crate) b: String,
     /// Where ids are looked up: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp://
     /// URL [default: the local cache].
@@ -894,7 +897,7 @@ pub(crate) struct VerifyArgs {
     /// The store: a path, or a file://, s3://, gs://, az://, ftp://, ftps:// or sftp:// URL.
     #[arg(long, value_name = "URL")]
     pub(crate) store: String,
-    /// The snapshot.
+    /// The snapshot: its id, or a unique prefix of it (4 hex digits or more).
     #[arg(long, value_name = "ID")]
     pub(crate) id: String,
     /// Delete the objects whose content is wrong, so that pushing the snapshot again from a good copy

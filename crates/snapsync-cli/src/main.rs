@@ -58,6 +58,19 @@ impl std::fmt::Display for ConflictsLeft {
 
 impl std::error::Error for ConflictsLeft {}
 
+/// A command whose answer is its exit status, with nothing more to say: `diff` that listed differences
+/// exits 1, as diff(1) does.
+#[derive(Debug)]
+pub(crate) struct QuietExit(pub(crate) u8);
+
+impl std::fmt::Display for QuietExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for QuietExit {}
+
 /// Exit status of a command that left conflicts ([`ConflictsLeft`]).
 pub(crate) const EXIT_CONFLICTS: u8 = 4;
 
@@ -204,6 +217,9 @@ pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     }) {
         return 0;
+    }
+    if let Some(QuietExit(status)) = error.downcast_ref::<QuietExit>() {
+        return *status;
     }
     let (status, message, causes, hint) = explain(error);
     let kind = if status == EXIT_CONFLICTS {

@@ -12,7 +12,8 @@ use snapsync_core::{Exclude, MacroContext, Manifest, Progress, Walk, WalkOptions
 
 use crate::UsageError;
 use crate::cli::{OutputArgs, WalkArgs, WalkFlags};
-use crate::progress::{Ticker, per_second};
+use crate::progress::{Label, Status, Ticker, per_second};
+use crate::say::count;
 
 /// Warnings printed one by one before the rest are summed up (all of them with `-v`).
 const WARNINGS_SHOWN: usize = 20;
@@ -133,8 +134,10 @@ pub(crate) fn walk_dir(
     let started = Instant::now();
     let walked = {
         let seen = Arc::clone(&counters);
-        let _progress = Ticker::start(output, "hashing", None, move || {
-            (seen.bytes(), format!("{} files", seen.files()))
+        let _progress = Ticker::start(output, Label::new("hashing", ("file", "files")), move || Status {
+            items: Some((seen.files(), 0)),
+            bytes: seen.bytes(),
+            bytes_total: 0,
         });
         snapsync_core::walk(dir, &options)?
     };
@@ -154,9 +157,9 @@ pub(crate) fn walk_dir(
     }
     let elapsed = started.elapsed();
     log::info!(
-        "walked {} entries, hashed {} files ({}) in {:.2?} ({}/s)",
-        walked.manifest.len(),
-        counters.files(),
+        "walked {}, hashed {} ({}) in {:.2?} ({}/s)",
+        count(walked.manifest.len(), "entry", "entries"),
+        count(counters.files(), "file", "files"),
         HumanBytes(counters.bytes()),
         elapsed,
         HumanBytes(per_second(counters.bytes(), elapsed))

@@ -20,6 +20,7 @@ use crate::ConflictsLeft;
 use crate::UsageError;
 use crate::cli::{OutputArgs, PkgCommand, PkgSelectArgs};
 use crate::output::printable;
+use crate::say::count;
 
 /// Pages read and files moved at once when `--jobs` is not given: 4, as small index servers take
 /// only a few connections at once (pypiserver's default server queues 5 and speaks HTTP/1.0, so 8 at
@@ -154,8 +155,8 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                             .collect(),
                     )
                 });
-            let mut failed = 0;
-            let (mut fetched, mut bytes) = (0, 0);
+            let mut failed = 0u64;
+            let (mut fetched, mut bytes) = (0u64, 0);
             for (filename, result) in &results {
                 match result {
                     Ok(size) => {
@@ -189,15 +190,15 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
                 )?;
             } else if !output.quiet {
                 eprintln!(
-                    "downloaded {fetched} file{} ({bytes} bytes) into {}",
-                    plural(fetched),
+                    "downloaded {} ({bytes} bytes) into {}",
+                    count(fetched, "file", "files"),
                     args.dir.display()
                 );
             }
             if failed > 0 {
                 anyhow::bail!(
-                    "{failed} file{} could not be downloaded (listed above)",
-                    plural(failed)
+                    "{} could not be downloaded (listed above)",
+                    count(failed, "file", "files")
                 );
             }
             missing_projects(&index.url(), &missing)
@@ -235,10 +236,6 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
 
 fn jobs(given: Option<NonZeroUsize>) -> usize {
     given.map_or(DEFAULT_JOBS, NonZeroUsize::get)
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn warn(message: &str) {
@@ -499,28 +496,28 @@ fn finish(output: &OutputArgs, totals: &Totals<'_>) -> anyhow::Result<()> {
         )?;
     } else if !output.quiet {
         eprintln!(
-            "{verb} {done} file{} ({bytes} bytes); {present} already there; {conflicts} conflict{}; {errors} failed",
-            plural(done),
-            plural(conflicts)
+            "{verb} {} ({bytes} bytes); {present} already there; {}; {errors} failed",
+            count(done, "file", "files"),
+            count(conflicts, "conflict", "conflicts")
         );
     }
     if errors > 0 {
         anyhow::bail!(
-            "{errors} file{} failed (listed above); run again to retry them",
-            plural(errors)
+            "{} failed (listed above); run again to retry them",
+            count(errors, "file", "files")
         );
     }
     if missing > 0 {
         anyhow::bail!(
-            "{missing} project{} not found at the source (listed above)",
-            plural(missing)
+            "{} not found at the source (listed above)",
+            count(missing, "project", "projects")
         );
     }
     if conflicts > 0 {
         return Err(ConflictsLeft {
             message: format!(
-                "{conflicts} file{} not uploaded: the destination has a different file of that name (listed above)",
-                plural(conflicts)
+                "{} not uploaded: the destination has a different file of that name (listed above)",
+                count(conflicts, "file", "files")
             ),
             hint: "indexes do not let a file be replaced: remove it at the destination first if the source's is the one to keep",
         }

@@ -34,9 +34,9 @@ impl fmt::Display for TasksFailed {
             .join(", ");
         write!(
             f,
-            "{} of {} tasks did not succeed: {list}",
+            "{} of {} did not succeed: {list}",
             self.failed.len(),
-            self.ran
+            crate::say::count(self.ran, "task", "tasks")
         )
     }
 }

@@ -131,9 +131,14 @@ pub(crate) fn stderr_line(style: Style, prefix: &str, text: &str) {
     });
 }
 
-/// "1 file", "2 files": a count with its noun.
-pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
-    let n = n.into();
+/// A plain line on standard error: a command's one-line summary (callers leave it out with `--quiet`).
+pub(crate) fn note(text: &str) {
+    stderr_line(Style::new(), "", text);
+}
+
+/// "1 file", "2 files": a count with its noun (any integer; one past `u64` counts as `u64::MAX`).
+pub(crate) fn count(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    let n = n.try_into().unwrap_or(u64::MAX);
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

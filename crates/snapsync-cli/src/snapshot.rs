@@ -3,7 +3,6 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -20,8 +19,9 @@ use crate::cli::{
     SizeArgs, SnapshotsArgs, StageArgs, VerifyArgs,
 };
 use crate::manifest::{How, walk_dir};
-use crate::progress::{Ticker, per_second};
-use crate::{UsageError, hinted};
+use crate::progress::{Label, Status, Ticker, per_second};
+use crate::say::count;
+use crate::{QuietExit, UsageError, hinted};
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -30,10 +30,54 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn parse_id(text: &str) -> anyhow::Result<Checksum> {
-    text.to_ascii_lowercase()
-        .parse::<Checksum>()
-        .map_err(|_| UsageError(format!("{text:?} is not a snapshot id (64 hex digits)")).into())
+/// The fewest hex digits a short id may have (as git's).
+const MIN_PREFIX: usize = 4;
+
+/// Whether `text` can be a snapshot id or a short one: 4 to 64 hex digits.
+fn looks_like_id(text: &str) -> bool {
+    (MIN_PREFIX..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The snapshot `text` names in `repo`: a whole id as it is (the operation then says whether it is
+/// there), or a unique prefix of at least 4 hex digits of one of the store's snapshots, as git takes
+/// short commit ids. A prefix that matches none or several is an error that says so (naming the
+/// candidates).
+fn resolve_id(text: &str, repo: &Repository) -> anyhow::Result<Checksum> {
+    if !looks_like_id(text) {
+        bail!(UsageError(format!(
+            "{text:?} is not a snapshot id (64 hex digits, or a unique prefix of at least {MIN_PREFIX})"
+        )));
+    }
+    let prefix = text.to_ascii_lowercase();
+    if let Ok(id) = prefix.parse::<Checksum>() {
+        return Ok(id);
+    }
+    let snapshots = runtime()?.block_on(repo.snapshots())?;
+    let matching: Vec<Checksum> = snapshots
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [id] => Ok(*id),
+        [] => Err(hinted(
+            format!("no snapshot in {} has an id starting with {prefix}", repo.url()),
+            "`snapsync snapshots STORE` lists the snapshots a store has",
+        )),
+        many => {
+            let mut ids: Vec<String> = many.iter().map(ToString::to_string).collect();
+            ids.sort();
+            Err(hinted(
+                format!(
+                    "the short id {prefix} is ambiguous in {}: {} start with it:\n  {}",
+                    repo.url(),
+                    count(many.len(), "snapshot", "snapshots"),
+                    ids.join("\n  ")
+                ),
+                "give more digits of the id",
+            ))
+        }
+    }
 }
 
 /// The cache directory: `--cache-dir`, else `$SNAPSYNC_CACHE_DIR`, else `$XDG_CACHE_HOME/snapsync`, else
@@ -81,26 +125,29 @@ fn jobs(args: &JobsArgs, repo: &Repository) -> usize {
 /// Runs a transfer with a progress display fed by its counters.
 fn transferring<T>(
     output: &OutputArgs,
-    label: &'static str,
+    label: Label,
     work: impl FnOnce(Arc<Progress>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let progress = Arc::new(Progress::default());
     let seen = Arc::clone(&progress);
-    let _ticker = Ticker::start(output, label, None, move || {
-        let done = seen.items_done.load(Ordering::Relaxed);
-        let total = seen.items_total.load(Ordering::Relaxed);
-        (
-            seen.bytes_done.load(Ordering::Relaxed),
-            format!("{done}/{total} objects"),
-        )
+    let _ticker = Ticker::start(output, label, move || {
+        let counts = seen.counts();
+        Status {
+            items: Some((counts.items_done, counts.items_total)),
+            bytes: counts.bytes_done,
+            bytes_total: counts.bytes_total,
+        }
     });
     work(progress)
 }
 
+const OBJECTS: (&str, &str) = ("object", "objects");
+const FILES: (&str, &str) = ("file", "files");
+
 /// Sends a walked directory's objects and manifest to `to`, with progress.
 fn push_walked(
     output: &OutputArgs,
-    label: &'static str,
+    label: Label,
     walked: &snapsync_core::Walk,
     to: &Repository,
     jobs: usize,
@@ -118,7 +165,7 @@ fn push_walked(
 /// Copies a snapshot between stores (the cache is one), with progress.
 fn copy_snapshot(
     output: &OutputArgs,
-    label: &'static str,
+    label: Label,
     id: &Checksum,
     from: &Repository,
     to: &Repository,
@@ -140,8 +187,8 @@ fn print_id(id: &Checksum) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
-/// What a push, stage, fetch or copy did: the id on standard output (or a JSON summary), the counts
-/// with -v.
+/// What a push, stage, fetch or copy did: a JSON summary, or a one-line summary on standard error
+/// (unless `--quiet`) and, when `print`, the id on standard output.
 fn report_push(
     command: &str,
     output: &OutputArgs,
@@ -149,14 +196,7 @@ fn report_push(
     started: Instant,
     print: bool,
 ) -> anyhow::Result<()> {
-    log::info!(
-        "sent {} ({}), {} already there, in {:.2?} ({}/s)",
-        count(report.objects_sent, "object", "objects"),
-        HumanBytes(report.bytes_sent),
-        report.objects_present,
-        started.elapsed(),
-        HumanBytes(per_second(report.bytes_sent, started.elapsed()))
-    );
+    let elapsed = started.elapsed();
     if output.json {
         crate::say::summary(
             command,
@@ -165,15 +205,28 @@ fn report_push(
                 "objects_sent": report.objects_sent,
                 "bytes_sent": report.bytes_sent,
                 "objects_present": report.objects_present,
-                "seconds": started.elapsed().as_secs_f64(),
+                "seconds": elapsed.as_secs_f64(),
             }),
         )?;
-    } else if print {
-        print_id(&report.id)?;
+    } else {
+        if !output.quiet {
+            crate::say::note(&format!(
+                "sent {} ({}), {} already there, in {} ({}/s)",
+                count(report.objects_sent, OBJECTS.0, OBJECTS.1),
+                HumanBytes(report.bytes_sent),
+                report.objects_present,
+                seconds(elapsed),
+                HumanBytes(per_second(report.bytes_sent, elapsed))
+            ));
+        }
+        if print {
+            print_id(&report.id)?;
+        }
     }
     Ok(())
 }
 
+/// What a pull or checkout did: a JSON summary, or a one-line summary on standard error unless `--quiet`.
 fn report_materialize(
     command: &str,
     id: &Checksum,
@@ -181,14 +234,6 @@ fn report_materialize(
     report: &MaterializeReport,
     started: Instant,
 ) -> anyhow::Result<()> {
-    log::info!(
-        "wrote {} ({}), {} already right, {} removed, in {:.2?}",
-        count(report.files_written, "file", "files"),
-        HumanBytes(report.bytes_written),
-        report.files_unchanged,
-        report.removed,
-        started.elapsed()
-    );
     if output.json {
         crate::say::summary(
             command,
@@ -201,12 +246,31 @@ fn report_materialize(
                 "seconds": started.elapsed().as_secs_f64(),
             }),
         )?;
+    } else if !output.quiet {
+        let removed = if report.removed > 0 {
+            format!(", {} removed", report.removed)
+        } else {
+            String::new()
+        };
+        crate::say::note(&format!(
+            "wrote {} ({}), {} already right{removed}, in {}",
+            count(report.files_written, FILES.0, FILES.1),
+            HumanBytes(report.bytes_written),
+            report.files_unchanged,
+            seconds(started.elapsed())
+        ));
     }
     Ok(())
 }
 
-fn count(n: impl TryInto<u64>, one: &str, many: &str) -> String {
-    crate::say::count(n.try_into().unwrap_or(u64::MAX), one, many)
+/// `0.42s`, `12.3s`.
+fn seconds(elapsed: std::time::Duration) -> String {
+    let millis = elapsed.as_millis();
+    if millis < 10_000 {
+        format!("{}.{:02}s", millis / 1000, millis % 1000 / 10)
+    } else {
+        format!("{}.{}s", millis / 1000, millis % 1000 / 100)
+    }
 }
 
 pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()> {
@@ -222,7 +286,7 @@ pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()>
     let cache = cache(&args.cache)?;
     let jobs = jobs(&args.jobs, &cache);
     let started = Instant::now();
-    let report = push_walked(output, "staging", &walked, &cache, jobs)?;
+    let report = push_walked(output, Label::new("staging", OBJECTS), &walked, &cache, jobs)?;
     report_push("stage", output, &report, started, true)
 }
 
@@ -241,12 +305,12 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOption
                 },
                 output,
             )?;
-            push_walked(output, "pushing", &walked, &store, jobs)?
+            push_walked(output, Label::new("pushing", OBJECTS), &walked, &store, jobs)?
         }
         (None, Some(id)) => {
-            let id = parse_id(id)?;
             let cache = cache(&args.cache)?;
-            copy_snapshot(output, "pushing", &id, &cache, &store, jobs)?
+            let id = resolve_id(id, &cache)?;
+            copy_snapshot(output, Label::new("pushing", OBJECTS), &id, &cache, &store, jobs)?
         }
         (None, None) => bail!(UsageError("push needs a directory or --id".into())),
     };
@@ -254,17 +318,17 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOption
 }
 
 pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let (store, cache) = (store(&args.store, connect)?, cache(&args.cache)?);
+    let id = resolve_id(&args.id, &store)?;
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
-    let report = copy_snapshot(output, "fetching", &id, &store, &cache, jobs)?;
+    let report = copy_snapshot(output, Label::new("fetching", OBJECTS), &id, &store, &cache, jobs)?;
     report_push("fetch", output, &report, started, false)
 }
 
 pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let store = store(&args.store, connect)?;
+    let id = resolve_id(&args.id, &store)?;
     // Objects already in the cache are read from there; the cache is not filled by a pull.
     let cache = cache_dir(&args.cache)
         .ok()
@@ -273,7 +337,7 @@ pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOption
         .transpose()?;
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
-    let report = transferring(output, "pulling", |progress| {
+    let report = transferring(output, Label::new("pulling", FILES), |progress| {
         let options = MaterializeOptions {
             delete: args.delete,
             jobs,
@@ -292,11 +356,11 @@ pub(crate) fn pull(args: &PullArgs, output: &OutputArgs, connect: &ConnectOption
 }
 
 pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let cache = cache(&args.cache)?;
+    let id = resolve_id(&args.id, &cache)?;
     let jobs = jobs(&args.jobs, &cache);
     let started = Instant::now();
-    let report = transferring(output, "checking out", |progress| {
+    let report = transferring(output, Label::new("checking out", FILES), |progress| {
         let options = MaterializeOptions {
             delete: args.delete,
             jobs,
@@ -309,11 +373,11 @@ pub(crate) fn checkout(args: &CheckoutArgs, output: &OutputArgs) -> anyhow::Resu
 }
 
 pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let (from, to) = (store(&args.from, connect)?, store(&args.to, connect)?);
+    let id = resolve_id(&args.id, &from)?;
     let jobs = jobs(&args.jobs, &to);
     let started = Instant::now();
-    let report = copy_snapshot(output, "copying", &id, &from, &to, jobs)?;
+    let report = copy_snapshot(output, Label::new("copying", OBJECTS), &id, &from, &to, jobs)?;
     report_push("copy", output, &report, started, false)
 }
 
@@ -324,13 +388,12 @@ fn side(
     output: &OutputArgs,
     connect: &ConnectOptions,
 ) -> anyhow::Result<Manifest> {
-    let looks_like_id = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
-    if looks_like_id && !Path::new(text).exists() {
-        let id = parse_id(text)?;
+    if looks_like_id(text) && !Path::new(text).exists() {
         let repo = match &args.store {
             Some(url) => store(url, connect)?,
             None => cache(&args.cache)?,
         };
+        let id = resolve_id(text, &repo)?;
         return Ok(runtime()?.block_on(repo.manifest(&id))?);
     }
     Ok(walk_dir(Path::new(text), &args.filter, How::default(), output)?.manifest)
@@ -387,14 +450,19 @@ pub(crate) fn diff(args: &DiffArgs, output: &OutputArgs, connect: &ConnectOption
             serde_json::json!({ "added": added, "removed": removed, "modified": modified }),
         )?;
     }
-    Ok(())
+    // As diff(1): 1 when the two differ, 0 when they do not (and 2 for trouble, here any error).
+    if added + removed + modified == 0 {
+        Ok(())
+    } else {
+        Err(QuietExit(1).into())
+    }
 }
 
 pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
     let store = store(&args.store, connect)?;
+    let id = resolve_id(&args.id, &store)?;
     let jobs = jobs(&args.jobs, &store);
-    let report = transferring(output, "verifying", |progress| {
+    let report = transferring(output, Label::new("verifying", OBJECTS), |progress| {
         Ok(runtime()?.block_on(snapsync_snapshot::verify(&id, &store, jobs, Some(&progress)))?)
     })?;
     let mut out = io::stdout().lock();
@@ -443,8 +511,8 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOp
             );
             if !removed.kept.is_empty() {
                 eprintln!(
-                    "kept {} that are whole (or gone) by now",
-                    count(removed.kept.len(), "object", "objects")
+                    "kept {} whole (or gone) by now",
+                    count(removed.kept.len(), "object that is", "objects that are")
                 );
             }
         }
@@ -467,17 +535,19 @@ pub(crate) fn verify(args: &VerifyArgs, output: &OutputArgs, connect: &ConnectOp
         };
         return Err(hinted(
             format!(
-                "snapshot {id} in {}: {} of {} objects are bad",
+                "snapshot {id} in {}: {} of {} {} bad",
                 store.url(),
                 report.problems.len(),
-                report.objects
+                count(report.objects, "object", "objects"),
+                if report.problems.len() == 1 { "is" } else { "are" }
             ),
             hint,
         ));
     }
     if !output.quiet && !output.json {
+        let all = if report.objects == 1 { "its" } else { "all" };
         eprintln!(
-            "snapshot {id}: all {} verified ({})",
+            "snapshot {id}: {all} {} verified ({})",
             count(report.objects, "object", "objects"),
             HumanBytes(report.bytes)
         );
@@ -523,7 +593,7 @@ pub(crate) fn size(args: &SizeArgs, output: &OutputArgs, connect: &ConnectOption
     let runtime = runtime()?;
     let mut out = io::stdout().lock();
     if let Some(id) = &args.id {
-        let id = parse_id(id)?;
+        let id = resolve_id(id, &store)?;
         let report = runtime.block_on(snapsync_snapshot::size(&id, &store))?;
         if output.json {
             drop(out);
@@ -537,12 +607,12 @@ pub(crate) fn size(args: &SizeArgs, output: &OutputArgs, connect: &ConnectOption
         }
         writeln!(
             out,
-            "{}, {}, {} ({} bytes); {} distinct objects, {} in the store",
+            "{}, {}, {} ({}); {}, {} in the store",
             count(report.files, "file", "files"),
             count(report.directories, "directory", "directories"),
             HumanBytes(report.bytes),
-            report.bytes,
-            report.objects,
+            count(report.bytes, "byte", "bytes"),
+            count(report.objects, "distinct object", "distinct objects"),
             HumanBytes(report.object_bytes)
         )?;
     } else {
@@ -558,10 +628,11 @@ pub(crate) fn size(args: &SizeArgs, output: &OutputArgs, connect: &ConnectOption
         }
         writeln!(
             out,
-            "{}, {}, {} ({bytes} bytes)",
+            "{}, {}, {} ({})",
             count(snapshots, "snapshot", "snapshots"),
             count(objects.len(), "object", "objects"),
-            HumanBytes(bytes)
+            HumanBytes(bytes),
+            count(bytes, "byte", "bytes")
         )?;
     }
     Ok(out.flush()?)
@@ -569,12 +640,16 @@ pub(crate) fn size(args: &SizeArgs, output: &OutputArgs, connect: &ConnectOption
 
 pub(crate) fn gc(args: &GcArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     let store = store(&args.store, connect)?;
-    let options = GcOptions {
-        dry_run: args.dry_run,
-        grace: args.grace,
-        jobs: jobs(&args.jobs, &store),
-    };
-    let report = runtime()?.block_on(snapsync_snapshot::gc(&store, options))?;
+    // Reading every manifest, then deleting: counted as snapshots read, then objects deleted.
+    let report = transferring(output, Label::new("collecting", ("item", "items")), |progress| {
+        let options = GcOptions {
+            dry_run: args.dry_run,
+            grace: args.grace,
+            jobs: jobs(&args.jobs, &store),
+            progress: Some(progress),
+        };
+        Ok(runtime()?.block_on(snapsync_snapshot::gc(&store, options))?)
+    })?;
     let bytes: u64 = report.deleted.iter().map(|(_, size)| size).sum();
     if output.json {
         for (sum, size) in &report.deleted {

@@ -11,7 +11,8 @@ use snapsync_sync::{Action, Conflict, DirAction, Event, Item, Mode, Options, Pai
 
 use crate::cli::{OutputArgs, ResolveArg, SyncArgs};
 use crate::output::printable;
-use crate::progress::Ticker;
+use crate::progress::{Label, Status, Ticker};
+use crate::say::count;
 
 pub(crate) fn upload(args: &SyncArgs, output: &OutputArgs, connect: &ConnectOptions) -> anyhow::Result<()> {
     run(Mode::Upload, args, output, connect)
@@ -76,11 +77,15 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
     let (done_bytes, done_files) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (seen_bytes, seen_files) = (Arc::clone(&done_bytes), Arc::clone(&done_files));
     let ticker = (!args.dry_run).then(|| {
-        Ticker::start(output, "syncing", Some(bytes), move || {
-            (
-                seen_bytes.load(Ordering::Relaxed),
-                format!("{}/{files} files", seen_files.load(Ordering::Relaxed)),
-            )
+        let doing = match mode {
+            Mode::Upload => "uploading",
+            Mode::Download => "downloading",
+            Mode::Sync => "syncing",
+        };
+        Ticker::start(output, Label::new(doing, ("file", "files")), move || Status {
+            items: Some((seen_files.load(Ordering::Relaxed), files)),
+            bytes: seen_bytes.load(Ordering::Relaxed),
+            bytes_total: bytes,
         })
     });
     let ask_user = |item: &Item, conflict: Conflict| ask(item, conflict);
@@ -152,9 +157,8 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
     print_summary(mode, &summary, output)?;
     if !summary.unknown.is_empty() {
         anyhow::bail!(
-            "{} path{} could not be read (listed above): {} and everything below {} left alone on both sides{}",
-            summary.unknown.len(),
-            if summary.unknown.len() == 1 { "" } else { "s" },
+            "{} could not be read (listed above): {} and everything below {} left alone on both sides{}",
+            count(summary.unknown.len(), "path", "paths"),
             if summary.unknown.len() == 1 {
                 "it was"
             } else {
@@ -164,7 +168,7 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
             if summary.failed.is_empty() {
                 String::new()
             } else {
-                format!(", and {} file(s) failed", summary.failed.len())
+                format!(", and {} failed", count(summary.failed.len(), "file", "files"))
             }
         );
     }
@@ -178,8 +182,8 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
         let n = summary.conflicts.len();
         return Err(crate::ConflictsLeft {
             message: format!(
-                "{n} conflict{} left unresolved (listed above); both sides keep their version",
-                if n == 1 { "" } else { "s" }
+                "{} left unresolved (listed above); both sides keep their version",
+                count(n, "conflict", "conflicts")
             ),
             hint: "settle them with --resolve local|remote|new|old|ask, or edit one side and run again",
         }

@@ -54,4 +54,4 @@ pub use ops::{
     size, verify,
 };
 pub use push::{PushReport, TransferOptions, copy, push_walk};
-pub use repo::{Progress, Repository};
+pub use repo::{Counts, Progress, Repository};

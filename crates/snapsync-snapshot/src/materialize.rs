@@ -293,25 +293,19 @@ async fn write_file(
             rendered: entry.rendered_path().into_owned(),
             store: source.url(),
         };
+        // Counted as it arrives; a source that fails takes its bytes back with it.
+        let tracked = Progress::track(options.progress.as_deref(), entry.size(), false);
         let result = match source.store().local_path(&object_key(&sum)) {
             // One blocking task does it all, so that a pull cancelled mid-way (another file failed) never
             // leaves this one half done: it ends renamed into place, or removed.
-            Some(object) => {
-                let written = blocking(move || install.copy_local_object(&object)).await;
-                if let (Ok(written), Some(progress)) = (&written, &options.progress) {
-                    progress.done(0, *written);
-                }
-                written
-            }
+            Some(object) => blocking(move || install.copy_local_object(&object)).await,
             None => {
                 async {
                     // Each batch is written on a blocking thread that owns the file; if this future is
                     // dropped, the file is dropped with the batch, which removes it.
                     let file =
                         CheckedFile::create_for(&path, WriteOptions::UNSYNCED).map_err(Error::io(&path))?;
-                    let file = source
-                        .read_object_to(&sum, file, options.progress.as_deref())
-                        .await?;
+                    let file = source.read_object_to(&sum, file, Some(tracked.counter())).await?;
                     file.set_permissions(fs::Permissions::from_mode(mode))
                         .map_err(Error::io(file.temp_path()))?;
                     install.publish(file)
@@ -321,9 +315,7 @@ async fn write_file(
         };
         match result {
             Ok(written) => {
-                if let Some(progress) = &options.progress {
-                    progress.done(1, 0);
-                }
+                tracked.finish(written);
                 return Ok(Written::New(written));
             }
             Err(e) => {

@@ -11,6 +11,8 @@
 //! snapshot again repairs it. If any manifest cannot be read or parsed, gc deletes nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -18,7 +20,7 @@ use snapsync_core::{Checksum, Entry, Manifest};
 
 use crate::error::{Error, Result};
 use crate::layout::object_key;
-use crate::push::first_paths;
+use crate::push::{first_paths, object_sizes};
 use crate::repo::{Progress, Repository};
 
 /// A problem `verify` found with one object.
@@ -67,17 +69,18 @@ pub async fn verify(
 ) -> Result<VerifyReport> {
     let manifest = repo.manifest(id).await?;
     let paths = first_paths(&manifest);
+    let sizes = &object_sizes(&manifest);
     if let Some(progress) = progress {
-        progress.plan(paths.len() as u64, 0);
+        progress.plan(paths.len() as u64, sizes.values().sum());
     }
     let results: Vec<(u64, Option<Problem>)> = stream::iter(paths)
         .map(|(checksum, path)| async move {
-            let Some((bytes, actual)) = hash_object(repo, &checksum, progress).await? else {
+            let tracked = Progress::track(progress, sizes[&checksum], false);
+            let Some((bytes, actual)) = hash_object(repo, &checksum, tracked.counter()).await? else {
+                tracked.finish(0);
                 return Ok::<_, Error>((0, Some(Problem::Missing { checksum, path })));
             };
-            if let Some(progress) = progress {
-                progress.done(1, 0);
-            }
+            tracked.finish(bytes);
             Ok((
                 bytes,
                 (actual != checksum).then_some(Problem::Corrupt {
@@ -105,11 +108,11 @@ pub async fn verify(
 }
 
 /// Reads the object `checksum` and hashes it: its size and what it hashes to, or `None` when it is not
-/// in the store. Bytes read are counted in `progress`.
+/// in the store. Bytes read are added to `counter`.
 async fn hash_object(
     repo: &Repository,
     checksum: &Checksum,
-    progress: Option<&Progress>,
+    counter: &AtomicU64,
 ) -> Result<Option<(u64, Checksum)>> {
     let mut got = match repo.store().get(&object_key(checksum)).await {
         Ok(got) => got,
@@ -122,9 +125,7 @@ async fn hash_object(
         let piece = piece?;
         bytes += piece.len() as u64;
         hasher.update(&piece);
-        if let Some(progress) = progress {
-            progress.done(0, piece.len() as u64);
-        }
+        counter.fetch_add(piece.len() as u64, Ordering::Relaxed);
     }
     Ok(Some((bytes, Checksum::from(hasher.finalize()))))
 }
@@ -161,7 +162,7 @@ pub struct RemoveReport {
 pub async fn remove_corrupt(repo: &Repository, report: &VerifyReport) -> Result<RemoveReport> {
     let mut done = RemoveReport::default();
     for checksum in report.corrupt() {
-        match hash_object(repo, checksum, None).await? {
+        match hash_object(repo, checksum, &AtomicU64::new(0)).await? {
             Some((_, actual)) if actual != *checksum => {
                 repo.store().delete(&object_key(checksum)).await?;
                 done.removed.push(*checksum);
@@ -267,7 +268,7 @@ pub async fn size(id: &Checksum, repo: &Repository) -> Result<SizeReport> {
 }
 
 /// How `gc` runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GcOptions {
     /// Report what would be deleted; delete nothing.
     pub dry_run: bool,
@@ -275,6 +276,8 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Deletions in flight at once.
     pub jobs: usize,
+    /// Counters to update: the manifests read, then the objects deleted (and their bytes).
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl Default for GcOptions {
@@ -283,6 +286,7 @@ impl Default for GcOptions {
             dry_run: false,
             grace: Duration::from_hours(24),
             jobs: 16,
+            progress: None,
         }
     }
 }
@@ -307,12 +311,19 @@ pub struct GcReport {
 /// # Errors
 /// [`Error::GcAborted`] when a manifest cannot be read (nothing is deleted then), store errors.
 pub async fn gc(repo: &Repository, options: GcOptions) -> Result<GcReport> {
+    let progress = options.progress.as_deref();
     let snapshots = repo.snapshots().await?;
+    if let Some(progress) = progress {
+        progress.plan(snapshots.len() as u64, 0);
+    }
     let mut referenced: HashSet<Checksum> = HashSet::new();
     let mut read: HashSet<Checksum> = HashSet::new();
     for (id, _) in &snapshots {
         reference(repo, id, &mut referenced).await?;
         read.insert(*id);
+        if let Some(progress) = progress {
+            progress.done(1, 0);
+        }
     }
     let objects = repo.objects().await?;
     let now = SystemTime::now();
@@ -349,8 +360,18 @@ pub async fn gc(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     report.referenced += (before - report.deleted.len()) as u64;
     report.deleted.sort();
     if !options.dry_run {
+        if let Some(progress) = progress {
+            let bytes: u64 = report.deleted.iter().map(|(_, size)| size).sum();
+            progress.plan(report.deleted.len() as u64, bytes);
+        }
         stream::iter(report.deleted.iter())
-            .map(|(sum, _)| async move { repo.store().delete(&object_key(sum)).await })
+            .map(|(sum, size)| async move {
+                repo.store().delete(&object_key(sum)).await?;
+                if let Some(progress) = progress {
+                    progress.done(1, *size);
+                }
+                Ok::<_, snapsync_store::Error>(())
+            })
             .buffer_unordered(options.jobs.max(1))
             .try_collect::<Vec<()>>()
             .await?;

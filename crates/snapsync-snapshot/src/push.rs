@@ -6,7 +6,7 @@
 //! present and relied on, the objects are listed once more and any missing one is sent again (see
 //! `gc.rs` for the rule).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -74,8 +74,11 @@ pub async fn push_walk(walk: &Walk, to: &Repository, options: &TransferOptions) 
         let source = sources[&sum];
         async move { upload_source(to, source, options.progress.as_deref()).await }
     };
-    let needed: HashSet<Checksum> = sources.keys().copied().collect();
-    send_missing(to, &needed, &walk.manifest, options, upload).await
+    let sizes: HashMap<Checksum, u64> = sources
+        .iter()
+        .map(|(sum, source)| (*sum, source.fingerprint.len))
+        .collect();
+    send_missing(to, &sizes, &walk.manifest, options, upload).await
 }
 
 async fn upload_source(to: &Repository, source: &Source, progress: Option<&Progress>) -> Result<u64> {
@@ -86,19 +89,24 @@ async fn upload_source(to: &Repository, source: &Source, progress: Option<&Progr
         });
     }
     let key = object_key(&source.checksum);
-    to.store()
-        .put(&key, PutSource::File(source.path.clone()), PutMode::Overwrite)
-        .await?;
+    let size = source.fingerprint.len;
+    // The bytes are counted as the store reads them, so a big file moves the display while it goes.
+    let tracked = Progress::track(progress, size, false);
+    let put = PutSource::FileExpecting {
+        path: source.path.clone(),
+        size,
+        mtime: None,
+        progress: Some(Arc::clone(tracked.read())),
+    };
+    to.store().put(&key, put, PutMode::Overwrite).await?;
     if !unchanged() {
         let _ = to.store().delete(&key).await;
         return Err(Error::SourceChanged {
             path: source.path.clone(),
         });
     }
-    if let Some(progress) = progress {
-        progress.done(1, source.fingerprint.len);
-    }
-    Ok(source.fingerprint.len)
+    tracked.finish(size);
+    Ok(size)
 }
 
 /// Copies snapshot `id` from one store to another: the objects `to` lacks, checked against their
@@ -115,12 +123,23 @@ pub async fn copy(
 ) -> Result<PushReport> {
     let manifest = from.manifest(id).await?;
     let paths = first_paths(&manifest);
-    let needed: HashSet<Checksum> = paths.keys().copied().collect();
+    let sizes = object_sizes(&manifest);
     let transfer = |sum: Checksum| {
         let path = paths[&sum].clone();
         async move { transfer_object(from, to, &sum, &path, options.progress.as_deref()).await }
     };
-    send_missing(to, &needed, &manifest, options, transfer).await
+    send_missing(to, &sizes, &manifest, options, transfer).await
+}
+
+/// The size of each object a manifest uses (a file's size; for progress totals only: a followed
+/// symlink is recorded with the link's length).
+pub(crate) fn object_sizes(manifest: &Manifest) -> HashMap<Checksum, u64> {
+    manifest
+        .entries()
+        .iter()
+        .filter(|e| !e.is_dir())
+        .map(|e| (e.checksum(), e.size()))
+        .collect()
 }
 
 /// For each object a manifest uses, one path that uses it (for messages).
@@ -134,11 +153,11 @@ pub(crate) fn first_paths(manifest: &Manifest) -> HashMap<Checksum, String> {
     paths
 }
 
-/// Sends what `to` lacks of `needed` with `send`, then the barrier and the manifest, then repairs what a
-/// concurrent gc took away.
+/// Sends what `to` lacks of `needed` (the objects, with their sizes) with `send`, then the barrier and
+/// the manifest, then repairs what a concurrent gc took away.
 async fn send_missing<F, Fut>(
     to: &Repository,
-    needed: &HashSet<Checksum>,
+    needed: &HashMap<Checksum, u64>,
     manifest: &Manifest,
     options: &TransferOptions,
     send: F,
@@ -149,7 +168,7 @@ where
 {
     let present = to.objects().await?;
     let missing: Vec<Checksum> = needed
-        .iter()
+        .keys()
         .filter(|sum| !present.contains_key(sum))
         .copied()
         .collect();
@@ -159,9 +178,12 @@ where
         bytes_sent: 0,
         objects_present: (needed.len() - missing.len()) as u64,
     };
-    if let Some(progress) = &options.progress {
-        progress.plan(missing.len() as u64, 0);
-    }
+    let plan = |sums: &[Checksum]| {
+        if let Some(progress) = &options.progress {
+            progress.plan(sums.len() as u64, sums.iter().map(|sum| needed[sum]).sum());
+        }
+    };
+    plan(&missing);
     let bytes = AtomicU64::new(0);
     let send_all = |sums: Vec<Checksum>| {
         stream::iter(sums)
@@ -200,7 +222,7 @@ where
     // this push sent itself is younger than gc's grace period; with nothing counted as present, there
     // is nothing to check, and no second listing.)
     let counted_present: Vec<Checksum> = needed
-        .iter()
+        .keys()
         .filter(|sum| present.contains_key(sum))
         .copied()
         .collect();
@@ -218,6 +240,7 @@ where
             break;
         }
         report.objects_sent += lost.len() as u64;
+        plan(&lost);
         send_all(lost).await?;
         to.store().persist().await?;
     }
@@ -246,15 +269,21 @@ async fn transfer_object(
         Err(e) => return Err(e.into()),
     };
     if size <= IN_MEMORY_MAX {
-        let bytes = from.read_object_checked(sum, path).await?;
+        let tracked = Progress::track(progress, size, false);
+        let bytes = from
+            .read_object_checked(sum, path, Some(tracked.counter()))
+            .await?;
         to.store()
             .put(&key, PutSource::Bytes(bytes), PutMode::Overwrite)
             .await?;
+        tracked.finish(size);
     } else {
+        // Counted half as it is read, half as it is sent.
+        let tracked = Progress::track(progress, size, true);
         // A scratch file, never published: dropping it removes it.
         let scratch = std::env::temp_dir();
         let file = CheckedFile::create_in(&scratch, WriteOptions::UNSYNCED).map_err(Error::io(&scratch))?;
-        let file = from.read_object_to(sum, file, None).await?;
+        let file = from.read_object_to(sum, file, Some(tracked.counter())).await?;
         let actual = file.checksum();
         if actual != *sum {
             return Err(Error::ObjectCorrupt {
@@ -264,16 +293,14 @@ async fn transfer_object(
                 actual,
             });
         }
-        to.store()
-            .put(
-                &key,
-                PutSource::File(file.temp_path().to_path_buf()),
-                PutMode::Overwrite,
-            )
-            .await?;
-    }
-    if let Some(progress) = progress {
-        progress.done(1, size);
+        let put = PutSource::FileExpecting {
+            path: file.temp_path().to_path_buf(),
+            size: file.size(),
+            mtime: None,
+            progress: tracked.written().map(Arc::clone),
+        };
+        to.store().put(&key, put, PutMode::Overwrite).await?;
+        tracked.finish(size);
     }
     Ok(size)
 }

@@ -1,8 +1,8 @@
 //! A snapshot repository: any store, holding objects and manifests in snapdir's layout.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -13,20 +13,118 @@ use snapsync_store::{ObjectMeta, PutMode, PutSource, Store, StoreExt};
 use crate::error::{Error, Result};
 use crate::layout::{MANIFESTS, OBJECTS, manifest_key, object_key, parse_key};
 
-/// Counters of a transfer in progress, for a progress display.
+/// Counters of a transfer in progress, for a progress display: read them with [`Progress::counts`]
+/// while the work runs (from another thread).
+///
+/// Totals are known once the work has planned (which objects are missing, which files differ), before
+/// the first byte moves. Bytes are counted as they move, also inside an object still under way; an
+/// object that is sent again (a retried upload, a second source after a corrupt one) is counted once.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Objects (or files) to do.
-    pub items_total: AtomicU64,
+    items_total: AtomicU64,
+    items_done: AtomicU64,
+    bytes_total: AtomicU64,
+    bytes_done: AtomicU64,
+    /// Objects under way: their byte counters, read when the display asks.
+    in_flight: Mutex<Vec<Arc<InFlight>>>,
+}
+
+/// What a [`Progress`] has counted so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
     /// Objects (or files) done.
-    pub items_done: AtomicU64,
-    /// Bytes to move.
-    pub bytes_total: AtomicU64,
-    /// Bytes moved.
-    pub bytes_done: AtomicU64,
+    pub items_done: u64,
+    /// Objects (or files) to do, as far as planned.
+    pub items_total: u64,
+    /// Bytes moved, including those of objects still under way.
+    pub bytes_done: u64,
+    /// Bytes to move, as far as planned.
+    pub bytes_total: u64,
+}
+
+/// The byte counters of one object under way. A copy between stores counts its download and its
+/// upload, each half of the object.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    size: u64,
+    pub(crate) read: Arc<AtomicU64>,
+    pub(crate) written: Option<Arc<AtomicU64>>,
+}
+
+impl InFlight {
+    fn moved(&self) -> u64 {
+        let read = self.read.load(Ordering::Relaxed).min(self.size);
+        match &self.written {
+            None => read,
+            Some(written) => u64::midpoint(read, written.load(Ordering::Relaxed).min(self.size)),
+        }
+    }
+}
+
+/// One object's counters, registered with a [`Progress`] until dropped.
+#[derive(Debug)]
+pub(crate) struct Tracked<'a> {
+    progress: Option<&'a Progress>,
+    counters: Arc<InFlight>,
+}
+
+impl Tracked<'_> {
+    /// The counter of bytes read (or, for a plain upload, sent).
+    pub(crate) fn read(&self) -> &Arc<AtomicU64> {
+        &self.counters.read
+    }
+
+    /// [`Tracked::read`], for a caller that only adds to it.
+    pub(crate) fn counter(&self) -> &AtomicU64 {
+        &self.counters.read
+    }
+
+    /// The counter of bytes written, for a copy's upload half; `None` unless tracked with one.
+    pub(crate) fn written(&self) -> Option<&Arc<AtomicU64>> {
+        self.counters.written.as_ref()
+    }
+
+    /// The object is done: its bytes (`bytes`, which may differ from the size first given) counted.
+    pub(crate) fn finish(mut self, bytes: u64) {
+        self.untrack();
+        if let Some(progress) = self.progress {
+            progress.done(1, bytes);
+        }
+    }
+
+    fn untrack(&mut self) {
+        if let Some(progress) = self.progress {
+            let mut in_flight = progress.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            in_flight.retain(|c| !Arc::ptr_eq(c, &self.counters));
+        }
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.untrack();
+    }
 }
 
 impl Progress {
+    /// What has been counted so far.
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        let moving: u64 = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|c| c.moved())
+            .sum();
+        Counts {
+            items_done: self.items_done.load(Ordering::Relaxed),
+            items_total: self.items_total.load(Ordering::Relaxed),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed) + moving,
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+        }
+    }
+
     pub(crate) fn plan(&self, items: u64, bytes: u64) {
         self.items_total.fetch_add(items, Ordering::Relaxed);
         self.bytes_total.fetch_add(bytes, Ordering::Relaxed);
@@ -35,6 +133,23 @@ impl Progress {
     pub(crate) fn done(&self, items: u64, bytes: u64) {
         self.items_done.fetch_add(items, Ordering::Relaxed);
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Starts counting the bytes of one object of `size` bytes; `copy` counts a download and an upload.
+    pub(crate) fn track(progress: Option<&Progress>, size: u64, copy: bool) -> Tracked<'_> {
+        let counters = Arc::new(InFlight {
+            size,
+            read: Arc::new(AtomicU64::new(0)),
+            written: copy.then(|| Arc::new(AtomicU64::new(0))),
+        });
+        if let Some(progress) = progress {
+            progress
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::clone(&counters));
+        }
+        Tracked { progress, counters }
     }
 }
 
@@ -166,13 +281,13 @@ impl Repository {
         &self,
         sum: &Checksum,
         file: CheckedFile,
-        progress: Option<&Progress>,
+        counter: Option<&AtomicU64>,
     ) -> Result<CheckedFile> {
         let mut got = self.store.get(&object_key(sum)).await?;
         let limit = got.meta.size;
         snapsync_store::stream_into(&mut got.stream, file, Some(limit), |n| {
-            if let Some(progress) = progress {
-                progress.done(0, n);
+            if let Some(counter) = counter {
+                counter.fetch_add(n, Ordering::Relaxed);
             }
         })
         .await
@@ -187,19 +302,37 @@ impl Repository {
         })
     }
 
-    /// The object `sum` in memory, checked against its checksum (for objects that fit).
-    pub(crate) async fn read_object_checked(&self, sum: &Checksum, path: &str) -> Result<Bytes> {
-        let bytes = match self.store.get_bytes(&object_key(sum)).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.is_not_found() => {
-                return Err(Error::ObjectMissing {
-                    checksum: *sum,
-                    path: path.to_owned(),
-                    store: self.url(),
-                });
-            }
+    /// The object `sum` in memory, checked against its checksum (for objects that fit); the bytes are
+    /// added to `counter` as they arrive.
+    pub(crate) async fn read_object_checked(
+        &self,
+        sum: &Checksum,
+        path: &str,
+        counter: Option<&AtomicU64>,
+    ) -> Result<Bytes> {
+        let missing = || Error::ObjectMissing {
+            checksum: *sum,
+            path: path.to_owned(),
+            store: self.url(),
+        };
+        let mut got = match self.store.get(&object_key(sum)).await {
+            Ok(got) => got,
+            Err(e) if e.is_not_found() => return Err(missing()),
             Err(e) => return Err(e.into()),
         };
+        let mut out = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0).min(1 << 24));
+        while let Some(piece) = got.stream.next().await {
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(e) if e.is_not_found() => return Err(missing()),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            }
+            out.extend_from_slice(&piece);
+        }
+        let bytes = Bytes::from(out);
         let actual = Checksum::of(&bytes);
         if actual != *sum {
             return Err(Error::ObjectCorrupt {

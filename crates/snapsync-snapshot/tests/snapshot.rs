@@ -881,3 +881,60 @@ async fn snapshots_round_trip_through_a_real_s3_server() {
             .all(|m| m.key.starts_with('.'))
     );
 }
+
+/// The progress counters reach their totals, counting every byte once: a push (read where the files
+/// are), a copy (a big object through a scratch file, counted half read, half sent), a pull from a
+/// store without local files (counted as it arrives), a verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_counts_every_byte_once_and_reaches_its_totals() {
+    use snapsync_snapshot::{Counts, Progress};
+    let source = tempfile::tempdir().unwrap();
+    tree(source.path());
+    let big: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+    fs::write(source.path().join("big.bin"), &big).unwrap();
+    // Distinct contents: alpha, empty, tool, deep, setuid, big.
+    let objects_bytes = 6 + 18 + 4 + 1 + big.len() as u64;
+    let complete = |progress: &Progress, items: u64, bytes: u64| {
+        assert_eq!(
+            progress.counts(),
+            Counts {
+                items_done: items,
+                items_total: items,
+                bytes_done: bytes,
+                bytes_total: bytes,
+            }
+        );
+    };
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = local(store_dir.path());
+    let progress = Arc::new(Progress::default());
+    let with = |progress: &Arc<Progress>| TransferOptions {
+        progress: Some(Arc::clone(progress)),
+        ..options()
+    };
+    let report = push_walk(&walked(source.path()), &store, &with(&progress))
+        .await
+        .unwrap();
+    complete(&progress, 6, objects_bytes);
+
+    let remote = memory("progress-counts");
+    let progress = Arc::new(Progress::default());
+    copy(&report.id, &store, &remote, &with(&progress)).await.unwrap();
+    complete(&progress, 6, objects_bytes);
+
+    let dest = tempfile::tempdir().unwrap();
+    let progress = Arc::new(Progress::default());
+    let materialize = MaterializeOptions {
+        progress: Some(Arc::clone(&progress)),
+        ..MaterializeOptions::default()
+    };
+    pull(&report.id, &remote, None, dest.path(), &materialize)
+        .await
+        .unwrap();
+    // Every file, the two with the same content each.
+    complete(&progress, 7, objects_bytes + 6);
+
+    let progress = Progress::default();
+    verify(&report.id, &remote, 4, Some(&progress)).await.unwrap();
+    complete(&progress, 6, objects_bytes);
+}

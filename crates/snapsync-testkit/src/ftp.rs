@@ -35,6 +35,9 @@ pub struct FtpOptions {
     /// permissions do not stop: with this it runs without `CAP_DAC_OVERRIDE` and
     /// `CAP_DAC_READ_SEARCH` (through `setpriv`), so that a directory with mode 000 is refused to it.
     pub obey_permissions: bool,
+    /// vsftpd only: the bytes per second a transfer may move (`local_max_rate`), for tests that need
+    /// a transfer to take a while (a progress bar to watch, a run to interrupt). `None`: no limit.
+    pub max_rate: Option<u32>,
 }
 
 /// An FTP server on 127.0.0.1 serving a fresh directory.
@@ -272,6 +275,9 @@ fn spawn_vsftpd(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> Proc
         empty.display(),
         root.display()
     );
+    if let Some(rate) = options.max_rate {
+        let _ = writeln!(config, "local_max_rate={rate}");
+    }
     if options.tls {
         let _ = write!(
             config,

@@ -33,7 +33,8 @@ fn json(args: &[&str]) -> (Vec<Value>, i32) {
     let last = lines
         .last()
         .unwrap_or_else(|| panic!("snapsync {args:?} printed nothing: {}", stderr_text(&out.stderr)));
-    if code == 0 {
+    // diff exits 1 when the two differ, as diff(1), and still ends with its summary.
+    if code == 0 || (args[0] == "diff" && code == 1) {
         assert_eq!(last["type"], "summary", "snapsync {args:?}: {last}");
         // `run` passes on each task's summary before its own.
         assert!(
@@ -106,10 +107,12 @@ fn every_command_speaks_json() {
     assert_eq!(summary(&lines)["files"], 2);
     let (lines, _) = json(&["gc", "--store", &store, "--dry-run"]);
     assert_eq!(summary(&lines)["deleted"], 0);
-    let (lines, _) = json(&["diff", tree.arg(), &restored]);
+    let (lines, code) = json(&["diff", tree.arg(), &restored]);
     assert!(of_type(&lines, "change").is_empty(), "{lines:?}");
+    assert_eq!(code, 0);
     fs::write(Path::new(&restored).join("new.txt"), "new").unwrap();
-    let (lines, _) = json(&["diff", tree.arg(), &restored]);
+    let (lines, code) = json(&["diff", tree.arg(), &restored]);
+    assert_eq!(code, 1, "diff exits 1 when the two differ");
     assert_eq!(of_type(&lines, "change")[0]["change"], "added");
     assert_eq!(summary(&lines)["added"], 1);
 

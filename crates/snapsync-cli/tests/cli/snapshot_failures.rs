@@ -43,7 +43,10 @@ fn objects_in(url: &str, env: &[(&str, String)]) -> usize {
     // "N snapshots, M objects, ..."
     text.split(", ")
         .nth(1)
-        .and_then(|part| part.strip_suffix(" objects"))
+        .and_then(|part| {
+            part.strip_suffix(" objects")
+                .or_else(|| part.strip_suffix(" object"))
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }

@@ -157,16 +157,22 @@ fn diff_names_added_deleted_and_modified_paths() {
     fs::remove_file(b.path().join("empty")).unwrap();
     b.mode("bin/run", 0o700);
     let expected = "M ./bin/run\nM ./docs/readme.md\nD ./empty\nA ./new.txt\n";
-    assert_eq!(ok(&["diff", a.arg(), b.arg()]), expected);
+    // As diff(1): the differences and exit status 1; none, and 0.
+    let differ = |args: &[&str]| {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(differ(&["diff", a.arg(), b.arg()]), expected);
 
     // The same between snapshot ids in a store, and between an id and a directory.
     let store = tempfile::tempdir().unwrap();
     let id_a = ok(&["push", "--store", s(store.path()), a.arg()]);
     let id_b = ok(&["push", "--store", s(store.path()), b.arg()]);
-    let by_id = ok(&["diff", "--store", s(store.path()), id_a.trim(), id_b.trim()]);
+    let by_id = differ(&["diff", "--store", s(store.path()), id_a.trim(), id_b.trim()]);
     assert_eq!(by_id, expected);
     assert_eq!(
-        ok(&["diff", "--store", s(store.path()), id_a.trim(), b.arg()]),
+        differ(&["diff", "--store", s(store.path()), id_a.trim(), b.arg()]),
         expected
     );
     assert_eq!(ok(&["diff", a.arg(), a.arg()]), "");
@@ -270,11 +276,7 @@ fn verify_names_each_bad_object_and_pull_never_writes_a_corrupt_file() {
     // Pushing again alone does not repair a corrupt object: a push skips objects the store has.
     ok(&["push", "--store", s(store.path()), src.arg()]);
     let out = run(&["verify", "--store", s(store.path()), "--id", id]);
-    assert!(
-        stderr(&out).contains("1 of 6 objects are bad"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("1 of 6 objects is bad"), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("hint: run verify again with --remove-corrupt"),
         "{}",
