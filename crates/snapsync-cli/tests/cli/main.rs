@@ -9,6 +9,7 @@ mod interop_stores;
 mod pkg;
 mod remote_stores;
 mod run;
+mod scan;
 mod snapshot_failures;
 mod snapshots;
 mod sync;
