@@ -316,3 +316,40 @@ fn remove_state_forgets_every_folder_paired_with_the_remote_and_the_next_sync_is
     assert_eq!(fs::read_to_string(one.join("x.txt")).unwrap(), "x");
     assert!(remote.join("x.txt").exists());
 }
+
+#[test]
+fn scan_of_an_s3_bucket_shows_key_prefixes_as_folders() {
+    let server = snapsync_testkit::S3Server::start();
+    server.create_bucket("site");
+    let env = server.env();
+    let local = tempfile::tempdir().unwrap();
+    fill(local.path());
+    fs::remove_file(local.path().join(".snapsync-lock")).unwrap();
+    let scan = |args: &[&str]| {
+        let out = run_env(args, &env);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    let (code, _, err) = scan(&["upload", local.path().to_str().unwrap(), "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = scan(&["scan", "--json", "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(listed(&lines), ["a.txt", "sub/"]);
+    assert_eq!(lines[1]["modified"], Value::Null, "a key prefix has no time");
+    let (code, out, err) = scan(&["scan", "--json", "-r", "--remove-temp", "s3://site/www"]);
+    assert_eq!(code, 0, "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(
+        listed(&lines),
+        ["a.txt", "sub/", "sub/b.txt", "sub/deep/", "sub/deep/c.html"]
+    );
+    assert_eq!(lines.last().unwrap()["summary"]["bytes"], 8);
+    // A bucket that does not exist is an error, never an empty listing.
+    let (code, out, err) = scan(&["scan", "s3://no-such-bucket/www"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+}
