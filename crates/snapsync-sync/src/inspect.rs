@@ -38,13 +38,11 @@ pub struct RemoteEntry {
 }
 
 /// Lists the remote `store` as a sync sees it: the files `filter` wants (`--match`, `--exclude`; what
-/// `--match` leaves out is not shown) and the folders it enters, sorted by path; with `--match`, only
-/// the folders that hold a file shown. Without `recursive`, only the top level (a folder's content is
-/// not shown, as in pyftpsync's `scan`; on object stores, the first part of a key stands for a
-/// folder). The remote's lock, temporary files and `.snapsync` are never shown.
-///
-/// Without `recursive` the store is listed whole all the same (a [`Store`] lists a prefix with
-/// everything below it), so a folder below the top that cannot be listed is an error there too.
+/// `--match` leaves out is not shown) and the folders it enters, sorted by path; recursively with
+/// `--match`, only the folders that hold a file shown. Without `recursive`, only the top level, read
+/// with [`Store::list_top`] (folders are not entered, as in pyftpsync's `scan`; on object stores, the
+/// first part of a key stands for a folder). The remote's lock, temporary files and `.snapsync` are
+/// never shown.
 ///
 /// # Errors
 /// [`Error::MissingRemote`] when the remote folder does not exist; the store's error when it, or a
@@ -55,10 +53,16 @@ pub async fn list_remote(store: &dyn Store, filter: &Filter, recursive: bool) ->
             location: store.url().to_string(),
         });
     }
-    let matching = filter.has_matches();
+    // Recursively, a folder is shown with --match only when it holds a file shown; at the top level
+    // what a folder holds is not listed, so every folder the filter enters is shown.
+    let matching = recursive && filter.has_matches();
     let mut files: BTreeMap<String, RemoteEntry> = BTreeMap::new();
     let mut dirs: BTreeMap<String, Option<SystemTime>> = BTreeMap::new();
-    let mut stream = store.list_with_dirs("");
+    let mut stream = if recursive {
+        store.list_with_dirs("")
+    } else {
+        store.list_top()
+    };
     while let Some(meta) = stream.try_next().await? {
         if meta.key.starts_with(LOCK_NAME) || meta.key.starts_with(&format!("{STATE_DIR_NAME}/")) {
             continue;
