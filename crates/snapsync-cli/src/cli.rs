@@ -391,6 +391,24 @@ cleanly (exit status 3) and starts no other. See docs/config.md.",
     )]
     Run(Connected<RunArgs>),
 
+    /// List a remote tree; clean up the locks, temporary files and sync states runs left
+    #[command(
+        long_about = "List REMOTE (a path, or a file://, ftp://, ftps://, sftp://, s3://, gs:// or az:// URL, \
+opened as upload opens it): one line per entry, its path, size and modification time (UTC). Only the top \
+level is listed unless --recursive (as pyftpsync's scan); --match and --exclude choose files as sync does \
+(with sync's default excludes). A missing remote folder is an error, never an empty listing, and a folder \
+the server refuses to list is an error naming it.\n\n\
+It also cleans up what runs leave, each removal printed (with --dry-run: what would be removed):\n\
+--remove-locks removes the sync lock of a run that is gone (its process is not running on this machine, \
+or it was not renewed for --lock-timeout); a live run's lock is refused with an error.\n\
+--remove-temp removes the temporary files (.NAME.snapsync-PID-N.tmp) of interrupted uploads that were \
+last written --temp-age ago or more; a younger one may belong to an upload under way and is kept.\n\
+--remove-state forgets the sync state kept on this machine for REMOTE (every local folder synced with \
+it), so the next run of each is a first sync (which only adds); a state whose run is under way is kept.",
+        after_help = "Examples:\n  snapsync scan ftps://me@example.com/www\n  snapsync scan --recursive --match '*.html' sftp://me@host/var/www\n  snapsync scan --recursive --json s3://bucket/site > listing.jsonl\n  snapsync scan --remove-locks --remove-temp -n ftp://me@example.com/www\n  snapsync scan --remove-state ./mirror"
+    )]
+    Scan(Connected<ScanArgs>),
+
     /// A local cache over a remote: open files (fetched on a miss), queue local files, push them
     #[command(
         subcommand,
@@ -441,6 +459,7 @@ impl Command {
             Command::Gc(c) => Some(&c.connect),
             Command::Upload(c) | Command::Download(c) | Command::Sync(c) => Some(&c.connect),
             Command::Run(c) => Some(&c.connect),
+            Command::Scan(c) => Some(&c.connect),
             Command::Cache(command) => Some(match command {
                 CacheCommand::Open(c) => &c.connect,
                 CacheCommand::Add(c) => &c.connect,
@@ -690,6 +709,48 @@ pub(crate) struct SyncArgs {
     /// Transfers at once [default: 4 for FTP and SFTP, 8 for local, 16 for object stores].
     #[arg(short, long, value_name = "N")]
     pub(crate) jobs: Option<NonZeroUsize>,
+}
+
+/// `snapsync scan`: what to list and what to clean up.
+#[derive(Debug, Args)]
+// Independent command-line switches.
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct ScanArgs {
+    /// The remote: a path, or a file://, ftp://, ftps://, sftp://, s3://, gs:// or az:// URL.
+    pub(crate) remote: String,
+    /// List the whole tree [default: the top level only].
+    #[arg(short, long)]
+    pub(crate) recursive: bool,
+    /// List only files whose name (or, with a `/`, path) matches GLOB; repeatable or comma-separated.
+    #[arg(short, long = "match", value_name = "GLOB")]
+    pub(crate) matches: Vec<String>,
+    #[arg(
+        short = 'x',
+        long,
+        value_name = "GLOB",
+        help = "Leave out files and folders matching GLOB; repeatable or comma-separated \
+[default: .DS_Store,.git,.hg,.svn,#recycle]"
+    )]
+    pub(crate) exclude: Vec<String>,
+    /// Remove the sync lock of a run that is gone (a live run's lock is refused).
+    #[arg(long)]
+    pub(crate) remove_locks: bool,
+    /// Remove temporary files of interrupted uploads last written --temp-age ago or more.
+    #[arg(long)]
+    pub(crate) remove_temp: bool,
+    /// Forget the sync state kept on this machine for REMOTE (every local folder paired with it).
+    #[arg(long)]
+    pub(crate) remove_state: bool,
+    /// Print what would be removed; remove nothing.
+    #[arg(short = 'n', long)]
+    pub(crate) dry_run: bool,
+    /// --remove-locks: a lock not renewed for this long belongs to a dead run.
+    #[arg(long, value_name = "AGE", default_value = LOCK_TIMEOUT, value_parser = crate::time::parse_age)]
+    pub(crate) lock_timeout: std::time::Duration,
+    /// --remove-temp: a temporary file written to less than this long ago may belong to an upload
+    /// under way, and is kept.
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = crate::time::parse_age)]
+    pub(crate) temp_age: std::time::Duration,
 }
 
 /// How long a sync lock may go unrenewed before it is taken over, unless `--lock-timeout` says.

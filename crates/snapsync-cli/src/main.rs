@@ -14,6 +14,7 @@ mod pkg;
 mod progress;
 mod run;
 mod say;
+mod scan;
 mod snapshot;
 mod sync;
 mod time;
@@ -178,6 +179,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Download(args) => sync::download(args, &cli.output, connect),
         Command::Sync(args) => sync::sync(args, &cli.output, connect),
         Command::Run(args) => run::run(args, &cli.output, &args.connect),
+        Command::Scan(args) => scan::scan(args, &cli.output, connect),
         Command::Cache(command) => cache::run(command, &cli.output, connect),
         Command::Pkg(command) => pkg::run(command, &cli.output, connect),
         Command::Completions { shell } => {

@@ -227,6 +227,42 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         self.list(prefix)
     }
 
+    /// The top level only: the objects and directories directly in the root, as
+    /// [`Store::list_with_dirs`] gives them (a directory as its key and a `/`), without entering the
+    /// directories (local, FTP, SFTP: one listing of the root, so a folder below it that cannot be
+    /// listed is not an error here). The default lists everything and keeps the top level, a key
+    /// below a first part (`a/b`) standing for the directory `a/` (object stores have no
+    /// directories).
+    fn list_top(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        let all = self.list_with_dirs("");
+        futures::stream::once(async move {
+            let mut top = std::collections::BTreeMap::new();
+            let mut all = all;
+            while let Some(meta) = all.try_next().await? {
+                match meta.key.split_once('/') {
+                    Some((first, rest)) if !rest.is_empty() => {
+                        let dir = format!("{first}/");
+                        top.entry(dir.clone()).or_insert(ObjectMeta {
+                            key: dir,
+                            size: 0,
+                            modified: None,
+                            etag: None,
+                        });
+                    }
+                    _ => {
+                        top.insert(meta.key.clone(), meta);
+                    }
+                }
+            }
+            Ok::<_, Error>(top.into_values().collect::<Vec<_>>())
+        })
+        .flat_map(|listed| match listed {
+            Ok(items) => futures::stream::iter(items.into_iter().map(Ok)).boxed(),
+            Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+        })
+        .boxed()
+    }
+
     /// Makes the directory `key` (and its parents) if it is not there, for stores that have
     /// directories; nothing for object stores (the default).
     async fn create_dir(&self, key: &str) -> Result<()> {

@@ -182,7 +182,7 @@ fn walk(
             .file_type()
             .map_err(|e| Error::from_io(location(&path), e))?;
         if file_type.is_dir() {
-            if listed == Listed::ObjectsAndDirs
+            if matches!(listed, Listed::ObjectsAndDirs | Listed::TopLevel)
                 && let Some(key) = path.strip_prefix(root).ok().and_then(Path::to_str)
             {
                 out.push(ObjectMeta {
@@ -192,7 +192,9 @@ fn walk(
                     etag: None,
                 });
             }
-            walk(url, root, &path, false, listed, out)?;
+            if listed != Listed::TopLevel {
+                walk(url, root, &path, false, listed, out)?;
+            }
             continue;
         }
         if is_temp_name(&name) != (listed == Listed::Leftovers) {
@@ -323,6 +325,10 @@ impl Store for LocalStore {
 
     fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         self.listing(prefix, Listed::ObjectsAndDirs)
+    }
+
+    fn list_top(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing("", Listed::TopLevel)
     }
 
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {

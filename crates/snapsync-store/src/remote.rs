@@ -192,6 +192,9 @@ pub(crate) enum Listed {
     Leftovers,
     /// The objects and the directories, a directory as its key and a `/` ([`crate::Store::list_with_dirs`]).
     ObjectsAndDirs,
+    /// Like [`Listed::ObjectsAndDirs`], of the top directory only: directories are not entered
+    /// ([`crate::Store::list_top`]).
+    TopLevel,
 }
 
 impl Listed {
@@ -263,7 +266,7 @@ where
                 match entry.kind {
                     Kind::Dir if entry.name.starts_with(crate::LOCK_PREFIX) => {}
                     Kind::Dir => {
-                        if listed == Listed::ObjectsAndDirs {
+                        if matches!(listed, Listed::ObjectsAndDirs | Listed::TopLevel) {
                             let meta = ObjectMeta {
                                 key: format!("{}/", path.get(key_offset..).unwrap_or_default()),
                                 size: 0,
@@ -274,7 +277,9 @@ where
                                 return;
                             }
                         }
-                        pending.push_back((path, false));
+                        if listed != Listed::TopLevel {
+                            pending.push_back((path, false));
+                        }
                     }
                     Kind::File if listed.takes_file(&entry.name) => {
                         let meta = ObjectMeta {
@@ -672,6 +677,10 @@ impl<F: RemoteFs> Store for RemoteStore<F> {
             }),
             Probe::File | Probe::Other => Err(Error::NotADirectory { location }),
         }
+    }
+
+    fn list_top(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing("", Listed::TopLevel)
     }
 
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {

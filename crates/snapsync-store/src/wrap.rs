@@ -302,6 +302,10 @@ impl Store for RetryStore {
         self.listing(prefix, |inner, prefix| inner.list_with_dirs(prefix))
     }
 
+    fn list_top(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing("", |inner, _| inner.list_top())
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.retry(|| self.inner.head(key)).await
     }
@@ -443,6 +447,10 @@ impl Store for DryRunStore {
 
     fn list_with_dirs(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         self.inner.list_with_dirs(prefix)
+    }
+
+    fn list_top(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_top()
     }
 
     fn list_leftovers(&self) -> BoxStream<'static, Result<ObjectMeta>> {

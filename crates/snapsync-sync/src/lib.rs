@@ -6,7 +6,10 @@
 //! included; [`state`] keeps the base on disk (a whole file plus a journal of the run under way, so a
 //! killed run loses nothing); [`scan`] lists both sides through one [`Filter`]; [`mod@plan`] turns the
 //! two listings and the base into a [`Plan`]; [`run`] locks the remote, compares contents where needed
-//! and carries the plan out ([`Pair::prepare`], [`Pair::execute`]). See `docs/sync.md`.
+//! and carries the plan out ([`Pair::prepare`], [`Pair::execute`]). [`inspect`] lists a remote and
+//! the temporary files interrupted writes left there; with [`remove_stale`] (a dead run's lock) and
+//! [`forget`] (the states kept for a remote) it is what `snapsync scan` cleans up with. See
+//! `docs/sync.md`.
 //!
 //! Every option lives in one validated [`Options`]; [`open_remote`] names and opens a remote the way
 //! every front end must. A program syncs a folder without the command line:
@@ -42,6 +45,7 @@
 
 pub mod decide;
 mod error;
+pub mod inspect;
 pub mod lock;
 pub mod options;
 pub mod plan;
@@ -52,10 +56,16 @@ pub mod state;
 
 pub use decide::{Action, Class, Conflict, Observed, Recorded, Resolve, classify, decide, resolve};
 pub use error::{Error, Result};
+pub use inspect::{
+    EntryKind, Leftover, LeftoversRemoved, RemoteEntry, leftovers, list_remote, remove_leftovers,
+};
+pub use lock::{RemovedLock, remove_stale};
 pub use options::{DEFAULT_LOCK_TIMEOUT, Options, OptionsBuilder};
 pub use plan::{DirAction, Item, Mode, Plan, plan, plan_dirs};
 pub use remote::{open_remote, remote_url};
 pub use run::{Ask, Event, Failure, MASS_DELETE_MIN, Pair, Prepared, Report, Summary, Unsettled};
 pub use scan::{DEFAULT_EXCLUDES, Filter, Listing, Verdict};
 pub use snapsync_core::Cancel;
-pub use state::{BaseEntry, State, StateDir, StateError};
+pub use state::{
+    BaseEntry, Forgotten, PairState, State, StateDir, StateError, default_root, forget, states_of,
+};

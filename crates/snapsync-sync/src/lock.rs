@@ -74,7 +74,7 @@ impl LockBody {
 }
 
 /// When process `pid` started (field 22 of `/proc/PID/stat`), if it exists.
-fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count after its end.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -166,17 +166,7 @@ impl Lease {
                             matches!(read(&*store).await?, Some((again, None)) if again == seen)
                         };
                     if !stale {
-                        let holder = holder.map_or_else(
-                            || "an unreadable lock".to_owned(),
-                            |h| {
-                                format!(
-                                    "host {}, process {}, renewed {} s ago",
-                                    h.host,
-                                    h.pid,
-                                    h.age(now).as_secs()
-                                )
-                            },
-                        );
+                        let holder = describe(holder.as_ref(), now);
                         return Err(Error::Locked { location, holder });
                     }
                     // Changed between the look and the move (renewed, or another run's now): look
@@ -249,6 +239,103 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.heartbeat.abort();
     }
+}
+
+/// Who holds a lock, as an error says it.
+fn describe(holder: Option<&LockBody>, now: u64) -> String {
+    holder.map_or_else(
+        || "an unreadable lock".to_owned(),
+        |h| {
+            format!(
+                "host {}, process {}, renewed {} s ago",
+                h.host,
+                h.pid,
+                h.age(now).as_secs()
+            )
+        },
+    )
+}
+
+/// A lock [`remove_stale`] removed (or, for a dry run, would remove).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedLock {
+    /// Where it was (the store's URL and the lock's key, without a password).
+    pub location: String,
+    /// What it said about its run; `None` for a lock whose body did not parse.
+    pub holder: Option<LockBody>,
+    /// How long it had gone without being renewed.
+    pub age: Duration,
+    /// Why it was judged to belong to no live run.
+    pub reason: String,
+}
+
+/// Removes the lock of `store` if it belongs to a run that is gone, as a run taking over judges it
+/// (see the module's documentation): its process was on this machine and is not running any more, or
+/// it was not renewed for `lock_timeout` (a live run renews it every `lock_timeout / 4`, at most every
+/// minute), or its body does not parse and stays the same for a second. It is then moved aside and
+/// removed only if it is byte for byte the lock judged stale, exactly as a takeover does, so a lock
+/// renewed meanwhile is put back. `Ok(None)` when there is no lock; with `dry_run` nothing is removed.
+///
+/// # Errors
+/// [`Error::Locked`] when the lock belongs to a live run (or was renewed while it was being removed);
+/// the store's error when the lock cannot be read or removed.
+pub async fn remove_stale(
+    store: &dyn Store,
+    lock_timeout: Duration,
+    dry_run: bool,
+) -> Result<Option<RemovedLock>> {
+    let location = store.url().with_key(LOCK_NAME);
+    let Some((seen, holder)) = read(store).await? else {
+        return Ok(None);
+    };
+    let now = now_ns();
+    let reason = match &holder {
+        Some(h) if h.dead(&hostname()) => {
+            Some(format!("its process ({}) is not running on this machine", h.pid))
+        }
+        Some(h) if h.age(now) > lock_timeout => Some(format!(
+            "not renewed for {} s (more than the lock timeout, {} s)",
+            h.age(now).as_secs(),
+            lock_timeout.as_secs()
+        )),
+        Some(_) => None,
+        None => {
+            // Unreadable, or still being written: judged again a moment later.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match read(store).await? {
+                Some((again, None)) if again == seen => {
+                    Some("its body is unreadable and did not change".to_owned())
+                }
+                Some((_, again)) => {
+                    return Err(Error::Locked {
+                        location,
+                        holder: describe(again.as_ref(), now_ns()),
+                    });
+                }
+                None => return Ok(None),
+            }
+        }
+    };
+    let Some(reason) = reason else {
+        return Err(Error::Locked {
+            location,
+            holder: describe(holder.as_ref(), now),
+        });
+    };
+    let age = holder.as_ref().map_or(Duration::ZERO, |h| h.age(now));
+    if !dry_run && !take_over(store, &seen, &new_token()).await? {
+        // Renewed (or replaced) between the look and the move: a live run's.
+        return Err(Error::Locked {
+            location,
+            holder: "a run that renewed it while it was being removed".into(),
+        });
+    }
+    Ok(Some(RemovedLock {
+        location,
+        holder,
+        age,
+        reason,
+    }))
 }
 
 /// Rewrites the lock with a new renewal time if it is still `body`; false when it is not.

@@ -87,6 +87,12 @@ impl Filter {
         Ok(Filter { exclude, matches })
     }
 
+    /// Whether `--match` patterns were given (without them every file is wanted).
+    #[must_use]
+    pub fn has_matches(&self) -> bool {
+        self.matches.is_some()
+    }
+
     /// Whether a directory (path below the root) is entered.
     #[must_use]
     pub fn enters(&self, path: &str) -> bool {

@@ -156,6 +156,21 @@ pub enum StateError {
 pub struct StateDir {
     dir: PathBuf,
     legacy: PathBuf,
+    /// The local folder, absolute (recorded in `pair.json`, so `snapsync scan --remove-state` can
+    /// say which folder a state was kept for).
+    local: PathBuf,
+    remote: String,
+}
+
+/// The name of the file in a pair's state directory that says which pair it is (`{"local":PATH,
+/// "remote":URL}`): the directory's name is a hash, so without it a state could not be found by its
+/// remote before the first run finished (`base.json` names the remote only).
+const PAIR_FILE: &str = "pair.json";
+
+/// What `pair.json` says.
+#[derive(Serialize, Deserialize)]
+struct PairFile {
+    local: PathBuf,
     remote: String,
 }
 
@@ -198,8 +213,32 @@ impl StateDir {
         StateDir {
             dir: root.join("sync").join(&id.as_str()[..16]),
             legacy: local.join(".snapsync").join("sync").join(&legacy.as_str()[..16]),
+            local: folder,
             remote: remote.to_owned(),
         }
+    }
+
+    /// Makes the directory, and `pair.json` in it when it is not there yet (written whole, by
+    /// [`write_atomic`]), before anything else of the run goes in.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when either cannot be written.
+    pub fn create(&self) -> Result<(), StateError> {
+        let pair = self.dir.join(PAIR_FILE);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        if !pair.exists() {
+            let body = PairFile {
+                local: self.local.clone(),
+                remote: self.remote.clone(),
+            };
+            let bytes = serde_json::to_vec_pretty(&body).map_err(|e| io(&pair)(io::Error::other(e)))?;
+            write_atomic(&pair, &bytes, WriteOptions::DURABLE).map_err(io(&pair))?;
+        }
+        Ok(())
     }
 
     /// Moves a state an earlier version kept inside the local folder to [`StateDir::path`], once.
@@ -320,6 +359,119 @@ impl StateDir {
     }
 }
 
+/// The state of one pair kept for a remote, as [`states_of`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairState {
+    /// The state's directory.
+    pub dir: PathBuf,
+    /// The local folder it was kept for; `None` for a state written by an earlier version, which did
+    /// not record it (only the remote).
+    pub local: Option<PathBuf>,
+    /// A run of this pair is under way on this machine: the mark of its run names a process that is
+    /// running. Such a state is never removed.
+    pub in_use: bool,
+}
+
+/// What [`forget`] removed, and what it kept because a run is using it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The states removed (with `dry_run`: that would be removed).
+    pub removed: Vec<PairState>,
+    /// The states of runs under way, left as they are.
+    pub in_use: Vec<PairState>,
+}
+
+/// Every pair's state under `root` (see [`default_root`]) kept for `remote` (the remote's URL as
+/// printed, without a password: [`snapsync_store::StoreUrl`]'s `Display`), whatever the local folder,
+/// sorted by folder. A state is recognised by its `pair.json`, or, for one an earlier version wrote,
+/// by the remote its `base.json` names; a directory that says neither is not this remote's.
+///
+/// # Errors
+/// [`StateError::Io`] when `root`'s `sync` directory cannot be listed (a missing one holds nothing).
+pub fn states_of(root: &Path, remote: &str) -> Result<Vec<PairState>, StateError> {
+    #[derive(Deserialize)]
+    struct RemoteOnly {
+        remote: String,
+    }
+    let sync = root.join("sync");
+    let io = |source| StateError::Io {
+        path: sync.clone(),
+        source,
+    };
+    let entries = match fs::read_dir(&sync) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let dir = entry.path();
+        // Temporary directories (a migration under way, a removal) are not states.
+        if entry.file_name().as_encoded_bytes().starts_with(b".") || !dir.is_dir() {
+            continue;
+        }
+        let (local, recorded) = match fs::read(dir.join(PAIR_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PairFile>(&b).ok())
+        {
+            Some(pair) => (Some(pair.local), Some(pair.remote)),
+            None => (
+                None,
+                fs::read(dir.join("base.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<RemoteOnly>(&b).ok())
+                    .map(|r| r.remote),
+            ),
+        };
+        if recorded.as_deref() != Some(remote) {
+            continue;
+        }
+        let in_use = fs::read_to_string(dir.join("running"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| pid != std::process::id() && crate::lock::process_start(pid).is_some());
+        found.push(PairState { dir, local, in_use });
+    }
+    found.sort_by(|a, b| (&a.local, &a.dir).cmp(&(&b.local, &b.dir)));
+    Ok(found)
+}
+
+/// Forgets every pair's state kept for `remote` under `root` (see [`states_of`]), so the next run of
+/// each of those folders with it is a first sync (which only adds: nothing is deleted on either
+/// side). A state whose run is under way ([`PairState::in_use`]) is kept. Each state directory is
+/// first renamed out of the way, then removed: a kill leaves the whole state or none, never a part.
+/// With `dry_run`, nothing is removed; the result says what would be.
+///
+/// # Errors
+/// [`StateError::Io`] when the states cannot be listed or one cannot be removed (those removed
+/// before it stay removed).
+pub fn forget(root: &Path, remote: &str, dry_run: bool) -> Result<Forgotten, StateError> {
+    let mut forgotten = Forgotten::default();
+    for state in states_of(root, remote)? {
+        if state.in_use {
+            forgotten.in_use.push(state);
+            continue;
+        }
+        if !dry_run {
+            let name = state.dir.file_name().unwrap_or_default().to_string_lossy();
+            let aside = state
+                .dir
+                .with_file_name(format!(".removing-{name}-{}", std::process::id()));
+            fs::rename(&state.dir, &aside).map_err(|source| StateError::Io {
+                path: state.dir.clone(),
+                source,
+            })?;
+            fs::remove_dir_all(&aside).map_err(|source| StateError::Io {
+                path: aside.clone(),
+                source,
+            })?;
+        }
+        forgotten.removed.push(state);
+    }
+    Ok(forgotten)
+}
+
 /// The base of a pair, loaded, and the journal of the run that changes it.
 #[derive(Debug)]
 pub struct State {
@@ -400,7 +552,7 @@ impl State {
         let mut journal = if let Some(journal) = self.journal.take() {
             journal
         } else {
-            fs::create_dir_all(self.dir.path()).map_err(io)?;
+            self.dir.create()?;
             OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -425,7 +577,7 @@ impl State {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        fs::create_dir_all(self.dir.path()).map_err(io(&base))?;
+        self.dir.create()?;
         let file = BaseFile {
             version: VERSION,
             remote: self.dir.remote.clone(),
@@ -476,7 +628,13 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["base.json"], "only the base is left");
+        let mut names = names;
+        names.sort();
+        assert_eq!(
+            names,
+            ["base.json", "pair.json"],
+            "only the base and the pair's names are left"
+        );
         let loaded = pair.load().unwrap();
         assert_eq!(
             loaded.entries().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
@@ -519,7 +677,11 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         names.sort();
-        assert_eq!(names, ["base.json", "journal.jsonl"], "no temporary file is left");
+        assert_eq!(
+            names,
+            ["base.json", "journal.jsonl", "pair.json"],
+            "no temporary file is left"
+        );
         fs::remove_dir_all(pair.base_path()).unwrap();
         let loaded = pair.load().unwrap();
         assert_eq!(loaded.get("a.txt"), Some(&entry(1)));
@@ -547,6 +709,58 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["mine.txt"], "the old state stayed in the folder");
+    }
+
+    #[test]
+    fn forget_removes_every_state_of_a_remote_but_one_in_use() {
+        let root = tempfile::tempdir().unwrap();
+        let folders: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let remote = "sftp://me@host/site";
+        let state = |i: usize, remote: &str| {
+            let dir = StateDir::in_root(root.path(), folders[i].path(), remote);
+            let mut state = dir.load().unwrap();
+            state.set("a", entry(1)).unwrap();
+            state.compact().unwrap();
+            dir
+        };
+        let (done, busy, other) = (state(0, remote), state(1, remote), state(2, "ftp://host/site"));
+        // A state an earlier version wrote: no pair.json, found by the remote in base.json.
+        let old = state(3, remote);
+        fs::remove_file(old.path().join(PAIR_FILE)).unwrap();
+        // A run of folder 1 is under way: its mark names a running process.
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        fs::write(busy.path().join("running"), child.id().to_string()).unwrap();
+        let found = states_of(root.path(), remote).unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        let canonical = |i: usize| Some(fs::canonicalize(folders[i].path()).unwrap());
+        assert!(found.contains(&PairState {
+            dir: done.path().to_owned(),
+            local: canonical(0),
+            in_use: false
+        }));
+        assert!(found.contains(&PairState {
+            dir: old.path().to_owned(),
+            local: None,
+            in_use: false
+        }));
+        let planned = forget(root.path(), remote, true).unwrap();
+        assert!(
+            done.path().exists() && old.path().exists(),
+            "a dry run removed a state"
+        );
+        let forgotten = forget(root.path(), remote, false).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(forgotten, planned);
+        assert_eq!(forgotten.removed.len(), 2);
+        assert_eq!(forgotten.in_use.len(), 1);
+        assert_eq!(forgotten.in_use[0].dir, busy.path());
+        assert!(!done.path().exists() && !old.path().exists());
+        assert!(busy.path().exists() && other.path().exists());
+        assert_eq!(done.load().unwrap().entries().count(), 0, "not a first sync");
+        assert_eq!(other.load().unwrap().entries().count(), 1);
+        // Nothing is left beside the states (the removals' temporary names are gone).
+        assert_eq!(fs::read_dir(root.path().join("sync")).unwrap().count(), 2);
     }
 
     #[test]

@@ -353,3 +353,251 @@ fn transfers_report_their_bytes_as_they_move() {
     });
     assert_eq!(moved.into_inner(), size as u64);
 }
+
+/// 2014-01-01 12:00:00 UTC: old enough for any safety age.
+const OLD: u64 = 1_388_577_600;
+
+/// Writes `rel` below `root` with `content`, dated `time` seconds after 1970 (now when `None`).
+fn put_file(root: &Path, rel: &str, content: &str, time: Option<u64>) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, content).unwrap();
+    if let Some(time) = time {
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(time))
+            .unwrap();
+    }
+}
+
+/// A remote tree as a killed run leaves it: files, folders, an excluded `.git`, two temporary files
+/// (an old one of a killed upload, one being written now) and a lock.
+fn leave_a_tree(root: &Path) {
+    put_file(root, "a.txt", "aaa", Some(OLD));
+    put_file(root, "sub/b.txt", "bb", Some(OLD));
+    put_file(root, "sub/deep/c.html", "<p>", Some(OLD));
+    put_file(root, ".git/HEAD", "ref", Some(OLD));
+    put_file(root, "sub/.b.txt.snapsync-4242-1f.tmp", "torn", Some(OLD));
+    put_file(root, ".a.txt.snapsync-4243-2.tmp", "in flight", None);
+    // Named like a temporary file, but without a process id: not unambiguously snapsync's.
+    put_file(root, ".mine.snapsync-x-1.tmp", "user's", Some(OLD));
+}
+
+fn paths(entries: &[snapsync_sync::RemoteEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| match e.kind {
+            snapsync_sync::EntryKind::Dir => format!("{}/", e.path),
+            snapsync_sync::EntryKind::File => e.path.clone(),
+        })
+        .collect()
+}
+
+/// Lists the remote (top level, recursive, matched), removes its leftovers and locks as `scan` does,
+/// and checks what is left on disk in `root`; `lock` is where a lock's body is written (a file, or
+/// FTP's `owner` file in a directory), `settle` makes written files the server user's.
+async fn scan_and_clean(store: &dyn Store, root: &Path, lock: &Path, settle: &dyn Fn()) {
+    let filter = Options::new(Mode::Upload).filter().clone();
+    leave_a_tree(root);
+    settle();
+    let top = snapsync_sync::list_remote(store, &filter, false).await.unwrap();
+    assert_eq!(paths(&top), ["a.txt", "sub/"]);
+    assert_eq!(top[0].size, 3);
+    assert_eq!(
+        top[0]
+            .modified
+            .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()),
+        Some(OLD)
+    );
+    let all = snapsync_sync::list_remote(store, &filter, true).await.unwrap();
+    assert_eq!(
+        paths(&all),
+        ["a.txt", "sub/", "sub/b.txt", "sub/deep/", "sub/deep/c.html"]
+    );
+    let html = Options::builder(Mode::Upload)
+        .matches(["*.html"])
+        .build()
+        .unwrap();
+    let top_matched = snapsync_sync::list_remote(store, html.filter(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        paths(&top_matched),
+        ["sub/"],
+        "a folder's content is not listed at the top"
+    );
+    let matched = snapsync_sync::list_remote(store, html.filter(), true)
+        .await
+        .unwrap();
+    assert_eq!(paths(&matched), ["sub/", "sub/deep/", "sub/deep/c.html"]);
+
+    // Temporary files: only the old one of a killed write goes; a dry run removes nothing.
+    let hour = Duration::from_hours(1);
+    let planned = snapsync_sync::remove_leftovers(store, hour, true).await.unwrap();
+    assert_eq!(
+        planned
+            .removed
+            .iter()
+            .map(|l| l.path.as_str())
+            .collect::<Vec<_>>(),
+        ["sub/.b.txt.snapsync-4242-1f.tmp"]
+    );
+    assert_eq!(planned.removed[0].pid, 4242);
+    assert!(root.join("sub/.b.txt.snapsync-4242-1f.tmp").exists());
+    let done = snapsync_sync::remove_leftovers(store, hour, false).await.unwrap();
+    assert_eq!(done, planned);
+    assert_eq!(done.kept.len(), 1, "{:?}", done.kept);
+    assert_eq!(done.kept[0].0.path, ".a.txt.snapsync-4243-2.tmp");
+    assert!(!root.join("sub/.b.txt.snapsync-4242-1f.tmp").exists());
+    assert!(root.join(".a.txt.snapsync-4243-2.tmp").exists());
+    assert!(root.join(".mine.snapsync-x-1.tmp").exists());
+    assert!(root.join("a.txt").exists() && root.join("sub/b.txt").exists());
+
+    // No lock: nothing to do.
+    assert_eq!(
+        snapsync_sync::remove_stale(store, DEFAULT_TIMEOUT, false)
+            .await
+            .unwrap(),
+        None
+    );
+    // A live run's lock (this process, renewed now) is refused and left.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let live = format!(
+        r#"{{"token":"live","host":"{}","pid":{},"started_ns":{now}}}"#,
+        host.trim(),
+        std::process::id()
+    );
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    fs::write(lock, &live).unwrap();
+    settle();
+    let refused = snapsync_sync::remove_stale(store, DEFAULT_TIMEOUT, false).await;
+    assert!(matches!(refused, Err(Error::Locked { .. })), "{refused:?}");
+    assert_eq!(fs::read_to_string(lock).unwrap(), live);
+    // A dead run's lock (not renewed for longer than the timeout) goes; a dry run leaves it.
+    fs::write(
+        lock,
+        r#"{"token":"dead","host":"elsewhere","pid":42,"started_ns":1000}"#,
+    )
+    .unwrap();
+    settle();
+    let planned = snapsync_sync::remove_stale(store, DEFAULT_TIMEOUT, true)
+        .await
+        .unwrap();
+    assert!(lock.exists());
+    let removed = snapsync_sync::remove_stale(store, DEFAULT_TIMEOUT, false)
+        .await
+        .unwrap();
+    let removed = removed.expect("the lock was removed");
+    let planned = planned.expect("a dry run says it would remove the lock");
+    assert_eq!(
+        (&removed.location, &removed.holder, &removed.reason),
+        (&planned.location, &planned.holder, &planned.reason)
+    );
+    assert_eq!(
+        removed.holder.map(|h| (h.host, h.pid)),
+        Some(("elsewhere".into(), 42))
+    );
+    assert!(removed.reason.contains("not renewed"), "{}", removed.reason);
+    let left: Vec<String> = fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".snapsync-lock"))
+        .collect();
+    assert!(left.is_empty(), "locks left behind: {left:?}");
+}
+
+const DEFAULT_TIMEOUT: Duration = snapsync_sync::DEFAULT_LOCK_TIMEOUT;
+
+#[test]
+fn scan_lists_a_local_remote_and_removes_only_what_dead_runs_left() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("remote");
+    fs::create_dir_all(&root).unwrap();
+    let store = local_store(&root);
+    rt.block_on(scan_and_clean(
+        &*store,
+        &root,
+        &root.join(".snapsync-lock"),
+        &|| {},
+    ));
+    let missing = local_store(&dir.path().join("gone"));
+    let filter = Options::new(Mode::Upload).filter().clone();
+    let err = rt
+        .block_on(snapsync_sync::list_remote(&*missing, &filter, true))
+        .unwrap_err();
+    assert!(matches!(err, Error::MissingRemote { .. }), "{err}");
+}
+
+#[test]
+fn scan_lists_an_ftp_remote_and_removes_only_what_dead_runs_left() {
+    use snapsync_testkit::{FtpFlavor, FtpOptions, FtpServer};
+    let rt = runtime();
+    // pyftpdlib without root's permission override, so a folder can be closed to it.
+    let server = FtpServer::start_with(
+        FtpFlavor::Pyftpdlib,
+        FtpOptions {
+            obey_permissions: true,
+            ..FtpOptions::default()
+        },
+    );
+    let root = server.root().join("site");
+    fs::create_dir_all(&root).unwrap();
+    let open = |path: &str| {
+        let url = StoreUrl::parse(&server.url(path)).unwrap();
+        snapsync_store::open(&url, &snapsync_store::ConnectOptions::default().with_retry(None)).unwrap()
+    };
+    let store = open("site");
+    // FTP's lock is a directory holding the body in `owner`.
+    let lock = root.join(".snapsync-lock/owner");
+    rt.block_on(scan_and_clean(&*store, &root, &lock, &|| server.give(&root)));
+    let filter = Options::new(Mode::Upload).filter().clone();
+    let err = rt
+        .block_on(snapsync_sync::list_remote(&*open("gone"), &filter, true))
+        .unwrap_err();
+    assert!(matches!(err, Error::MissingRemote { .. }), "{err}");
+    // A folder the server refuses to list is an error naming it, never left out; the top level is
+    // one listing of the root, which does not enter it.
+    let closed = root.join("closed");
+    fs::create_dir_all(closed.join("inside")).unwrap();
+    fs::write(closed.join("inside/x.txt"), "x").unwrap();
+    server.give(&root);
+    fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let recursive = rt.block_on(snapsync_sync::list_remote(&*store, &filter, true));
+    let top = rt.block_on(snapsync_sync::list_remote(&*store, &filter, false));
+    fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err = recursive.unwrap_err().to_string();
+    assert!(err.contains("closed"), "{err}");
+    assert_eq!(paths(&top.unwrap()), ["a.txt", "closed/", "sub/"]);
+}
+
+#[test]
+fn scan_lists_an_sftp_remote_and_removes_only_what_dead_runs_left() {
+    use snapsync_testkit::Sshd;
+    let rt = runtime();
+    let server = Sshd::start();
+    let root = server.root().join("site");
+    fs::create_dir_all(&root).unwrap();
+    let url = StoreUrl::parse(&server.url("site")).unwrap();
+    let connect = snapsync_store::ConnectOptions::default()
+        .with_retry(None)
+        .with_known_hosts(server.known_hosts());
+    let store = snapsync_store::open(&url, &connect).unwrap();
+    let settle = || {
+        let status = std::process::Command::new("chown")
+            .args(["-R", snapsync_testkit::SSH_USER])
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    rt.block_on(scan_and_clean(
+        &*store,
+        &root,
+        &root.join(".snapsync-lock"),
+        &settle,
+    ));
+}

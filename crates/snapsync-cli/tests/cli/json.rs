@@ -150,6 +150,19 @@ fn every_command_speaks_json() {
     assert!(of_type(&lines, "action").iter().all(|a| a["dry_run"] == true));
     assert_eq!(summary(&lines)["downloaded"], 2, "{lines:?}");
     assert!(!Path::new(&path("down")).exists(), "a dry run makes nothing");
+    let (lines, _) = json(&["scan", "--recursive", &remote]);
+    assert_eq!(
+        of_type(&lines, "entry").len(),
+        3,
+        "a.txt, sub, sub/b.txt: {lines:?}"
+    );
+    assert_eq!(
+        (
+            summary(&lines)["files"].as_u64(),
+            summary(&lines)["dirs"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
 
     // Errors are JSON too, with the exit status.
     let (_, code) = json(&["upload", tree.arg(), &path("no-such-remote")]);

@@ -15,6 +15,7 @@ mod progress_tty;
 mod readme;
 mod remote_stores;
 mod run;
+mod scan;
 mod snapshot_failures;
 mod snapshot_ux;
 mod snapshots;

@@ -38,9 +38,8 @@ impl Pair {
     pub(super) async fn hold(&self) -> Result<Hold> {
         // The mark goes down before the lock, so a run killed even while locking leaves it; a run that
         // finds it knows the one before was interrupted.
-        let running = StateDir::new(&self.local, &self.store.url().to_string())
-            .path()
-            .join(RUNNING);
+        let state_dir = StateDir::new(&self.local, &self.store.url().to_string());
+        let running = state_dir.path().join(RUNNING);
         let interrupted = running.exists();
         if interrupted {
             log::debug!(
@@ -54,9 +53,8 @@ impl Pair {
             .and_then(|pid| pid.trim().parse().ok());
         let dry_run = self.options.dry_run();
         if !dry_run {
-            if let Some(dir) = running.parent() {
-                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
+            // With the pair's names, so the state can be found by its remote (`scan --remove-state`).
+            state_dir.create()?;
             fs::write(&running, std::process::id().to_string()).map_err(|e| Error::io(&running, e))?;
         }
         let mut hold = Hold {
