@@ -4,6 +4,7 @@ mod basics;
 mod cache;
 mod credentials;
 mod delta;
+mod guide;
 mod help;
 mod interop_rdiff;
 mod interop_snapdir;
