@@ -35,7 +35,7 @@ Exit status (docs/exit-status.md):
   2    usage error (unknown option, bad argument)
   3    interrupted: Ctrl-C or SIGTERM, stopped cleanly (nothing half-written, no temporary file or
        lock left, what finished kept); upload, download, sync, run, manifest, id, stage, push,
-       fetch, pull, checkout, copy, diff, cache push, pkg mirror
+       fetch, pull, checkout, copy, diff, signature, delta, patch, cache push, pkg mirror
   4    finished, but conflicts were left: upload, download, sync, run, cache push, pkg mirror, pkg upload
   130  a second Ctrl-C: stopped at once";
 

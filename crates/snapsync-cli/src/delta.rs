@@ -17,7 +17,7 @@ use snapsync_delta::{
 };
 
 use crate::cli::{DeltaArgs, HashArg, OutputArgs, PatchArgs, RollsumArg, SignatureArgs};
-use crate::output::Output;
+use crate::output::{Output, check_interrupted};
 use crate::progress::{counting, per_second};
 use crate::{UsageError, hinted};
 
@@ -56,8 +56,13 @@ impl Input {
 }
 
 impl Read for Input {
+    /// Reads on until Ctrl-C: then the read fails (also one that was waiting on a pipe and returns
+    /// after), so the command stops with exit status 3 and its output file is never published.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
+        check_interrupted()?;
+        let n = self.reader.read(buf)?;
+        check_interrupted()?;
+        Ok(n)
     }
 }
 
@@ -80,6 +85,8 @@ fn no_two_stdins(paths: &[&Path]) -> anyhow::Result<()> {
 }
 
 pub(crate) fn signature(args: &SignatureArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    // Ctrl-C stops the reads and writes below: exit status 3, no output left (docs/exit-status.md).
+    crate::interrupt::token();
     let mut basis = Input::open(&args.basis, "basis")?;
     let kind = SignatureKind {
         weak: match args.rollsum {
@@ -150,6 +157,8 @@ pub(crate) fn signature(args: &SignatureArgs, output: &OutputArgs) -> anyhow::Re
 }
 
 pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    // Ctrl-C stops the reads and writes below: exit status 3, no output left (docs/exit-status.md).
+    crate::interrupt::token();
     no_two_stdins(&[&args.signature, &args.new])?;
     let mut sig_input = Input::open(&args.signature, "signature")?;
     let signature = Signature::read(&mut sig_input)
@@ -214,6 +223,8 @@ impl<W: Write> Write for Counted<W> {
 }
 
 pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()> {
+    // Ctrl-C stops the reads and writes below: exit status 3, no output left (docs/exit-status.md).
+    crate::interrupt::token();
     if args.basis == Path::new("-") {
         return Err(
             UsageError("patch reads the basis at any offset, so it must be a file, not `-`".into()).into(),

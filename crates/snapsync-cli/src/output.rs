@@ -40,8 +40,9 @@ impl Output {
         }
     }
 
-    /// Flushes and, for a file, moves it into place.
+    /// Flushes and, for a file, moves it into place (not once Ctrl-C came: the file is then dropped).
     pub(crate) fn commit(self) -> anyhow::Result<()> {
+        check_interrupted()?;
         match self {
             Output::Stdout(mut out) => Ok(out.flush()?),
             Output::File(file) => file.commit(),
@@ -49,8 +50,24 @@ impl Output {
     }
 }
 
+/// The error a read or write returns once Ctrl-C came: the command stops there (exit status 3) and a
+/// file output is dropped unpublished.
+pub(crate) fn interrupted_error() -> io::Error {
+    io::Error::other("interrupted")
+}
+
+/// `Err` once Ctrl-C (or SIGTERM) came, for the commands that stop by failing their next read or write.
+pub(crate) fn check_interrupted() -> io::Result<()> {
+    if crate::interrupt::interrupted() {
+        Err(interrupted_error())
+    } else {
+        Ok(())
+    }
+}
+
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        check_interrupted()?;
         match self {
             Output::Stdout(out) => out.write(buf),
             Output::File(file) => file.out.write(buf),
@@ -58,6 +75,7 @@ impl Write for Output {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        check_interrupted()?;
         match self {
             Output::Stdout(out) => out.write_all(buf),
             Output::File(file) => file.out.write_all(buf),

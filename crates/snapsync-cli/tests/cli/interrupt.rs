@@ -547,3 +547,88 @@ fn ctrl_c_mid_download_over_sftp_stops_cleanly_and_the_next_run_completes() {
     assert!(fs::read(l.join("c-big.bin")).unwrap() == new);
     assert_eq!(temps(l), Vec::<PathBuf>::new());
 }
+
+/// `signature`, `delta` and `patch` stop at Ctrl-C too: each reads its input from a pipe that is still
+/// being written when the signal comes; the command exits 3 with the one line, and its output file is
+/// neither published nor left under a temporary name.
+#[test]
+fn ctrl_c_mid_signature_delta_and_patch_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let basis = big(4 << 20, 7);
+    fs::write(d.join("basis"), &basis).unwrap();
+    let sig = d.join("basis.sig");
+    let status = crate::util::snapsync()
+        .args([
+            "signature",
+            d.join("basis").to_str().unwrap(),
+            sig.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let delta = d.join("a.delta");
+    let status = crate::util::snapsync()
+        .args([
+            "delta",
+            sig.to_str().unwrap(),
+            d.join("basis").to_str().unwrap(),
+            delta.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let delta_bytes = fs::read(&delta).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| out_dir.path().join(name).to_str().unwrap().to_owned();
+    let cases: [(Vec<String>, &[u8], String); 3] = [
+        (vec!["signature".into(), "-".into(), out("s")], &basis, out("s")),
+        (
+            vec!["delta".into(), sig.display().to_string(), "-".into(), out("d")],
+            &basis,
+            out("d"),
+        ),
+        (
+            vec![
+                "patch".into(),
+                d.join("basis").display().to_string(),
+                "-".into(),
+                out("p"),
+            ],
+            &delta_bytes,
+            out("p"),
+        ),
+    ];
+    for (args, input, output) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = crate::util::snapsync()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Half the input, and the output under its temporary name: the command is at work.
+        let half = input.len() / 2;
+        stdin.write_all(&input[..half]).unwrap();
+        let out_dir = out_dir.path().to_path_buf();
+        wait_for(&mut child, "the output's temporary file", || {
+            !temps(&out_dir).is_empty()
+        });
+        signal(child.id(), &["INT"]);
+        // The rest still comes, and the pipe closes as if the input were whole.
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = stdin.write_all(&input[half..]);
+        drop(stdin);
+        let (code, _, err) = finish(child);
+        assert_eq!(code, Some(3), "{args:?}: {err}");
+        said_interrupted(&err);
+        assert!(!Path::new(&output).exists(), "{args:?}: the output was published");
+        assert_eq!(
+            temps(&out_dir),
+            Vec::<PathBuf>::new(),
+            "{args:?}: a temporary file was left"
+        );
+    }
+}
