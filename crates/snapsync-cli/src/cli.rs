@@ -131,6 +131,13 @@ account SCHEME://USER@HOST:PORT) once the server accepted it, for later runs to 
 (package indexes: once an upload was accepted)"
     )]
     pub(crate) store_password: bool,
+
+    #[arg(
+        long,
+        help = "FTP, SFTP, package indexes: never ask for a password, even on a terminal (a login that \
+needs one fails; pyftpsync's --no-prompt)"
+    )]
+    pub(crate) no_prompt: bool,
 }
 
 impl ConnectArgs {
@@ -158,6 +165,7 @@ impl ConnectArgs {
                 netrc: !self.no_netrc,
                 keyring: !self.no_keyring,
                 store_password: self.store_password,
+                prompt: !self.no_prompt,
             },
         );
         options.with_credentials(credentials)
@@ -1036,10 +1044,16 @@ mod tests {
             no_netrc: true,
             no_keyring: true,
             store_password: true,
+            no_prompt: true,
         };
         let with_netrc = ConnectOptions::from_vars([("NETRC", "/env/netrc")]);
         let credentials = format!("{:?}", flags.options(with_netrc).credentials());
-        for setting in ["netrc: \"off\"", "keyring: false", "store_password: true"] {
+        for setting in [
+            "netrc: \"off\"",
+            "keyring: false",
+            "store_password: true",
+            "prompt: false",
+        ] {
             assert!(credentials.contains(setting), "{credentials}");
         }
         let shown = format!("{:?}", flags.options(environment()));

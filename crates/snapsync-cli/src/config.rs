@@ -149,8 +149,9 @@ pub(crate) struct Settings {
     pub(crate) known_hosts: Option<At<PathBuf>>,
     pub(crate) ssh_key: Option<At<PathBuf>>,
     pub(crate) ca_file: Option<At<PathBuf>>,
-    /// pyftpsync's `no_keyring` and `no_netrc`: `--no-keyring`, `--no-netrc`.
+    /// pyftpsync's `no_keyring`, `no_netrc` and `no_prompt`: `--no-keyring`, `--no-netrc`, `--no-prompt`.
     pub(crate) no_keyring: Option<At<bool>>,
+    pub(crate) no_prompt: Option<At<bool>>,
     pub(crate) no_netrc: Option<At<bool>>,
     /// pyftpsync's `here` and `root`: which folder a run from below the file's folder syncs.
     pub(crate) here: Option<At<bool>>,
@@ -599,6 +600,7 @@ impl Reader<'_> {
                     Setting::AcceptNewHostKey => &mut s.accept_new_host_key,
                     Setting::NoKeyring => &mut s.no_keyring,
                     Setting::NoNetrc => &mut s.no_netrc,
+                    Setting::NoPrompt => &mut s.no_prompt,
                     Setting::Here => &mut s.here,
                     Setting::Root => &mut s.root,
                     Setting::FtpActive | Setting::NoVerifyHostKeys | Setting::NoDryRun => {
@@ -813,6 +815,9 @@ const SNAPSYNC_KEYS: &[(&str, Setting)] = &[
     ("known-hosts", Setting::KnownHosts),
     ("ssh-key", Setting::SshKey),
     ("ca-file", Setting::CaFile),
+    ("no-netrc", Setting::NoNetrc),
+    ("no-keyring", Setting::NoKeyring),
+    ("no-prompt", Setting::NoPrompt),
 ];
 
 /// pyftpsync 4.1's `KNOWN_TASK_ARGS` and `remote` (its `run_command.py`), less `command`.
@@ -913,6 +918,7 @@ impl Setting {
             | Setting::CaFile
             | Setting::NoKeyring
             | Setting::NoNetrc
+            | Setting::NoPrompt
             | Setting::Here
             | Setting::Root => true,
             // pyftpsync's two-way sync never reads them (its BiDirSynchronizer): a task file that sets

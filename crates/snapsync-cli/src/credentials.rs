@@ -8,6 +8,7 @@ use std::sync::Arc;
 use snapsync_store::{CredentialOptions, Keyring, PasswordPrompt, PromptRequest, redact_text};
 
 /// The credential flags.
+#[allow(clippy::struct_excessive_bools)] // Each is a command-line switch of its own.
 pub(crate) struct Flags {
     /// Read netrc (not `--no-netrc`).
     pub(crate) netrc: bool,
@@ -15,6 +16,8 @@ pub(crate) struct Flags {
     pub(crate) keyring: bool,
     /// `--store-password`.
     pub(crate) store_password: bool,
+    /// Ask on a terminal (not `--no-prompt`).
+    pub(crate) prompt: bool,
 }
 
 /// `environment`'s credential options (its netrc file) with the flags on top, the keyring and the
@@ -27,7 +30,11 @@ pub(crate) fn options(environment: CredentialOptions, flags: &Flags) -> Credenti
     options
         .with_keyring(if flags.keyring { os_keyring() } else { None })
         .with_store_password(flags.store_password)
-        .with_prompt(Some(Arc::new(TerminalPrompt) as Arc<dyn PasswordPrompt>))
+        .with_prompt(
+            flags
+                .prompt
+                .then(|| Arc::new(TerminalPrompt) as Arc<dyn PasswordPrompt>),
+        )
         .with_notice(|text| log::info!("{}", redact_text(text)))
 }
 

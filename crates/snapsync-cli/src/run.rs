@@ -346,6 +346,7 @@ fn job(
         no_netrc: on(cli_connect.no_netrc, &s.no_netrc),
         no_keyring: on(cli_connect.no_keyring, &s.no_keyring),
         store_password: cli_connect.store_password,
+        no_prompt: on(cli_connect.no_prompt, &s.no_prompt),
     }
     .options(ConnectOptions::from_env());
     let shown =

@@ -181,6 +181,40 @@ fn three_wrong_passwords_end_with_a_clear_refusal() {
     assert!(!sshd.root().join("never/hello.txt").exists());
 }
 
+/// `--no-prompt` (and pyftpsync's `no_prompt` in a task file): on a terminal, nothing is asked and the
+/// login without a password is refused; without it, the same run asks.
+#[test]
+fn no_prompt_never_asks_even_on_a_terminal() {
+    let ftp = FtpServer::pyftpdlib();
+    let work = tempfile::tempdir().unwrap();
+    let local = folder(&work.path().join("site"));
+    let url = format!("ftp://{FTP_USER}@127.0.0.1:{}/quiet", ftp.port());
+    let (code, shown) = on_a_terminal(
+        &["upload", "--no-prompt", "--create-folder", &local, &url],
+        work.path(),
+        &[],
+    );
+    assert_eq!(code, 1, "{shown}");
+    assert!(!shown.contains("password for "), "asked: {shown}");
+    assert!(shown.contains("login refused for"), "{shown}");
+    // The same from a task file, pyftpsync's key; then without it, asked and typed.
+    let file = work.path().join("pyftpsync.yaml");
+    for (no_prompt, answers, expected) in [("true", &[][..], 1), ("false", &[FTP_PASSWORD][..], 0)] {
+        fs::write(
+            &file,
+            format!(
+                "default_task: deploy\ncommon_config:\n    remote: {url}\n    local: site\n    create_folder: true\n    root: true\n    no_prompt: {no_prompt}\n\
+                 tasks:\n    deploy:\n        command: upload\n"
+            ),
+        )
+        .unwrap();
+        let (code, shown) = on_a_terminal(&["run", "--config", file.to_str().unwrap()], work.path(), answers);
+        assert_eq!(code, expected, "no_prompt: {no_prompt}: {shown}");
+        assert_eq!(shown.contains("password for "), no_prompt == "false", "{shown}");
+    }
+    assert!(ftp.root().join("quiet/hello.txt").exists());
+}
+
 #[test]
 fn netrc_gives_the_password_for_ftp_and_sftp_unless_no_netrc() {
     let ftp = FtpServer::pyftpdlib();
