@@ -35,8 +35,17 @@ pub(crate) fn run(
             };
             let agent = agent(&args.dirs, options, connect)?;
             let mut out = io::stdout().lock();
+            // A fetch on a miss can take a while: the files done and to do, on a terminal.
+            let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let total = args.paths.len() as u64;
+            let seen = Arc::clone(&opened);
+            let ticker = Ticker::start(output, Label::new("opening", ("file", "files")), move || Status {
+                items: Some((seen.load(Ordering::Relaxed), total)),
+                ..Status::default()
+            });
             for path in &args.paths {
                 let (local, how) = runtime.block_on(agent.path(path))?;
+                opened.fetch_add(1, Ordering::Relaxed);
                 let (outcome, what) = match &how {
                     Opened::Offline(why) => {
                         log::warn!("{path}: {why}");
@@ -62,9 +71,10 @@ pub(crate) fn run(
                         }),
                     )?;
                 } else {
-                    writeln!(out, "{}", local.display())?;
+                    crate::progress::suspended(|| writeln!(out, "{}", local.display()))?;
                 }
             }
+            drop(ticker);
             if output.json {
                 crate::say::summary("cache open", serde_json::json!({ "files": args.paths.len() }))?;
             }

@@ -49,6 +49,12 @@ pub(crate) fn scan(args: &ScanArgs, output: &OutputArgs, connect: &ConnectOption
         counts.states_kept = forgotten.in_use.len();
     }
 
+    // A recursive listing of a big remote takes a while: a spinner on a terminal meanwhile.
+    let ticker = crate::progress::Ticker::start(
+        output,
+        crate::progress::Label::new("listing", ("entry", "entries")),
+        crate::progress::Status::default,
+    );
     let entries = runtime
         .block_on(snapsync_sync::list_remote(
             &*store,
@@ -62,6 +68,7 @@ pub(crate) fn scan(args: &ScanArgs, output: &OutputArgs, connect: &ConnectOption
             ),
             other => other.into(),
         })?;
+    drop(ticker);
     out.entries(&entries)?;
 
     if args.remove_temp {
