@@ -689,3 +689,101 @@ fn a_tree_on_s3_as_destination_and_source() {
         assert!(page.contains("data-requires-python=\"&gt;=3\""), "{page}");
     });
 }
+
+/// A mirror cancelled (Ctrl-C) after its second file, one file at a time, into a store tree: it ends in
+/// `Error::Cancelled`, the files that arrived are whole and listed on their pages (with their hashes),
+/// no temporary file is left in the tree, and the next run sends only the rest.
+#[test]
+fn a_cancelled_mirror_lists_what_arrived_and_the_next_run_sends_the_rest() {
+    let work = tempfile::tempdir().unwrap();
+    let specs = [
+        "wheel:tiny-five:1.0",
+        "wheel:tiny-five:2.0",
+        "wheel:tiny-five:3.0",
+        "wheel:tiny-six:1.0",
+        "wheel:tiny-six:2.0",
+    ];
+    let built = make_dists(work.path(), &specs);
+    let source_tree = tempfile::tempdir().unwrap();
+    write_tree_page(
+        source_tree.path(),
+        "tiny-five",
+        &[(&built[0], ""), (&built[1], ""), (&built[2], "")],
+    );
+    write_tree_page(
+        source_tree.path(),
+        "tiny-six",
+        &[(&built[3], ""), (&built[4], "")],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let source = index(&file_url(source_tree.path()));
+        let dest = destination(&file_url(out.path()));
+        let selector = Selector::new::<&str>(&[]).unwrap();
+        let options = MirrorOptions {
+            jobs: 1,
+            ..MirrorOptions::default()
+        };
+        let arrived = std::sync::Mutex::new(Vec::new());
+        let report = |outcome: &Outcome| {
+            if outcome.result.is_ok() {
+                let mut arrived = arrived.lock().unwrap();
+                arrived.push(outcome.filename.clone());
+                if arrived.len() == 2 {
+                    options.cancel.cancel();
+                }
+            }
+        };
+        let result = snapsync_pkg::mirror(&source, &dest, &selector, &options, &report).await;
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        let arrived = arrived.into_inner().unwrap();
+        assert_eq!(arrived.len(), 2, "no file started after the cancel: {arrived:?}");
+
+        // What arrived is whole and listed; nothing else is, and no temporary name is left.
+        let mut listed = Vec::new();
+        for project in ["tiny-five", "tiny-six"] {
+            if let Some(files) = index(&file_url(out.path())).files(project).await.unwrap() {
+                for file in files {
+                    assert!(file.sha256.is_some(), "{} listed without its hash", file.filename);
+                    let built = built
+                        .iter()
+                        .find(|b| b.file_name().unwrap() == file.filename.as_str());
+                    same_bytes(built.unwrap(), &out.path().join(project).join(&file.filename));
+                    listed.push(file.filename.clone());
+                }
+            }
+        }
+        listed.sort();
+        assert_eq!(listed, names(arrived.iter().map(String::as_str)));
+        let mut leftovers = Vec::new();
+        for entry in walkdir(out.path()) {
+            let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+            if name.contains(".tmp") || name.contains("snapsync-") {
+                leftovers.push(name);
+            }
+        }
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+        // The next run sends the other three, and none of the two again.
+        let (plan, summary) = run(&source, &dest, &selector).await;
+        let rest = uploads(&plan);
+        assert_eq!(rest.len(), 3, "{rest:?}");
+        assert!(arrived.iter().all(|a| !rest.contains(a)), "{rest:?}");
+        assert_eq!(uploaded(&summary), rest);
+    });
+}
+
+/// Every file below `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walkdir(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
