@@ -207,18 +207,29 @@ pub(crate) fn run(command: &PkgCommand, output: &OutputArgs, connect: &ConnectOp
             let client = client(connect);
             let destination = destination(&args.url, args.upload_url.as_deref(), &client)?;
             let sent = AtomicU64::new(0);
-            let report = |outcome: &Outcome| {
-                if let Ok(bytes) = &outcome.result {
-                    sent.fetch_add(*bytes, Ordering::Relaxed);
-                }
-                report_outcome(output, outcome);
-            };
-            let summary = runtime.block_on(snapsync_pkg::upload_files(
-                &destination,
-                &args.files,
-                jobs(args.jobs.jobs),
-                &report,
-            ))?;
+            // The bar counts each file's bytes once it is accepted, against the files' total.
+            let total: u64 = args
+                .files
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum();
+            let summary =
+                crate::progress::counting(output, "upload", (total > 0).then_some(total), |done| {
+                    let report = |outcome: &Outcome| {
+                        if let Ok(bytes) = &outcome.result {
+                            sent.fetch_add(*bytes, Ordering::Relaxed);
+                            done.fetch_add(*bytes, Ordering::Relaxed);
+                        }
+                        report_outcome(output, outcome);
+                    };
+                    runtime.block_on(snapsync_pkg::upload_files(
+                        &destination,
+                        &args.files,
+                        jobs(args.jobs.jobs),
+                        &report,
+                    ))
+                })?;
             finish(
                 output,
                 &Totals {
