@@ -405,3 +405,37 @@ fn gc_keeps_what_manifests_reference_and_recent_objects() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(ok(&["snapshots", "--store", s(store.path())]).starts_with(keep_id.trim()));
 }
+
+/// A snapshot of an empty folder (no files, so no objects) pushed, staged and copied into store and
+/// cache folders that do not exist yet: each is made, as snapdir makes them (snapdir's own test suite
+/// does this), and the snapshot comes back out of them.
+#[test]
+fn a_snapshot_with_no_files_goes_into_new_folders() {
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name).to_str().unwrap().to_owned();
+    fs::create_dir(work.path().join("empty")).unwrap();
+    let id = ok(&["id", &w("empty")]);
+    let id = id.trim();
+    assert_eq!(ok(&["push", "--store", &w("new/store"), &w("empty")]).trim(), id);
+    assert_eq!(
+        ok(&["stage", "--cache-dir", &w("new/cache"), &w("empty")]).trim(),
+        id
+    );
+    ok(&[
+        "copy",
+        "--id",
+        id,
+        "--from",
+        &w("new/store"),
+        "--to",
+        &w("new/copy"),
+    ]);
+    for store in ["new/store", "new/copy"] {
+        let listed = ok(&["snapshots", "--store", &w(store)]);
+        assert!(listed.starts_with(id), "{store}: {listed}");
+        ok(&["verify", "--store", &w(store), "--id", id]);
+    }
+    ok(&["pull", "--store", &w("new/copy"), "--id", id, &w("pulled")]);
+    assert!(work.path().join("pulled").is_dir());
+    assert_eq!(ok(&["id", &w("pulled")]).trim(), id);
+}
