@@ -603,7 +603,9 @@ pub(crate) struct DeltaArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PatchArgs {
-    /// The file the delta was made against (a regular file: it is read at any offset).
+    /// The file the delta was made against (`-` for standard input: read where it is when redirected
+    /// from a file; a pipe is first copied into a temporary file in $TMPDIR, as the basis is read at any
+    /// offset).
     pub(crate) basis: PathBuf,
 
     /// The delta (`-` for standard input).

@@ -66,6 +66,42 @@ impl Read for Input {
     }
 }
 
+/// The basis `patch` reads at any offset: a file, or for `-` standard input: as it is when it is a
+/// regular file (`< basis`), else (a pipe) first copied into an unnamed temporary file, which the system
+/// removes when it is closed.
+fn basis_file(path: &Path) -> anyhow::Result<File> {
+    if path != Path::new("-") {
+        let file = File::open(path).with_context(|| format!("cannot open the basis {}", path.display()))?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            bail!("the basis {} is a directory", path.display());
+        }
+        return Ok(file);
+    }
+    let stdin = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot use standard input")?;
+    let stdin = File::from(stdin);
+    if stdin.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(stdin);
+    }
+    let temp_dir = std::env::temp_dir();
+    let mut copy = tempfile::tempfile_in(&temp_dir)
+        .with_context(|| format!("cannot make a temporary file in {}", temp_dir.display()))?;
+    let mut input = Input {
+        reader: Box::new(stdin),
+        len: None,
+    };
+    let copied = io::copy(&mut input, &mut copy).with_context(|| {
+        format!(
+            "cannot copy the basis from standard input into a temporary file in {}",
+            temp_dir.display()
+        )
+    })?;
+    log::info!("read the basis from standard input: {copied} bytes, kept in a temporary file");
+    Ok(copy)
+}
+
 /// With `--json` standard output carries the JSON lines, so the result itself must go to a file.
 fn json_needs_a_file(output: &OutputArgs, path: &Path) -> anyhow::Result<()> {
     if output.json && path == Path::new("-") {
@@ -225,11 +261,7 @@ impl<W: Write> Write for Counted<W> {
 pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()> {
     // Ctrl-C stops the reads and writes below: exit status 3, no output left (docs/exit-status.md).
     crate::interrupt::token();
-    if args.basis == Path::new("-") {
-        return Err(
-            UsageError("patch reads the basis at any offset, so it must be a file, not `-`".into()).into(),
-        );
-    }
+    no_two_stdins(&[&args.basis, &args.delta])?;
     let expected = args
         .expect_blake3
         .as_deref()
@@ -239,9 +271,7 @@ pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()>
                 .map_err(|_| UsageError(format!("--expect-blake3 {hex:?} is not 64 hex digits")))
         })
         .transpose()?;
-    let basis_file =
-        File::open(&args.basis).with_context(|| format!("cannot open the basis {}", args.basis.display()))?;
-    let basis = FileBasis::new(basis_file)?;
+    let basis = FileBasis::new(basis_file(&args.basis)?)?;
     let mut delta = Input::open(&args.delta, "delta")?;
     json_needs_a_file(output, &args.output)?;
     let out = Output::open(&args.output, args.force)?;

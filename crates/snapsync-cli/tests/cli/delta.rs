@@ -38,6 +38,21 @@ fn files_and_pipes_round_trip() {
     let out = run_with_input(&["patch", p(&f("basis")), "-", "-"], &out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, std::fs::read(f("new")).unwrap());
+    // The basis from standard input: a pipe (copied aside first, as it is read at any offset) and a
+    // file redirected (`< basis`, read where it is).
+    let out = run_with_input(&["patch", "-", p(&f("delta")), "-"], &basis);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, std::fs::read(f("new")).unwrap());
+    let out = crate::util::snapsync()
+        .args(["patch", "-", p(&f("delta")), p(&f("out2"))])
+        .stdin(std::fs::File::open(f("basis")).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(f("out2")).unwrap(),
+        std::fs::read(f("new")).unwrap()
+    );
     // No temporary files are left behind.
     let names: Vec<String> = std::fs::read_dir(tree.path())
         .unwrap()
@@ -231,7 +246,7 @@ fn usage_errors_exit_with_2() {
     let tree = setup();
     let f = |name: &str| tree.path().join(name);
     for args in [
-        vec!["patch", "-", "x", "y"],
+        vec!["patch", "-", "-", "y"],
         vec!["delta", "-", "-", "out"],
         vec!["signature", "--hash", "sha1", p(&f("basis")), "s"],
         vec!["signature", "--sum-size", "-5", p(&f("basis")), "s"],
