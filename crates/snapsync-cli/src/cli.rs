@@ -37,7 +37,8 @@ Exit status (docs/exit-status.md):
        lock left, what finished kept); upload, download, sync, run, manifest, id, stage, push,
        fetch, pull, checkout, copy, diff, signature, delta, patch, cache push, pkg mirror
   4    finished, but conflicts were left: upload, download, sync, run, cache push, pkg mirror, pkg upload
-  130  a second Ctrl-C: stopped at once";
+  130  a second Ctrl-C: stopped at once
+  141  standard output was closed before the output was complete (`| head`)";
 
 #[derive(Debug, Parser)]
 #[command(

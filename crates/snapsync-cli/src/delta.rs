@@ -292,10 +292,14 @@ pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()>
     if let (Some(expected), Some(hasher)) = (expected, &out.hasher) {
         let actual = Checksum::from(hasher.finalize());
         if actual != expected {
-            // Dropping the output removes the temporary file: nothing was written at the destination.
+            // Dropping a file output removes its temporary file: nothing was written at the destination.
+            // A stream (standard output, a FIFO, a device) has had the bytes already.
+            let streamed = out.inner.is_stream();
             drop(out);
             let destination = if args.output == Path::new("-") {
                 "standard output received it anyway".to_string()
+            } else if streamed {
+                format!("{} received it anyway", args.output.display())
             } else {
                 format!("{} was not written", args.output.display())
             };

@@ -29,6 +29,8 @@ use crate::cli::{Cli, Command};
 
 /// Exit status for a usage error, as clap uses for its own.
 const EXIT_USAGE: u8 = 2;
+/// Standard output was closed before the output was complete (`| head`): 128 + SIGPIPE.
+const EXIT_BROKEN_PIPE: u8 = 141;
 
 /// An error in how the command was called (exit status 2), as opposed to a failure while running it.
 #[derive(Debug)]
@@ -213,12 +215,15 @@ fn report(error: &anyhow::Error) -> ExitCode {
 /// Prints an error with its causes and a hint; returns the exit status it calls for. With `--json`, the
 /// same goes to standard output as the last line, an `error` object (docs/json.md).
 pub(crate) fn report_status(error: &anyhow::Error) -> u8 {
-    // `snapsync manifest . | head` closes the pipe early; that is not a failure worth a message.
+    // `snapsync manifest . | head` closes the pipe early: no message (the reader chose to stop), but
+    // not success either, since the output is cut short: 141, as a shell reports a process SIGPIPE
+    // ended (128 + 13), the way other tools end there.
     if error.chain().any(|e| {
         e.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     }) {
-        return 0;
+        log::debug!("standard output was closed before the output was complete");
+        return EXIT_BROKEN_PIPE;
     }
     if let Some(QuietExit(status)) = error.downcast_ref::<QuietExit>() {
         return *status;

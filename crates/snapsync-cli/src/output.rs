@@ -6,10 +6,15 @@
 //! `.NAME.snapsync-PID-N.tmp` beside it, removed on any error this process sees. Without `--force` an
 //! existing file is never replaced, as with rdiff; the final step is a hard link, which fails rather than
 //! replace a file that appeared meanwhile.
+//!
+//! Outputs never destroy what they name: with `--force`, a FIFO or a device is written into where it is
+//! (as rdiff does; `patch -f B D /dev/null` discards the result, it does not replace /dev/null), and a
+//! symbolic link is followed, so the link stays and its target is replaced whole.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -17,12 +22,20 @@ use snapsync_core::atomic::{AtomicFile, WriteOptions};
 
 /// A command's output stream.
 pub(crate) enum Output {
-    Stdout(BufWriter<File>),
+    /// Standard output, or a special file (a FIFO, a device) written where it is.
+    Stream(BufWriter<File>),
+    /// A regular file, written under a temporary name and moved into place.
     File(PendingFile),
 }
 
+/// How many symbolic links an output name may go through (as the kernel's limit).
+const MAX_LINKS: usize = 40;
+
 impl Output {
-    /// `-` for standard output, otherwise a file at `path`.
+    /// `-` for standard output, otherwise the file at `path`. An existing name is refused without
+    /// `force`; with it, as rdiff writes: a FIFO or a device is written into where it is (never replaced
+    /// by a regular file), and a symbolic link is followed, its target (made if the link dangles)
+    /// replaced by a temporary file moved into place, so the link stays a link.
     pub(crate) fn open(path: &Path, force: bool) -> anyhow::Result<Output> {
         if path == Path::new("-") {
             // Straight to file descriptor 1: `io::Stdout` is line-buffered, which would search binary
@@ -31,20 +44,67 @@ impl Output {
                 .as_fd()
                 .try_clone_to_owned()
                 .context("cannot use standard output")?;
-            Ok(Output::Stdout(BufWriter::with_capacity(
+            return Ok(Output::Stream(BufWriter::with_capacity(
                 1 << 20,
                 File::from(stdout),
-            )))
-        } else {
-            Ok(Output::File(PendingFile::create(path, force)?))
+            )));
         }
+        if !force {
+            return Ok(Output::File(PendingFile::create(path, false)?));
+        }
+        let mut target = path.to_path_buf();
+        for _ in 0..MAX_LINKS {
+            let meta = match fs::symlink_metadata(&target) {
+                Ok(meta) => meta,
+                // Nothing there (a dangling link's target, or a new name): a new regular file.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Ok(Output::File(PendingFile::create(&target, true)?));
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot use {}", target.display())),
+            };
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                let link = fs::read_link(&target)
+                    .with_context(|| format!("cannot read the link {}", target.display()))?;
+                target = match target.parent() {
+                    Some(parent) if link.is_relative() => parent.join(link),
+                    _ => link,
+                };
+                continue;
+            }
+            if kind.is_file() {
+                return Ok(Output::File(PendingFile::create(&target, true)?));
+            }
+            if kind.is_dir() {
+                bail!("{} is a directory", target.display());
+            }
+            if kind.is_socket() {
+                bail!("{} is a socket: it cannot be written to", target.display());
+            }
+            // A FIFO, a character or a block device: written into, as rdiff does.
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .with_context(|| format!("cannot open {} to write", target.display()))?;
+            return Ok(Output::Stream(BufWriter::with_capacity(1 << 20, file)));
+        }
+        bail!(
+            "{}: more than {MAX_LINKS} symbolic links in a row",
+            path.display()
+        )
+    }
+
+    /// Whether the bytes go straight to their destination (standard output, a FIFO, a device) rather
+    /// than to a temporary file.
+    pub(crate) fn is_stream(&self) -> bool {
+        matches!(self, Output::Stream(_))
     }
 
     /// Flushes and, for a file, moves it into place (not once Ctrl-C came: the file is then dropped).
     pub(crate) fn commit(self) -> anyhow::Result<()> {
         check_interrupted()?;
         match self {
-            Output::Stdout(mut out) => Ok(out.flush()?),
+            Output::Stream(mut out) => Ok(out.flush()?),
             Output::File(file) => file.commit(),
         }
     }
@@ -69,7 +129,7 @@ impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         check_interrupted()?;
         match self {
-            Output::Stdout(out) => out.write(buf),
+            Output::Stream(out) => out.write(buf),
             Output::File(file) => file.out.write(buf),
         }
     }
@@ -77,14 +137,14 @@ impl Write for Output {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         check_interrupted()?;
         match self {
-            Output::Stdout(out) => out.write_all(buf),
+            Output::Stream(out) => out.write_all(buf),
             Output::File(file) => file.out.write_all(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Output::Stdout(out) => out.flush(),
+            Output::Stream(out) => out.flush(),
             Output::File(file) => file.out.flush(),
         }
     }

@@ -1,5 +1,6 @@
 //! `signature`, `delta` and `patch` as a user runs them: pipes, files, refusals, verification, limits.
 
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::Path;
 
 use crate::util::{Tree, ok, run, run_with_input, stderr};
@@ -79,10 +80,11 @@ fn existing_outputs_are_kept_unless_forced() {
 }
 
 /// An output name that is a symbolic link, a dangling one or a FIFO is "something there": refused
-/// without `--force`; with it, the name itself is replaced by the new file (a rename), and what a link
-/// pointed to is never written through. No temporary file is left either way.
+/// without `--force`. With it, outputs never destroy what they name, as rdiff writes: a link stays a link
+/// and its target (made, for a dangling one) gets the result whole; a FIFO stays a FIFO and its reader
+/// gets the result; `/dev/null` stays the device. No temporary file is left either way.
 #[test]
-fn special_files_at_the_output_are_refused_or_replaced_never_written_through() {
+fn special_files_at_the_output_are_refused_or_written_as_rdiff_writes_never_replaced() {
     let tree = setup();
     let f = |name: &str| tree.path().join(name);
     tree.file("pointed-to", b"precious", 0o644)
@@ -107,14 +109,25 @@ fn special_files_at_the_output_are_refused_or_replaced_never_written_through() {
 
     ok(&["signature", p(&f("basis")), p(&f("sig"))]);
     let sig = std::fs::read(f("sig")).unwrap();
-    for name in ["link", "dangling", "fifo"] {
+    for (name, target) in [("link", "pointed-to"), ("dangling", "nowhere")] {
         ok(&["signature", "--force", p(&f("basis")), p(&f(name))]);
         let meta = f(name).symlink_metadata().unwrap();
-        assert!(meta.file_type().is_file(), "{name} was not replaced by a file");
-        assert_eq!(std::fs::read(f(name)).unwrap(), sig);
+        assert!(meta.file_type().is_symlink(), "{name} is no longer a link");
+        assert_eq!(std::fs::read(f(target)).unwrap(), sig, "{name}'s target");
     }
-    assert_eq!(std::fs::read(f("pointed-to")).unwrap(), b"precious");
-    assert!(!f("nowhere").exists());
+    // A FIFO is written into: its reader gets the signature.
+    let reader = {
+        let fifo = f("fifo");
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    ok(&["signature", "--force", p(&f("basis")), p(&f("fifo"))]);
+    assert_eq!(reader.join().unwrap(), sig);
+    assert!(f("fifo").symlink_metadata().unwrap().file_type().is_fifo());
+    // `patch -f B D /dev/null` discards the result; /dev/null stays the device.
+    ok(&["delta", p(&f("sig")), p(&f("new")), p(&f("delta"))]);
+    ok(&["patch", "--force", p(&f("basis")), p(&f("delta")), "/dev/null"]);
+    let null = std::path::Path::new("/dev/null").symlink_metadata().unwrap();
+    assert!(null.file_type().is_char_device(), "/dev/null was replaced");
     let names: Vec<String> = std::fs::read_dir(tree.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -496,6 +496,7 @@ fn the_help_shows_the_one_exit_status_table() {
         "3    interrupted: Ctrl-C or SIGTERM",
         "4    finished, but conflicts were left",
         "130  a second Ctrl-C",
+        "141  standard output was closed",
     ] {
         assert!(top.contains(line), "{line:?} missing from:\n{top}");
     }
