@@ -175,6 +175,14 @@ impl Printer {
         }
     }
 
+    /// The word for a leftover: kept (with its reason), or removed (planned, in a dry run).
+    fn outcome(&self, kept: Option<&str>) -> (&'static str, &'static str) {
+        match kept {
+            Some(_) => ("kept", "kept"),
+            None => self.removed(),
+        }
+    }
+
     fn entries(&self, entries: &[RemoteEntry]) -> io::Result<()> {
         if self.json {
             for entry in entries {
@@ -227,10 +235,7 @@ impl Printer {
     }
 
     fn state(&self, state: &snapsync_sync::PairState, kept: Option<&str>) -> io::Result<()> {
-        let (event, word) = match kept {
-            Some(_) => ("kept", "kept"),
-            None => self.removed(),
-        };
+        let (event, word) = self.outcome(kept);
         if self.json {
             return crate::say::event(
                 event,
@@ -254,10 +259,7 @@ impl Printer {
     }
 
     fn temp(&self, leftover: &Leftover, kept: Option<&str>) -> io::Result<()> {
-        let (event, word) = match kept {
-            Some(_) => ("kept", "kept"),
-            None => self.removed(),
-        };
+        let (event, word) = self.outcome(kept);
         if self.json {
             return crate::say::event(
                 event,
