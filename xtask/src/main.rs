@@ -24,6 +24,11 @@ Tasks:
                        stores against moto, Azurite, pyftpdlib, vsftpd and sshd) and the doc tests.
                        Needs python3 + pip, node + npm, access to PyPI and npm the first time, and
                        vsftpd, openssh-server and openssl installed; runs as root (vsftpd, sshd).
+                       At the end it removes the test servers' system users (snapsyncftp,
+                       snapsyncssh: no login shell, a random password per run), the PAM service
+                       of the test vsftpd and the passwords.
+  testkit-clean        Remove those users, the PAM service and the passwords now (after running
+                       cargo nextest directly, say).
   lint                 rustfmt check, clippy -D warnings, cargo-deny (bans, licenses, sources).
   ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, and
                        quick benchmark smoke runs.
@@ -81,6 +86,10 @@ fn dispatch(args: &[String]) -> Result<()> {
         "ci" => ci(),
         "bench" => bench::run(rest),
         "dist" => dist(),
+        "testkit-clean" => {
+            remove_test_users();
+            Ok(())
+        }
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -90,10 +99,25 @@ fn dispatch(args: &[String]) -> Result<()> {
     }
 }
 
-/// The one test command: README and CI call exactly this.
+/// The one test command: README and CI call exactly this. When it ends, passed or not, the test
+/// servers' system users and their passwords are removed again.
 fn test() -> Result<()> {
+    let tested = run_tests();
+    remove_test_users();
+    tested
+}
+
+fn run_tests() -> Result<()> {
     run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     run(cargo().args(["test", "--workspace", "--doc"]))
+}
+
+/// Removes what the tests added to the machine (the FTP and SSH test users, vsftpd's PAM service, this
+/// run's passwords), saying what it removed.
+fn remove_test_users() {
+    for what in snapsync_testkit::remove_test_users() {
+        eprintln!("xtask: removed {what} (made by the tests)");
+    }
 }
 
 fn lint() -> Result<()> {
@@ -104,8 +128,14 @@ fn lint() -> Result<()> {
 }
 
 fn ci() -> Result<()> {
+    let done = ci_steps();
+    remove_test_users();
+    done
+}
+
+fn ci_steps() -> Result<()> {
     lint()?;
-    test()?;
+    run_tests()?;
     fuzz(&["--seconds".into(), "20".into()])?;
     bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])?;

@@ -10,8 +10,14 @@ use crate::{Process, free_port, pip_install, python, workdir};
 
 /// The user the test FTP servers accept.
 pub const FTP_USER: &str = "snapsyncftp";
-/// Its password.
-pub const FTP_PASSWORD: &str = "ftp-secret-42";
+/// Its password: random for each test run (see [`crate::Secret`]).
+pub static FTP_PASSWORD: crate::Secret = crate::Secret::new("ftp-password");
+
+/// The PAM service vsftpd logs the test user in with: the password alone (Debian's `vsftpd` service
+/// also wants a login shell from /etc/shells, which the test user must not have).
+pub(crate) const PAM_SERVICE_FILE: &str = "/etc/pam.d/snapsync-testkit-vsftpd";
+const PAM_SERVICE: &str = "# Made by snapsync's tests (snapsync-testkit) for their vsftpd; `cargo xtask test` removes it.\n\
+auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_unix.so\n";
 
 /// Which FTP server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,7 +233,7 @@ fn spawn_pyftpdlib(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> P
     command
         .arg("-d")
         .arg(root)
-        .args(["-u", FTP_USER, "-P", FTP_PASSWORD])
+        .args(["-u", FTP_USER, "-P", FTP_PASSWORD.as_str()])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if options.tls {
@@ -256,7 +262,8 @@ fn spawn_vsftpd(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> Proc
         is_root(),
         "vsftpd must be started as root (it logs in system users); run the tests as root"
     );
-    ensure_system_user(FTP_USER, FTP_PASSWORD);
+    ensure_system_user(FTP_USER, &FTP_PASSWORD);
+    ensure_pam_service();
     let chown = Command::new("chown")
         .args(["-R", FTP_USER])
         .arg(root)
@@ -268,7 +275,7 @@ fn spawn_vsftpd(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> Proc
     let mut config = format!(
         "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\n\
          anonymous_enable=NO\nlocal_enable=YES\nwrite_enable={}\nlocal_umask=022\nchroot_local_user=YES\n\
-         allow_writeable_chroot=YES\npam_service_name=vsftpd\nsecure_chroot_dir={}\nlocal_root={}\n\
+         allow_writeable_chroot=YES\npam_service_name=snapsync-testkit-vsftpd\nsecure_chroot_dir={}\nlocal_root={}\n\
          pasv_enable=YES\nutf8_filesystem=YES\nseccomp_sandbox=NO\nmax_per_ip=0\nmax_clients=0\n\
          xferlog_enable=NO\ndual_log_enable=NO\nsyslog_enable=NO\nvsftpd_log_file=/dev/null\n",
         if options.read_only { "NO" } else { "YES" },
@@ -332,7 +339,28 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// Creates a local system user with a password (and a login shell from /etc/shells), once.
+/// The PAM service of the test vsftpd, written once (replaced whole if it differs).
+fn ensure_pam_service() {
+    if std::fs::read_to_string(PAM_SERVICE_FILE).is_ok_and(|text| text == PAM_SERVICE) {
+        return;
+    }
+    let temp = format!("{PAM_SERVICE_FILE}.{}.tmp", std::process::id());
+    std::fs::write(&temp, PAM_SERVICE)
+        .and_then(|()| std::fs::rename(&temp, PAM_SERVICE_FILE))
+        .unwrap_or_else(|e| panic!("cannot write {PAM_SERVICE_FILE}: {e}"));
+}
+
+/// A shell that refuses logins.
+fn no_login_shell() -> &'static str {
+    ["/usr/sbin/nologin", "/sbin/nologin"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .unwrap_or("/bin/false")
+}
+
+/// Creates a local system user with `password` and no login shell (the test servers let it transfer
+/// files; nothing lets it run commands), once; an existing one gets the password and the shell.
+/// `cargo xtask test` removes it at the end of the run ([`crate::remove_test_users`]).
 pub fn ensure_system_user(user: &str, password: &str) {
     let exists = |user: &str| {
         Command::new("id")
@@ -343,12 +371,14 @@ pub fn ensure_system_user(user: &str, password: &str) {
     if !exists(user) {
         // Parallel test processes may race here: whoever loses finds the user made.
         let _ = Command::new("useradd")
-            .args(["-M", "-d", "/", "-s", "/bin/bash", user])
+            .args(["-M", "-d", "/", "-s", no_login_shell(), user])
             .output();
         assert!(exists(user), "cannot create the test user {user} (useradd)");
     }
     // vsftpd enters the home directory before its configured root: it must exist.
-    let _ = Command::new("usermod").args(["-d", "/", user]).output();
+    let _ = Command::new("usermod")
+        .args(["-d", "/", "-s", no_login_shell(), user])
+        .output();
     let mut child = Command::new("chpasswd")
         .stdin(Stdio::piped())
         .spawn()

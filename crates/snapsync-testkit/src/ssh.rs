@@ -10,7 +10,7 @@ use crate::{Process, ensure_system_user, free_port, workdir};
 /// The user the test sshd accepts.
 pub const SSH_USER: &str = "snapsyncssh";
 /// Its password.
-pub const SSH_PASSWORD: &str = "ssh-secret-42";
+pub static SSH_PASSWORD: crate::Secret = crate::Secret::new("ssh-password");
 /// The passphrase of the encrypted client key.
 pub const SSH_KEY_PASSPHRASE: &str = "key-passphrase-7";
 
@@ -41,7 +41,7 @@ impl Sshd {
         chmod(&workdir(), "0755");
         let root = dir.join("root");
         std::fs::create_dir_all(&root).expect("create the SFTP root");
-        ensure_system_user(SSH_USER, SSH_PASSWORD);
+        ensure_system_user(SSH_USER, &SSH_PASSWORD);
         let chown = Command::new("chown")
             .arg(SSH_USER)
             .arg(&root)
@@ -67,7 +67,7 @@ impl Sshd {
         let config = format!(
             "ListenAddress 127.0.0.1\nPort {port}\nHostKey {host}\nPidFile {pid}\nUsePAM no\nStrictModes no\n\
              PubkeyAuthentication yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
-             AuthorizedKeysFile {auth}\nSubsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 64\n",
+             AuthorizedKeysFile {auth}\nSubsystem sftp internal-sftp\nForceCommand internal-sftp\nAllowTcpForwarding no\nX11Forwarding no\nPermitTunnel no\nMaxStartups 100\nMaxSessions 64\n",
             host = dir.join("host").display(),
             pid = dir.join("sshd.pid").display(),
             auth = dir.join("authorized_keys").display(),

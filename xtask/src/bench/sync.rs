@@ -210,8 +210,8 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         snapsync,
         pyftpsync,
         ftp: FtpServer::pyftpdlib(),
-        rclone_ftp_pass: obscure(FTP_PASSWORD)?,
-        rclone_ssh_pass: obscure(SSH_PASSWORD)?,
+        rclone_ftp_pass: obscure(&FTP_PASSWORD)?,
+        rclone_ssh_pass: obscure(&SSH_PASSWORD)?,
         state: scratch.0.join("snapsync-state"),
     };
     println!(

@@ -113,13 +113,13 @@ fn a_typed_password_is_hidden_asked_again_when_wrong_and_logs_in_over_ftp_and_sf
     let remotes = [
         (
             format!("ftp://{FTP_USER}@127.0.0.1:{}/typed", ftp.port()),
-            FTP_PASSWORD,
+            FTP_PASSWORD.as_str(),
             ftp.root().join("typed/hello.txt"),
             format!("password for {FTP_USER} at ftp://127.0.0.1:{}", ftp.port()),
         ),
         (
             sshd.url_without_password("typed"),
-            SSH_PASSWORD,
+            SSH_PASSWORD.as_str(),
             sshd.root().join("typed/hello.txt"),
             format!("password for {SSH_USER} at sftp://127.0.0.1:{}", sshd.port()),
         ),
@@ -199,7 +199,7 @@ fn no_prompt_never_asks_even_on_a_terminal() {
     assert!(shown.contains("login refused for"), "{shown}");
     // The same from a task file, pyftpsync's key; then without it, asked and typed.
     let file = work.path().join("pyftpsync.yaml");
-    for (no_prompt, answers, expected) in [("true", &[][..], 1), ("false", &[FTP_PASSWORD][..], 0)] {
+    for (no_prompt, answers, expected) in [("true", &[][..], 1), ("false", &[FTP_PASSWORD.as_str()][..], 0)] {
         fs::write(
             &file,
             format!(
@@ -367,7 +367,7 @@ fn store_password_saves_a_working_password_to_the_keyring_and_a_later_run_uses_i
             .get("snapsync", &account)
             .expect("the kernel keyring answers")
             .as_deref(),
-        Some(FTP_PASSWORD)
+        Some(FTP_PASSWORD.as_str())
     );
     // No netrc, no terminal: the keyring's password logs in.
     fs::write(work.path().join("site/second.txt"), "2").unwrap();
@@ -375,10 +375,10 @@ fn store_password_saves_a_working_password_to_the_keyring_and_a_later_run_uses_i
     forget();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("the password from the keyring"), "{out}");
-    assert!(!out.contains(FTP_PASSWORD), "{out}");
+    assert!(!out.contains(FTP_PASSWORD.as_str()), "{out}");
     assert!(ftp.root().join("kept/second.txt").exists());
     // --no-keyring leaves it alone.
-    keyring.set("snapsync", &account, FTP_PASSWORD).unwrap();
+    keyring.set("snapsync", &account, &FTP_PASSWORD).unwrap();
     let (code, out) = without_terminal(&["upload", "--no-keyring", &local, &url], work.path(), &[]);
     forget();
     assert_eq!(code, 1, "{out}");

@@ -60,7 +60,7 @@ fn snapshots_go_to_an_ftps_server_and_come_back() {
         stderr(&out)
     );
     assert!(
-        !stderr(&out).contains(snapsync_testkit::FTP_PASSWORD),
+        !stderr(&out).contains(snapsync_testkit::FTP_PASSWORD.as_str()),
         "{}",
         stderr(&out)
     );
@@ -89,7 +89,7 @@ fn snapshots_go_to_an_sftp_server_and_come_back() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--accept-new-host-key"), "{}", stderr(&out));
     assert!(
-        !stderr(&out).contains(snapsync_testkit::SSH_PASSWORD),
+        !stderr(&out).contains(snapsync_testkit::SSH_PASSWORD.as_str()),
         "{}",
         stderr(&out)
     );

@@ -125,7 +125,7 @@ async fn a_wrong_password_is_permission_denied_and_never_shown() {
     let server = Sshd::start();
     let url = server
         .url("x")
-        .replacen(snapsync_testkit::SSH_PASSWORD, "wrong-pw-123", 1);
+        .replacen(snapsync_testkit::SSH_PASSWORD.as_str(), "wrong-pw-123", 1);
     let err = open(&url, &trusting(&server)).head("k").await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
     let text = format!("{} {err:?}", error_text(&err));
@@ -257,4 +257,44 @@ async fn folders_the_server_will_not_list_are_errors_not_empty_folders() {
     );
     chmod(&data.join("locked"), 0o755);
     chmod(&data.join("blind"), 0o755);
+}
+
+/// The test servers' system user has no login shell and a password made for this run (not one written
+/// in the repository), kept 0600; it still logs in over SFTP (the test sshd also forces SFTP and
+/// allows no forwarding).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_test_user_has_no_shell_and_a_password_of_this_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = Sshd::start();
+    let passwd = std::process::Command::new("getent")
+        .args(["passwd", snapsync_testkit::SSH_USER])
+        .output()
+        .unwrap();
+    let entry = String::from_utf8(passwd.stdout).unwrap();
+    let shell = entry.trim_end().rsplit(':').next().unwrap().to_owned();
+    assert!(
+        shell.ends_with("/nologin") || shell == "/bin/false",
+        "the test user has a login shell: {entry}"
+    );
+    let password = snapsync_testkit::SSH_PASSWORD.as_str();
+    assert!(
+        password.len() >= 12 && password != "ssh-secret-42",
+        "{password:?}"
+    );
+    let file = snapsync_testkit::workdir().join("secrets/ssh-password");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), password);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // And the password logs in over SFTP (the suite above does the rest).
+    let store = open(&server.url("shell-check"), &trusting(&server));
+    store
+        .put(
+            "x",
+            PutSource::Bytes(Bytes::from_static(b"x")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
 }
