@@ -218,9 +218,17 @@ fn spawn_pyftpdlib(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> P
     } else {
         Command::new(python())
     };
-    command.env("PYTHONPATH", pythonpath).args([
-        "-m",
-        "pyftpdlib",
+    // The user and password go in through the environment, not the command line, which `ps` shows to
+    // every user of the machine (the password is the system user's, which vsftpd and sshd take too).
+    command
+        .env("PYTHONPATH", pythonpath)
+        .env("SNAPSYNC_FTP_USER", FTP_USER)
+        .env("SNAPSYNC_FTP_PASSWORD", FTP_PASSWORD.as_str())
+        .args([
+        "-c",
+        "import os, runpy, sys; \
+         sys.argv[1:1] = ['-u', os.environ.pop('SNAPSYNC_FTP_USER'), '-P', os.environ.pop('SNAPSYNC_FTP_PASSWORD')]; \
+         runpy.run_module('pyftpdlib', run_name='__main__', alter_sys=True)",
         "-i",
         "127.0.0.1",
         "-p",
@@ -233,7 +241,6 @@ fn spawn_pyftpdlib(dir: &Path, root: &Path, port: u16, options: FtpOptions) -> P
     command
         .arg("-d")
         .arg(root)
-        .args(["-u", FTP_USER, "-P", FTP_PASSWORD.as_str()])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if options.tls {
