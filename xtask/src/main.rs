@@ -84,7 +84,12 @@ fn dispatch(args: &[String]) -> Result<()> {
         "test" => test(),
         "lint" => lint(),
         "ci" => ci(),
-        "bench" => bench::run(rest),
+        "bench" => {
+            // The sync and cache benchmarks log in to sshd as the test user: removed again after.
+            let done = bench::run(rest);
+            remove_test_users();
+            done
+        }
         "dist" => dist(),
         "testkit-clean" => {
             remove_test_users();
