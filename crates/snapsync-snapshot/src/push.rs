@@ -202,6 +202,10 @@ where
             .try_collect::<Vec<()>>()
     };
     report.objects_sent = missing.len() as u64;
+    // The durability barrier covers what this push wrote: with nothing sent there is nothing to flush
+    // (and a snapshot with no files may go into a store folder that does not exist yet, which the
+    // manifest's put makes).
+    let sent_any = !missing.is_empty();
     // Cancelled, the objects in flight are dropped; the ones that arrived stay (the next push finds
     // them), and without its manifest the snapshot does not exist.
     let outcome = tokio::select! {
@@ -213,7 +217,9 @@ where
         let _ = to.store().remove_abandoned().await;
     }
     outcome?;
-    to.store().persist().await?;
+    if sent_any {
+        to.store().persist().await?;
+    }
     if options.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }

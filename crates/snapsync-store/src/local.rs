@@ -521,13 +521,7 @@ impl Store for LocalStore {
         }
         let (root, location) = (self.root.clone(), self.url.to_string());
         blocking(move || {
-            let dir = match File::open(&root) {
-                Ok(dir) => dir,
-                // Nothing was written yet (a push of a snapshot with no files into a new folder): there
-                // is nothing to make durable, and the next put makes the folder.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(Error::from_io(location, e)),
-            };
+            let dir = File::open(&root).map_err(|e| Error::from_io(location.clone(), e))?;
             rustix::fs::syncfs(&dir).map_err(|e| Error::from_io(location, e.into()))
         })
         .await

@@ -68,6 +68,24 @@ async fn batched_local_filesystem_passes_the_conformance_suite() {
     let store = snapsync_store::open(&StoreUrl::local(dir.path()), &batched).unwrap();
     suite(Arc::clone(&store), &Options::default()).await;
     store.persist().await.unwrap();
+    // A root that vanished under the store (an unmounted disk) is an error, never a barrier passed:
+    // a push then writes no manifest naming objects that are not there.
+    let gone = dir.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let store = snapsync_store::open(&StoreUrl::local(&gone), &batched).unwrap();
+    store
+        .put(
+            "a",
+            PutSource::Bytes(Bytes::from_static(b"a")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&gone).unwrap();
+    assert!(
+        store.persist().await.is_err(),
+        "persist passed on a root that is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
