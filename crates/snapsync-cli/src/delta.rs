@@ -175,20 +175,18 @@ pub(crate) fn signature(args: &SignatureArgs, output: &OutputArgs) -> anyhow::Re
             }),
         )?;
     }
-    {
-        log::info!(
-            "signature: {} of basis in {} blocks of {} bytes, {}-byte strong sums ({:?} + {:?}); {} written in {:.2?} ({}/s)",
-            HumanBytes(stats.basis_bytes),
-            stats.blocks,
-            params.block_len,
-            params.strong_len,
-            kind.weak,
-            kind.strong,
-            HumanBytes(stats.signature_bytes),
-            started.elapsed(),
-            HumanBytes(per_second(stats.basis_bytes, started.elapsed()))
-        );
-    }
+    log::info!(
+        "signature: {} of basis in {} blocks of {} bytes, {}-byte strong sums ({:?} + {:?}); {} written in {:.2?} ({}/s)",
+        HumanBytes(stats.basis_bytes),
+        stats.blocks,
+        params.block_len,
+        params.strong_len,
+        kind.weak,
+        kind.strong,
+        HumanBytes(stats.signature_bytes),
+        started.elapsed(),
+        HumanBytes(per_second(stats.basis_bytes, started.elapsed()))
+    );
     Ok(())
 }
 
@@ -218,19 +216,17 @@ pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()>
             }),
         )?;
     }
-    {
-        log::info!(
-            "delta: {} of new file: {} copied in {} COPY, {} literal in {} LITERAL; {} written in {:.2?} ({}/s)",
-            HumanBytes(stats.new_bytes),
-            HumanBytes(stats.copy_bytes),
-            stats.copy_cmds,
-            HumanBytes(stats.literal_bytes),
-            stats.literal_cmds,
-            HumanBytes(stats.delta_bytes),
-            started.elapsed(),
-            HumanBytes(per_second(stats.new_bytes, started.elapsed()))
-        );
-    }
+    log::info!(
+        "delta: {} of new file: {} copied in {} COPY, {} literal in {} LITERAL; {} written in {:.2?} ({}/s)",
+        HumanBytes(stats.new_bytes),
+        HumanBytes(stats.copy_bytes),
+        stats.copy_cmds,
+        HumanBytes(stats.literal_bytes),
+        stats.literal_cmds,
+        HumanBytes(stats.delta_bytes),
+        started.elapsed(),
+        HumanBytes(per_second(stats.new_bytes, started.elapsed()))
+    );
     Ok(())
 }
 
@@ -321,16 +317,14 @@ pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()>
             }),
         )?;
     }
-    {
-        log::info!(
-            "patch: {} written from {} of delta ({} COPY, {} LITERAL) in {:.2?} ({}/s)",
-            HumanBytes(stats.output_bytes),
-            HumanBytes(stats.delta_bytes),
-            stats.copy_cmds,
-            stats.literal_cmds,
-            started.elapsed(),
-            HumanBytes(per_second(stats.output_bytes, started.elapsed()))
-        );
-    }
+    log::info!(
+        "patch: {} written from {} of delta ({} COPY, {} LITERAL) in {:.2?} ({}/s)",
+        HumanBytes(stats.output_bytes),
+        HumanBytes(stats.delta_bytes),
+        stats.copy_cmds,
+        stats.literal_cmds,
+        started.elapsed(),
+        HumanBytes(per_second(stats.output_bytes, started.elapsed()))
+    );
     Ok(())
 }

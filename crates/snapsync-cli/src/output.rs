@@ -110,16 +110,11 @@ impl Output {
     }
 }
 
-/// The error a read or write returns once Ctrl-C came: the command stops there (exit status 3) and a
-/// file output is dropped unpublished.
-pub(crate) fn interrupted_error() -> io::Error {
-    io::Error::other("interrupted")
-}
-
-/// `Err` once Ctrl-C (or SIGTERM) came, for the commands that stop by failing their next read or write.
+/// `Err` once Ctrl-C (or SIGTERM) came, for the commands that stop by failing their next read or write:
+/// the command stops there (exit status 3) and a file output is dropped unpublished.
 pub(crate) fn check_interrupted() -> io::Result<()> {
     if crate::interrupt::interrupted() {
-        Err(interrupted_error())
+        Err(io::Error::other("interrupted"))
     } else {
         Ok(())
     }
