@@ -29,8 +29,7 @@ fn on_a_terminal(args: &[&str], home: &Path, answers: &[&str]) -> (i32, String) 
         .chain(args.iter().map(|a| format!("'{a}'")))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut script = Command::new("script");
-    script.args(["-qec", &command, "/dev/null"]);
+    let mut script = crate::util::script(&command);
     bare_env(&mut script, home);
     let mut child = script
         .stdin(Stdio::piped())

@@ -290,8 +290,7 @@ fn ctrl_c_typed_on_a_terminal_mid_upload_stops_cleanly() {
         env!("CARGO_BIN_EXE_snapsync"),
         remote.args(&["upload", "--force", "--jobs", "1"], l).join(" ")
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
+    let mut child = crate::util::script(&command)
         .env(
             "SNAPSYNC_CACHE_DIR",
             PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interrupt-cache"),
@@ -339,8 +338,7 @@ fn a_second_ctrl_c_exits_at_once_with_130() {
         l.display(),
         r.display()
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
+    let mut child = crate::util::script(&command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -339,8 +339,7 @@ fn a_user_without_a_password_is_asked_for_it_on_a_terminal_and_it_is_never_shown
         env!("CARGO_BIN_EXE_snapsync"),
         files[0].display()
     );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
+    let mut child = crate::util::script(&command)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -2,7 +2,7 @@
 //! server (vsftpd held to a few MiB a second) draws a bar with totals whose bytes move inside a file;
 //! with standard error a pipe, no bar at all.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use snapsync_testkit::{FtpFlavor, FtpOptions, FtpServer};
 
@@ -83,12 +83,11 @@ fn a_push_on_a_terminal_shows_a_bar_with_totals_that_moves_inside_a_file() {
         .file("small.txt", b"small\n", 0o644);
     let url = server.url("snaps");
     let command = format!(
-        "stty cols 150 rows 40; exec {} push --store {url} {}",
+        "sh -c 'stty cols 150 rows 40; exec {} push --store {url} {}'",
         env!("CARGO_BIN_EXE_snapsync"),
         tree.arg()
     );
-    let out = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
+    let out = crate::util::script(&command)
         .stdin(Stdio::null())
         .output()
         .expect("script(1) runs (util-linux)");

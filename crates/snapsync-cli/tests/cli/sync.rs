@@ -728,8 +728,7 @@ fn resolve_ask_prompts_on_a_terminal_and_skips_without_one() {
 /// succeeded, and what the terminal showed.
 pub(crate) fn on_a_terminal(args: &str, input: &[u8]) -> (bool, String) {
     let command = format!("{} {args}", env!("CARGO_BIN_EXE_snapsync"));
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
+    let mut child = crate::util::script(&command)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -24,6 +24,21 @@ pub(crate) fn snapsync() -> Command {
     command
 }
 
+/// `script(1)` running `command` in a new pseudo-terminal, so the program sees a terminal as a
+/// person's would: its exit status is the command's (`-e`).
+///
+/// The command is `exec`ed by the shell script starts, so the program itself is the terminal's
+/// foreground process: otherwise a shell that does not exec its last command (dash, /bin/sh on
+/// Debian, which script uses when `SHELL` is unset, as on CI) would take a Ctrl-C typed on the
+/// terminal too, die of it, and make script report 130 whatever the program did.
+pub(crate) fn script(command: &str) -> Command {
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &format!("exec {command}"), "/dev/null"])
+        .env("SHELL", "/bin/sh");
+    script
+}
+
 /// Runs `snapsync ARGS` and returns its output, whatever the exit status.
 pub(crate) fn run(args: &[&str]) -> Output {
     snapsync()
