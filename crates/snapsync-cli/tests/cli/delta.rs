@@ -135,6 +135,37 @@ fn special_files_at_the_output_are_refused_or_written_as_rdiff_writes_never_repl
     assert!(names.iter().all(|n| !n.contains("snapsync")), "{names:?}");
 }
 
+/// An output named through a loop of links, or through a link into a folder that does not exist,
+/// is a clear error naming it with `--force` too: the links stay as they were and no file appears.
+#[test]
+fn an_output_through_a_link_loop_or_into_a_missing_folder_is_a_clear_error() {
+    let tree = setup();
+    let f = |name: &str| tree.path().join(name);
+    tree.symlink("a", "b")
+        .symlink("b", "a")
+        .symlink("lost", "missing-folder/x");
+    let before = std::fs::read_dir(tree.path()).unwrap().count();
+    for (name, says) in [
+        ("a", "more than 40 symbolic links in a row"),
+        ("lost", "missing-folder/x"),
+    ] {
+        let out = run(&["signature", "--force", p(&f("basis")), p(&f(name))]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{name}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    for name in ["a", "b", "lost"] {
+        let meta = f(name).symlink_metadata().unwrap();
+        assert!(meta.file_type().is_symlink(), "{name} is no longer a link");
+    }
+    assert!(!f("missing-folder").exists());
+    assert_eq!(
+        std::fs::read_dir(tree.path()).unwrap().count(),
+        before,
+        "a file appeared"
+    );
+}
+
 #[test]
 fn patch_in_place_replaces_the_basis_only_when_complete() {
     let tree = setup();
