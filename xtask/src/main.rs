@@ -30,8 +30,8 @@ Tasks:
   testkit-clean        Remove those users, the PAM service and the passwords now (after running
                        cargo nextest directly, say).
   lint                 rustfmt check, clippy -D warnings, cargo-deny (bans, licenses, sources).
-  ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, and
-                       quick benchmark smoke runs.
+  ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, the crash
+                       harness with 5 iterations, and quick benchmark smoke runs.
   bench id [OPTIONS]   Time `snapsync id` against snapdir (PyPI) and b3sum (apt) on a 20,000-file
                        tree of about 2 GiB and on a single 2 GiB file; prints medians and ratios.
   bench delta [OPTIONS]
@@ -58,6 +58,17 @@ Tasks:
   dist                 Build the release binary (default features) and, from it, a man page per
                        command and subcommand and bash, zsh, fish and PowerShell completion scripts,
                        into target/dist/: bin/snapsync, man/man1/*.1, completions/.
+  chaos [OPTIONS]      The crash harness (docs/RELIABILITY.md): builds snapsync with its kill points
+                       (feature `chaos`), runs push, pull, upload, download and sync against a local
+                       folder, moto (S3), pyftpdlib (FTP), vsftpd (FTPS) and sshd (SFTP), kills each
+                       run with SIGKILL (at a random moment, mid-file, after a rename, holding the
+                       lock), checks every file is old or new and that the same command run again
+                       converges and leaves no temporary file, lock or journal; writes
+                       target/chaos/report.md and .json; fails on any torn file or failed recovery.
+      --iterations N     kills per operation and backend (default 100; CI runs 5)
+      --op OP            push, pull, upload, download or sync (repeatable; default all)
+      --backend B        local, s3, ftp, ftps or sftp (repeatable; default all)
+      --seed N           replay the random choices of an earlier run (its report names the seed)
   fuzz [--seconds N]   Run each fuzz target for N seconds (default 60); needs cargo-fuzz
                        (`cargo install cargo-fuzz`); uses RUSTC_BOOTSTRAP=1 on stable.
   help                 This text.
@@ -96,6 +107,12 @@ fn dispatch(args: &[String]) -> Result<()> {
             Ok(())
         }
         "fuzz" => fuzz(rest),
+        "chaos" => {
+            // The FTPS and SFTP servers log in as the test users: removed again after.
+            let done = chaos(rest);
+            remove_test_users();
+            done
+        }
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
@@ -128,6 +145,18 @@ fn remove_test_users() {
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The crash harness and the kill points exist only with the `chaos` feature.
+    run(cargo().args([
+        "clippy",
+        "--package",
+        "snapsync-cli",
+        "--all-targets",
+        "--features",
+        "chaos",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().args(["deny", "check", "bans", "licenses", "sources"]))
         .context("cargo-deny (install it with `cargo install --locked cargo-deny`)")
 }
@@ -142,6 +171,7 @@ fn ci_steps() -> Result<()> {
     lint()?;
     run_tests()?;
     fuzz(&["--seconds".into(), "20".into()])?;
+    chaos(&["--iterations".into(), "5".into()])?;
     bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["snapshot".into(), "--quick".into(), "--runs".into(), "1".into()])?;
@@ -199,6 +229,71 @@ fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .filter(|dir| !dir.is_empty())
         .map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// `cargo xtask chaos`: the harness is the test target `chaos` of snapsync-cli, which only a build with
+/// the `chaos` feature has; the options reach it through the environment.
+fn chaos(args: &[String]) -> Result<()> {
+    const OPS: [&str; 5] = ["push", "pull", "upload", "download", "sync"];
+    const BACKENDS: [&str; 5] = ["local", "s3", "ftp", "ftps", "sftp"];
+    const USAGE: &str = "usage: cargo xtask chaos [--iterations N] [--op OP]... [--backend B]... [--seed N]";
+    let (mut iterations, mut seed) = (100u64, None);
+    let (mut ops, mut backends) = (Vec::new(), Vec::new());
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{flag} takes a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--iterations" => iterations = value()?.parse().context("--iterations takes a number")?,
+            "--seed" => seed = Some(value()?.parse::<u64>().context("--seed takes a number")?),
+            "--op" => {
+                let op = value()?;
+                if !OPS.contains(&op.as_str()) {
+                    bail!("unknown operation {op:?} (one of {})", OPS.join(", "));
+                }
+                ops.push(op.clone());
+            }
+            "--backend" => {
+                let backend = value()?;
+                if !BACKENDS.contains(&backend.as_str()) {
+                    bail!("unknown backend {backend:?} (one of {})", BACKENDS.join(", "));
+                }
+                backends.push(backend.clone());
+            }
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let report = target_dir().join("chaos").join("report");
+    let mut command = cargo();
+    command
+        .args([
+            "nextest",
+            "run",
+            "--package",
+            "snapsync-cli",
+            "--features",
+            "chaos",
+        ])
+        .args(["--test", "chaos", "--no-capture"])
+        .env("SNAPSYNC_CHAOS_ITERATIONS", iterations.to_string())
+        .env("SNAPSYNC_CHAOS_OPS", ops.join(","))
+        .env("SNAPSYNC_CHAOS_BACKENDS", backends.join(","))
+        .env("SNAPSYNC_CHAOS_REPORT", &report);
+    if let Some(seed) = seed {
+        command.env("SNAPSYNC_CHAOS_SEED", seed.to_string());
+    }
+    let done = run(&mut command);
+    println!(
+        "xtask: chaos report in {} and {}",
+        report.with_extension("md").display(),
+        report.with_extension("json").display()
+    );
+    done
 }
 
 fn fuzz(args: &[String]) -> Result<()> {

@@ -270,6 +270,8 @@ impl AtomicFile {
             // is then dropped (by `temp`).
             fs::hard_link(&temp.path, target)?;
         }
+        // Published; whatever records it (a sync state, a manifest) is not written yet.
+        crate::chaos::point("after-rename");
         if options.sync_dir {
             sync_folder_of(target);
         }
@@ -463,6 +465,8 @@ impl Write for CheckedFile {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
+        // Some bytes under the temporary name, not published.
+        crate::chaos::point("mid-file");
         Ok(n)
     }
 

@@ -8,7 +8,8 @@
 //!   name, flush, rename), and publishes a download only once its size and BLAKE3 are checked;
 //! - [`Cancel`] is the token a caller passes in an operation's options to stop it early (Ctrl-C).
 //!
-//! This crate does no network I/O and reads no environment variables.
+//! This crate does no network I/O and reads no environment variables (except, built with the `chaos`
+//! feature for the crash harness, the two that choose a [`chaos::point`]).
 //!
 //! ```
 //! use snapsync_core::{walk, WalkOptions};
@@ -28,6 +29,7 @@
 
 pub mod atomic;
 mod cancel;
+pub mod chaos;
 mod error;
 pub mod escape;
 mod exclude;

@@ -126,6 +126,8 @@ fn write_checked(
     };
     let written = AtomicFile::create_for(path, options).and_then(|mut file| {
         fill(file.as_file_mut())?;
+        // Written under the temporary name, not published.
+        snapsync_core::chaos::point("mid-file");
         Ok(file)
     });
     // On an error the temporary file is dropped, which removes it.

@@ -262,7 +262,11 @@ impl ObjectStoreBackend {
         }
         .await;
         match result {
-            Ok(()) => writer.finish().await.map(drop).map_err(self.error(key)),
+            Ok(()) => {
+                writer.finish().await.map_err(self.error(key))?;
+                snapsync_core::chaos::point("after-rename");
+                Ok(())
+            }
             Err(e) => {
                 let _ = writer.abort().await;
                 Err(e)
@@ -363,11 +367,15 @@ impl Store for ObjectStoreBackend {
             mode,
             ..PutOptions::default()
         };
+        // The bytes read, the request that publishes them not sent.
+        snapsync_core::chaos::point("mid-file");
         self.inner
             .put_opts(&self.path(key)?, PutPayload::from(bytes), options)
             .await
             .map(drop)
-            .map_err(self.error(key))
+            .map_err(self.error(key))?;
+        snapsync_core::chaos::point("after-rename");
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

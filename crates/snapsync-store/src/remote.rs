@@ -577,7 +577,11 @@ impl<F: RemoteFs> RemoteStore<F> {
         let result = match (checked, upload) {
             (Err(changed), _) => Err(changed),
             (Ok(()), Ok(written)) if written.size == expected => {
-                self.publish(&temp, path, location, mode).await.map(|()| written)
+                let published = self.publish(&temp, path, location, mode).await.map(|()| written);
+                if published.is_ok() {
+                    snapsync_core::chaos::point("after-rename");
+                }
+                published
             }
             (Ok(()), Ok(written)) => Err(transient(
                 location,

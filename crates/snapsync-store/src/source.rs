@@ -133,6 +133,8 @@ impl OpenSource {
 pub(crate) struct Counted<R> {
     inner: R,
     progress: Option<Arc<AtomicU64>>,
+    /// Bytes read so far (for the crash harness's `mid-file` point).
+    read: u64,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
@@ -143,8 +145,16 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
     ) -> std::task::Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let (std::task::Poll::Ready(Ok(())), Some(progress)) = (&polled, &self.progress) {
-            progress.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            let n = (buf.filled().len() - before) as u64;
+            if let Some(progress) = &self.progress {
+                progress.fetch_add(n, Ordering::Relaxed);
+            }
+            // A later chunk is read: the earlier ones went to the put's temporary name.
+            if n > 0 && self.read > 0 {
+                snapsync_core::chaos::point("mid-file");
+            }
+            self.read += n;
         }
         polled
     }
@@ -250,6 +260,7 @@ impl SourceFile {
         Ok(Counted {
             inner: tokio::fs::File::from_std(file),
             progress: self.0.progress.clone(),
+            read: 0,
         })
     }
 
@@ -273,6 +284,7 @@ impl SourceFile {
                     io::Write::write_all(to, &buf[..n])?;
                     total += n as u64;
                     progress.fetch_add(n as u64, Ordering::Relaxed);
+                    snapsync_core::chaos::point("mid-file");
                 }
             }
         }

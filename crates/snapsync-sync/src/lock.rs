@@ -149,6 +149,8 @@ impl Lease {
         for _ in 0..3 {
             match store.lock_create(LOCK_NAME, bytes.clone()).await {
                 Ok(()) => {
+                    // The lock is on the remote, nothing else is done.
+                    snapsync_core::chaos::point("lock");
                     let lease = Lease::start(store, bytes, lock_timeout);
                     return Ok(Taken { lease, took_over });
                 }

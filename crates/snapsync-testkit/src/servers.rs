@@ -81,6 +81,35 @@ impl S3Server {
         );
     }
 
+    /// Copies every object of `bucket` whose key starts with `prefix` into `dir` (the key's path below
+    /// the prefix), as the server holds it: temporary names and locks included (the crash harness
+    /// looks at the bucket through this, not through snapsync).
+    pub fn download_prefix(&self, bucket: &str, prefix: &str, dir: &Path) {
+        const SCRIPT: &str = r"
+import boto3, os, sys
+endpoint, bucket, prefix, out, key, secret = sys.argv[1:7]
+s3 = boto3.client('s3', endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                  region_name='us-east-1')
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=prefix):
+    for o in page.get('Contents', []):
+        path = os.path.join(out, o['Key'][len(prefix):].lstrip('/'))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        s3.download_file(bucket, o['Key'], path)
+";
+        let out = Command::new(python())
+            .env("PYTHONPATH", &self.pythonpath)
+            .args(["-c", SCRIPT, &self.endpoint(), bucket, prefix])
+            .arg(dir)
+            .args([S3_ACCESS_KEY, S3_SECRET_KEY])
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "listing bucket {bucket} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `object_store` configuration keys for this server (snapsync-store's
     /// `ConnectOptions::with_object_store_option`).
     #[must_use]
