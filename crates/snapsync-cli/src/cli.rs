@@ -632,7 +632,7 @@ pub(crate) struct PatchArgs {
 }
 
 /// Where the local cache is.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct CacheArgs {
     // The variable is read where the folder is chosen (`snapshot::cache_dir`), not by clap: clap counts
     // an argument its variable gave as given, and error messages' usage lines then show `--cache-dir`

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use indicatif::HumanBytes;
 use snapsync_core::{Checksum, Manifest};
 use snapsync_snapshot::{
-    Change, GcOptions, MaterializeOptions, MaterializeReport, Problem, Progress, PushReport, Repository,
-    TransferOptions,
+    Change, GcOptions, MaterializeOptions, MaterializeReport, Problem, Progress, PushMark, PushReport,
+    Repository, TransferOptions,
 };
 use snapsync_store::{ConnectOptions, LocalDurability, LocalStore, StoreUrl};
 
@@ -143,6 +143,40 @@ fn transferring<T>(
 
 const OBJECTS: (&str, &str) = ("object", "objects");
 const FILES: (&str, &str) = ("file", "files");
+
+/// Where this machine keeps the marks of pushes under way ([`PushMark`]): `.snapsync-runs` in the
+/// cache folder.
+fn runs_dir(cache: &CacheArgs) -> Option<PathBuf> {
+    cache_dir(cache).ok().map(|dir| dir.join(".snapsync-runs"))
+}
+
+/// Runs `send`, a push or copy into `to`, under a mark of a push under way on this machine; once it
+/// has succeeded, the temporary files that killed pushes to `to` from this machine left are removed.
+/// Without a folder for the mark (no cache folder can be made) the push goes on unmarked.
+fn marked(
+    runs: Option<PathBuf>,
+    to: &Repository,
+    send: impl FnOnce() -> anyhow::Result<PushReport>,
+) -> anyhow::Result<PushReport> {
+    let mark = runs.and_then(|dir| {
+        PushMark::start(&dir, to)
+            .inspect_err(|e| log::debug!("no mark of this push in {}: {e}", dir.display()))
+            .ok()
+    });
+    let report = send()?;
+    if let Some(mark) = mark {
+        let dead = mark.dead_pids();
+        let removed = runtime()?.block_on(mark.finish(to));
+        if !dead.is_empty() {
+            log::debug!(
+                "removed {} that killed pushes ({dead:?}) left in {}",
+                count(removed, "temporary file", "temporary files"),
+                to.url()
+            );
+        }
+    }
+    Ok(report)
+}
 
 /// Sends a walked directory's objects and manifest to `to`, with progress.
 fn push_walked(
@@ -286,7 +320,9 @@ pub(crate) fn stage(args: &StageArgs, output: &OutputArgs) -> anyhow::Result<()>
     let cache = cache(&args.cache)?;
     let jobs = jobs(&args.jobs, &cache);
     let started = Instant::now();
-    let report = push_walked(output, Label::new("staging", OBJECTS), &walked, &cache, jobs)?;
+    let report = marked(runs_dir(&args.cache), &cache, || {
+        push_walked(output, Label::new("staging", OBJECTS), &walked, &cache, jobs)
+    })?;
     report_push("stage", output, &report, started, true)
 }
 
@@ -305,12 +341,16 @@ pub(crate) fn push(args: &PushArgs, output: &OutputArgs, connect: &ConnectOption
                 },
                 output,
             )?;
-            push_walked(output, Label::new("pushing", OBJECTS), &walked, &store, jobs)?
+            marked(runs_dir(&args.cache), &store, || {
+                push_walked(output, Label::new("pushing", OBJECTS), &walked, &store, jobs)
+            })?
         }
         (None, Some(id)) => {
             let cache = cache(&args.cache)?;
             let id = resolve_id(id, &cache)?;
-            copy_snapshot(output, Label::new("pushing", OBJECTS), &id, &cache, &store, jobs)?
+            marked(runs_dir(&args.cache), &store, || {
+                copy_snapshot(output, Label::new("pushing", OBJECTS), &id, &cache, &store, jobs)
+            })?
         }
         (None, None) => bail!(UsageError("push needs a directory or --id".into())),
     };
@@ -322,7 +362,9 @@ pub(crate) fn fetch(args: &FetchArgs, output: &OutputArgs, connect: &ConnectOpti
     let id = resolve_id(&args.id, &store)?;
     let jobs = jobs(&args.jobs, &store);
     let started = Instant::now();
-    let report = copy_snapshot(output, Label::new("fetching", OBJECTS), &id, &store, &cache, jobs)?;
+    let report = marked(runs_dir(&args.cache), &cache, || {
+        copy_snapshot(output, Label::new("fetching", OBJECTS), &id, &store, &cache, jobs)
+    })?;
     report_push("fetch", output, &report, started, false)
 }
 
@@ -377,7 +419,9 @@ pub(crate) fn copy(args: &CopyArgs, output: &OutputArgs, connect: &ConnectOption
     let id = resolve_id(&args.id, &from)?;
     let jobs = jobs(&args.jobs, &to);
     let started = Instant::now();
-    let report = copy_snapshot(output, Label::new("copying", OBJECTS), &id, &from, &to, jobs)?;
+    let report = marked(runs_dir(&CacheArgs::default()), &to, || {
+        copy_snapshot(output, Label::new("copying", OBJECTS), &id, &from, &to, jobs)
+    })?;
     report_push("copy", output, &report, started, false)
 }
 

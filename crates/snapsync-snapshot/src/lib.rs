@@ -42,12 +42,14 @@
 
 mod error;
 pub mod layout;
+mod marks;
 mod materialize;
 mod ops;
 mod push;
 mod repo;
 
 pub use error::{Error, Result};
+pub use marks::PushMark;
 pub use materialize::{MaterializeOptions, MaterializeReport, checkout, materialize, pull};
 pub use ops::{
     Change, GcOptions, GcReport, Problem, RemoveReport, SizeReport, VerifyReport, diff, gc, remove_corrupt,

@@ -1,0 +1,162 @@
+//! Marks of pushes under way, kept on this machine, so that the temporary files a killed push left in
+//! a store are removed by the next push to it.
+//!
+//! A push holds no lock on its store (many may push at once: objects are content-addressed), and a
+//! store that writes under a temporary name and renames (local, FTP, SFTP) keeps the temporary files
+//! of a process killed mid-write. Their names carry the writer's process id. Before it sends, a push
+//! writes a mark `push-HASH-PID` (HASH: the store's URL hashed, PID its own) in a folder of this
+//! machine (the cache folder's `runs/`); a push that ends removes it. A mark whose process is gone is
+//! a push that was killed: once a later push to the same store has written its manifest, it removes
+//! the store's temporary files carrying that process id, then the mark. A live process's files, and
+//! another machine's (no mark here), are left alone; a pid another machine's writer shares by chance
+//! is the one case this cannot tell apart (as for sync's leftovers); `snapsync scan --remove-temp`
+//! removes old leftovers whatever wrote them.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt as _;
+
+use crate::Repository;
+
+/// This process's mark of a push under way to one store.
+#[derive(Debug)]
+pub struct PushMark {
+    path: PathBuf,
+    dead: Vec<(u32, PathBuf)>,
+}
+
+impl PushMark {
+    /// Marks a push from this process to `to` under way in the folder `dir` (made if missing), and
+    /// finds the marks of earlier pushes to `to` from this machine whose process is gone.
+    ///
+    /// # Errors
+    /// The folder or the mark cannot be written.
+    pub fn start(dir: &Path, to: &Repository) -> io::Result<PushMark> {
+        fs::create_dir_all(dir)?;
+        let prefix = format!("push-{}-", &blake3::hash(to.url().as_bytes()).to_hex()[..16]);
+        let me = std::process::id();
+        let mut dead = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != me && !alive(pid) {
+                dead.push((pid, entry.path()));
+            }
+        }
+        let path = dir.join(format!("{prefix}{me}"));
+        fs::write(&path, b"")?;
+        Ok(PushMark { path, dead })
+    }
+
+    /// The process ids of the killed pushes to this store that were found.
+    #[must_use]
+    pub fn dead_pids(&self) -> Vec<u32> {
+        self.dead.iter().map(|(pid, _)| *pid).collect()
+    }
+
+    /// The push succeeded: removes the temporary files of the killed pushes found from `to` (then
+    /// their marks) and this push's mark. Returns how many files were removed. A failure to list or
+    /// remove keeps the marks, so the next push tries again.
+    pub async fn finish(self, to: &Repository) -> usize {
+        let mut removed = 0;
+        let mut complete = true;
+        if !self.dead.is_empty() {
+            let pids = self.dead_pids();
+            let mut leftovers = to.store().list_leftovers();
+            loop {
+                match leftovers.try_next().await {
+                    Ok(Some(meta)) => {
+                        let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
+                        if snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid)) {
+                            if to.store().delete(&meta.key).await.is_ok() {
+                                removed += 1;
+                            } else {
+                                complete = false;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                for (_, mark) in &self.dead {
+                    let _ = fs::remove_file(mark);
+                }
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+        removed
+    }
+}
+
+/// Whether a process with this id runs on this machine (a process of another user counts).
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use snapsync_store::{LocalStore, PutMode, PutSource, Store as _, StoreUrl};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_killed_pushs_temporary_files_go_with_the_next_push_and_a_live_ones_stay() {
+        let (runs, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = Arc::new(LocalStore::new(StoreUrl::local(root.path())));
+        let repo = Repository::new(store.clone());
+        store
+            .put("a/b", PutSource::Bytes(b"x".to_vec().into()), PutMode::Overwrite)
+            .await
+            .unwrap();
+        // A process that is gone (a child that exited), and one that runs (this test's own parent).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::os::unix::process::parent_id();
+        let prefix = format!("push-{}-", &blake3::hash(repo.url().as_bytes()).to_hex()[..16]);
+        for pid in [dead, live] {
+            fs::write(runs.path().join(format!("{prefix}{pid}")), b"").unwrap();
+            fs::write(root.path().join(format!("a/.b.snapsync-{pid}-0.tmp")), b"part").unwrap();
+        }
+        // Another store's mark is not this one's business.
+        fs::write(runs.path().join("push-0000000000000000-1"), b"").unwrap();
+
+        let mark = PushMark::start(runs.path(), &repo).unwrap();
+        assert_eq!(mark.dead_pids(), vec![dead]);
+        assert_eq!(mark.finish(&repo).await, 1);
+        assert!(!root.path().join(format!("a/.b.snapsync-{dead}-0.tmp")).exists());
+        assert!(root.path().join(format!("a/.b.snapsync-{live}-0.tmp")).exists());
+        assert!(root.path().join("a/b").exists());
+        let mut left: Vec<String> = fs::read_dir(runs.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["push-0000000000000000-1".to_owned(), format!("{prefix}{live}")]
+        );
+    }
+}
