@@ -519,7 +519,7 @@ impl Ftp {
                     conn.reusable = matches!(&failure, Failure::Reply(r) if r.status != Status::NotAvailable);
                     Err(failure)
                 }
-                Err(_) => Err(Failure::Store(transient(
+                Err(()) => Err(Failure::Store(transient(
                     location,
                     format!("no answer within {:?}", self.timeout),
                 ))),

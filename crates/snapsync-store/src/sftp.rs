@@ -517,7 +517,7 @@ impl Sftp {
                     }
                     return Err(sftp_error(location, e));
                 }
-                Err(_) => {
+                Err(()) => {
                     self.forget(&session).await;
                     return Err(transient(
                         location,

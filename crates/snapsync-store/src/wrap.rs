@@ -360,7 +360,7 @@ impl Store for RetryStore {
 
     /// Retried until the stream starts. A stream that then breaks with a temporary failure is taken
     /// up again (the policy's attempts in all, for the whole stream): the object is opened anew, and
-    /// must be the one that was being read (same size, time and ETag, or the error says it changed);
+    /// must be the one that was being read (same size, time and `ETag`, or the error says it changed);
     /// the bytes already given are skipped and the rest follow.
     async fn get(&self, key: &str) -> Result<GetStream> {
         let GetStream { meta, stream } = self.retry("download", || self.inner.get(key)).await?;
