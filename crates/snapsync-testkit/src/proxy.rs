@@ -89,6 +89,11 @@ pub enum When {
     Nth(usize),
     /// Every one: a persistent fault.
     Every,
+    /// Every one until the fault has taken effect once (a byte limit that a connection never
+    /// reaches does not count): a transient fault where the connection it will meet cannot be
+    /// numbered in advance (listings' data connections before an upload's). Connections already
+    /// given it when it first takes effect keep it.
+    UntilFired,
 }
 
 /// A fault, and the connections it applies to.
@@ -125,10 +130,12 @@ impl Rule {
 }
 
 /// A rule, with the number of connections of its link opened before it was added.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Armed {
     rule: Rule,
     base: usize,
+    /// Set when a connection given this rule's fault saw it take effect.
+    fired: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -150,6 +157,8 @@ struct Conn {
     client: TcpStream,
     server: TcpStream,
     fault: Option<Fault>,
+    /// The rule's flag that its fault took effect.
+    fired: Option<Arc<AtomicBool>>,
     /// Forwarding stopped for good (a stall, a close, a reset).
     stopped: AtomicBool,
     /// The sockets are being reset: nothing may send a FIN first.
@@ -238,7 +247,11 @@ impl FaultProxy {
             .rules
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Armed { rule, base });
+            .push(Armed {
+                rule,
+                base,
+                fired: Arc::default(),
+            });
     }
 
     /// Removes every rule: new connections are forwarded faithfully.
@@ -288,7 +301,7 @@ impl Drop for FaultProxy {
 
 impl Shared {
     /// The fault for connection `n` (1-based, counted from the proxy's start) of `link`.
-    fn fault_for(&self, link: Link, n: usize) -> Option<Fault> {
+    fn fault_for(&self, link: Link, n: usize) -> Option<(Fault, Arc<AtomicBool>)> {
         let rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
         rules
             .iter()
@@ -297,22 +310,34 @@ impl Shared {
                     && match armed.rule.when {
                         When::Nth(k) => n == armed.base + k,
                         When::Every => n > armed.base,
+                        When::UntilFired => n > armed.base && !armed.fired.load(Ordering::SeqCst),
                     }
             })
-            .map(|armed| armed.rule.fault)
+            .map(|armed| (armed.rule.fault, Arc::clone(&armed.fired)))
     }
 
     fn fire(&self) {
         self.fired.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A fault took effect on `conn`.
+    fn fire_on(&self, conn: &Conn) {
+        self.fire();
+        if let Some(fired) = &conn.fired {
+            fired.store(true, Ordering::SeqCst);
+        }
     }
 }
 
 /// Proxies one accepted connection of `link` to `target`.
 fn serve(shared: &Arc<Shared>, client: TcpStream, link: Link, target: SocketAddr) {
     let n = shared.opened[link as usize].fetch_add(1, Ordering::SeqCst) + 1;
-    let fault = shared.fault_for(link, n);
+    let (fault, fired) = shared.fault_for(link, n).unzip();
     if fault == Some(Fault::Drop) {
         shared.fire();
+        if let Some(fired) = fired {
+            fired.store(true, Ordering::SeqCst);
+        }
         drop(client);
         return;
     }
@@ -326,6 +351,7 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, link: Link, target: SocketAddr
         client,
         server,
         fault,
+        fired,
         stopped: AtomicBool::new(false),
         resetting: AtomicBool::new(false),
     });
@@ -335,14 +361,14 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, link: Link, target: SocketAddr
         .unwrap_or_else(PoisonError::into_inner)
         .push(Arc::downgrade(&conn));
     if let Some(Fault::Latency(_)) = fault {
-        shared.fire();
+        shared.fire_on(&conn);
     }
     // A byte limit of 0 applies before anything is forwarded.
     if let Some(
         Fault::Stall { after: 0, .. } | Fault::Truncate { after: 0, .. } | Fault::Reset { after: 0, .. },
     ) = fault
     {
-        shared.fire();
+        shared.fire_on(&conn);
         apply(shared, &conn);
         return;
     }
@@ -441,7 +467,7 @@ fn pump(shared: &Arc<Shared>, conn: &Arc<Conn>, direction: Direction, link: Link
                 if reply {
                     let _ = to.write_all(&answer);
                 }
-                shared.fire();
+                shared.fire_on(conn);
                 close(conn);
                 return;
             }
@@ -480,7 +506,7 @@ fn forward(
         let _ = to.write_all(&data[..head]);
         let _ = to.flush();
         *sent = after;
-        shared.fire();
+        shared.fire_on(conn);
         apply(shared, conn);
         return false;
     }
