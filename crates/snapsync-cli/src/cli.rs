@@ -139,6 +139,34 @@ account SCHEME://USER@HOST:PORT) once the server accepted it, for later runs to 
 needs one fails; pyftpsync's --no-prompt)"
     )]
     pub(crate) no_prompt: bool,
+
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_timeout,
+        help = "How long a server may stay silent: connecting, logging in, an answer, a transfer that \
+stops moving (a slow transfer that keeps moving is never cut); then the operation fails and is retried \
+[default: 60s; object stores: 10s to connect, 15m per request]"
+    )]
+    pub(crate) timeout: Option<std::time::Duration>,
+
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Try an operation that failed for a passing reason (a dropped or refused connection, a \
+timeout, a 5xx) N more times, waiting 0.2s, 0.4s, … up to 5s in between; a download that broke off \
+goes on where it stopped [default: 4]"
+    )]
+    pub(crate) retries: Option<u32>,
+}
+
+/// A `--timeout`: a duration (`2s`, `90s`, `5m`) that is not zero.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let timeout = crate::time::parse_age(text)?;
+    if timeout.is_zero() {
+        return Err("a timeout of 0 would fail every operation".to_owned());
+    }
+    Ok(timeout)
 }
 
 impl ConnectArgs {
@@ -159,6 +187,15 @@ impl ConnectArgs {
         }
         if let Some(file) = &self.ca_file {
             options = options.with_ca_file(file);
+        }
+        if let Some(timeout) = self.timeout {
+            options = options.with_timeout(timeout);
+        }
+        if let Some(retries) = self.retries {
+            options = options.with_retry(Some(snapsync_store::RetryPolicy {
+                attempts: retries.saturating_add(1),
+                ..snapsync_store::RetryPolicy::default()
+            }));
         }
         let credentials = crate::credentials::options(
             options.credentials().clone(),
@@ -1048,6 +1085,8 @@ mod tests {
             no_keyring: true,
             store_password: true,
             no_prompt: true,
+            timeout: Some(std::time::Duration::from_secs(2)),
+            retries: Some(1),
         };
         let with_netrc = ConnectOptions::from_vars([("NETRC", "/env/netrc")]);
         let credentials = format!("{:?}", flags.options(with_netrc).credentials());
@@ -1060,7 +1099,14 @@ mod tests {
             assert!(credentials.contains(setting), "{credentials}");
         }
         let shown = format!("{:?}", flags.options(environment()));
-        for flag in ["/flag/known_hosts", "/flag/key", "/flag/ca.pem", "AcceptNew"] {
+        for flag in [
+            "/flag/known_hosts",
+            "/flag/key",
+            "/flag/ca.pem",
+            "AcceptNew",
+            "timeout: Some(2s)",
+            "attempts: 2",
+        ] {
             assert!(shown.contains(flag), "{shown}");
         }
         assert!(!shown.contains("/env/"), "{shown}");

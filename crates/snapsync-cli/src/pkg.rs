@@ -254,9 +254,14 @@ fn warn(message: &str) {
 }
 
 /// The HTTP client's options: the store options, whose credentials (the netrc file unless
-/// `--no-netrc`, the keyring, the terminal prompt) give the indexes' passwords too.
+/// `--no-netrc`, the keyring, the terminal prompt) give the indexes' passwords too, and whose
+/// `--timeout` bounds connecting to an index and each wait for it.
 fn client(connect: &ConnectOptions) -> ClientOptions {
-    ClientOptions::default().with_connect_options(connect.clone())
+    let client = ClientOptions::default().with_connect_options(connect.clone());
+    match connect.timeout() {
+        Some(timeout) => client.with_timeouts(timeout, timeout),
+        None => client,
+    }
 }
 
 /// A source or destination as the user names it. A URL with a user and no password gets one from

@@ -347,6 +347,8 @@ fn job(
         no_keyring: on(cli_connect.no_keyring, &s.no_keyring),
         store_password: cli_connect.store_password,
         no_prompt: on(cli_connect.no_prompt, &s.no_prompt),
+        timeout: cli_connect.timeout,
+        retries: cli_connect.retries,
     }
     .options(ConnectOptions::from_env());
     let shown =

@@ -139,7 +139,16 @@ fn run(mode: Mode, args: &SyncArgs, output: &OutputArgs, connect: &ConnectOption
             }
         }
         Event::Failed { item, error } => {
-            crate::say::stderr_line(crate::say::ERROR, "error: ", &format!("{}: {error}", item.path));
+            // With its causes: what the store met, and for a fault that outlasted the retries, the
+            // operation and the attempts ("upload failed 5 times: connection reset").
+            let mut text = format!("{}: {error}", item.path);
+            let mut cause = std::error::Error::source(error);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            crate::say::stderr_line(crate::say::ERROR, "error: ", &text);
             if json {
                 let _ = crate::say::event(
                     "failed",

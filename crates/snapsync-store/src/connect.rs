@@ -234,10 +234,12 @@ impl ConnectOptions {
         self
     }
 
-    /// FTP and SFTP: how long one operation (a command, connecting and logging in, a pause in a
-    /// transfer) may take before it fails as a temporary error (default 60 s). Object stores keep
-    /// their HTTP client's (10 s to connect, 15 minutes per request; `object_store` options
-    /// `connect_timeout` and `timeout` change them).
+    /// How long a server may stay silent before the operation fails as a temporary error. FTP and
+    /// SFTP (default 60 s): connecting and logging in, a command, and a transfer that stops moving
+    /// (the limit is on silence: a slow transfer that keeps moving is never cut). Object stores:
+    /// connecting and each wait for an answer or the next piece of one (`object_store`'s
+    /// `connect_timeout` and `read_timeout`); without it they keep 10 s to connect and 15 minutes per
+    /// request (the `object_store` option `timeout`).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -340,6 +342,13 @@ impl ConnectOptions {
     pub fn with_credentials(mut self, credentials: CredentialOptions) -> Self {
         self.credentials = credentials;
         self
+    }
+
+    /// The timeout set with [`ConnectOptions::with_timeout`], if any (front ends give it to their
+    /// other clients, a package index's).
+    #[must_use]
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// Where passwords come from besides the URL.

@@ -71,7 +71,8 @@ use crate::connect::ConnectOptions;
 use crate::credentials::{Login, Target};
 use crate::error::{Error, Result};
 use crate::remote::{
-    self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Written, fill, transient,
+    self, Activity, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Touching, Written, fill,
+    transient, unless_silent,
 };
 use crate::source::OpenSource;
 use crate::{Capabilities, ObjectMeta, Scheme, StoreUrl, check_key};
@@ -486,16 +487,24 @@ impl Ftp {
     /// [`Failure::Reply`] (the connection stays usable); anything else ends that connection. A
     /// connection that breaks at once after sitting in the pool was dropped by the server: `op` runs
     /// again on a new one.
+    ///
+    /// The timeout is a limit on silence: `op` gets an [`Activity`] to mark as its transfer moves
+    /// (an upload that keeps going is never cut); an operation that moves no data has the timeout
+    /// for all of it.
     async fn run<T: Send>(
         &self,
         location: &str,
-        op: impl for<'c> Fn(&'c mut Client, Features) -> BoxFuture<'c, suppaftp::FtpResult<T>> + Send + Sync,
+        op: impl for<'c> Fn(&'c mut Client, Features, Activity) -> BoxFuture<'c, suppaftp::FtpResult<T>>
+        + Send
+        + Sync,
     ) -> FtpOutcome<T> {
         let mut retried = false;
         loop {
             let (mut conn, reused) = self.conn_reused(location).await.map_err(Failure::Store)?;
             let features = conn.features();
-            let result = tokio::time::timeout(self.timeout, op(conn.client(), features)).await;
+            let activity = Activity::new();
+            let work = op(conn.client(), features, activity.clone());
+            let result = unless_silent(self.timeout, &activity, work).await.ok_or(());
             return match result {
                 Ok(Ok(value)) => {
                     conn.reusable = true;
@@ -510,7 +519,7 @@ impl Ftp {
                     conn.reusable = matches!(&failure, Failure::Reply(r) if r.status != Status::NotAvailable);
                     Err(failure)
                 }
-                Err(_) => Err(Failure::Store(transient(
+                Err(()) => Err(Failure::Store(transient(
                     location,
                     format!("no answer within {:?}", self.timeout),
                 ))),
@@ -523,7 +532,7 @@ impl Ftp {
     async fn list_raw(&self, dir: &str, location: &str) -> FtpOutcome<(Vec<DirEntry>, bool)> {
         let dir = dir.to_owned();
         let (machine, lines) = self
-            .run(location, move |c, features| {
+            .run(location, move |c, features, _| {
                 let dir = dir.clone();
                 Box::pin(async move {
                     if features.mlst {
@@ -567,7 +576,7 @@ impl Ftp {
     /// Renames `from` to `to` (absolute paths), replacing `to` on servers that refuse to rename over a
     /// file.
     async fn rename_path(&self, from: String, to: String, location: &str) -> FtpOutcome<()> {
-        self.run(location, move |c, _| {
+        self.run(location, move |c, _, _| {
             let (from, to) = (from.clone(), to.clone());
             Box::pin(async move {
                 match c.rename(&from, &to).await {
@@ -595,7 +604,7 @@ impl Ftp {
         op: for<'c> fn(&'c mut Client, String) -> BoxFuture<'c, suppaftp::FtpResult<()>>,
     ) -> Result<(), Fault> {
         let path = path.to_owned();
-        match self.run(location, move |c, _| op(c, path.clone())).await {
+        match self.run(location, move |c, _, _| op(c, path.clone())).await {
             Ok(()) => Ok(()),
             Err(Failure::Reply(reply)) if reply.status == Status::FileUnavailable => {
                 Err(Fault::Refused(write_refused(location, &reply)))
@@ -895,7 +904,7 @@ impl RemoteFs for Ftp {
         };
         let target = path.to_owned();
         let entered = self
-            .run(location, move |c, _| {
+            .run(location, move |c, _, _| {
                 let path = target.clone();
                 Box::pin(async move { c.cwd(&path).await })
             })
@@ -944,7 +953,7 @@ impl RemoteFs for Ftp {
     async fn stat(&self, path: &str, location: &str) -> Result<ObjectMeta> {
         let path = path.to_owned();
         let result = self
-            .run(location, move |c, features| {
+            .run(location, move |c, features, _| {
                 let path = path.clone();
                 Box::pin(async move {
                     if features.mlst {
@@ -981,7 +990,7 @@ impl RemoteFs for Ftp {
     async fn mkdir(&self, path: &str, location: &str) -> Result<(), Fault> {
         let path = path.to_owned();
         let made = self
-            .run(location, move |c, _| {
+            .run(location, move |c, _, _| {
                 let dir = path.clone();
                 Box::pin(async move { c.mkdir(&dir).await })
             })
@@ -1022,13 +1031,14 @@ impl RemoteFs for Ftp {
     /// `STOR`, then `SIZE`.
     async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<Written> {
         let (path, source) = (path.to_owned(), source.clone());
-        self.run(location, move |c, _| {
+        self.run(location, move |c, _, activity| {
             let (path, source) = (path.clone(), source.clone());
             Box::pin(async move {
-                let mut reader = source
+                let reader = source
                     .reader(READ_CHUNK)
                     .await
                     .map_err(FtpError::ConnectionError)?;
+                let mut reader = Touching::new(reader, activity);
                 let mut transfer = c.put_with_stream(&path).await?;
                 let sent = tokio::io::copy_buf(&mut reader, &mut transfer)
                     .await
@@ -1113,7 +1123,7 @@ impl RemoteFs for Ftp {
         };
         let path = path.to_owned();
         let result = self
-            .run(location, move |c, features| {
+            .run(location, move |c, features, _| {
                 let (stamp, path) = (stamp.clone(), path.clone());
                 Box::pin(async move {
                     // MFMT (RFC draft, most servers) or vsftpd's two-argument MDTM.

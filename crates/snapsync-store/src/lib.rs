@@ -106,7 +106,7 @@ pub use crate::local::{LocalStore, is_temp_name, temp_path};
 pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
 pub use crate::sftp::SftpStore;
 pub use crate::url::{Scheme, StoreUrl, redact_text, redact_url};
-pub use crate::wrap::{DryRunStore, PrefixStore, RetryPolicy, RetryStore};
+pub use crate::wrap::{DryRunStore, GaveUp, PrefixStore, RetryPolicy, RetryStore};
 
 /// Names that start with this are locks (see [`Store::lock_create`]): listings never enter a
 /// directory so named (an FTP lock is one, and a lock being moved aside or removed by another run

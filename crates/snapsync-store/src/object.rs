@@ -74,6 +74,12 @@ impl ObjectStoreBackend {
             reason: format!("unknown configuration key {key:?}"),
         };
         let defaults = CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v));
+        // The caller's timeout bounds connecting and each wait for the server (for a response, then
+        // between the pieces of its body); the whole request keeps its longer limit.
+        let timeout = options.timeout.map(|t| format!("{}ms", t.as_millis().max(1)));
+        let timeouts = timeout
+            .iter()
+            .flat_map(|t| [("connect_timeout", t.as_str()), ("read_timeout", t.as_str())]);
         let explicit = options
             .object_store_options
             .iter()
@@ -100,7 +106,7 @@ impl ObjectStoreBackend {
                         builder = builder.with_config(key, value);
                     }
                 }
-                for (key, value) in defaults.chain(explicit) {
+                for (key, value) in defaults.chain(timeouts).chain(explicit) {
                     builder = builder.with_config(key.parse().map_err(|_| unknown(key))?, value);
                 }
                 let store = builder

@@ -97,6 +97,88 @@ pub(crate) async fn fill(
     Ok(())
 }
 
+/// When a transfer last moved. A transfer's timeout is a limit on silence, not on its length: a
+/// large file over a slow link takes as long as it takes, while a server that stops taking or
+/// sending bytes fails it once nothing has moved for the timeout ([`unless_silent`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Activity(Arc<Mutex<tokio::time::Instant>>);
+
+impl Activity {
+    /// Moving as of now.
+    pub(crate) fn new() -> Activity {
+        Activity(Arc::new(Mutex::new(tokio::time::Instant::now())))
+    }
+
+    /// Something moved.
+    pub(crate) fn touch(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs `work` to its end, or until `activity` has not moved for `limit` (then `None`).
+pub(crate) async fn unless_silent<T>(
+    limit: Duration,
+    activity: &Activity,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        match tokio::time::timeout_at(activity.last() + limit, &mut work).await {
+            Ok(done) => return Some(done),
+            Err(_) if activity.last() + limit <= tokio::time::Instant::now() => return None,
+            Err(_) => {}
+        }
+    }
+}
+
+/// A buffered reader that marks an [`Activity`] each time bytes it gave are consumed (an upload's
+/// source: consumed once the connection took them).
+pub(crate) struct Touching<R> {
+    inner: R,
+    activity: Activity,
+}
+
+impl<R> Touching<R> {
+    pub(crate) fn new(inner: R, activity: Activity) -> Touching<R> {
+        Touching { inner, activity }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Touching<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<R: tokio::io::AsyncBufRead + Unpin> tokio::io::AsyncBufRead for Touching<R> {
+    fn poll_fill_buf(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<&[u8]>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_fill_buf(cx)
+    }
+
+    fn consume(mut self: std::pin::Pin<&mut Self>, amt: usize) {
+        if amt > 0 {
+            self.activity.touch();
+        }
+        std::pin::Pin::new(&mut self.inner).consume(amt);
+    }
+}
+
 /// A temporary name beside `path` (`dir/.NAME.snapsync-PID-XN.tmp`, recognised by
 /// [`crate::is_temp_name`]); unique across processes and machines writing the same directory.
 pub(crate) fn temp_name(path: &str) -> String {
@@ -711,8 +793,14 @@ impl<F: RemoteFs> Store for RemoteStore<F> {
                 let (mut reader, got, location) = state?;
                 let fault = |what: String| transient(&location, what);
                 let mut buf = BytesMut::with_capacity(READ_CHUNK);
-                match tokio::time::timeout(timeout, fill(&mut reader, &mut buf, READ_CHUNK)).await {
-                    Err(_) => Some((Err(fault(format!("download stalled for {timeout:?}"))), None)),
+                let activity = Activity::new();
+                let mut touching = Touching::new(&mut reader, activity.clone());
+                let filling = fill(&mut touching, &mut buf, READ_CHUNK);
+                match unless_silent(timeout, &activity, filling).await.ok_or(()) {
+                    Err(()) => Some((
+                        Err(fault(format!("download stalled: no answer within {timeout:?}"))),
+                        None,
+                    )),
                     Ok(Err(e)) => Some((Err(fault(format!("download broke off: {e}"))), None)),
                     Ok(Ok(())) if buf.is_empty() => {
                         if got != size {

@@ -46,7 +46,8 @@ use crate::connect::{ConnectOptions, HostKeyPolicy};
 use crate::credentials::{Login, Target};
 use crate::error::{Error, Result};
 use crate::remote::{
-    self, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Written, fill, transient,
+    self, Activity, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Touching, Written, fill,
+    transient, unless_silent,
 };
 use crate::source::OpenSource;
 use crate::{Capabilities, ObjectMeta, StoreUrl};
@@ -196,6 +197,12 @@ impl SftpStore {
     }
 }
 
+/// russh-sftp's per-request limit, in seconds, for a store whose timeout is `timeout` (see
+/// `Sftp::open_session`).
+fn request_backstop(timeout: Duration) -> u64 {
+    timeout.as_secs().max(1).saturating_mul(10)
+}
+
 /// Whether an SFTP failure means the connection is gone (russh-sftp reports a closed channel as
 /// "session closed", "sender dropped" or a failed send or receive).
 fn connection_lost(error: &SftpError) -> bool {
@@ -337,14 +344,18 @@ impl Sftp {
         let sftp = SftpSession::new(files)
             .await
             .map_err(|e| sftp_error(location, e))?;
-        sftp.set_timeout(timeout.as_secs().max(1));
+        // russh-sftp's own limit is per request, and a download keeps many requests in flight: over
+        // a slow link the last of them waits its turn well past the timeout while bytes keep
+        // coming. Silence is watched above (each operation, each read of a download); this is only
+        // a backstop.
+        sftp.set_timeout(request_backstop(timeout));
         let extension_channel = async {
             let channel = handle.channel_open_session().await?;
             channel.request_subsystem(true, "sftp").await?;
             Ok::<_, russh::Error>(channel.into_stream())
         };
         let raw = RawSftpSession::new(extension_channel.await.map_err(|e| transient(location, e))?);
-        raw.set_timeout(timeout.as_secs().max(1));
+        raw.set_timeout(request_backstop(timeout));
         raw.init().await.map_err(|e| sftp_error(location, e))?;
         Ok(Session { handle, sftp, raw })
     }
@@ -477,10 +488,22 @@ impl Sftp {
         F: Fn(Arc<Session>) -> Fut + Send + Sync,
         Fut: std::future::Future<Output = std::result::Result<T, SftpError>> + Send,
     {
+        self.run_moving(location, |session, _| op(session)).await
+    }
+
+    /// [`Sftp::run`] of an operation that moves data: its timeout is a limit on silence, `op`
+    /// marks the [`Activity`] as its transfer moves (an upload that keeps going is never cut).
+    async fn run_moving<T, F, Fut>(&self, location: &str, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Session>, Activity) -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = std::result::Result<T, SftpError>> + Send,
+    {
         let mut retried = false;
         loop {
             let session = self.session(location).await?;
-            let result = tokio::time::timeout(self.timeout, op(Arc::clone(&session))).await;
+            let activity = Activity::new();
+            let work = op(Arc::clone(&session), activity.clone());
+            let result = unless_silent(self.timeout, &activity, work).await.ok_or(());
             match result {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => {
@@ -494,7 +517,7 @@ impl Sftp {
                     }
                     return Err(sftp_error(location, e));
                 }
-                Err(_) => {
+                Err(()) => {
                     self.forget(&session).await;
                     return Err(transient(
                         location,
@@ -718,14 +741,15 @@ impl RemoteFs for Sftp {
     /// `OPEN` (create, truncate), the bytes, `CLOSE`, then `LSTAT` (the size and time, as `stat`).
     async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<Written> {
         let (path, source) = (path.to_owned(), source.clone());
-        self.run(location, move |s| {
+        self.run_moving(location, move |s, activity| {
             let (path, source) = (path.clone(), source.clone());
             async move {
                 // Not an I/O error: that would count as a lost connection.
-                let mut reader = source
+                let reader = source
                     .reader(READ_CHUNK)
                     .await
                     .map_err(|e| SftpError::UnexpectedBehavior(e.to_string()))?;
+                let mut reader = Touching::new(reader, activity);
                 let mut file = s
                     .sftp
                     .open_with_flags(

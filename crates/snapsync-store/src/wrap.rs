@@ -225,13 +225,13 @@ impl RetryStore {
         RetryStore { inner, policy }
     }
 
-    async fn retry<T, F, Fut>(&self, mut operation: F) -> Result<T>
+    async fn retry<T, F, Fut>(&self, what: &'static str, mut operation: F) -> Result<T>
     where
         F: FnMut() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T>> + Send,
         T: Send,
     {
-        retry(self.policy, &mut operation).await
+        retry(self.policy, what, &mut operation).await
     }
 
     /// A whole listing of the inner store (`list` or `list_with_dirs`), retried as one operation.
@@ -241,9 +241,12 @@ impl RetryStore {
         list: fn(&dyn Store, &str) -> BoxStream<'static, Result<ObjectMeta>>,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
         let (inner, policy, prefix) = (Arc::clone(&self.inner), self.policy, prefix.to_owned());
-        stream::once(
-            async move { retry(policy, &mut || list(&*inner, &prefix).try_collect::<Vec<_>>()).await },
-        )
+        stream::once(async move {
+            retry(policy, "listing", &mut || {
+                list(&*inner, &prefix).try_collect::<Vec<_>>()
+            })
+            .await
+        })
         .flat_map(|listed| match listed {
             Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
             Err(e) => stream::once(async { Err(e) }).boxed(),
@@ -252,7 +255,10 @@ impl RetryStore {
     }
 }
 
-async fn retry<T, F, Fut>(policy: RetryPolicy, operation: &mut F) -> Result<T>
+/// Runs `operation` (called `what` in the error) until it succeeds, fails with an error that is not
+/// transient, or has used the policy's attempts: the last temporary failure then says what was
+/// tried and how often ([`GaveUp`]).
+async fn retry<T, F, Fut>(policy: RetryPolicy, what: &'static str, operation: &mut F) -> Result<T>
 where
     F: FnMut() -> Fut + Send,
     Fut: std::future::Future<Output = Result<T>> + Send,
@@ -263,7 +269,7 @@ where
         match operation().await {
             Err(e) if e.is_transient() && attempt < policy.attempts => {
                 log::debug!(
-                    "{e}: retrying in {delay:?} (attempt {} of {})",
+                    "{e}: {what} failed, retrying in {delay:?} (attempt {} of {})",
                     attempt + 1,
                     policy.attempts
                 );
@@ -271,8 +277,50 @@ where
                 delay = (delay * 2).min(policy.max_delay);
                 attempt += 1;
             }
+            Err(e) => return Err(gave_up(e, what, attempt)),
             other => return other,
         }
+    }
+}
+
+/// A temporary failure that was retried until the policy's attempts were used up: names the
+/// operation and the attempts, its source is what the last attempt met.
+#[derive(Debug)]
+pub struct GaveUp {
+    /// What was tried: `upload`, `download`, `listing`, ….
+    pub operation: &'static str,
+    /// Attempts made, the first included.
+    pub attempts: u32,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.attempts {
+            1 => write!(f, "{} failed (not retried)", self.operation),
+            n => write!(f, "{} failed {n} times", self.operation),
+        }
+    }
+}
+
+impl std::error::Error for GaveUp {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// `error` as the end of `attempts` tries of `what`, when it is a temporary failure.
+fn gave_up(error: Error, what: &'static str, attempts: u32) -> Error {
+    match error {
+        Error::Transient { location, source } => Error::Transient {
+            location,
+            source: Box::new(GaveUp {
+                operation: what,
+                attempts,
+                source,
+            }),
+        },
+        other => other,
     }
 }
 
@@ -307,89 +355,206 @@ impl Store for RetryStore {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.retry(|| self.inner.head(key)).await
+        self.retry("lookup", || self.inner.head(key)).await
     }
 
+    /// Retried until the stream starts. A stream that then breaks with a temporary failure is taken
+    /// up again (the policy's attempts in all, for the whole stream): the object is opened anew, and
+    /// must be the one that was being read (same size, time and `ETag`, or the error says it changed);
+    /// the bytes already given are skipped and the rest follow.
     async fn get(&self, key: &str) -> Result<GetStream> {
-        self.retry(|| self.inner.get(key)).await
+        let GetStream { meta, stream } = self.retry("download", || self.inner.get(key)).await?;
+        let resume = Resume {
+            inner: Arc::clone(&self.inner),
+            key: key.to_owned(),
+            policy: self.policy,
+            meta: meta.clone(),
+            stream: Some(stream),
+            read: 0,
+            given: 0,
+            attempts: 1,
+            delay: self.policy.first_delay,
+        };
+        Ok(GetStream {
+            meta,
+            stream: stream::unfold(resume, Resume::next).boxed(),
+        })
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.retry(|| self.inner.get_range(key, range.clone())).await
+        self.retry("download", || self.inner.get_range(key, range.clone()))
+            .await
     }
 
     async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> Result<()> {
-        self.retry(|| self.inner.put(key, source.clone(), mode)).await
+        self.retry("upload", || self.inner.put(key, source.clone(), mode))
+            .await
     }
 
     async fn put_meta(&self, key: &str, source: PutSource, mode: PutMode) -> Result<ObjectMeta> {
-        self.retry(|| self.inner.put_meta(key, source.clone(), mode))
+        self.retry("upload", || self.inner.put_meta(key, source.clone(), mode))
             .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.retry(|| self.inner.delete(key)).await
+        self.retry("delete", || self.inner.delete(key)).await
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        self.retry(|| self.inner.copy(from, to)).await
+        self.retry("copy", || self.inner.copy(from, to)).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        self.retry(|| self.inner.rename(from, to)).await
+        self.retry("rename", || self.inner.rename(from, to)).await
     }
 
     async fn set_mtime(&self, key: &str, mtime: SystemTime) -> Result<()> {
-        self.retry(|| self.inner.set_mtime(key, mtime)).await
+        self.retry("setting the modification time", || {
+            self.inner.set_mtime(key, mtime)
+        })
+        .await
     }
 
     async fn remove_empty_dir(&self, key: &str) -> Result<bool> {
-        self.retry(|| self.inner.remove_empty_dir(key)).await
+        self.retry("folder removal", || self.inner.remove_empty_dir(key))
+            .await
     }
 
     async fn create_dir(&self, key: &str) -> Result<()> {
-        self.retry(|| self.inner.create_dir(key)).await
+        self.retry("folder creation", || self.inner.create_dir(key)).await
     }
 
     async fn persist(&self) -> Result<()> {
-        self.retry(|| self.inner.persist()).await
+        self.retry("flush", || self.inner.persist()).await
     }
 
     async fn remove_abandoned(&self) -> Result<()> {
-        self.retry(|| self.inner.remove_abandoned()).await
+        self.retry("clean-up of abandoned uploads", || self.inner.remove_abandoned())
+            .await
     }
 
     async fn root_exists(&self) -> Result<bool> {
-        self.retry(|| self.inner.root_exists()).await
+        self.retry("lookup of the root", || self.inner.root_exists())
+            .await
     }
 
     async fn create_root(&self) -> Result<()> {
-        self.retry(|| self.inner.create_root()).await
+        self.retry("creation of the root", || self.inner.create_root())
+            .await
     }
 
     /// Retried like a create-if-absent put: an attempt that took the lock but whose answer was lost
     /// makes the retry fail with [`Error::AlreadyExists`], and [`Store::lock_read`] then shows the
     /// caller's own body (or an empty one, on FTP, when the body was not stored).
     async fn lock_create(&self, key: &str, body: Bytes) -> Result<()> {
-        self.retry(|| self.inner.lock_create(key, body.clone())).await
+        self.retry("lock creation", || self.inner.lock_create(key, body.clone()))
+            .await
     }
 
     async fn lock_read(&self, key: &str) -> Result<Bytes> {
-        self.retry(|| self.inner.lock_read(key)).await
+        self.retry("lock read", || self.inner.lock_read(key)).await
     }
 
     async fn lock_update(&self, key: &str, body: Bytes) -> Result<()> {
-        self.retry(|| self.inner.lock_update(key, body.clone())).await
+        self.retry("lock renewal", || self.inner.lock_update(key, body.clone()))
+            .await
     }
 
     async fn lock_remove(&self, key: &str) -> Result<()> {
-        self.retry(|| self.inner.lock_remove(key)).await
+        self.retry("lock removal", || self.inner.lock_remove(key)).await
     }
 
     /// Retried: an attempt that moved the lock but whose answer was lost makes the retry fail with
     /// [`Error::NotFound`]; the caller finds the lock at `to`.
     async fn lock_rename(&self, key: &str, to: &str) -> Result<()> {
-        self.retry(|| self.inner.lock_rename(key, to)).await
+        self.retry("lock takeover", || self.inner.lock_rename(key, to))
+            .await
+    }
+}
+
+/// A download that is taken up again where it broke off ([`RetryStore::get`]).
+struct Resume {
+    inner: Arc<dyn Store>,
+    key: String,
+    policy: RetryPolicy,
+    /// The object as it was when the download began.
+    meta: ObjectMeta,
+    /// The current stream; `None` once it ended or failed for good.
+    stream: Option<BoxStream<'static, Result<Bytes>>>,
+    /// Bytes of the current stream read so far.
+    read: u64,
+    /// Bytes given to the caller so far.
+    given: u64,
+    attempts: u32,
+    delay: Duration,
+}
+
+impl Resume {
+    async fn next(mut self) -> Option<(Result<Bytes>, Resume)> {
+        loop {
+            let piece = self.stream.as_mut()?.next().await;
+            let error = match piece {
+                None => return None,
+                Some(Ok(mut bytes)) => {
+                    let len = bytes.len() as u64;
+                    let end = self.read + len;
+                    if end <= self.given {
+                        // Given before the stream broke off.
+                        self.read = end;
+                        continue;
+                    }
+                    if self.read < self.given {
+                        bytes = bytes.slice(usize::try_from(self.given - self.read).unwrap_or(0)..);
+                    }
+                    (self.read, self.given) = (end, end);
+                    return Some((Ok(bytes), self));
+                }
+                Some(Err(e)) => e,
+            };
+            match self.reopen(error).await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.stream = None;
+                    return Some((Err(e), self));
+                }
+            }
+        }
+    }
+
+    /// After `error`: a new stream of the same object, if the policy allows another attempt.
+    async fn reopen(&mut self, mut error: Error) -> Result<()> {
+        loop {
+            if !error.is_transient() || self.attempts >= self.policy.attempts {
+                return Err(gave_up(error, "download", self.attempts));
+            }
+            log::debug!(
+                "{error}: the download broke off after {} bytes, taking it up again in {:?} (attempt {} of {})",
+                self.given,
+                self.delay,
+                self.attempts + 1,
+                self.policy.attempts
+            );
+            tokio::time::sleep(self.delay).await;
+            self.delay = (self.delay * 2).min(self.policy.max_delay);
+            self.attempts += 1;
+            match self.inner.get(&self.key).await {
+                Ok(got) => {
+                    let same = got.meta.size == self.meta.size
+                        && got.meta.modified == self.meta.modified
+                        && got.meta.etag == self.meta.etag;
+                    if !same {
+                        return Err(Error::Other {
+                            location: self.inner.url().with_key(&self.key),
+                            source: "the object changed while it was being downloaded".into(),
+                        });
+                    }
+                    self.stream = Some(got.stream);
+                    self.read = 0;
+                    return Ok(());
+                }
+                Err(e) => error = e,
+            }
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use snapsync_testkit::{Azurite, S3Server};
 
 #[path = "store/ftp.rs"]
 mod ftp;
+#[path = "store/netfault.rs"]
+mod netfault;
 #[path = "store/sftp.rs"]
 mod sftp;
 

@@ -11,6 +11,7 @@ mod interop_snapdir;
 mod interop_stores;
 mod interrupt;
 mod json;
+mod netfault;
 mod pkg;
 mod progress_tty;
 mod readme;
