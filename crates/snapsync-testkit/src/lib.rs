@@ -13,6 +13,7 @@
 
 mod ftp;
 mod pkg;
+mod scripted_ftp;
 mod secret;
 mod servers;
 mod ssh;
@@ -28,6 +29,7 @@ pub use ftp::{
     without_permission_override,
 };
 pub use pkg::{DevpiServer, PKG_PASSWORD, PKG_USER, PypiServer, StaticHttpServer, make_dists, twine_upload};
+pub use scripted_ftp::{Misbehaviour, ScriptedFtp};
 pub use secret::{Secret, remove_test_users};
 pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 pub use ssh::{SSH_KEY_PASSPHRASE, SSH_PASSWORD, SSH_USER, Sshd};
