@@ -7,6 +7,11 @@
 //! - Symbolic links that lead out of a folder: never followed by a sync
 //!   (`links_never_lead_out_of_a_synced_folder`), an upload or a snapshot, never written through by a
 //!   download or a pull.
+//! - Servers: the testkit's scripted FTP server (`ScriptedFtp`), first behaving, then sending an
+//!   endless listing (cut at the listing cap), an endless file (cut at the size it listed), a file
+//!   shorter than it listed, absurd times and an unsolicited reply; FTPS on vsftpd with its
+//!   certificate not trusted, then trusted with `--ca-file`; sshd whose host key changed.
+//! - A full disk (a small tmpfs) under `pull`, `download` and `patch`.
 //!
 //! Cases tested elsewhere, and not repeated here: the library's own hostile-manifest test
 //! (`snapsync-snapshot/tests/snapshot.rs`), the cache's hostile paths (`snapsync-cache/tests/cache.rs`,
@@ -90,7 +95,7 @@ impl HandStore {
             }
             all_dirs.push(dir);
         }
-        all_dirs.sort_by_key(|d| std::cmp::Reverse(d.iter().filter(|&&b| b == b'/').count()));
+        all_dirs.sort_by_key(|d| std::cmp::Reverse(d.split(|&b| b == b'/').count()));
         for dir in &all_dirs {
             let children = dirs[dir].clone();
             let mut sums: Vec<&str> = children.iter().map(|(s, _)| s.as_str()).collect();
@@ -182,13 +187,16 @@ fn pull_and_checkout(store: &HandStore, id: &str, dest: &Path) -> [(i32, String)
     [pulled, checked_out].map(|out| (out.status.code().unwrap_or(-1), stderr(&out)))
 }
 
+/// A manifest's files: paths and contents.
+type Files = Vec<(Vec<u8>, &'static [u8])>;
+
 #[test]
 fn manifests_that_lead_out_of_the_destination_are_refused_before_anything_is_written() {
     let outside = tempfile::tempdir().unwrap();
     let absolute = format!("{}/x", outside.path().display());
     // An absolute manifest (snapdir's `--absolute`) holds absolute paths only: relative and absolute
     // ones mixed are refused as corrupt before any path is looked at.
-    let cases: [(&str, Vec<(Vec<u8>, &[u8])>, &str); 4] = [
+    let cases: [(&str, Files, &str); 4] = [
         (
             "parent",
             vec![(b"./../x".to_vec(), b"evil"), (b"./fine.txt".to_vec(), b"fine")],
@@ -236,7 +244,7 @@ fn manifests_that_lead_out_of_the_destination_are_refused_before_anything_is_wri
         // verify checks the store: the manifest hashes to its id, is consistent and every object is
         // there, so it passes (a mixed manifest is not consistent); it never writes a path.
         let out = run(&["verify", "--store", store.arg(), "--id", &id]);
-        let expected = if what == "mixed" { 1 } else { 0 };
+        let expected = i32::from(what == "mixed");
         assert_eq!(out.status.code(), Some(expected), "{what}: {}", stderr(&out));
     }
 }
@@ -517,7 +525,7 @@ fn a_changed_ssh_host_key_is_always_refused() {
 
 /// Whether a name is one of snapsync's temporary names (`.NAME.snapsync-PID-N.tmp`).
 fn is_temp(rel: &str) -> bool {
-    rel.contains(".snapsync-") && rel.ends_with(".tmp")
+    rel.contains(".snapsync-") && Path::new(rel).extension().is_some_and(|e| e == "tmp")
 }
 
 /// Every file below `dest` is absent or whole (the bytes `source` holds at that path), and no
@@ -594,7 +602,13 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_half_written() {
     let out = download();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     whole_or_absent(&dest, source.path());
-    assert_eq!(listing(&dest).iter().filter(|p| p.ends_with(".bin")).count(), 4);
+    assert_eq!(
+        listing(&dest)
+            .iter()
+            .filter(|p| Path::new(p).extension().is_some_and(|e| e == "bin"))
+            .count(),
+        4
+    );
     fs::remove_dir_all(&dest).unwrap();
 
     // patch
@@ -618,4 +632,197 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_half_written() {
         fs::read(&patched).unwrap(),
         fs::read(work.path().join("new")).unwrap()
     );
+}
+
+/// Runs `snapsync ARGS`, failing the test if it has not ended within `seconds` (a client that a
+/// hostile server keeps busy forever is a bug, not a slow test).
+fn run_within(args: &[&str], seconds: u64) -> std::process::Output {
+    run_within_env(args, &[], seconds)
+}
+
+/// [`run_within`] with `env` added to the environment.
+fn run_within_env(args: &[&str], env: &[(&str, &str)], seconds: u64) -> std::process::Output {
+    use std::time::{Duration, Instant};
+    let mut child = crate::util::snapsync()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("snapsync starts");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(seconds) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("snapsync {args:?} still ran after {seconds} s: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Downloads the scripted server's `site` folder into a fresh folder: (output, that folder).
+fn download_from(server: &snapsync_testkit::ScriptedFtp) -> (std::process::Output, tempfile::TempDir) {
+    download_from_env(server, &[])
+}
+
+/// [`download_from`] with `env` added to the environment.
+fn download_from_env(
+    server: &snapsync_testkit::ScriptedFtp,
+    env: &[(&str, &str)],
+) -> (std::process::Output, tempfile::TempDir) {
+    let local = tempfile::tempdir().unwrap();
+    let out = run_within_env(
+        &["download", local.path().to_str().unwrap(), &server.url("site")],
+        env,
+        90,
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    (out, local)
+}
+
+const SITE: [(&str, &[u8]); 2] = [("site/a.txt", b"alpha alpha alpha"), ("site/sub/b.txt", b"bravo")];
+
+/// The scripted server is a good enough FTP server when it behaves: the misbehaving cases below fail
+/// because of their misbehaviour only.
+#[test]
+fn the_scripted_ftp_server_serves_a_download_when_it_behaves() {
+    use snapsync_testkit::{Misbehaviour, ScriptedFtp};
+    let server = ScriptedFtp::start(&SITE, Misbehaviour::None);
+    let (out, local) = download_from(&server);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(local.path().join("a.txt")).unwrap(),
+        b"alpha alpha alpha"
+    );
+    assert_eq!(fs::read(local.path().join("sub/b.txt")).unwrap(), b"bravo");
+}
+
+#[test]
+fn an_endless_ftp_listing_is_cut_at_a_cap_with_a_clear_error() {
+    use snapsync_testkit::{Misbehaviour, ScriptedFtp};
+    // The default cap, and one set lower through the environment. (A server per run: every listing
+    // of this one is endless, the failed run's lock folder's too, so that lock stays behind.)
+    let default = snapsync_store::DEFAULT_MAX_LISTING_BYTES.to_string();
+    for (env, cap) in [
+        (&[][..], default.as_str()),
+        (&[("SNAPSYNC_MAX_LISTING_BYTES", "100000")][..], "100000"),
+    ] {
+        let server = ScriptedFtp::start(&SITE, Misbehaviour::EndlessListing);
+        let (out, local) = download_from_env(&server, env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("listing of /site is longer than") && err.contains(cap) && err.contains("127.0.0.1"),
+            "{err}"
+        );
+        assert_eq!(listing(local.path()), Vec::<String>::new(), "{err}");
+    }
+}
+
+#[test]
+fn an_endless_ftp_file_is_cut_at_the_size_the_server_listed() {
+    use snapsync_testkit::{Misbehaviour, ScriptedFtp};
+    let server = ScriptedFtp::start(&SITE, Misbehaviour::EndlessFile);
+    let (out, local) = download_from(&server);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("a.txt") && err.contains("b.txt"), "{err}");
+    assert_eq!(
+        listing(local.path()),
+        ["sub/"],
+        "nothing kept, no temporary file: {err}"
+    );
+}
+
+#[test]
+fn an_ftp_file_shorter_than_its_listed_size_is_not_kept() {
+    use snapsync_testkit::{Misbehaviour, ScriptedFtp};
+    for misbehaviour in [Misbehaviour::ShortFile, Misbehaviour::LyingSize] {
+        let server = ScriptedFtp::start(&SITE, misbehaviour);
+        let (out, local) = download_from(&server);
+        let err = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "{misbehaviour:?}: {err}");
+        assert!(
+            err.contains("a.txt") && err.contains("b.txt"),
+            "{misbehaviour:?}: {err}"
+        );
+        assert_eq!(listing(local.path()), ["sub/"], "{misbehaviour:?}: {err}");
+    }
+}
+
+#[test]
+fn absurd_ftp_times_neither_crash_nor_spoil_a_download() {
+    use snapsync_testkit::{Misbehaviour, ScriptedFtp};
+    let server = ScriptedFtp::start(&SITE, Misbehaviour::AbsurdTimes);
+    let (out, local) = download_from(&server);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(local.path().join("a.txt")).unwrap(),
+        b"alpha alpha alpha"
+    );
+    assert_eq!(fs::read(local.path().join("sub/b.txt")).unwrap(), b"bravo");
+    // A second run finds nothing to do: the times it recorded are the ones it reads again.
+    let out = run_within(
+        &["download", local.path().to_str().unwrap(), &server.url("site")],
+        90,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unsolicited_ftp_reply_is_a_clear_error() {
+    use snapsync_testkit::{Misbehaviour, ScriptedFtp};
+    let server = ScriptedFtp::start(&SITE, Misbehaviour::UnsolicitedReply);
+    let (out, local) = download_from(&server);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("127.0.0.1") && err.contains("226"), "{err}");
+    assert_eq!(listing(local.path()), Vec::<String>::new(), "{err}");
+}
+
+/// A listing naming `..`, absolute paths and paths through `..` writes nothing outside the folder; a
+/// name longer than the local filesystem allows fails alone, clearly, and the other files arrive.
+#[test]
+fn hostile_names_in_an_ftp_listing_stay_inside_the_folder() {
+    use snapsync_testkit::{Misbehaviour, ScriptedFtp};
+    let server = ScriptedFtp::start(&SITE, Misbehaviour::HostileNames);
+    let parent = tempfile::tempdir().unwrap();
+    let local = parent.path().join("local");
+    let out = run_within(&["download", local.to_str().unwrap(), &server.url("site")], 90);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        listing(parent.path())
+            .iter()
+            .filter(|p| p.contains("escape"))
+            .count(),
+        0,
+        "{err}"
+    );
+    assert!(!Path::new("/etc/escape").exists());
+    assert_eq!(
+        fs::read(local.join("a.txt")).unwrap(),
+        b"alpha alpha alpha",
+        "{err}"
+    );
+    assert_eq!(fs::read(local.join("sub/b.txt")).unwrap(), b"bravo", "{err}");
+    // A 5,000-byte name: this file fails, clearly; the others arrive.
+    let long = format!("site/{}", "n".repeat(5000));
+    let server = ScriptedFtp::start(&[SITE[0], (long.as_str(), b"long")], Misbehaviour::None);
+    let local = tempfile::tempdir().unwrap();
+    let out = run_within(
+        &["download", local.path().to_str().unwrap(), &server.url("site")],
+        90,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nnnnnnnn") && err.to_lowercase().contains("too long"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(listing(local.path()), ["a.txt"], "{err}");
 }
