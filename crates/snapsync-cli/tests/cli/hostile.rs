@@ -9,15 +9,16 @@
 //!   download or a pull.
 //! - Servers: the testkit's scripted FTP server (`ScriptedFtp`), first behaving, then sending an
 //!   endless listing (cut at the listing cap), an endless file (cut at the size it listed), a file
-//!   shorter than it listed, absurd times and an unsolicited reply; FTPS on vsftpd with its
+//!   shorter than it listed, absurd times, names no folder can hold (`..`, `../escape`, absolute, a
+//!   5,000-byte name) and an unsolicited reply; FTPS on vsftpd with its
 //!   certificate not trusted, then trusted with `--ca-file`; sshd whose host key changed.
 //! - A full disk (a small tmpfs) under `pull`, `download` and `patch`.
 //!
 //! Cases tested elsewhere, and not repeated here: the library's own hostile-manifest test
 //! (`snapsync-snapshot/tests/snapshot.rs`), the cache's hostile paths (`snapsync-cache/tests/cache.rs`,
 //! `tests/cli/cache.rs`), hostile deltas (`tests/cli/delta.rs`), read-only destinations
-//! (`snapshot_failures.rs`), an FTPS server whose certificate is not trusted by pyftpdlib
-//! (`remote_stores.rs`), unknown and changed host keys through the store (`snapsync-store`'s
+//! (`snapshot_failures.rs`), pyftpdlib over TLS with its certificate not trusted, then trusted
+//! (`remote_stores.rs`), an unknown SSH host key refused until `--accept-new-host-key` (also there), unknown and changed host keys through the store (`snapsync-store`'s
 //! `tests/store/sftp.rs`), and full FTP servers (`tests/store/ftp.rs`).
 
 use std::fs;
