@@ -35,8 +35,9 @@ pub enum Misbehaviour {
     LyingSize,
     /// Times in listings are absurd: the year 9999, the year 0 and text that is no time at all.
     AbsurdTimes,
-    /// Every listing also names entries no folder can hold: `.`, `..`, `../escape`, `/etc/escape`,
-    /// `sub/../../escape` (as files of 4 bytes, whose `RETR` finds nothing).
+    /// Every listing also names entries no folder can hold: `.`, `..`, `escape` one folder up
+    /// (through `..`), `/etc/escape` and `sub/../../escape` (as files of 4 bytes, whose `RETR` finds
+    /// nothing).
     HostileNames,
     /// After the login, one reply nobody asked for (`226`), so every later reply answers the
     /// command before it.

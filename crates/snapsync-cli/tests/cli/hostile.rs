@@ -9,8 +9,8 @@
 //!   download or a pull.
 //! - Servers: the testkit's scripted FTP server (`ScriptedFtp`), first behaving, then sending an
 //!   endless listing (cut at the listing cap), an endless file (cut at the size it listed), a file
-//!   shorter than it listed, absurd times, names no folder can hold (`..`, `../escape`, absolute, a
-//!   5,000-byte name) and an unsolicited reply; FTPS on vsftpd with its
+//!   shorter than it listed, absurd times, names no folder can hold (`..`, a name through `..`, an
+//!   absolute one, a 5,000-byte one) and an unsolicited reply; FTPS on vsftpd with its
 //!   certificate not trusted, then trusted with `--ca-file`; sshd whose host key changed.
 //! - A full disk (a small tmpfs) under `pull`, `download` and `patch`.
 //!
