@@ -163,7 +163,8 @@ pub(crate) fn signature(args: &SignatureArgs, output: &OutputArgs) -> anyhow::Re
     let started = Instant::now();
     let stats = counting(output, "signature", basis.len, |done| {
         write_signature(&mut basis, &mut out, params, Some(done))
-    })?;
+    })
+    .map_err(|e| naming_output(e, &args.signature, None))?;
     out.commit()?;
     if output.json {
         crate::say::summary(
@@ -204,7 +205,8 @@ pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()>
     let started = Instant::now();
     let stats = counting(output, "delta", new.len, |done| {
         write_delta(&index, &mut new, &mut out, Some(done))
-    })?;
+    })
+    .map_err(|e| naming_output(e, &args.delta, None))?;
     out.commit()?;
     if output.json {
         crate::say::summary(
@@ -228,6 +230,25 @@ pub(crate) fn delta(args: &DeltaArgs, output: &OutputArgs) -> anyhow::Result<()>
         HumanBytes(per_second(stats.new_bytes, started.elapsed()))
     );
     Ok(())
+}
+
+/// A failed signature, delta or patch in the words of what failed: writing `output` (a full disk, say)
+/// names that path; anything else keeps `otherwise` as its context (or none). The library's error only
+/// knows it was writing "the output".
+fn naming_output(error: snapsync_delta::Error, output: &Path, otherwise: Option<String>) -> anyhow::Error {
+    let context = if matches!(error, snapsync_delta::Error::Write { .. }) {
+        Some(if output == Path::new("-") {
+            "cannot write to standard output".to_owned()
+        } else {
+            format!("cannot write {}", output.display())
+        })
+    } else {
+        otherwise
+    };
+    match context {
+        Some(context) => anyhow::Error::new(error).context(context),
+        None => anyhow::Error::new(error),
+    }
 }
 
 /// Counts what passes through (for progress), and hashes it for `--expect-blake3`.
@@ -284,7 +305,13 @@ pub(crate) fn patch(args: &PatchArgs, output: &OutputArgs) -> anyhow::Result<()>
         out.written = Some(Arc::clone(done));
         apply_delta(&basis, &mut delta, &mut out, options)
     })
-    .with_context(|| format!("cannot apply the delta {}", args.delta.display()))?;
+    .map_err(|e| {
+        naming_output(
+            e,
+            &args.output,
+            Some(format!("cannot apply the delta {}", args.delta.display())),
+        )
+    })?;
     if let (Some(expected), Some(hasher)) = (expected, &out.hasher) {
         let actual = Checksum::from(hasher.finalize());
         if actual != expected {

@@ -8,6 +8,7 @@
 //!
 //! | Variable | Read as | Used by |
 //! |---|---|---|
+//! | `SNAPSYNC_MAX_LISTING_BYTES` | [`ConnectOptions::with_max_listing_bytes`] | FTP, FTPS: the most bytes of one folder's listing (a value that is not a number counts as unset) |
 //! | `SNAPSYNC_CA_FILE` | [`ConnectOptions::with_ca_file`] | FTPS: PEM certificates to trust besides the system's |
 //! | `SNAPSYNC_SSH_KEY` | [`ConnectOptions::with_ssh_key`] | SFTP: the private key to log in with |
 //! | `SNAPSYNC_SSH_KEY_PASSPHRASE` | [`ConnectOptions::with_ssh_key_passphrase`] | SFTP: the passphrase of an encrypted key |
@@ -95,6 +96,7 @@ pub enum LocalDurability {
 pub struct ConnectOptions {
     pub(crate) connections: Option<NonZeroUsize>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) max_listing_bytes: Option<u64>,
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) ssh_keys: Vec<PathBuf>,
     pub(crate) ssh_key_passphrase: Option<String>,
@@ -119,6 +121,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             connections: None,
             timeout: None,
+            max_listing_bytes: None,
             ca_file: None,
             ssh_keys: Vec::new(),
             ssh_key_passphrase: None,
@@ -142,6 +145,7 @@ impl fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("connections", &self.connections)
             .field("timeout", &self.timeout)
+            .field("max_listing_bytes", &self.max_listing_bytes)
             .field("ca_file", &self.ca_file)
             .field("ssh_keys", &self.ssh_keys)
             .field(
@@ -205,6 +209,9 @@ impl ConnectOptions {
             let path = || PathBuf::from(value);
             match name {
                 "SNAPSYNC_CA_FILE" => options.ca_file = Some(path()),
+                "SNAPSYNC_MAX_LISTING_BYTES" => {
+                    options.max_listing_bytes = value.to_str().and_then(|v| v.parse().ok());
+                }
                 "SNAPSYNC_SSH_KEY" => options.ssh_keys = vec![path()],
                 "SNAPSYNC_KNOWN_HOSTS" => options.known_hosts = Some(path()),
                 "SSH_AUTH_SOCK" => options.agent_socket = Some(path()),
@@ -243,6 +250,15 @@ impl ConnectOptions {
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// FTP: the most bytes one folder's listing may take before the listing fails (default
+    /// [`crate::DEFAULT_MAX_LISTING_BYTES`], 128 MiB): a server that never ends a listing is cut off
+    /// there instead of filling memory until the timeout.
+    #[must_use]
+    pub fn with_max_listing_bytes(mut self, bytes: u64) -> Self {
+        self.max_listing_bytes = Some(bytes);
         self
     }
 

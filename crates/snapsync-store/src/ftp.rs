@@ -83,6 +83,10 @@ type Client = ImplAsyncFtpStream<FlushingTls>;
 const DEFAULT_CONNECTIONS: usize = 4;
 /// Per-command timeout unless configured.
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
+/// The most bytes of one folder's listing read unless configured: about a million entries, far more
+/// than any real folder holds, and a bound on what a server that never ends a listing can make
+/// snapsync keep in memory.
+pub const DEFAULT_MAX_LISTING_BYTES: u64 = 128 << 20;
 /// An idle connection older than this is checked with `NOOP` before it is used again.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
 
@@ -100,6 +104,8 @@ pub struct Ftp {
     root: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    /// The most bytes one folder's listing may take ([`ConnectOptions::with_max_listing_bytes`]).
+    max_listing: u64,
     connections: usize,
     idle: Arc<Mutex<Vec<(Conn, Instant)>>>,
     permits: Arc<Semaphore>,
@@ -162,6 +168,7 @@ impl FtpStore {
             root,
             tls,
             timeout,
+            max_listing: options.max_listing_bytes.unwrap_or(DEFAULT_MAX_LISTING_BYTES),
             connections,
             idle: Arc::default(),
             permits: Arc::new(Semaphore::new(connections)),
@@ -530,21 +537,31 @@ impl Ftp {
     /// The entries of one server directory as the server lists them (`.` and `..` included where it
     /// shows them), and whether the server sent no line at all to a `LIST` (see [`RemoteFs::list_dir`]).
     async fn list_raw(&self, dir: &str, location: &str) -> FtpOutcome<(Vec<DirEntry>, bool)> {
-        let dir = dir.to_owned();
+        let (owned, max) = (dir.to_owned(), self.max_listing);
         let (machine, lines) = self
             .run(location, move |c, features, _| {
-                let dir = dir.clone();
+                let dir = owned.clone();
                 Box::pin(async move {
                     if features.mlst {
-                        Ok((true, c.mlsd(Some(&dir)).await?))
+                        Ok((true, capped_lines(c, format!("MLSD {dir}"), max).await?))
                     } else {
                         // `LIST -a` in the directory shows dot files (vsftpd hides them otherwise).
                         c.cwd(&dir).await?;
-                        Ok((false, c.list(Some("-a")).await?))
+                        Ok((false, capped_lines(c, "LIST -a".to_owned(), max).await?))
                     }
                 })
             })
             .await?;
+        let Some(lines) = lines else {
+            return Err(Failure::Store(Error::Other {
+                location: location.to_owned(),
+                source: format!(
+                    "the server's listing of {dir} is longer than {max} bytes, the most snapsync reads \
+                     of one folder (SNAPSYNC_MAX_LISTING_BYTES)"
+                )
+                .into(),
+            }));
+        };
         let entries = lines
             .iter()
             .filter_map(|line| {
@@ -629,6 +646,40 @@ impl AsyncRead for Download {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.transfer).poll_read(cx, buf)
     }
+}
+
+/// The lines of a listing (`MLSD` or `LIST`) as the server sends them on the data connection, empty
+/// ones left out; `None` once more than `max` bytes came (a server that never ends its listing): the
+/// data connection is then closed, and the server's reply to it is read before the next command.
+async fn capped_lines(c: &mut Client, command: String, max: u64) -> suppaftp::FtpResult<Option<Vec<String>>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let (_, stream) = c
+        .custom_data_command(command, &[Status::AboutToSend, Status::AlreadyOpen])
+        .await?;
+    let mut reader = tokio::io::BufReader::new(stream);
+    let (mut lines, mut total, mut line) = (Vec::new(), 0u64, Vec::new());
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(max - total.min(max) + 1)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(FtpError::ConnectionError)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > max {
+            return Ok(None);
+        }
+        let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if !bytes.is_empty() {
+            lines.push(String::from_utf8_lossy(bytes).into_owned());
+        }
+    }
+    reader.into_inner().finish().await?;
+    Ok(Some(lines))
 }
 
 fn failure(location: &str, error: FtpError) -> Failure {

@@ -101,7 +101,7 @@ pub use crate::credentials::{
 };
 pub use crate::download::{StreamError, stream_into};
 pub use crate::error::{Error, Result};
-pub use crate::ftp::FtpStore;
+pub use crate::ftp::{DEFAULT_MAX_LISTING_BYTES, FtpStore};
 pub use crate::local::{LocalStore, is_temp_name, temp_path};
 pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
 pub use crate::sftp::SftpStore;

@@ -6,6 +6,7 @@ mod credentials;
 mod delta;
 mod guide;
 mod help;
+mod hostile;
 mod interop_rdiff;
 mod interop_snapdir;
 mod interop_stores;
