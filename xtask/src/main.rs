@@ -64,6 +64,8 @@ Tasks:
       --data DIR         where the generated data lives (default target/bench-data)
       --keep-test-users  leave the test servers' system users in place at the end (when other
                          test runs on this machine are using them)
+                       SNAPSYNC_BENCH_BINARY=PATH times that snapsync binary instead of building
+                       the release one.
   dist                 Build the release binary (default features) and, from it, a man page per
                        command and subcommand and bash, zsh, fish and PowerShell completion scripts,
                        into target/dist/: bin/snapsync, man/man1/*.1, completions/.

@@ -105,7 +105,18 @@ impl Rng {
     }
 }
 
+/// The release binary, built; or, when `SNAPSYNC_BENCH_BINARY` names one (already built, on a machine
+/// where another build would take long), that one.
 pub(crate) fn build_snapsync() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("SNAPSYNC_BENCH_BINARY") {
+        let binary = PathBuf::from(binary);
+        ensure!(
+            binary.is_file(),
+            "SNAPSYNC_BENCH_BINARY names {}, which is not a file",
+            binary.display()
+        );
+        return Ok(binary);
+    }
     run_command(cargo().args(["build", "--release", "--quiet", "-p", "snapsync-cli"]))?;
     Ok(project_root().join("target/release/snapsync"))
 }
