@@ -185,8 +185,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             ensure_free_space(&setup.scratch, set.bytes)?;
         }
         eprintln!("xtask: measuring {}", set.label);
+        print_header(set);
         let rows = measure_set(&setup, set)?;
-        print_rows(set, &rows);
         results.push(rows);
     }
     println!("\nbench scale: what memory grows by");
@@ -251,11 +251,14 @@ fn measure_set(setup: &Setup, set: &DataSet) -> Result<Vec<Row>> {
         );
         ("snapdir (Python, start-up included)", sample)
     };
-    rows.push(Row {
-        op: Op::Id,
-        ours,
-        anchor: Some(anchor),
-    });
+    record(
+        &mut rows,
+        Row {
+            op: Op::Id,
+            ours,
+            anchor: Some(anchor),
+        },
+    );
 
     // Snapshots: push into an empty store, pull into an empty folder, for each kind of store.
     let dest = scratch.join("dest");
@@ -288,11 +291,14 @@ fn measure_set(setup: &Setup, set: &DataSet) -> Result<Vec<Row>> {
             push.label(),
             pushed.trim()
         );
-        rows.push(Row {
-            op: push,
-            ours,
-            anchor: None,
-        });
+        record(
+            &mut rows,
+            Row {
+                op: push,
+                ours,
+                anchor: None,
+            },
+        );
         let ours = setup.time(&mut String::new(), || {
             remove(&dest)?;
             remove(&cache)?;
@@ -302,11 +308,14 @@ fn measure_set(setup: &Setup, set: &DataSet) -> Result<Vec<Row>> {
             Ok(c)
         })?;
         same_files(&set.dir, &dest, set.files)?;
-        rows.push(Row {
-            op: pull,
-            ours,
-            anchor: None,
-        });
+        record(
+            &mut rows,
+            Row {
+                op: pull,
+                ours,
+                anchor: None,
+            },
+        );
         remove(&dest)?;
         remove(&store_dir)?;
         remove(&cache)?;
@@ -336,11 +345,14 @@ fn measure_set(setup: &Setup, set: &DataSet) -> Result<Vec<Row>> {
         Ok(c)
     })?;
     same_files(&set.dir, &folder, set.files)?;
-    rows.push(Row {
-        op: Op::UploadLocal,
-        ours,
-        anchor: Some(("rsync -a", anchor)),
-    });
+    record(
+        &mut rows,
+        Row {
+            op: Op::UploadLocal,
+            ours,
+            anchor: Some(("rsync -a", anchor)),
+        },
+    );
     let anchor = setup.time(&mut String::new(), || Ok(rsync(&rsync_dest)))?;
     let ours = setup.time(&mut String::new(), || {
         let mut c = setup.snapsync(&cache, &state);
@@ -348,11 +360,14 @@ fn measure_set(setup: &Setup, set: &DataSet) -> Result<Vec<Row>> {
         Ok(c)
     })?;
     same_files(&set.dir, &folder, set.files)?;
-    rows.push(Row {
-        op: Op::SyncLocal,
-        ours,
-        anchor: Some(("rsync -a (nothing to send)", anchor)),
-    });
+    record(
+        &mut rows,
+        Row {
+            op: Op::SyncLocal,
+            ours,
+            anchor: Some(("rsync -a (nothing to send)", anchor)),
+        },
+    );
     remove(&rsync_dest)?;
     remove(&folder)?;
 
@@ -381,11 +396,14 @@ fn measure_set(setup: &Setup, set: &DataSet) -> Result<Vec<Row>> {
         Ok(c)
     })?;
     same_files(&set.dir, &remote, set.files)?;
-    rows.push(Row {
-        op: Op::UploadSftp,
-        ours,
-        anchor: Some(("OpenSSH sftp put -r", anchor)),
-    });
+    record(
+        &mut rows,
+        Row {
+            op: Op::UploadSftp,
+            ours,
+            anchor: Some(("OpenSSH sftp put -r", anchor)),
+        },
+    );
     let ours = setup.time(&mut String::new(), || {
         let mut c = setup.snapsync(&cache, &state);
         c.args(["sync", "-q"]).arg(&set.dir).arg(&url);
@@ -393,11 +411,14 @@ fn measure_set(setup: &Setup, set: &DataSet) -> Result<Vec<Row>> {
         Ok(c)
     })?;
     same_files(&set.dir, &remote, set.files)?;
-    rows.push(Row {
-        op: Op::SyncSftp,
-        ours,
-        anchor: None,
-    });
+    record(
+        &mut rows,
+        Row {
+            op: Op::SyncSftp,
+            ours,
+            anchor: None,
+        },
+    );
     remove(&remote)?;
     remove(&state)?;
     Ok(rows)
@@ -480,7 +501,7 @@ impl Setup {
     }
 }
 
-fn print_rows(set: &DataSet, rows: &[Row]) {
+fn print_header(set: &DataSet) {
     println!(
         "\n{}: {} file(s), {:.2} GiB in {}",
         set.label,
@@ -492,27 +513,30 @@ fn print_rows(set: &DataSet, rows: &[Row]) {
         "| operation | snapsync | CPU | peak RSS | anchor | anchor time | anchor peak RSS | ratio = anchor / snapsync |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for row in rows {
-        let (name, time, rss, ratio) = match &row.anchor {
-            Some((name, a)) => (
-                *name,
-                format!("{:.2} s", a.wall.as_secs_f64()),
-                mib(a.rss_kib),
-                format!(
-                    "{:.2}x",
-                    a.wall.as_secs_f64() / row.ours.wall.as_secs_f64().max(1e-3)
-                ),
+}
+
+/// Prints a row as soon as it is measured (a run stopped half-way keeps what it measured), and keeps it.
+fn record(rows: &mut Vec<Row>, row: Row) {
+    let (name, time, rss, ratio) = match &row.anchor {
+        Some((name, a)) => (
+            *name,
+            format!("{:.2} s", a.wall.as_secs_f64()),
+            mib(a.rss_kib),
+            format!(
+                "{:.2}x",
+                a.wall.as_secs_f64() / row.ours.wall.as_secs_f64().max(1e-3)
             ),
-            None => ("—", String::new(), String::new(), String::new()),
-        };
-        println!(
-            "| {} | {:.2} s | {:.2} s | {} | {name} | {time} | {rss} | {ratio} |",
-            row.op.label(),
-            row.ours.wall.as_secs_f64(),
-            row.ours.cpu.as_secs_f64(),
-            mib(row.ours.rss_kib),
-        );
-    }
+        ),
+        None => ("—", String::new(), String::new(), String::new()),
+    };
+    println!(
+        "| {} | {:.2} s | {:.2} s | {} | {name} | {time} | {rss} | {ratio} |",
+        row.op.label(),
+        row.ours.wall.as_secs_f64(),
+        row.ours.cpu.as_secs_f64(),
+        mib(row.ours.rss_kib),
+    );
+    rows.push(row);
 }
 
 fn print_growth_per_file(small: &DataSet, a: &[Row], large: &DataSet, b: &[Row]) {
