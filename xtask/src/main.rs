@@ -51,10 +51,21 @@ Tasks:
   bench pkg [OPTIONS]  Time `snapsync pkg mirror --all` of 50 distributions between two local
                        pypiservers against `pip download` + `twine upload` (PyPI); checks that every
                        file arrived byte for byte.
-      --runs N           timed runs per tool (default 5; a warm-up run comes first)
+  bench scale [--files N] [--big-gib G] [--runs N] [--data DIR]
+                       Time and peak memory at scale, on disk under target/: trees of N/10 and N
+                       small files (default 100,000) and sparse files of 1 and G GiB (default 10)
+                       through id, push/pull (file:// and sftp://), upload and sync (local folder and
+                       sftp://), against snapdir, b3sum, rsync and OpenSSH sftp; prints the memory
+                       growth per file and per size, fails if the big file needs over 200 MiB.
+                       --files 0 or --big-gib 0 leaves that part out (needs GNU time, rsync, b3sum).
+      --runs N           timed runs per tool (default 5; a warm-up run comes first; scale: 1, no warm-up)
       --quick            small data (2,000 files, 256 MiB file; 64 MiB for delta; 1 GiB for the
                          snapshot memory check) for a smoke run
       --data DIR         where the generated data lives (default target/bench-data)
+      --keep-test-users  leave the test servers' system users in place at the end (when other
+                         test runs on this machine are using them)
+                       SNAPSYNC_BENCH_BINARY=PATH times that snapsync binary instead of building
+                       the release one.
   dist                 Build the release binary (default features) and, from it, a man page per
                        command and subcommand and bash, zsh, fish and PowerShell completion scripts,
                        into target/dist/: bin/snapsync, man/man1/*.1, completions/.
@@ -96,9 +107,18 @@ fn dispatch(args: &[String]) -> Result<()> {
         "lint" => lint(),
         "ci" => ci(),
         "bench" => {
-            // The sync and cache benchmarks log in to sshd as the test user: removed again after.
-            let done = bench::run(rest);
-            remove_test_users();
+            // The sync, cache and scale benchmarks log in to sshd as the test user: removed again
+            // after, unless other test runs on this machine share it (--keep-test-users).
+            let keep = rest.iter().any(|a| a == "--keep-test-users");
+            let rest: Vec<String> = rest
+                .iter()
+                .filter(|a| *a != "--keep-test-users")
+                .cloned()
+                .collect();
+            let done = bench::run(&rest);
+            if !keep {
+                remove_test_users();
+            }
             done
         }
         "dist" => dist(),
@@ -177,7 +197,14 @@ fn ci_steps() -> Result<()> {
     bench::run(&["snapshot".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["sync".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["cache".into(), "--quick".into(), "--runs".into(), "1".into()])?;
-    bench::run(&["pkg".into(), "--quick".into(), "--runs".into(), "1".into()])
+    bench::run(&["pkg".into(), "--quick".into(), "--runs".into(), "1".into()])?;
+    bench::run(&[
+        "scale".into(),
+        "--files".into(),
+        "1000".into(),
+        "--big-gib".into(),
+        "0".into(),
+    ])
 }
 
 /// `target/dist/`: the release binary and what a package installs beside it, made by the binary itself

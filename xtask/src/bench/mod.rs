@@ -7,12 +7,13 @@ mod cache;
 mod delta;
 mod id;
 mod pkg;
+mod scale;
 mod snapshot;
 mod sync;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -21,8 +22,8 @@ use crate::util::{capture, cargo, project_root, run as run_command};
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 
-const USAGE: &str =
-    "usage: cargo xtask bench <id|delta|snapshot|sync|cache|pkg> [--runs N] [--quick] [--data DIR]";
+const USAGE: &str = "usage: cargo xtask bench <id|delta|snapshot|sync|cache|pkg> [--runs N] [--quick] [--data DIR]\n       \
+     cargo xtask bench scale [--files N] [--big-gib G] [--runs N] [--data DIR]";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
@@ -32,6 +33,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Some("sync") => sync::run(&Options::parse(&args[1..])?),
         Some("cache") => cache::run(&Options::parse(&args[1..])?),
         Some("pkg") => pkg::run(&Options::parse(&args[1..])?),
+        Some("scale") => scale::run(&args[1..]),
         _ => bail!("{USAGE}"),
     }
 }
@@ -103,7 +105,18 @@ impl Rng {
     }
 }
 
+/// The release binary, built; or, when `SNAPSYNC_BENCH_BINARY` names one (already built, on a machine
+/// where another build would take long), that one.
 pub(crate) fn build_snapsync() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("SNAPSYNC_BENCH_BINARY") {
+        let binary = PathBuf::from(binary);
+        ensure!(
+            binary.is_file(),
+            "SNAPSYNC_BENCH_BINARY names {}, which is not a file",
+            binary.display()
+        );
+        return Ok(binary);
+    }
     run_command(cargo().args(["build", "--release", "--quiet", "-p", "snapsync-cli"]))?;
     Ok(project_root().join("target/release/snapsync"))
 }
@@ -180,4 +193,56 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// One run of one tool, measured by GNU time.
+#[derive(Clone, Copy)]
+pub(crate) struct Sample {
+    pub(crate) wall: Duration,
+    /// User + system CPU time.
+    pub(crate) cpu: Duration,
+    /// Peak resident set (`ru_maxrss` of the child), KiB.
+    pub(crate) rss_kib: u64,
+}
+
+/// Runs `command` under GNU time (`gnu_time`, `/usr/bin/time`); returns the measurement and standard
+/// output. A failed command is an error showing its standard error.
+pub(crate) fn measure(gnu_time: &Path, command: &Command) -> Result<(Sample, String)> {
+    let mut wrapped = Command::new(gnu_time);
+    wrapped
+        .args(["-f", "xtask-time %e %U %S %M"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    let output = wrapped.stdin(Stdio::null()).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("{command:?} failed ({}):\n{stderr}", output.status);
+    }
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("xtask-time "))
+        .with_context(|| format!("no timing from GNU time in {stderr:?}"))?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read GNU time's {line:?}"))?;
+    ensure!(fields.len() == 4, "cannot read GNU time's {line:?}");
+    let sample = Sample {
+        wall: Duration::from_secs_f64(fields[0]),
+        cpu: Duration::from_secs_f64(fields[1] + fields[2]),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // KiB, a whole number
+        rss_kib: fields[3] as u64,
+    };
+    Ok((sample, String::from_utf8_lossy(&output.stdout).into_owned()))
 }

@@ -9,14 +9,14 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use snapsync_testkit::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 
 use super::id::{ensure_snapdir, ensure_tree};
-use super::{MIB, Options, Scratch, build_snapsync, cpu_model, gib, median};
+use super::{MIB, Options, Sample, Scratch, build_snapsync, cpu_model, gib, measure, median};
 use crate::util::capture;
 
 /// Peak resident memory allowed for a push or pull of the big file.
@@ -145,14 +145,6 @@ impl Kind {
     }
 }
 
-/// One run of one tool, measured by GNU time.
-#[derive(Clone, Copy)]
-struct Sample {
-    wall: Duration,
-    cpu: Duration,
-    rss_kib: u64,
-}
-
 #[derive(Default)]
 struct Pair {
     ours: Vec<Sample>,
@@ -264,40 +256,7 @@ impl Tools {
 
     /// Runs `command` under GNU time; returns the measurement and standard output.
     fn measure(&self, command: &Command) -> Result<(Sample, String)> {
-        let mut wrapped = Command::new(&self.gnu_time);
-        wrapped
-            .args(["-f", "xtask-time %e %U %S %M"])
-            .arg(command.get_program())
-            .args(command.get_args());
-        for (key, value) in command.get_envs() {
-            match value {
-                Some(value) => wrapped.env(key, value),
-                None => wrapped.env_remove(key),
-            };
-        }
-        let output = wrapped.stdin(Stdio::null()).output()?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if !output.status.success() {
-            bail!("{command:?} failed ({}):\n{stderr}", output.status);
-        }
-        let line = stderr
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("xtask-time "))
-            .with_context(|| format!("no timing from GNU time in {stderr:?}"))?;
-        let fields: Vec<f64> = line
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("cannot read GNU time's {line:?}"))?;
-        ensure!(fields.len() == 4, "cannot read GNU time's {line:?}");
-        let sample = Sample {
-            wall: Duration::from_secs_f64(fields[0]),
-            cpu: Duration::from_secs_f64(fields[1] + fields[2]),
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // KiB, a whole number
-            rss_kib: fields[3] as u64,
-        };
-        Ok((sample, String::from_utf8_lossy(&output.stdout).into_owned()))
+        measure(&self.gnu_time, command)
     }
 }
 
