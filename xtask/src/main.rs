@@ -30,8 +30,9 @@ Tasks:
   testkit-clean        Remove those users, the PAM service and the passwords now (after running
                        cargo nextest directly, say).
   lint                 rustfmt check, clippy -D warnings, cargo-deny (bans, licenses, sources).
-  ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each, the crash
-                       harness with 5 iterations, and quick benchmark smoke runs.
+  ci                   What CI runs: lint, test, the fuzz targets for 20 seconds each (12 targets:
+                       4 minutes, besides building them), the crash harness with 5 iterations, and
+                       quick benchmark smoke runs.
   bench id [OPTIONS]   Time `snapsync id` against snapdir (PyPI) and b3sum (apt) on a 20,000-file
                        tree of about 2 GiB and on a single 2 GiB file; prints medians and ratios.
   bench delta [OPTIONS]
@@ -80,7 +81,9 @@ Tasks:
       --op OP            push, pull, upload, download or sync (repeatable; default all)
       --backend B        local, s3, ftp, ftps or sftp (repeatable; default all)
       --seed N           replay the random choices of an earlier run (its report names the seed)
-  fuzz [--seconds N]   Run each fuzz target for N seconds (default 60); needs cargo-fuzz
+  fuzz [--seconds N] [TARGET...]
+                       Run each fuzz target (every [[bin]] of fuzz/Cargo.toml, or those
+                       named) for N seconds (default 60) over its seeds; needs cargo-fuzz
                        (`cargo install cargo-fuzz`); uses RUSTC_BOOTSTRAP=1 on stable.
   help                 This text.
 ";
@@ -323,20 +326,39 @@ fn chaos(args: &[String]) -> Result<()> {
     done
 }
 
+/// `cargo xtask fuzz [--seconds N] [TARGET...]`: each fuzz target (all of them, or those named) for N
+/// seconds, over the corpus it collected and its committed seeds.
 fn fuzz(args: &[String]) -> Result<()> {
-    let seconds = match args {
-        [] => 60,
-        [flag, n] if flag == "--seconds" => n.parse().context("--seconds takes a number")?,
-        _ => bail!("usage: cargo xtask fuzz [--seconds N]"),
-    };
+    let usage = "usage: cargo xtask fuzz [--seconds N] [TARGET...]";
+    let mut seconds: u64 = 60;
+    let mut chosen = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--seconds" {
+            let n = args
+                .next()
+                .with_context(|| format!("--seconds takes a number\n{usage}"))?;
+            seconds = n
+                .parse()
+                .with_context(|| format!("--seconds takes a number, not {n:?}"))?;
+        } else if arg.starts_with('-') {
+            bail!("unknown option {arg:?}\n{usage}");
+        } else {
+            chosen.push(arg.clone());
+        }
+    }
     let fuzz_dir = project_root().join("fuzz");
-    for target in [
-        "manifest_parse",
-        "path_quote",
-        "signature_read",
-        "delta_apply",
-        "delta_round_trip",
-    ] {
+    let all = fuzz_targets(&fuzz_dir)?;
+    if let Some(unknown) = chosen.iter().find(|name| !all.contains(name)) {
+        bail!("no fuzz target {unknown:?}; the targets are {}", all.join(", "));
+    }
+    let targets = if chosen.is_empty() { all } else { chosen };
+    println!(
+        "xtask: fuzzing {} targets for {seconds} s each ({} s in all, besides building)",
+        targets.len(),
+        seconds * targets.len() as u64
+    );
+    for target in &targets {
         std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))?;
         run(cargo()
             .current_dir(&fuzz_dir)
@@ -350,6 +372,33 @@ fn fuzz(args: &[String]) -> Result<()> {
         .with_context(|| format!("fuzz target {target}"))?;
     }
     Ok(())
+}
+
+/// The fuzz targets: the names of the `[[bin]]` sections of `fuzz/Cargo.toml`, in their order there.
+fn fuzz_targets(fuzz_dir: &std::path::Path) -> Result<Vec<String>> {
+    let manifest = fuzz_dir.join("Cargo.toml");
+    let text =
+        std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let mut targets = Vec::new();
+    let mut in_bin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin
+            && let Some(value) = line
+                .strip_prefix("name")
+                .map(str::trim_start)
+                .and_then(|l| l.strip_prefix('='))
+        {
+            let name = value.trim().trim_matches('"');
+            targets.push(name.to_owned());
+            in_bin = false;
+        }
+    }
+    if targets.is_empty() {
+        bail!("{} names no [[bin]] target", manifest.display());
+    }
+    Ok(targets)
 }
 
 #[cfg(test)]
@@ -373,6 +422,34 @@ mod tidy {
         dirs.sort();
         assert!(!dirs.is_empty());
         dirs
+    }
+
+    #[test]
+    fn every_fuzz_target_has_seeds_and_every_seed_folder_a_target() {
+        let fuzz = project_root().join("fuzz");
+        let targets = super::fuzz_targets(&fuzz).unwrap();
+        for target in &targets {
+            let seeds = fuzz.join("seeds").join(target);
+            let count = fs::read_dir(&seeds)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "fuzz target {target} has no seeds folder {}: {e}",
+                        seeds.display()
+                    )
+                })
+                .count();
+            assert!(count > 0, "{} holds no seed", seeds.display());
+        }
+        for entry in fs::read_dir(fuzz.join("seeds")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(
+                    targets.contains(&name),
+                    "fuzz/seeds/{name} belongs to no [[bin]] of fuzz/Cargo.toml"
+                );
+            }
+        }
     }
 
     #[test]

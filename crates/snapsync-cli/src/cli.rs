@@ -683,23 +683,7 @@ pub(crate) struct CacheArgs {
     pub(crate) cache_dir: Option<PathBuf>,
 }
 
-/// How many transfers run at once.
-/// How `--resolve` settles conflicts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum ResolveArg {
-    /// Leave both sides as they are and report the conflict.
-    Skip,
-    /// The local side wins (its file is sent, or its deletion applied).
-    Local,
-    /// The remote side wins.
-    Remote,
-    /// Ask for each conflict (on a terminal; otherwise skip).
-    Ask,
-    /// The newer file wins; a changed file wins over a deletion.
-    New,
-    /// The older file wins; a changed file wins over a deletion.
-    Old,
-}
+pub(crate) use snapsync_cli::ResolveArg;
 
 #[derive(Debug, Args)]
 // Independent command-line switches.

@@ -13,17 +13,17 @@ use std::time::Duration;
 use anyhow::Context;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
+use crate::ResolveArg;
 use crate::UsageError;
-use crate::cli::ResolveArg;
 
 /// snapsync's own task file.
-pub(crate) const SNAPSYNC_FILE: &str = "snapsync.yaml";
+pub const SNAPSYNC_FILE: &str = "snapsync.yaml";
 /// pyftpsync's task file (its `CONFIG_FILE_NAME`).
-pub(crate) const PYFTPSYNC_FILE: &str = "pyftpsync.yaml";
+pub const PYFTPSYNC_FILE: &str = "pyftpsync.yaml";
 
 /// Which of the two formats a file is written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Format {
+pub enum Format {
     /// `snapsync.yaml`: `default-task`, `common`, `tasks`; keys are the command line's long options.
     Snapsync,
     /// pyftpsync's `pyftpsync.yaml`: `default_task`, `common_config`, `tasks`; keys are pyftpsync's
@@ -34,7 +34,8 @@ pub(crate) enum Format {
 impl Format {
     /// The format of a file, by its name: `pyftpsync.yaml` (or `.pyftpsync.yaml`, the name pyftpsync's
     /// older sample used) is pyftpsync's, any other name snapsync's.
-    pub(crate) fn of(path: &Path) -> Format {
+    #[must_use]
+    pub fn of(path: &Path) -> Format {
         match path.file_name().and_then(|name| name.to_str()) {
             Some("pyftpsync.yaml" | ".pyftpsync.yaml") => Format::Pyftpsync,
             _ => Format::Snapsync,
@@ -58,9 +59,9 @@ impl Format {
 
 /// Where something is written: a line (1-based) and column (1-based).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Place {
-    pub(crate) line: usize,
-    pub(crate) col: usize,
+pub struct Place {
+    pub line: usize,
+    pub col: usize,
 }
 
 impl Place {
@@ -74,15 +75,16 @@ impl Place {
 
 /// A value from the file, with the key it was written under (`tasks.deploy.exclude`) and where.
 #[derive(Clone, Debug)]
-pub(crate) struct At<T> {
-    pub(crate) value: T,
-    pub(crate) key: String,
-    pub(crate) place: Place,
+pub struct At<T> {
+    pub value: T,
+    pub key: String,
+    pub place: Place,
 }
 
 /// An error in a task file: the file, the line and column, the key, what is wrong. It is a usage error
 /// (exit status 2). It never quotes a value: a value may be a URL with a password.
-pub(crate) fn error_at(file: &Path, place: Place, key: &str, message: impl fmt::Display) -> anyhow::Error {
+#[must_use]
+pub fn error_at(file: &Path, place: Place, key: &str, message: impl fmt::Display) -> anyhow::Error {
     UsageError(format!(
         "{}:{}:{}: {key}: {message}",
         file.display(),
@@ -94,7 +96,7 @@ pub(crate) fn error_at(file: &Path, place: Place, key: &str, message: impl fmt::
 
 /// What a task does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Command {
+pub enum Command {
     Upload,
     Download,
     Sync,
@@ -105,7 +107,8 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    pub(crate) fn name(self) -> &'static str {
+    #[must_use]
+    pub fn name(self) -> &'static str {
         match self {
             Command::Upload => "upload",
             Command::Download => "download",
@@ -116,7 +119,8 @@ impl Command {
         }
     }
 
-    pub(crate) fn is_folder_sync(self) -> bool {
+    #[must_use]
+    pub fn is_folder_sync(self) -> bool {
         matches!(self, Command::Upload | Command::Download | Command::Sync)
     }
 }
@@ -124,78 +128,80 @@ impl Command {
 /// Every setting a task may carry, each `None` unless the file sets it (so that the command line can
 /// tell "not set" from "set to false" when it overrides the file).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Settings {
-    pub(crate) delete: Option<At<bool>>,
-    pub(crate) delete_unmatched: Option<At<bool>>,
-    pub(crate) matches: Option<At<Vec<String>>>,
-    pub(crate) exclude: Option<At<Vec<String>>>,
-    pub(crate) force: Option<At<bool>>,
-    pub(crate) resolve: Option<At<ResolveArg>>,
-    pub(crate) dry_run: Option<At<bool>>,
-    pub(crate) checksum: Option<At<bool>>,
-    pub(crate) create_folder: Option<At<bool>>,
-    pub(crate) allow_mass_delete: Option<At<bool>>,
-    pub(crate) break_lock: Option<At<bool>>,
-    pub(crate) lock_timeout: Option<At<Duration>>,
-    pub(crate) json: Option<At<bool>>,
-    pub(crate) jobs: Option<At<NonZeroUsize>>,
-    pub(crate) id: Option<At<String>>,
-    pub(crate) exclude_regex: Option<At<Vec<String>>>,
-    pub(crate) no_follow: Option<At<bool>>,
-    pub(crate) cache_dir: Option<At<PathBuf>>,
-    pub(crate) verbose: Option<At<u8>>,
-    pub(crate) quiet: Option<At<bool>>,
-    pub(crate) accept_new_host_key: Option<At<bool>>,
-    pub(crate) known_hosts: Option<At<PathBuf>>,
-    pub(crate) ssh_key: Option<At<PathBuf>>,
-    pub(crate) ca_file: Option<At<PathBuf>>,
+pub struct Settings {
+    pub delete: Option<At<bool>>,
+    pub delete_unmatched: Option<At<bool>>,
+    pub matches: Option<At<Vec<String>>>,
+    pub exclude: Option<At<Vec<String>>>,
+    pub force: Option<At<bool>>,
+    pub resolve: Option<At<ResolveArg>>,
+    pub dry_run: Option<At<bool>>,
+    pub checksum: Option<At<bool>>,
+    pub create_folder: Option<At<bool>>,
+    pub allow_mass_delete: Option<At<bool>>,
+    pub break_lock: Option<At<bool>>,
+    pub lock_timeout: Option<At<Duration>>,
+    pub json: Option<At<bool>>,
+    pub jobs: Option<At<NonZeroUsize>>,
+    pub id: Option<At<String>>,
+    pub exclude_regex: Option<At<Vec<String>>>,
+    pub no_follow: Option<At<bool>>,
+    pub cache_dir: Option<At<PathBuf>>,
+    pub verbose: Option<At<u8>>,
+    pub quiet: Option<At<bool>>,
+    pub accept_new_host_key: Option<At<bool>>,
+    pub known_hosts: Option<At<PathBuf>>,
+    pub ssh_key: Option<At<PathBuf>>,
+    pub ca_file: Option<At<PathBuf>>,
     /// pyftpsync's `no_keyring`, `no_netrc` and `no_prompt`: `--no-keyring`, `--no-netrc`, `--no-prompt`.
-    pub(crate) no_keyring: Option<At<bool>>,
-    pub(crate) no_prompt: Option<At<bool>>,
-    pub(crate) no_netrc: Option<At<bool>>,
+    pub no_keyring: Option<At<bool>>,
+    pub no_prompt: Option<At<bool>>,
+    pub no_netrc: Option<At<bool>>,
     /// pyftpsync's `here` and `root`: which folder a run from below the file's folder syncs.
-    pub(crate) here: Option<At<bool>>,
-    pub(crate) root: Option<At<bool>>,
+    pub here: Option<At<bool>>,
+    pub root: Option<At<bool>>,
 }
 
 /// One task: the common settings with the task's own on top.
 #[derive(Clone, Debug)]
-pub(crate) struct Task {
-    pub(crate) name: String,
+pub struct Task {
+    pub name: String,
     /// Where the task's name is written.
-    pub(crate) place: Place,
-    pub(crate) command: Option<At<Command>>,
+    pub place: Place,
+    pub command: Option<At<Command>>,
     /// The local folder as written (relative to the file's folder).
-    pub(crate) local: Option<At<PathBuf>>,
+    pub local: Option<At<PathBuf>>,
     /// The remote as written (it may hold a password: never print it).
-    pub(crate) remote: Option<At<String>>,
-    pub(crate) settings: Settings,
+    pub remote: Option<At<String>>,
+    pub settings: Settings,
     /// pyftpsync settings snapsync cannot honour, with why: an error if this task runs.
-    pub(crate) unsupported: Vec<(At<()>, &'static str)>,
+    pub unsupported: Vec<(At<()>, &'static str)>,
 }
 
 /// A task file, read and checked.
 #[derive(Debug)]
-pub(crate) struct Config {
+pub struct Config {
     /// The file, as found or given.
-    pub(crate) file: PathBuf,
+    pub file: PathBuf,
     /// The folder relative paths in it are relative to.
-    pub(crate) dir: PathBuf,
-    pub(crate) format: Format,
+    pub dir: PathBuf,
+    pub format: Format,
     /// The tasks `snapsync run` without a name runs, in order.
-    pub(crate) default: Vec<At<String>>,
+    pub default: Vec<At<String>>,
     /// Where `tasks:` is written.
-    pub(crate) tasks_place: Place,
-    pub(crate) tasks: Vec<Task>,
+    pub tasks_place: Place,
+    pub tasks: Vec<Task>,
 }
 
 impl Config {
-    pub(crate) fn task(&self, name: &str) -> Option<&Task> {
+    #[must_use]
+    pub fn task(&self, name: &str) -> Option<&Task> {
         self.tasks.iter().find(|task| task.name == name)
     }
 
     /// The task names, for messages.
-    pub(crate) fn names(&self) -> String {
+    #[must_use]
+    pub fn names(&self) -> String {
         self.tasks
             .iter()
             .map(|task| task.name.as_str())
@@ -206,7 +212,10 @@ impl Config {
 
 /// The task file nearest to `start`: `snapsync.yaml`, else `pyftpsync.yaml`, in `start` or the nearest
 /// parent folder that has one.
-pub(crate) fn find(start: &Path) -> anyhow::Result<PathBuf> {
+///
+/// # Errors
+/// When there is none: the error says where it looked.
+pub fn find(start: &Path) -> anyhow::Result<PathBuf> {
     for dir in start.ancestors() {
         for name in [SNAPSYNC_FILE, PYFTPSYNC_FILE] {
             let candidate = dir.join(name);
@@ -225,14 +234,20 @@ pub(crate) fn find(start: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads and checks a task file.
-pub(crate) fn load(file: &Path) -> anyhow::Result<Config> {
+///
+/// # Errors
+/// When it cannot be read, or as [`parse`].
+pub fn load(file: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the task file {}", file.display()))?;
     parse(file, &text, Format::of(file))
 }
 
 /// Parses the text of a task file named `file`.
-pub(crate) fn parse(file: &Path, text: &str, format: Format) -> anyhow::Result<Config> {
+///
+/// # Errors
+/// A [`crate::UsageError`] naming the file, the line, the column and the key, never quoting a value.
+pub fn parse(file: &Path, text: &str, format: Format) -> anyhow::Result<Config> {
     // pyftpsync opens the file as `utf-8-sig`: a byte-order mark is allowed.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let documents = MarkedYaml::load_from_str(text).map_err(|e| {

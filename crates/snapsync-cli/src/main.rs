@@ -3,7 +3,6 @@
 
 mod cache;
 mod cli;
-mod config;
 mod credentials;
 mod delta;
 mod generate;
@@ -17,7 +16,6 @@ mod say;
 mod scan;
 mod snapshot;
 mod sync;
-mod time;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -25,24 +23,14 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use snapsync_store::ConnectOptions;
 
+use snapsync_cli::{Hinted, UsageError, config, hinted, time};
+
 use crate::cli::{Cli, Command};
 
 /// Exit status for a usage error, as clap uses for its own.
 const EXIT_USAGE: u8 = 2;
 /// Standard output was closed before the output was complete (`| head`): 128 + SIGPIPE.
 const EXIT_BROKEN_PIPE: u8 = 141;
-
-/// An error in how the command was called (exit status 2), as opposed to a failure while running it.
-#[derive(Debug)]
-pub(crate) struct UsageError(pub(crate) String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 /// A command that finished but left conflicts it would not settle on its own: a sync's unresolved
 /// conflicts, a cache push's remote edits, a mirror's files of the same name and other content (exit
@@ -77,30 +65,11 @@ impl std::error::Error for QuietExit {}
 /// Exit status of a command that left conflicts ([`ConflictsLeft`]).
 pub(crate) const EXIT_CONFLICTS: u8 = 4;
 
-/// An error with a line of advice, printed as `hint:` after the message.
-#[derive(Debug)]
-pub(crate) struct Hinted {
-    message: String,
-    hint: &'static str,
-}
-
-impl std::fmt::Display for Hinted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Hinted {}
-
-pub(crate) fn hinted(message: String, hint: &'static str) -> anyhow::Error {
-    Hinted { message, hint }.into()
-}
-
 /// The first hint any error in the chain offers.
 fn hint_of(error: &anyhow::Error) -> Option<&'static str> {
     error.chain().find_map(|e| {
         if let Some(e) = e.downcast_ref::<Hinted>() {
-            Some(e.hint)
+            Some(e.hint())
         } else if let Some(e) = e.downcast_ref::<snapsync_core::Error>() {
             e.hint()
         } else if let Some(e) = e.downcast_ref::<snapsync_delta::Error>() {

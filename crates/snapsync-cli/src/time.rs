@@ -3,13 +3,17 @@
 use std::time::{Duration, SystemTime};
 
 /// Parses an age or timeout: `90s`, `30m`, `24h`, `7d`, `1h 30m` (humantime's syntax) or `0`.
-pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
+///
+/// # Errors
+/// The text, and why it is not an age.
+pub fn parse_age(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not an age (30m, 24h, 7d, 1h 30m): {e}"))
 }
 
 /// A duration in its largest whole unit: `1d`, `90m`, `45s`.
-pub(crate) fn format_age(age: Duration) -> String {
+#[must_use]
+pub fn format_age(age: Duration) -> String {
     let s = age.as_secs();
     match s {
         _ if s.is_multiple_of(86_400) && s > 0 => format!("{}d", s / 86_400),
@@ -20,7 +24,8 @@ pub(crate) fn format_age(age: Duration) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
-pub(crate) fn format_utc(time: SystemTime) -> String {
+#[must_use]
+pub fn format_utc(time: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(time)
         .format("%Y-%m-%d %H:%M:%S UTC")
         .to_string()

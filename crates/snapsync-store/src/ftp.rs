@@ -562,18 +562,7 @@ impl Ftp {
                 .into(),
             }));
         };
-        let entries = lines
-            .iter()
-            .filter_map(|line| {
-                if machine {
-                    parse_mlsx(line)
-                } else {
-                    parse_list(line)
-                }
-            })
-            .filter(|e| !e.name.contains('/'))
-            .collect();
-        Ok((entries, !machine && lines.is_empty()))
+        Ok((parse_listing(&lines, machine), !machine && lines.is_empty()))
     }
 
     /// Whether the server's `LIST -a` shows `.` (vsftpd's does): then an empty answer is not an empty
@@ -791,11 +780,32 @@ fn reply_line(reply: &Response) -> String {
     body.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// One `MLSD` line or the `MLST` answer: `fact=value;fact=value; name`.
+/// The entries of a directory listing's lines: `MLSD` lines when `machine`, else `LIST` lines. Lines
+/// that say nothing usable (`total 12`, garbage) are left out, and so is every entry whose name could
+/// not be a name in that directory (empty, or with a `/`).
+pub(crate) fn parse_listing(lines: &[String], machine: bool) -> Vec<DirEntry> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            if machine {
+                parse_mlsx(line)
+            } else {
+                parse_list(line)
+            }
+        })
+        .filter(|e| !e.name.is_empty() && !e.name.contains('/'))
+        .collect()
+}
+
+/// One `MLSD` line or the `MLST` answer: `fact=value;fact=value; name`. `None` for a line without
+/// facts and a name, or whose name is empty (`type=dir; ` would otherwise name the directory listed).
 fn parse_mlsx(line: &str) -> Option<DirEntry> {
     let (facts, name) = line.trim_start().split_once(' ')?;
     // MLST answers with the full path; MLSD with the name.
     let name = name.rsplit('/').next().unwrap_or(name).to_owned();
+    if name.is_empty() {
+        return None;
+    }
     let mut entry = DirEntry {
         name,
         kind: Kind::Other,
@@ -1220,6 +1230,16 @@ mod tests {
         let mlst = parse_mlsx(" type=file;size=3;modify=20200101000000; /root/dir/x y").unwrap();
         assert_eq!(mlst.name, "x y");
         assert!(parse_mlsx("garbage").is_none());
+    }
+
+    /// Found writing the `ftp_mlsd` fuzz target: `type=dir; ` (an empty name) was a directory named
+    /// "", which a listing walk would have entered as the directory it was listing, again and again.
+    #[test]
+    fn listings_keep_no_entry_without_a_name() {
+        let lines = ["type=dir; ", "type=file;size=1; /dir/", "type=file;size=2; ok"].map(String::from);
+        let names: Vec<String> = parse_listing(&lines, true).into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["ok"]);
+        assert!(parse_mlsx("type=dir; ").is_none());
     }
 
     #[test]

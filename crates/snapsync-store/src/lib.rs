@@ -74,6 +74,8 @@ pub mod credentials;
 mod download;
 mod error;
 mod ftp;
+#[doc(hidden)]
+pub mod fuzzing;
 mod local;
 mod object;
 mod remote;

@@ -45,6 +45,8 @@
 
 pub mod decide;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod lock;
 pub mod options;

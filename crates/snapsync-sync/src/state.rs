@@ -302,53 +302,16 @@ impl StateDir {
         };
         let base_path = self.base_path();
         let (mut entries, dirs) = match fs::read(&base_path) {
-            Ok(bytes) => {
-                let file: BaseFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                    path: base_path.clone(),
-                    reason: e.to_string(),
-                })?;
-                if file.version != VERSION {
-                    return Err(StateError::Corrupt {
-                        path: base_path,
-                        reason: format!("version {} (this snapsync reads {VERSION})", file.version),
-                    });
-                }
-                if file.remote != self.remote {
-                    return Err(StateError::OtherRemote {
-                        path: base_path,
-                        found: file.remote,
-                        expected: self.remote.clone(),
-                    });
-                }
-                (file.entries, file.dirs)
-            }
+            Ok(bytes) => parse_base(&bytes, &self.remote, &base_path)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), BTreeSet::new()),
             Err(e) => return Err(io(&base_path)(e)),
         };
         let journal_path = self.journal_path();
-        let mut replayed = 0;
-        match File::open(&journal_path) {
-            Ok(file) => {
-                for line in BufReader::new(file).split(b'\n') {
-                    let line = line.map_err(io(&journal_path))?;
-                    // A line that does not parse is the torn end of a killed run: nothing after it counts.
-                    let Ok(record) = serde_json::from_slice::<JournalLine>(&line) else {
-                        break;
-                    };
-                    match record {
-                        JournalLine::Set { set, entry } => {
-                            entries.insert(set, entry);
-                        }
-                        JournalLine::Remove { remove } => {
-                            entries.remove(&remove);
-                        }
-                    }
-                    replayed += 1;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        let replayed = match File::open(&journal_path) {
+            Ok(file) => replay_journal(BufReader::new(file), &mut entries).map_err(io(&journal_path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(io(&journal_path)(e)),
-        }
+        };
         Ok(State {
             dir: self.clone(),
             entries,
@@ -358,6 +321,86 @@ impl StateDir {
         })
     }
 }
+
+/// The entries and folders of a `base.json` (read from `path`) kept for `remote`.
+pub(crate) fn parse_base(bytes: &[u8], remote: &str, path: &Path) -> Result<Base, StateError> {
+    let file: BaseFile = serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if file.version != VERSION {
+        return Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("version {} (this snapsync reads {VERSION})", file.version),
+        });
+    }
+    if file.remote != remote {
+        return Err(StateError::OtherRemote {
+            path: path.to_path_buf(),
+            found: file.remote,
+            expected: remote.to_owned(),
+        });
+    }
+    Ok((file.entries, file.dirs))
+}
+
+/// The text of `base.json` for this base (what [`State::compact`] writes).
+pub(crate) fn render_base(
+    remote: &str,
+    entries: &BTreeMap<String, BaseEntry>,
+    dirs: &BTreeSet<String>,
+) -> io::Result<Vec<u8>> {
+    let file = BaseFile {
+        version: VERSION,
+        remote: remote.to_owned(),
+        entries: entries.clone(),
+        dirs: dirs.clone(),
+    };
+    serde_json::to_vec_pretty(&file).map_err(io::Error::other)
+}
+
+/// Applies a journal's records to `entries`, in order, up to the first line that does not parse (the
+/// torn end of a killed run: nothing after it counts); returns how many were applied.
+pub(crate) fn replay_journal(
+    journal: impl BufRead,
+    entries: &mut BTreeMap<String, BaseEntry>,
+) -> io::Result<usize> {
+    let mut replayed = 0;
+    for line in journal.split(b'\n') {
+        let Ok(record) = serde_json::from_slice::<JournalLine>(&line?) else {
+            break;
+        };
+        match record {
+            JournalLine::Set { set, entry } => {
+                entries.insert(set, entry);
+            }
+            JournalLine::Remove { remove } => {
+                entries.remove(&remove);
+            }
+        }
+        replayed += 1;
+    }
+    Ok(replayed)
+}
+
+/// One line of the journal (its newline included): `path` set to `entry`, or removed when `None`.
+pub(crate) fn journal_line(path: &str, entry: Option<&BaseEntry>) -> io::Result<Vec<u8>> {
+    let record = match entry {
+        Some(entry) => JournalLine::Set {
+            set: path.to_owned(),
+            entry: entry.clone(),
+        },
+        None => JournalLine::Remove {
+            remove: path.to_owned(),
+        },
+    };
+    let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A base: its entries by path, and its folders.
+pub(crate) type Base = (BTreeMap<String, BaseEntry>, BTreeSet<String>);
 
 /// The state of one pair kept for a remote, as [`states_of`] finds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -519,10 +562,7 @@ impl State {
     /// # Errors
     /// When the journal cannot be written (the disk is full, say).
     pub fn set(&mut self, path: &str, entry: BaseEntry) -> Result<(), StateError> {
-        self.append(&JournalLine::Set {
-            set: path.to_owned(),
-            entry: entry.clone(),
-        })?;
+        self.append(path, Some(&entry))?;
         self.entries.insert(path.to_owned(), entry);
         Ok(())
     }
@@ -533,22 +573,19 @@ impl State {
     /// When the journal cannot be written.
     pub fn remove(&mut self, path: &str) -> Result<(), StateError> {
         if self.entries.contains_key(path) {
-            self.append(&JournalLine::Remove {
-                remove: path.to_owned(),
-            })?;
+            self.append(path, None)?;
             self.entries.remove(path);
         }
         Ok(())
     }
 
-    fn append(&mut self, record: &JournalLine) -> Result<(), StateError> {
+    fn append(&mut self, key: &str, entry: Option<&BaseEntry>) -> Result<(), StateError> {
         let path = self.dir.journal_path();
         let io = |source| StateError::Io {
             path: path.clone(),
             source,
         };
-        let mut line = serde_json::to_vec(record).map_err(|e| io(io::Error::other(e)))?;
-        line.push(b'\n');
+        let line = journal_line(key, entry).map_err(io)?;
         let mut journal = if let Some(journal) = self.journal.take() {
             journal
         } else {
@@ -578,13 +615,7 @@ impl State {
             move |source| StateError::Io { path, source }
         };
         self.dir.create()?;
-        let file = BaseFile {
-            version: VERSION,
-            remote: self.dir.remote.clone(),
-            entries: self.entries.clone(),
-            dirs: self.dirs.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(&base)(io::Error::other(e)))?;
+        let bytes = render_base(&self.dir.remote, &self.entries, &self.dirs).map_err(io(&base))?;
         // Flushed with its folder, so that the new base is on disk under its name before the journal it
         // replaces is removed.
         write_atomic(&base, &bytes, WriteOptions::DURABLE).map_err(io(&base))?;

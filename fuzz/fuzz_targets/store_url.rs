@@ -1,0 +1,79 @@
+//! Store URLs and the redaction of passwords. Arbitrary text: `StoreUrl::parse` and `redact_text` never
+//! panic, and a URL that parses with a password never shows it (`Display`, `Debug`, `with_key`). Then
+//! the same text read as the parts of a URL with a password, `SCHEME://USER:PASSWORD@HOST` and a rest
+//! (the parts separated by NUL bytes): `redact_text` replaces exactly that password with `***`, and
+//! neither the parsed URL nor the parse error shows it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use snapsync_store::{StoreUrl, redact_text};
+
+const SCHEMES: [&str; 10] = [
+    "ftp", "ftps", "sftp", "s3", "gs", "az", "memory", "file", "https", "ftpx",
+];
+
+fn check_parsed(text: &str, password: Option<&str>) {
+    let shown = |s: String| {
+        if let Some(password) = password {
+            assert!(
+                !s.contains(&format!(":{password}@")),
+                "{s:?} shows the password of {text:?}"
+            );
+        }
+    };
+    match StoreUrl::parse(text) {
+        Ok(url) => {
+            if let Some(secret) = url.secret_url().and_then(|u| u.password()) {
+                for s in [url.to_string(), format!("{url:?}"), url.with_key("k")] {
+                    assert!(
+                        !s.contains(&format!(":{secret}@")),
+                        "{s:?} shows the password of {text:?}"
+                    );
+                }
+            }
+            shown(url.to_string());
+            shown(format!("{url:?}"));
+            let _ = (url.prefix(), url.bucket(), url.local_path());
+        }
+        Err(error) => shown(error.to_string()),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    check_parsed(&text, None);
+    let _ = redact_text(&text);
+
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let scheme = SCHEMES[usize::from(first) % SCHEMES.len()];
+    let text = String::from_utf8_lossy(rest);
+    let mut parts = text.splitn(4, '\0');
+    let (Some(user), Some(password), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    let tail = parts.next().unwrap_or("");
+    let ends_authority = |c: char| matches!(c, '/' | '?' | '#' | '@') || c.is_whitespace();
+    if password.is_empty()
+        || [user, password, host].iter().any(|p| p.contains(ends_authority))
+        || user.contains(':')
+    {
+        return;
+    }
+    // What follows the host starts a path (or is nothing), so the authority ends at the host.
+    let tail = if tail.is_empty() || tail.starts_with(ends_authority) {
+        tail.to_owned()
+    } else {
+        format!("/{tail}")
+    };
+    let url = format!("{scheme}://{user}:{password}@{host}{tail}");
+    assert_eq!(
+        redact_text(&url),
+        format!("{scheme}://{user}:***@{host}{}", redact_text(&tail)),
+        "{url:?}"
+    );
+    if !tail.contains(password) && !user.contains(password) && !host.contains(password) && password != "***" {
+        check_parsed(&url, Some(password));
+    }
+});
