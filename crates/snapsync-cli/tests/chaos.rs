@@ -192,6 +192,9 @@ impl Rng {
 /// A tree: relative path → content.
 type Files = BTreeMap<String, Vec<u8>>;
 
+/// What the destination holds, read from the server's side, folder by folder.
+type Look<'a> = Box<dyn Fn() -> Vec<(String, Files)> + 'a>;
+
 /// Writes `files` into `dir` (made if missing), each with modification time `mtime`.
 fn write_tree(dir: &Path, files: &Files, mtime: SystemTime) {
     for (rel, content) in files {
@@ -548,7 +551,7 @@ fn iteration(
     fs::create_dir_all(&dest).unwrap();
 
     // The command under test, and the destination made ready (old versions, or nothing).
-    let (command, look): (Vec<String>, Box<dyn Fn() -> Vec<(String, Files)> + '_>) = match op {
+    let (command, look): (Vec<String>, Look<'_>) = match op {
         Op::Push => {
             if with_old {
                 write_tree(&src, &old, t_old);

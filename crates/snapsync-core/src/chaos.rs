@@ -63,7 +63,7 @@ mod enabled {
         // or ignored), the thread waits for the kill all the same.
         let _ = signal_hook::low_level::raise(signal_hook::consts::SIGSTOP);
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+            std::thread::sleep(std::time::Duration::from_hours(1));
         }
     }
 }
