@@ -61,8 +61,10 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    // What follows the host starts a path (or is nothing), so the authority ends at the host.
-    let tail = if tail.is_empty() || tail.starts_with(ends_authority) {
+    // What follows the host starts a path (or is nothing), so the authority ends at the host. (A tail
+    // starting with `@` would make it part of the user information: the authority ends at its last `@`.)
+    let starts_path = |c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace();
+    let tail = if tail.is_empty() || tail.starts_with(starts_path) {
         tail.to_owned()
     } else {
         format!("/{tail}")
