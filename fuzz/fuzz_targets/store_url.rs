@@ -12,21 +12,36 @@ const SCHEMES: [&str; 10] = [
     "ftp", "ftps", "sftp", "s3", "gs", "az", "memory", "file", "https", "ftpx",
 ];
 
+/// Whether `shown` shows `secret` as a password (`:SECRET@`) more often than `text`'s path holds that
+/// same text (a path may: it is not a password).
+fn leaks(shown: &str, text: &str, secret: &str) -> bool {
+    let pattern = format!(":{secret}@");
+    let path = text
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+    shown.matches(&pattern).count() > path.matches(&pattern).count()
+}
+
 fn check_parsed(text: &str, password: Option<&str>) {
     let shown = |s: String| {
         if let Some(password) = password {
             assert!(
-                !s.contains(&format!(":{password}@")),
+                !leaks(&s, text, password),
                 "{s:?} shows the password of {text:?}"
             );
         }
     };
     match StoreUrl::parse(text) {
         Ok(url) => {
-            if let Some(secret) = url.secret_url().and_then(|u| u.password()) {
+            // A password that is itself `***` is shown as what replaces it: nothing leaks.
+            if let Some(secret) = url
+                .secret_url()
+                .and_then(|u| u.password())
+                .filter(|p| *p != "***")
+            {
                 for s in [url.to_string(), format!("{url:?}"), url.with_key("k")] {
                     assert!(
-                        !s.contains(&format!(":{secret}@")),
+                        !leaks(&s, text, secret),
                         "{s:?} shows the password of {text:?}"
                     );
                 }
