@@ -122,6 +122,16 @@ has a colon, write ./{text}"
                 )));
             }
         };
+        // The URL standard reads `\` as `/` in ftp:// and file:// URLs: `ftp://DOMAIN\user:pw@host`
+        // would name the host DOMAIN and carry the password in its path, shown in every message.
+        let authority = text.split_once("://").map_or("", |(_, rest)| {
+            rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end])
+        });
+        if authority.contains('\\') {
+            return Err(invalid(
+                "a backslash in the user, password or host (write it as %5C)",
+            ));
+        }
         let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
         let shown = redact_url(&url);
         match scheme {
@@ -287,6 +297,21 @@ mod tests {
 
     /// Found by the `store_url` fuzz target (whose own rule was wrong): with two `@` in the authority,
     /// the user information runs to the last one, so everything between `user:` and it is hidden.
+    /// Found by the `store_url` fuzz target: a backslash in the user part made the URL standard end
+    /// the authority there, so the password became part of the path and was shown.
+    #[test]
+    fn a_backslash_in_the_authority_is_refused_without_showing_the_password() {
+        for text in [
+            "ftp://DOMAIN\\me:s3cret@host/site",
+            "sftp://me\\\\:s3cret@host:22/x",
+        ] {
+            let error = StoreUrl::parse(text).unwrap_err().to_string();
+            assert!(error.contains("backslash"), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+        assert!(StoreUrl::parse("ftp://DOMAIN%5Cme:s3cret@host/site").is_ok());
+    }
+
     #[test]
     fn redaction_hides_up_to_the_last_at_of_the_authority() {
         assert_eq!(redact_text("ftp://z::@@host/x"), "ftp://z:***@host/x");
