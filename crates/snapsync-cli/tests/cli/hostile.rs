@@ -686,6 +686,15 @@ fn download_from_env(
 
 const SITE: [(&str, &[u8]); 2] = [("site/a.txt", b"alpha alpha alpha"), ("site/sub/b.txt", b"bravo")];
 
+/// The download succeeded and brought [`SITE`] whole.
+fn assert_site_downloaded(out: &std::process::Output, local: &Path) {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    for (path, content) in SITE {
+        let path = path.strip_prefix("site/").unwrap();
+        assert_eq!(fs::read(local.join(path)).unwrap(), content, "{path}");
+    }
+}
+
 /// The scripted server is a good enough FTP server when it behaves: the misbehaving cases below fail
 /// because of their misbehaviour only.
 #[test]
@@ -693,12 +702,7 @@ fn the_scripted_ftp_server_serves_a_download_when_it_behaves() {
     use snapsync_testkit::{Misbehaviour, ScriptedFtp};
     let server = ScriptedFtp::start(&SITE, Misbehaviour::None);
     let (out, local) = download_from(&server);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        fs::read(local.path().join("a.txt")).unwrap(),
-        b"alpha alpha alpha"
-    );
-    assert_eq!(fs::read(local.path().join("sub/b.txt")).unwrap(), b"bravo");
+    assert_site_downloaded(&out, local.path());
 }
 
 #[test]
@@ -759,12 +763,7 @@ fn absurd_ftp_times_neither_crash_nor_spoil_a_download() {
     use snapsync_testkit::{Misbehaviour, ScriptedFtp};
     let server = ScriptedFtp::start(&SITE, Misbehaviour::AbsurdTimes);
     let (out, local) = download_from(&server);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        fs::read(local.path().join("a.txt")).unwrap(),
-        b"alpha alpha alpha"
-    );
-    assert_eq!(fs::read(local.path().join("sub/b.txt")).unwrap(), b"bravo");
+    assert_site_downloaded(&out, local.path());
     // A second run finds nothing to do: the times it recorded are the ones it reads again.
     let out = run_within(
         &["download", local.path().to_str().unwrap(), &server.url("site")],
