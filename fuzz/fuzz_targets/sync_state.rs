@@ -34,10 +34,11 @@ fuzz_target!(|data: &[u8]| {
             let (local, remote) = (entry.local(), entry.remote());
             if let Some(hash) = local.hash {
                 let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-                assert_eq!(
-                    Some(hex.as_str()),
-                    entry.blake3.as_deref(),
-                    "a hash read from other text"
+                // Upper-case digits name the same hash (a hand-edited state); anything else is not it.
+                assert!(
+                    entry.blake3.as_deref().is_some_and(|text| text.eq_ignore_ascii_case(&hex)),
+                    "a hash {hex} read from other text {:?}",
+                    entry.blake3
                 );
             }
             assert_eq!(local.hash, remote.hash);
