@@ -678,6 +678,13 @@ fn failure(location: &str, error: FtpError) -> Failure {
         // A data connection whose TLS handshake broke (pyftpdlib does this on empty listings now
         // and then) is worth another try.
         FtpError::SecureError(text) => Failure::Store(transient(location, text)),
+        // A reply cut short or garbled: what a session the server closed while its reply was on the
+        // way looks like (vsftpd under many connections, right after `PASV`). That connection is
+        // dropped; a new one is worth another try, as lftp and rclone make.
+        FtpError::BadResponse => Failure::Store(transient(
+            location,
+            "the server's reply was cut short or malformed (the connection is dropped)",
+        )),
         other => Failure::Store(Error::Other {
             location: location.to_owned(),
             source: Box::new(other),

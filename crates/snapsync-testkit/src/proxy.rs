@@ -80,6 +80,12 @@ pub enum Fault {
         /// Whether the client gets the reply first.
         reply: bool,
     },
+    /// FTP mode, control connections: the first `227` or `229` reply is cut after its first `bytes`
+    /// bytes and the connection closed (a reply the client can only read as malformed).
+    CutPassive {
+        /// How many bytes of the reply the client gets.
+        bytes: usize,
+    },
 }
 
 /// Which connections of its [`Link`] a rule applies to, counted from when the rule was added.
@@ -463,10 +469,13 @@ fn pump(shared: &Arc<Shared>, conn: &Arc<Conn>, direction: Direction, link: Link
             } else {
                 answer
             };
-            if let (true, Some(Fault::ClosePassive { reply })) = (passive, conn.fault) {
-                if reply {
-                    let _ = to.write_all(&answer);
-                }
+            let shown = match conn.fault {
+                Some(Fault::ClosePassive { reply }) => Some(if reply { answer.len() } else { 0 }),
+                Some(Fault::CutPassive { bytes }) => Some(bytes.min(answer.len())),
+                _ => None,
+            };
+            if let (true, Some(shown)) = (passive, shown) {
+                let _ = to.write_all(&answer[..shown]);
                 shared.fire_on(conn);
                 close(conn);
                 return;
@@ -880,6 +889,13 @@ mod tests {
         read_line(&mut control);
         assert!(ask(&mut control, "PASV").starts_with("227 "));
         assert_eq!(proxy.fired(), 2);
+        // Cut three bytes into the reply.
+        proxy.add(Rule::once(Link::Main, Fault::CutPassive { bytes: 3 }));
+        let mut control = connect(&proxy);
+        read_line(&mut control);
+        assert_eq!(ask(&mut control, "PASV"), "227");
+        assert!(read_to_end(&mut control).0.is_empty(), "closed after the cut");
+        assert_eq!(proxy.fired(), 3);
     }
 
     fn wait(mut condition: impl FnMut() -> bool) -> bool {

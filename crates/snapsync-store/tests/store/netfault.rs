@@ -114,6 +114,12 @@ async fn transient_ftp_faults(server: &FtpServer) {
             true,
         ),
         (
+            // What a session closed while the reply was on its way looks like: a malformed reply.
+            "the control connection closed three bytes into the PASV reply",
+            Rule::once(Link::Main, Fault::CutPassive { bytes: 3 }),
+            true,
+        ),
+        (
             "the control connection closed instead of the PASV reply",
             Rule::once(Link::Main, Fault::ClosePassive { reply: false }),
             true,
