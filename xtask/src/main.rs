@@ -81,9 +81,10 @@ Tasks:
       --op OP            push, pull, upload, download or sync (repeatable; default all)
       --backend B        local, s3, ftp, ftps or sftp (repeatable; default all)
       --seed N           replay the random choices of an earlier run (its report names the seed)
-  fuzz [--seconds N] [TARGET...]
+  fuzz [--seconds N] [--seed N] [TARGET...]
                        Run each fuzz target (every [[bin]] of fuzz/Cargo.toml, or those
-                       named) for N seconds (default 60) over its seeds; needs cargo-fuzz
+                       named) for N seconds (default 60) over its seeds; --seed fixes the
+                       fuzzer's random choices (CI: --seed 1); needs cargo-fuzz
                        (`cargo install cargo-fuzz`); uses RUSTC_BOOTSTRAP=1 on stable.
   help                 This text.
 ";
@@ -193,7 +194,7 @@ fn ci() -> Result<()> {
 fn ci_steps() -> Result<()> {
     lint()?;
     run_tests()?;
-    fuzz(&["--seconds".into(), "20".into()])?;
+    fuzz(&["--seconds".into(), "20".into(), "--seed".into(), "1".into()])?;
     chaos(&["--iterations".into(), "5".into()])?;
     bench::run(&["id".into(), "--quick".into(), "--runs".into(), "1".into()])?;
     bench::run(&["delta".into(), "--quick".into(), "--runs".into(), "1".into()])?;
@@ -326,11 +327,14 @@ fn chaos(args: &[String]) -> Result<()> {
     done
 }
 
-/// `cargo xtask fuzz [--seconds N] [TARGET...]`: each fuzz target (all of them, or those named) for N
-/// seconds, over the corpus it collected and its committed seeds.
+/// `cargo xtask fuzz [--seconds N] [--seed N] [TARGET...]`: each fuzz target (all of them, or those
+/// named) for N seconds, over the corpus it collected and its committed seeds. With `--seed` the
+/// fuzzer's random choices are fixed, so a run from the same corpus repeats what an earlier run with
+/// that seed tried (CI uses one: a clean clone's run then explores what a run here explored first).
 fn fuzz(args: &[String]) -> Result<()> {
-    let usage = "usage: cargo xtask fuzz [--seconds N] [TARGET...]";
+    let usage = "usage: cargo xtask fuzz [--seconds N] [--seed N] [TARGET...]";
     let mut seconds: u64 = 60;
+    let mut seed: Option<u64> = None;
     let mut chosen = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -341,6 +345,14 @@ fn fuzz(args: &[String]) -> Result<()> {
             seconds = n
                 .parse()
                 .with_context(|| format!("--seconds takes a number, not {n:?}"))?;
+        } else if arg == "--seed" {
+            let n = args
+                .next()
+                .with_context(|| format!("--seed takes a number\n{usage}"))?;
+            seed = Some(
+                n.parse()
+                    .with_context(|| format!("--seed takes a number, not {n:?}"))?,
+            );
         } else if arg.starts_with('-') {
             bail!("unknown option {arg:?}\n{usage}");
         } else {
@@ -354,9 +366,10 @@ fn fuzz(args: &[String]) -> Result<()> {
     }
     let targets = if chosen.is_empty() { all } else { chosen };
     println!(
-        "xtask: fuzzing {} targets for {seconds} s each ({} s in all, besides building)",
+        "xtask: fuzzing {} targets for {seconds} s each ({} s in all, besides building){}",
         targets.len(),
-        seconds * targets.len() as u64
+        seconds * targets.len() as u64,
+        seed.map_or(String::new(), |n| format!(", seed {n}"))
     );
     for target in &targets {
         std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))?;
@@ -368,7 +381,8 @@ fn fuzz(args: &[String]) -> Result<()> {
             .args(["fuzz", "run", target])
             .arg(format!("corpus/{target}"))
             .arg(format!("seeds/{target}"))
-            .args(["--", &format!("-max_total_time={seconds}")]))
+            .args(["--", &format!("-max_total_time={seconds}")])
+            .args(seed.map(|n| format!("-seed={n}"))))
         .with_context(|| format!("fuzz target {target}"))?;
     }
     Ok(())
