@@ -12,7 +12,7 @@
 //!   shorter than it listed, absurd times, names no folder can hold (`..`, a name through `..`, an
 //!   absolute one, a 5,000-byte one) and an unsolicited reply; FTPS on vsftpd with its
 //!   certificate not trusted, then trusted with `--ca-file`; sshd whose host key changed.
-//! - A full disk (a small tmpfs) under `pull`, `download` and `patch`.
+//! - A full disk (a small tmpfs) under `pull`, `download`, `patch`, `checkout` and both sides of `sync`.
 //!
 //! Cases tested elsewhere, and not repeated here: the library's own hostile-manifest test
 //! (`snapsync-snapshot/tests/snapshot.rs`), the cache's hostile paths (`snapsync-cache/tests/cache.rs`,
@@ -633,6 +633,115 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_half_written() {
         fs::read(&patched).unwrap(),
         fs::read(work.path().join("new")).unwrap()
     );
+}
+
+/// Copies the files of `from` (and their folders) into `to`.
+fn copy_files(from: &Path, to: &Path) {
+    for rel in listing(from) {
+        if rel.ends_with('/') {
+            fs::create_dir_all(to.join(&rel)).unwrap();
+        } else {
+            fs::create_dir_all(to.join(&rel).parent().unwrap()).unwrap();
+            fs::copy(from.join(&rel), to.join(&rel)).unwrap();
+        }
+    }
+}
+
+/// A full disk under `checkout` and under both sides of a two-way `sync`: exit 1 naming the lack of
+/// space, every file whole or absent, no temporary file; once space is freed the same command
+/// completes, and the files the failed run could not write are brought over, never read as deleted
+/// (the other side keeps every one of them).
+#[test]
+fn a_full_disk_under_checkout_and_sync_is_a_clear_error_and_the_rerun_completes() {
+    use crate::snapshots::pattern;
+    let parent = tempfile::tempdir().unwrap();
+    let small = snapsync_testkit::Tmpfs::mount(&parent.path().join("small"), 1 << 20);
+    let ballast = small.path().join("ballast");
+    let fill = || fs::write(&ballast, vec![0u8; 700 << 10]).unwrap();
+    let source = Tree::new();
+    for i in 0..4 {
+        source.file(&format!("d/f{i}.bin"), &pattern(150 << 10, 10 + i), 0o644);
+    }
+    let failed = |out: &std::process::Output, what: &str| {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.to_lowercase().contains("no space"), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    };
+    let ok = |out: &std::process::Output, what: &str| {
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(out));
+    };
+    let files = |dir: &Path| {
+        listing(dir)
+            .into_iter()
+            .filter(|p| Path::new(p).extension().is_some_and(|e| e == "bin"))
+            .count()
+    };
+
+    // checkout from the local cache
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap();
+    let out = run(&["stage", "--cache-dir", cache_arg, source.arg()]);
+    ok(&out, "stage");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let dest = small.path().join("checked-out");
+    let checkout = || {
+        run(&[
+            "checkout",
+            "--cache-dir",
+            cache_arg,
+            "--id",
+            &id,
+            dest.to_str().unwrap(),
+        ])
+    };
+    fill();
+    failed(&checkout(), "checkout");
+    whole_or_absent(&dest, source.path());
+    fs::remove_file(&ballast).unwrap();
+    ok(&checkout(), "checkout again");
+    assert_eq!(
+        crate::util::manifest_of(&dest),
+        crate::util::manifest_of(source.path())
+    );
+    fs::remove_dir_all(&dest).unwrap();
+
+    // sync, the local side full: the remote's files come down on the rerun, none is deleted there
+    let remote = tempfile::tempdir().unwrap();
+    copy_files(source.path(), remote.path());
+    let local = small.path().join("local");
+    fs::create_dir(&local).unwrap();
+    let sync =
+        |local: &Path, remote: &Path| run(&["sync", local.to_str().unwrap(), remote.to_str().unwrap()]);
+    fill();
+    failed(&sync(&local, remote.path()), "sync into a full local side");
+    whole_or_absent(&local, source.path());
+    assert_eq!(files(remote.path()), 4, "the remote lost files");
+    fs::remove_file(&ballast).unwrap();
+    ok(&sync(&local, remote.path()), "sync again");
+    ok(&sync(&local, remote.path()), "sync with nothing to do");
+    assert_eq!(files(&local), 4);
+    assert_eq!(files(remote.path()), 4, "the remote lost files");
+    whole_or_absent(&local, source.path());
+    whole_or_absent(remote.path(), source.path());
+    fs::remove_dir_all(&local).unwrap();
+
+    // sync, the remote side full: the local files go up on the rerun, none is deleted locally
+    let local = tempfile::tempdir().unwrap();
+    copy_files(source.path(), local.path());
+    let remote = small.path().join("remote");
+    fs::create_dir(&remote).unwrap();
+    fill();
+    failed(&sync(local.path(), &remote), "sync into a full remote side");
+    whole_or_absent(&remote, source.path());
+    assert_eq!(files(local.path()), 4, "the local side lost files");
+    fs::remove_file(&ballast).unwrap();
+    ok(&sync(local.path(), &remote), "sync again");
+    ok(&sync(local.path(), &remote), "sync with nothing to do");
+    assert_eq!(files(&remote), 4);
+    assert_eq!(files(local.path()), 4, "the local side lost files");
+    whole_or_absent(&remote, source.path());
+    whole_or_absent(local.path(), source.path());
 }
 
 /// Runs `snapsync ARGS`, failing the test if it has not ended within `seconds` (a client that a
