@@ -3,22 +3,29 @@
 //! connection closed right after its `PASV` reply, a download cut short) are retried and the run ends
 //! 0 with the right files; a persistent fault ends 1 with an error that names the server (no
 //! password) and the operation, with every file old or absent and no temporary file under a final
-//! name; a stalled server ends in a timeout error (`--timeout 2s`), never a hang.
+//! name; a stalled server ends in a timeout error (`--timeout 2s`), never a hang. The same through an
+//! S3 server (moto) and an FTPS one (vsftpd, faulted at the TCP level: its replies are encrypted).
 
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use snapsync_testkit::{Direction, Fault, FaultProxy, FtpServer, Link, Rule, Sshd};
+use snapsync_testkit::{Direction, Fault, FaultProxy, FtpFlavor, FtpServer, Link, Rule, S3Server, Sshd};
 
 use crate::util::snapsync;
 
 /// Runs `snapsync ARGS`, killing it (and failing the test) if it has not ended within `limit`:
 /// (exit status, standard output, standard error).
 fn run_within(limit: Duration, args: &[&str]) -> (i32, String, String) {
+    run_within_env(limit, args, &[])
+}
+
+/// [`run_within`] with `env` added to the environment.
+fn run_within_env(limit: Duration, args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
     let mut child = snapsync()
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -252,4 +259,201 @@ fn a_stalled_server_ends_in_a_timeout_error_never_a_hang() {
     // A timeout of zero is refused as a usage error.
     let (code, _, err) = run_within(Duration::from_mins(1), &["upload", "--timeout", "0", l, &ftp_url]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// The S3 server through the proxy, as the binary reaches it: `server.env()` with the endpoint moved
+/// to the proxy's port.
+fn s3_env(server: &S3Server, proxy: &FaultProxy) -> Vec<(&'static str, String)> {
+    server
+        .env()
+        .into_iter()
+        .map(|(key, value)| {
+            if key == "AWS_ENDPOINT_URL" {
+                (key, format!("http://127.0.0.1:{}", proxy.port()))
+            } else {
+                (key, value)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn s3_faults_through_the_binary_are_retried_or_fail_clearly_and_tear_nothing() {
+    let server = S3Server::start();
+    server.create_bucket("faults");
+    let port = server.endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = FaultProxy::start(port);
+    let env = s3_env(&server, &proxy);
+    let url = "s3://faults/site";
+    let local = folder(4);
+    let l = local.path().to_str().unwrap();
+    // Transient: a connection reset while it sends a file, then one while it receives one.
+    proxy.add(Rule {
+        link: Link::Main,
+        when: snapsync_testkit::When::UntilFired,
+        fault: Fault::Reset {
+            direction: Direction::ToServer,
+            after: 300_000,
+        },
+    });
+    let (code, _, err) = run_within_env(
+        Duration::from_mins(2),
+        &["upload", "--create-folder", "--timeout", "10s", l, url],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(proxy.fired() >= 1, "the upload fault never happened");
+    proxy.clear();
+    let before = proxy.fired();
+    proxy.add(Rule {
+        link: Link::Main,
+        when: snapsync_testkit::When::UntilFired,
+        fault: Fault::Reset {
+            direction: Direction::ToClient,
+            after: 300_000,
+        },
+    });
+    let back = tempfile::tempdir().unwrap();
+    let b = back.path().to_str().unwrap();
+    let (code, _, err) = run_within_env(Duration::from_mins(2), &["download", b, url], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(proxy.fired() > before, "the download fault never happened");
+    assert!(
+        files(back.path()) == files(local.path()),
+        "the download is not the folder"
+    );
+    assert_eq!(temporaries(back.path()), Vec::<String>::new());
+
+    // Persistent: every connection reset while it sends; a changed file stays old on the server.
+    fs::write(local.path().join("file0.bin"), content(400_000, 1000)).unwrap();
+    proxy.clear();
+    proxy.add(Rule::always(
+        Link::Main,
+        Fault::Reset {
+            direction: Direction::ToServer,
+            after: 100_000,
+        },
+    ));
+    let (code, _, err) = run_within_env(
+        Duration::from_mins(2),
+        &["upload", "--force", "--retries", "2", "--timeout", "5s", l, url],
+        &env,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("s3://faults/site"), "no store in: {err}");
+    assert!(err.contains("upload"), "no operation in: {err}");
+    assert!(
+        !err.contains(snapsync_testkit::S3_SECRET_KEY),
+        "the secret shows: {err}"
+    );
+    proxy.clear();
+    let again = tempfile::tempdir().unwrap();
+    let a = again.path().to_str().unwrap();
+    let (code, _, err) = run_within_env(Duration::from_mins(2), &["download", a, url], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        files(again.path()) == files(back.path()),
+        "the failed upload changed the server's files"
+    );
+    // The fault gone, the same command completes.
+    let (code, _, err) = run_within_env(Duration::from_mins(2), &["upload", "--force", l, url], &env);
+    assert_eq!(code, 0, "{err}");
+
+    // Stalled: the server accepts and never answers.
+    proxy.add(Rule::always(
+        Link::Main,
+        Fault::Stall {
+            direction: Direction::ToClient,
+            after: 0,
+        },
+    ));
+    let (code, _, err) = run_within_env(
+        Duration::from_mins(1),
+        &["download", "--timeout", "2s", "--retries", "1", a, url],
+        &env,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("s3://faults/site"), "no store in: {err}");
+}
+
+#[test]
+fn ftps_faults_through_the_binary_are_retried_or_fail_clearly_and_tear_nothing() {
+    let server = FtpServer::start(FtpFlavor::Vsftpd, true);
+    let ca = server.ca_file().unwrap();
+    let ca = ca.to_str().unwrap();
+    let proxy = FaultProxy::start(server.port());
+    let url = proxy.url(&server.url("site"));
+    let remote = server.root().join("site");
+    let local = folder(4);
+    let l = local.path().to_str().unwrap();
+    // Transient: the first connection dropped at accept, then one reset 2,000 bytes into what the
+    // server sends (in its TLS handshake or past it, as the first connection goes).
+    proxy.add(Rule::once(Link::Main, Fault::Drop));
+    let (code, _, err) = run_within(
+        Duration::from_mins(2),
+        &[
+            "upload",
+            "--create-folder",
+            "--ca-file",
+            ca,
+            "--timeout",
+            "10s",
+            l,
+            &url,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(proxy.fired(), 1, "the drop never happened");
+    assert!(files(&remote) == files(local.path()));
+    fs::write(local.path().join("file1.bin"), content(400_000, 2000)).unwrap();
+    proxy.add(Rule::once(
+        Link::Main,
+        Fault::Reset {
+            direction: Direction::ToClient,
+            after: 2_000,
+        },
+    ));
+    let (code, _, err) = run_within(
+        Duration::from_mins(2),
+        &["upload", "--ca-file", ca, "--timeout", "10s", l, &url],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(proxy.fired(), 2, "the reset never happened");
+    assert!(files(&remote) == files(local.path()));
+    assert_eq!(temporaries(&remote), Vec::<String>::new());
+
+    // Persistent: every connection dropped; the server's files stay as they are.
+    let before = files(&remote);
+    fs::write(local.path().join("file2.bin"), content(400_000, 3000)).unwrap();
+    proxy.add(Rule::always(Link::Main, Fault::Drop));
+    let (code, _, err) = run_within(
+        Duration::from_mins(2),
+        &[
+            "upload",
+            "--ca-file",
+            ca,
+            "--retries",
+            "2",
+            "--timeout",
+            "5s",
+            l,
+            &url,
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", proxy.port())),
+        "no server in: {err}"
+    );
+    let password = snapsync_testkit::FTP_PASSWORD.as_str();
+    assert!(!err.contains(password), "the password shows: {err}");
+    assert!(
+        files(&remote) == before,
+        "the failed run changed the server's files"
+    );
+    assert_eq!(temporaries(&remote), Vec::<String>::new());
+    proxy.clear();
+    let (code, _, err) = run_within(Duration::from_mins(2), &["upload", "--ca-file", ca, l, &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(files(&remote) == files(local.path()));
 }
