@@ -82,15 +82,17 @@ pub struct At<T> {
 }
 
 /// An error in a task file: the file, the line and column, the key, what is wrong. It is a usage error
-/// (exit status 2). It never quotes a value: a value may be a URL with a password.
+/// (exit status 2). It never quotes a value: a value may be a URL with a password. A key is quoted as
+/// the file spells it, and a mistyped line can make a URL part of a key: a password in the message is
+/// redacted here, so the error carries none (the binary's output redacts again).
 #[must_use]
 pub fn error_at(file: &Path, place: Place, key: &str, message: impl fmt::Display) -> anyhow::Error {
-    UsageError(format!(
+    UsageError(snapsync_store::redact_text(&format!(
         "{}:{}:{}: {key}: {message}",
         file.display(),
         place.line,
         place.col
-    ))
+    )))
     .into()
 }
 
@@ -1012,6 +1014,19 @@ mod tests {
         let b = config.task("b").unwrap();
         assert!(b.settings.exclude.is_none());
         assert_eq!(b.settings.jobs.as_ref().unwrap().value.get(), 3);
+    }
+
+    /// Found by the config_file fuzz target: a line whose key holds a URL (a missing `: ` after
+    /// `remote`) was quoted with the URL's password.
+    #[test]
+    fn an_unknown_key_holding_a_url_is_quoted_without_its_password() {
+        let text = "default-task: publish\n\ntasks:\n  remote ftp://me:s6cret@example.com/site: x\n";
+        let text_message = message(parse_snapsync(text));
+        assert!(
+            text_message.contains("ftp://me:***@example.com"),
+            "{text_message}"
+        );
+        assert!(!text_message.contains("s6cret"), "{text_message}");
     }
 
     #[test]
