@@ -6,8 +6,8 @@
 //!
 //! Driven by the environment `cargo xtask chaos` sets: `SNAPSYNC_CHAOS_ITERATIONS` (per operation and
 //! backend, 100 by default), `SNAPSYNC_CHAOS_OPS` and `SNAPSYNC_CHAOS_BACKENDS` (comma lists, all by
-//! default but the `pypi` backend), `SNAPSYNC_CHAOS_SEED` (to replay a run) and `SNAPSYNC_CHAOS_REPORT` (the report's path
-//! without extension; `.md` and `.json` are written).
+//! default but the `pypi` backend), `SNAPSYNC_CHAOS_SEED` (to replay a run) and
+//! `SNAPSYNC_CHAOS_REPORT` (the report's path without extension; `.md` and `.json` are written).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
