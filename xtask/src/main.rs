@@ -71,15 +71,19 @@ Tasks:
                        command and subcommand and bash, zsh, fish and PowerShell completion scripts,
                        into target/dist/: bin/snapsync, man/man1/*.1, completions/.
   chaos [OPTIONS]      The crash harness (docs/RELIABILITY.md): builds snapsync with its kill points
-                       (feature `chaos`), runs push, pull, upload, download and sync against a local
-                       folder, moto (S3), pyftpdlib (FTP), vsftpd (FTPS) and sshd (SFTP), kills each
-                       run with SIGKILL (at a random moment, mid-file, after a rename, holding the
-                       lock), checks every file is old or new and that the same command run again
-                       converges and leaves no temporary file, lock or journal; writes
-                       target/chaos/report.md and .json; fails on any torn file or failed recovery.
+                       (feature `chaos`), runs push, pull, upload, download, sync, cache push and
+                       pkg mirror against a local folder, moto (S3), pyftpdlib (FTP), vsftpd (FTPS)
+                       and sshd (SFTP), and pkg mirror into pypiserver too, kills each run with
+                       SIGKILL (at a random moment, mid-file, after a rename, holding the lock),
+                       checks every file is old or new (a package whole or absent) and that the same
+                       command run again converges and leaves no temporary file, lock or journal;
+                       writes target/chaos/report.md and .json; fails on any torn file or failed
+                       recovery.
       --iterations N     kills per operation and backend (default 100; CI runs 5)
-      --op OP            push, pull, upload, download or sync (repeatable; default all)
-      --backend B        local, s3, ftp, ftps or sftp (repeatable; default all)
+      --op OP            push, pull, upload, download, sync, cache-push or pkg-mirror (repeatable;
+                         default all)
+      --backend B        local, s3, ftp, ftps, sftp or pypi (repeatable; default all but pypi, a
+                         destination of pkg-mirror only, which keeps cut uploads: RELIABILITY.md)
       --seed N           replay the random choices of an earlier run (its report names the seed)
   fuzz [--seconds N] [--seed N] [TARGET...]
                        Run each fuzz target (every [[bin]] of fuzz/Cargo.toml, or those
@@ -265,8 +269,16 @@ fn target_dir() -> std::path::PathBuf {
 /// `cargo xtask chaos`: the harness is the test target `chaos` of snapsync-cli, which only a build with
 /// the `chaos` feature has; the options reach it through the environment.
 fn chaos(args: &[String]) -> Result<()> {
-    const OPS: [&str; 5] = ["push", "pull", "upload", "download", "sync"];
-    const BACKENDS: [&str; 5] = ["local", "s3", "ftp", "ftps", "sftp"];
+    const OPS: [&str; 7] = [
+        "push",
+        "pull",
+        "upload",
+        "download",
+        "sync",
+        "cache-push",
+        "pkg-mirror",
+    ];
+    const BACKENDS: [&str; 6] = ["local", "s3", "ftp", "ftps", "sftp", "pypi"];
     const USAGE: &str = "usage: cargo xtask chaos [--iterations N] [--op OP]... [--backend B]... [--seed N]";
     let (mut iterations, mut seed) = (100u64, None);
     let (mut ops, mut backends) = (Vec::new(), Vec::new());

@@ -12,7 +12,9 @@
 //! the remote held when it was fetched (size, time, BLAKE3) and what the local copy was then; the queue.
 //! A fetch goes to a checked temporary file beside its target and is renamed into place; an upload goes
 //! through the store's temporary name, check and rename. Two threads or processes fetching one missing
-//! file download it once (a lock file per path), and neither sees a partial file.
+//! file download it once (a lock file per path), and neither sees a partial file. A push marks itself
+//! under way (`.snapsync-cache/push-PID`): the next push removes the remote temporary files of one
+//! that was killed; opening the cache removes a killed state write's temporary file.
 
 #![forbid(unsafe_code)]
 
@@ -139,6 +141,9 @@ impl CacheAgent {
     pub fn open(store: Arc<dyn Store>, root: &Path, options: CacheOptions) -> Result<CacheAgent> {
         fs::create_dir_all(root.join(META_DIR).join("locks")).map_err(|e| Error::io(root, e))?;
         let root = fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+        // A process killed while it rewrote the state left its temporary file beside it.
+        let meta = root.join(META_DIR);
+        remove_dead_temporaries(&meta, &meta.join("state.json"));
         let agent = CacheAgent { store, root, options };
         // Checks the state now (a cache of another remote is refused before anything is done), and
         // writes it, so the folder belongs to this remote from now on.
@@ -448,6 +453,19 @@ impl CacheAgent {
         force: bool,
         progress: Option<&PushProgress>,
     ) -> Result<BTreeMap<String, Pushed>> {
+        // Marked under way, so that should this push be killed the next one removes the temporary
+        // files it left on the remote.
+        let mark = PushMark::start(&self.root.join(META_DIR))?;
+        let pushed = self.push_queue(force, progress).await;
+        mark.finish(self.store.as_ref()).await;
+        pushed
+    }
+
+    async fn push_queue(
+        &self,
+        force: bool,
+        progress: Option<&PushProgress>,
+    ) -> Result<BTreeMap<String, Pushed>> {
         let (queue, files) = {
             let locked = self.locked()?;
             (locked.state.queue.clone(), locked.state.files.clone())
@@ -707,8 +725,88 @@ impl CacheAgent {
     }
 }
 
-/// Removes the temporary files a killed fetch of `target` left beside it (`.NAME.snapsync-PID-N.tmp`
-/// whose process is gone); those of a live process, and every other file, are left alone.
+/// A push of this cache under way on this machine: its mark, `.snapsync-cache/push-PID`, removed when it
+/// ends; and the marks of earlier pushes whose process is gone — killed, so their temporary files
+/// (`.NAME.snapsync-PID-N.tmp`, the pid in the name) may be on the remote. The cache folder belongs to
+/// one remote, so a mark needs to name no store.
+struct PushMark {
+    path: PathBuf,
+    dead: Vec<(u32, PathBuf)>,
+}
+
+impl PushMark {
+    const PREFIX: &'static str = "push-";
+
+    fn start(meta: &Path) -> Result<PushMark> {
+        let me = std::process::id();
+        let mut dead = Vec::new();
+        for entry in fs::read_dir(meta).map_err(|e| Error::io(meta, e))?.flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(Self::PREFIX))
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && pid != me
+                && !alive(pid)
+            {
+                dead.push((pid, entry.path()));
+            }
+        }
+        let path = meta.join(format!("{}{me}", Self::PREFIX));
+        fs::write(&path, b"").map_err(|e| Error::io(&path, e))?;
+        Ok(PushMark { path, dead })
+    }
+
+    /// Removes the temporary files of the killed pushes found (then their marks), and this push's
+    /// mark. A failure to list or remove keeps their marks, so the next push tries again. The one case
+    /// it cannot tell apart: another machine's upload to the same remote by a process of the same id.
+    async fn finish(self, store: &dyn Store) {
+        if !self.dead.is_empty() {
+            let pids: Vec<u32> = self.dead.iter().map(|(pid, _)| *pid).collect();
+            let mut complete = true;
+            let mut leftovers = store.list_leftovers();
+            loop {
+                match leftovers.try_next().await {
+                    Ok(Some(meta)) => {
+                        let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
+                        let theirs =
+                            snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid));
+                        if theirs && store.delete(&meta.key).await.is_err() {
+                            complete = false;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                for (_, mark) in &self.dead {
+                    let _ = fs::remove_file(mark);
+                }
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this id runs on this machine (another user's counts).
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
+/// Removes the temporary files a killed write of `target` (a fetch, or the state) left beside it
+/// (`.NAME.snapsync-PID-N.tmp` whose process is gone); those of a live process, and every other file,
+/// are left alone.
 fn remove_dead_temporaries(dir: &Path, target: &Path) {
     let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
         return;

@@ -378,6 +378,57 @@ async fn a_push_killed_after_its_upload_is_recorded_not_called_a_conflict() {
     ));
 }
 
+/// The crash harness found a killed `cache push`'s temporary files left on the remote after the next
+/// push: a push now marks itself under way in the cache folder, and the next push removes the
+/// temporary files of a push whose process is gone — not those of a live one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_pushs_temporary_files_go_with_the_next_push_and_a_live_ones_stay() {
+    let s = setup(Duration::ZERO);
+    // The local store itself: the counting wrapper lists no leftovers.
+    let agent = CacheAgent::open(Arc::clone(&s.store.inner), &s.cache, CacheOptions::default()).unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    // What a killed push leaves: its mark in the cache folder, a temporary file on the remote.
+    fs::write(s.cache.join(format!(".snapsync-cache/push-{dead}")), "").unwrap();
+    let killed = s.remote.join(format!("docs/.a.txt.snapsync-{dead}-1.tmp"));
+    let running = s.remote.join(format!(".b.bin.snapsync-{live}-7.tmp"));
+    fs::write(&killed, "half").unwrap();
+    fs::write(&running, "under way").unwrap();
+    fs::write(s.cache.join("new.txt"), "new").unwrap();
+    agent.add("new.txt").unwrap();
+    let pushed = agent.push(false).await.unwrap();
+    assert!(matches!(pushed["new.txt"], Pushed::Uploaded(3)), "{pushed:?}");
+    assert!(!killed.exists(), "the killed push's temporary file stayed");
+    assert!(running.exists(), "a live push's temporary file was removed");
+    let marks: Vec<String> = fs::read_dir(s.cache.join(".snapsync-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("push-"))
+        .collect();
+    assert!(marks.is_empty(), "{marks:?}");
+}
+
+/// The crash harness found the temporary file of a state write that a kill interrupted left in the
+/// cache folder for good: opening the cache now removes it (its process is gone), not a live one's.
+#[test]
+fn a_killed_state_writes_temporary_file_goes_when_the_cache_is_opened() {
+    let s = setup(Duration::ZERO);
+    drop(s.agent(CacheOptions::default()));
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let meta = s.cache.join(".snapsync-cache");
+    let killed = meta.join(format!(".state.json.snapsync-{dead}-0.tmp"));
+    let live = meta.join(format!(".state.json.snapsync-{}-9.tmp", std::process::id()));
+    fs::write(&killed, "{\"version\":").unwrap();
+    fs::write(&live, "{").unwrap();
+    drop(s.agent(CacheOptions::default()));
+    assert!(!killed.exists(), "the killed write's temporary file stayed");
+    assert!(live.exists());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_file_whose_push_was_killed_after_its_upload_is_recorded_on_the_rerun() {
     let s = setup(Duration::ZERO);

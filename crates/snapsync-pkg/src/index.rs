@@ -387,7 +387,11 @@ impl Destination {
             Destination::Http { uploader, .. } => {
                 uploader
                     .upload(download.path(), dist, metadata, &download.hashes)
-                    .await
+                    .await?;
+                // The index took the file; nothing of this run records it (a kill point for the crash
+                // harness, as a store's rename is; nothing without the `chaos` feature).
+                snapsync_core::chaos::point("after-rename");
+                Ok(())
             }
             Destination::Store(tree) => tree.put_file(project, &dist.filename, download.path()).await,
         }

@@ -2,9 +2,12 @@
 //! destination has, by file name and sha256), then [`execute`] (each file downloaded to a temporary
 //! file, its sha256 checked, its metadata read, uploaded; `jobs` at a time; an outcome per file).
 //!
-//! A run that is killed leaves nothing the next run cannot fix: an HTTP upload is one request the
-//! server takes whole or not at all, and a store tree gets each file by temporary name and rename,
-//! its project page only after. A re-run plans again and sends only what the destination does not list.
+//! A store tree gets each file by temporary name and rename, its project page only after, so a killed
+//! run leaves whole files or none under their names, and pages that list only those; the next run to
+//! the same destination plans again, sends only what is not listed, and removes the temporary files
+//! and the folder of downloads the killed run left (its process id is in their names). An HTTP upload
+//! is one request: whether a cut one leaves a file is the index's doing (pypiserver keeps what it got
+//! under the final name, which the next run then reports as a conflict: docs/RELIABILITY.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -222,11 +225,15 @@ pub async fn execute(
     report: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Summary> {
     let temp_root = options.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let killed = killed_runs(&temp_root, &destination.url());
     let temp = tempfile::Builder::new()
-        .prefix("snapsync-pkg-")
+        .prefix(&format!("{DOWNLOADS_PREFIX}{}-", std::process::id()))
         .tempdir_in(&temp_root)
         .map_err(|e| Error::io(&temp_root, e))?;
     let dir = temp.path();
+    // The folder names the destination: should this run be killed, the next run to the same
+    // destination knows whose temporary files there are its.
+    std::fs::write(dir.join(DESTINATION_FILE), destination.url()).map_err(|e| Error::io(dir, e))?;
     let mut summary = Summary {
         present: plan.items.iter().filter(|i| i.action == Action::Present).count(),
         ..Summary::default()
@@ -311,7 +318,100 @@ pub async fn execute(
     {
         tree.write_root_page().await?;
     }
+    remove_leftovers_of(destination, killed).await;
     Ok(summary)
+}
+
+/// How a run's folder of downloads is named in the temporary folder: this, the run's process id, `-`
+/// and a random tail. A killed run cannot remove its folder; the id tells the next run it is dead.
+const DOWNLOADS_PREFIX: &str = "snapsync-pkg-";
+
+/// The file in a run's folder of downloads that names its destination (its URL, no password).
+const DESTINATION_FILE: &str = "destination";
+
+/// The folders of downloads that killed runs left in `root` (their process gone from this machine):
+/// those of runs to `destination` (by its URL), as process id and folder, to be removed once their
+/// temporary files on the destination are ([`remove_leftovers_of`]); those that name no destination
+/// are removed at once. A killed run to another destination's folder stays for a run to that one;
+/// those of live runs, and everything else, stay. Best effort: what cannot be read or removed stays.
+fn killed_runs(root: &std::path::Path, destination: &str) -> Vec<(u32, PathBuf)> {
+    let mut ours = Vec::new();
+    for (pid, dir) in dead_download_dirs(root) {
+        match std::fs::read_to_string(dir.join(DESTINATION_FILE)) {
+            Ok(named) if named == destination => ours.push((pid, dir)),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    ours
+}
+
+/// After a run to `destination`: removes the temporary files the `killed` runs left there (a store
+/// tree's `.NAME.snapsync-PID-N.tmp` carrying their process ids; an index takes an upload whole or
+/// keeps what it got, and has none), then their folders of downloads. A failure to list or remove
+/// keeps the folders, so the next run tries again.
+async fn remove_leftovers_of(destination: &Destination, killed: Vec<(u32, PathBuf)>) {
+    if killed.is_empty() {
+        return;
+    }
+    if let Destination::Store(tree) = destination {
+        let pids: Vec<u32> = killed.iter().map(|(pid, _)| *pid).collect();
+        let mut leftovers = tree.store().list_leftovers();
+        loop {
+            match leftovers.try_next().await {
+                Ok(Some(meta)) => {
+                    let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
+                    let theirs = snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid));
+                    if theirs && tree.store().delete(&meta.key).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+    for (_, dir) in killed {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// The folders of downloads in `root` whose run's process is gone from this machine: process id and
+/// folder.
+fn dead_download_dirs(root: &std::path::Path) -> Vec<(u32, PathBuf)> {
+    let mut dead = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return dead;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DOWNLOADS_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !alive(pid)
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            dead.push((pid, entry.path()));
+        }
+    }
+    dead
+}
+
+/// Whether a process with this id runs on this machine (another user's counts).
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
 }
 
 /// For a store tree, adds files uploaded to their project's page (an HTTP index lists what it took
@@ -502,4 +602,50 @@ pub async fn mirror(
     let plan = plan(source, destination, selector, options.jobs).await?;
     let summary = execute(&plan, source, destination, options, report).await?;
     Ok((plan, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crash harness found a killed `pkg mirror`'s folder of downloads left in the temporary
+    /// folder for good: the next run to the same destination now takes it for a killed run's (and
+    /// removes it once its temporary files are gone); a live run's, another destination's and anything
+    /// else stay; one that names no destination goes at once.
+    #[test]
+    fn a_killed_runs_download_folder_is_found_by_the_next_run_and_a_live_ones_stays() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let killed = root.path().join(format!("{DOWNLOADS_PREFIX}{dead}-a1b2c3"));
+        let live = root
+            .path()
+            .join(format!("{DOWNLOADS_PREFIX}{}-d4e5f6", std::process::id()));
+        let elsewhere = root.path().join(format!("{DOWNLOADS_PREFIX}{dead}-g7h8i9"));
+        let unnamed = root.path().join(format!("{DOWNLOADS_PREFIX}{dead}-j0k1l2"));
+        let other = root.path().join(format!("{DOWNLOADS_PREFIX}notapid-x"));
+        for dir in [&killed, &live, &elsewhere, &unnamed, &other] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("a-1.0.tar.gz"), b"part").unwrap();
+        }
+        for dir in [&killed, &live] {
+            std::fs::write(dir.join(DESTINATION_FILE), "file:///mirror").unwrap();
+        }
+        std::fs::write(elsewhere.join(DESTINATION_FILE), "file:///other").unwrap();
+        let found = killed_runs(root.path(), "file:///mirror");
+        assert_eq!(found, [(dead, killed.clone())]);
+        assert!(!unnamed.exists());
+        assert!(elsewhere.exists() && live.exists() && other.exists());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let destination = Destination::http(
+            &Url::parse("http://127.0.0.1:9/simple/").unwrap(),
+            &Url::parse("http://127.0.0.1:9/").unwrap(),
+            &crate::ClientOptions::default(),
+        )
+        .unwrap();
+        runtime.block_on(remove_leftovers_of(&destination, found));
+        assert!(!killed.exists());
+        assert!(live.join("a-1.0.tar.gz").exists());
+    }
 }

@@ -149,7 +149,16 @@ impl Uploader {
             .await
             .map_err(|e| Error::io(path, e))?;
         let size = file.metadata().await.map_err(|e| Error::io(path, e))?.len();
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        // After the first piece, the server holds part of the file and has not taken it (a kill point
+        // for the crash harness; nothing without the `chaos` feature).
+        let mut pieces = 0u64;
+        let stream = futures::StreamExt::inspect(tokio_util::io::ReaderStream::new(file), move |_| {
+            if pieces > 0 {
+                snapsync_core::chaos::point("mid-file");
+            }
+            pieces += 1;
+        });
+        let body = reqwest::Body::wrap_stream(stream);
         let part = Part::stream_with_length(body, size)
             .file_name(dist.filename.clone())
             .mime_str("application/octet-stream")

@@ -1,12 +1,15 @@
 """Builds tiny Python distributions for snapsync's package-mirror tests, with the standard library only
 (zipfile, tarfile), so it works offline and is independent of the Rust code that reads them.
 
-Usage: make_dists.py OUT_DIR SPEC...; a SPEC is KIND:NAME:VERSION[:REQUIRES_PYTHON] with KIND one of
-wheel, sdist (.tar.gz with PKG-INFO), sdist-zip (.zip with PKG-INFO), sdist-bare (an old-style .tar.gz
-with no metadata at all, named NAME-VERSION.tar.gz). Prints each file's name, one a line.
+Usage: make_dists.py OUT_DIR SPEC...; a SPEC is KIND:NAME:VERSION[:REQUIRES_PYTHON[:PAD]] with KIND one
+of wheel, sdist (.tar.gz with PKG-INFO), sdist-zip (.zip with PKG-INFO), sdist-bare (an old-style .tar.gz
+with no metadata at all, named NAME-VERSION.tar.gz). A wheel with PAD carries that many more bytes (a
+stored member of seeded random bytes), for tests that need a file large enough to be caught half-sent.
+Prints each file's name, one a line.
 """
 import io
 import os
+import random
 import re
 import sys
 import tarfile
@@ -36,7 +39,7 @@ def metadata(name, version, requires_python):
     return "\n".join(lines) + f"\n\n# {name}\n\nA tiny package, version {version}.\n"
 
 
-def wheel(out, name, version, requires_python):
+def wheel(out, name, version, requires_python, pad=0):
     dist = re.sub(r"[-_.]+", "_", name)
     info = f"{dist}-{version}.dist-info"
     filename = f"{dist}-{version}-py3-none-any.whl"
@@ -45,10 +48,13 @@ def wheel(out, name, version, requires_python):
         f"{info}/METADATA": metadata(name, version, requires_python),
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: snapsync-testkit\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if pad:
+        files[f"{dist}/pad.bin"] = random.Random(f"{name}-{version}").randbytes(pad)
     files[f"{info}/RECORD"] = "".join(f"{p},,\n" for p in files) + f"{info}/RECORD,,\n"
     with zipfile.ZipFile(os.path.join(out, filename), "w", zipfile.ZIP_DEFLATED) as z:
         for path, text in files.items():
-            z.writestr(zipfile.ZipInfo(path, FIXED), text)
+            kind = zipfile.ZIP_STORED if path.endswith("/pad.bin") else zipfile.ZIP_DEFLATED
+            z.writestr(zipfile.ZipInfo(path, FIXED), text, compress_type=kind)
     return filename
 
 
@@ -86,11 +92,12 @@ def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     for spec in sys.argv[2:]:
-        parts = spec.split(":", 3)
+        parts = spec.split(":", 4)
         kind, name, version = parts[0], parts[1], parts[2]
         requires_python = parts[3] if len(parts) > 3 else ""
+        pad = int(parts[4]) if len(parts) > 4 and parts[4] else 0
         if kind == "wheel":
-            print(wheel(out, name, version, requires_python))
+            print(wheel(out, name, version, requires_python, pad))
         elif kind in ("sdist", "sdist-zip", "sdist-bare"):
             print(sdist(out, name, version, requires_python, kind))
         else:
