@@ -748,7 +748,7 @@ impl PushMark {
                 .and_then(|pid| pid.parse::<u32>().ok());
             if let Some(pid) = pid
                 && pid != me
-                && !alive(pid)
+                && !snapsync_core::atomic::process_alive(pid)
             {
                 dead.push((pid, entry.path()));
             }
@@ -790,17 +790,6 @@ impl PushMark {
             }
         }
         let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Whether a process with this id runs on this machine (another user's counts).
-fn alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        Err(e) => e != rustix::io::Errno::SRCH,
     }
 }
 

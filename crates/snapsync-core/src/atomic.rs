@@ -125,6 +125,19 @@ pub fn temp_pid(name: &str) -> Option<u32> {
     tail.split('-').next()?.parse().ok()
 }
 
+/// Whether a process with this id runs on this machine (a process of another user counts): a
+/// temporary file or a mark whose writer is gone may be removed, one of a live writer never.
+#[must_use]
+pub fn process_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
 /// A fresh temporary name beside `target` for writing it: `.NAME.snapsync-PID-N.tmp`, N counting up in
 /// this process (see [`is_temp_name`]).
 #[must_use]
@@ -492,6 +505,17 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_running_process_is_alive_and_a_reaped_one_is_not() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+        assert!(!process_alive(0), "0 names no process");
+        assert!(!process_alive(u32::MAX));
     }
 
     #[test]

@@ -394,24 +394,13 @@ fn dead_download_dirs(root: &std::path::Path) -> Vec<(u32, PathBuf)> {
             .and_then(|(pid, _)| pid.parse::<u32>().ok());
         if let Some(pid) = pid
             && pid != std::process::id()
-            && !alive(pid)
+            && !snapsync_core::atomic::process_alive(pid)
             && entry.file_type().is_ok_and(|t| t.is_dir())
         {
             dead.push((pid, entry.path()));
         }
     }
     dead
-}
-
-/// Whether a process with this id runs on this machine (another user's counts).
-fn alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        Err(e) => e != rustix::io::Errno::SRCH,
-    }
 }
 
 /// For a store tree, adds files uploaded to their project's page (an HTTP index lists what it took

@@ -48,7 +48,7 @@ impl PushMark {
             else {
                 continue;
             };
-            if pid != me && !alive(pid) {
+            if pid != me && !snapsync_core::atomic::process_alive(pid) {
                 dead.push((pid, entry.path()));
             }
         }
@@ -99,17 +99,6 @@ impl PushMark {
         }
         let _ = fs::remove_file(&self.path);
         removed
-    }
-}
-
-/// Whether a process with this id runs on this machine (a process of another user counts).
-fn alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        Err(e) => e != rustix::io::Errno::SRCH,
     }
 }
 
