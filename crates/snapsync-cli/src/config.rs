@@ -1016,7 +1016,7 @@ mod tests {
         assert_eq!(b.settings.jobs.as_ref().unwrap().value.get(), 3);
     }
 
-    /// Found by the config_file fuzz target: a line whose key holds a URL (a missing `: ` after
+    /// Found by the `config_file` fuzz target: a line whose key holds a URL (a missing `: ` after
     /// `remote`) was quoted with the URL's password.
     #[test]
     fn an_unknown_key_holding_a_url_is_quoted_without_its_password() {
