@@ -8,7 +8,7 @@
 //!
 //! | Variable | Read as | Used by |
 //! |---|---|---|
-//! | `SNAPSYNC_MAX_LISTING_BYTES` | [`ConnectOptions::with_max_listing_bytes`] | FTP, FTPS: the most bytes of one folder's listing (a value that is not a number counts as unset) |
+//! | `SNAPSYNC_MAX_LISTING_BYTES` | [`ConnectOptions::with_max_listing_bytes`] | FTP, FTPS, SFTP: the most bytes of one folder's listing (a value that is not a number counts as unset) |
 //! | `SNAPSYNC_CA_FILE` | [`ConnectOptions::with_ca_file`] | FTPS: PEM certificates to trust besides the system's |
 //! | `SNAPSYNC_SSH_KEY` | [`ConnectOptions::with_ssh_key`] | SFTP: the private key to log in with |
 //! | `SNAPSYNC_SSH_KEY_PASSPHRASE` | [`ConnectOptions::with_ssh_key_passphrase`] | SFTP: the passphrase of an encrypted key |
@@ -253,9 +253,10 @@ impl ConnectOptions {
         self
     }
 
-    /// FTP: the most bytes one folder's listing may take before the listing fails (default
+    /// FTP, SFTP: the most bytes one folder's listing may take before the listing fails (default
     /// [`crate::DEFAULT_MAX_LISTING_BYTES`], 128 MiB): a server that never ends a listing is cut off
-    /// there instead of filling memory until the timeout.
+    /// there instead of filling memory until the timeout. FTP counts the listing's lines; SFTP each
+    /// entry's name and long name, and 64 bytes for its attributes.
     #[must_use]
     pub fn with_max_listing_bytes(mut self, bytes: u64) -> Self {
         self.max_listing_bytes = Some(bytes);

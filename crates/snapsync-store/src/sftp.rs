@@ -17,6 +17,9 @@
 //!   `hardlink@openssh.com` for create-if-absent (atomic: the link fails if the key exists).
 //! * One SSH connection carries two SFTP channels (one for files, one for the extensions); requests are
 //!   pipelined on them. A dropped connection is replaced on the next operation.
+//! * **Listings** are read on the raw channel (`OPENDIR`, `READDIR` to `EOF`, `CLOSE`) and capped at
+//!   [`ConnectOptions::with_max_listing_bytes`] (default 128 MiB, as FTP's): a server that never ends
+//!   a listing is an error naming the folder.
 //! * Every operation has a timeout ([`ConnectOptions::with_timeout`], default 60 s);
 //!   [`ConnectOptions::with_connections`] is the number of parallel transfers suggested to callers
 //!   (default 8).
@@ -45,6 +48,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use crate::connect::{ConnectOptions, HostKeyPolicy};
 use crate::credentials::{Login, Target};
 use crate::error::{Error, Result};
+use crate::ftp::DEFAULT_MAX_LISTING_BYTES;
 use crate::remote::{
     self, Activity, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Touching, Written, fill,
     transient, unless_silent,
@@ -54,6 +58,10 @@ use crate::{Capabilities, ObjectMeta, StoreUrl};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
 const DEFAULT_JOBS: usize = 8;
+/// What one entry of a listing counts for besides its names: about what its attributes take on the
+/// wire (flags, size, ids, permissions, times), so that a server sending endless nameless entries
+/// still reaches the cap.
+const ENTRY_ALLOWANCE: u64 = 64;
 
 /// An SFTP server. See the module documentation.
 pub type SftpStore = RemoteStore<Sftp>;
@@ -77,6 +85,8 @@ pub struct Sftp {
     /// not start with `/`; `""` is the home itself).
     root: String,
     timeout: Duration,
+    /// The most bytes one folder's listing may take ([`ConnectOptions::with_max_listing_bytes`]).
+    max_listing: u64,
     jobs: usize,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
 }
@@ -191,6 +201,7 @@ impl SftpStore {
             home: options.home.clone(),
             root,
             timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            max_listing: options.max_listing_bytes.unwrap_or(DEFAULT_MAX_LISTING_BYTES),
             jobs: options.connections.map_or(DEFAULT_JOBS, NonZeroUsize::get),
             session: tokio::sync::Mutex::default(),
         }))
@@ -548,6 +559,53 @@ fn to_seconds(t: u32) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::from(t))
 }
 
+/// The entries of the directory `dir` (`.` and `..` left out), read with `OPENDIR`, `READDIR` until
+/// the server says `EOF`, and `CLOSE` (also after a failure), or `None` once the listing has taken
+/// more than `max` bytes: its names, long names and [`ENTRY_ALLOWANCE`] for each entry. Each reply
+/// marks `activity`: a long listing that keeps coming is not silence; the cap ends one that never
+/// does. (russh-sftp's `SftpSession::read_dir` has no cap and copies every entry again at each
+/// reply.)
+async fn read_dir_capped(
+    raw: &RawSftpSession,
+    dir: String,
+    max: u64,
+    activity: &Activity,
+) -> std::result::Result<Option<Vec<(String, FileAttributes)>>, SftpError> {
+    let handle = raw.opendir(dir).await?.handle;
+    let mut entries = Vec::new();
+    let mut total = 0u64;
+    let outcome = loop {
+        match raw.readdir(handle.as_str()).await {
+            Ok(name) => {
+                activity.touch();
+                for file in name.files {
+                    total = total
+                        .saturating_add(file.filename.len() as u64)
+                        .saturating_add(file.longname.len() as u64)
+                        .saturating_add(ENTRY_ALLOWANCE);
+                    if total > max {
+                        break;
+                    }
+                    if !matches!(file.filename.as_str(), "." | "..") {
+                        entries.push((file.filename, file.attrs));
+                    }
+                }
+                if total > max {
+                    break Ok(None);
+                }
+            }
+            Err(SftpError::Status(status)) if status.status_code == StatusCode::Eof => {
+                break Ok(Some(entries));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    // Closed whatever the outcome. A failed close leaves one handle open on the server, nothing
+    // more: the listing's own outcome is what counts (a lost connection shows at the next request).
+    let _ = raw.close(handle).await;
+    outcome
+}
+
 #[async_trait]
 impl RemoteFs for Sftp {
     type Reader = File;
@@ -578,15 +636,31 @@ impl RemoteFs for Sftp {
     }
 
     /// `NoSuchFile` is plain: a missing prefix lists as empty without a look; a prefix that is a file
-    /// (OpenSSH answers with a failure) as well, once `stat` showed the file.
+    /// (OpenSSH answers with a failure) as well, once `stat` showed the file. A listing longer than
+    /// the cap ([`ConnectOptions::with_max_listing_bytes`]) is an error naming the folder.
     async fn list_dir(&self, dir: &str, top: bool, location: &str) -> Result<Vec<DirEntry>> {
         let target = server_path(dir);
+        let max = self.max_listing;
         let listed = self
-            .on(target, location, |s, dir| async move {
-                let entries = s.sftp.read_dir(dir).await?;
-                Ok(entries.map(|e| (e.file_name(), e.metadata())).collect::<Vec<_>>())
+            .run_moving(location, |s, activity| {
+                let dir = target.to_owned();
+                async move { read_dir_capped(&s.raw, dir, max, &activity).await }
             })
             .await;
+        let listed = match listed {
+            Ok(Some(entries)) => Ok(entries),
+            Ok(None) => {
+                return Err(Error::Other {
+                    location: location.to_owned(),
+                    source: format!(
+                        "the server's listing of {target} is longer than {max} bytes, the most snapsync \
+                         reads of one folder (SNAPSYNC_MAX_LISTING_BYTES)"
+                    )
+                    .into(),
+                });
+            }
+            Err(e) => Err(e),
+        };
         let entries = match listed {
             Ok(entries) => entries,
             Err(Error::NotFound { .. }) if top => Vec::new(),

@@ -15,6 +15,7 @@ mod ftp;
 mod pkg;
 mod proxy;
 mod scripted_ftp;
+mod scripted_sftp;
 mod secret;
 mod servers;
 mod ssh;
@@ -32,6 +33,7 @@ pub use ftp::{
 pub use pkg::{DevpiServer, PKG_PASSWORD, PKG_USER, PypiServer, StaticHttpServer, make_dists, twine_upload};
 pub use proxy::{Direction, Fault, FaultProxy, Link, Rule, When};
 pub use scripted_ftp::{Misbehaviour, ScriptedFtp};
+pub use scripted_sftp::{ScriptedSftp, SftpMisbehaviour, hostile_sftp_names};
 pub use secret::{Secret, remove_test_users};
 pub use servers::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 pub use ssh::{SSH_KEY_PASSPHRASE, SSH_PASSWORD, SSH_USER, Sshd};

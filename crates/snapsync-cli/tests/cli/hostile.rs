@@ -12,6 +12,10 @@
 //!   shorter than it listed, absurd times, names no folder can hold (`..`, a name through `..`, an
 //!   absolute one, a 5,000-byte one) and an unsolicited reply; FTPS on vsftpd with its
 //!   certificate not trusted, then trusted with `--ca-file`; sshd whose host key changed.
+//! - SFTP servers: the testkit's scripted SFTP server (`ScriptedSftp`, a real SSH server trusted through
+//!   `--known-hosts`), first behaving, then sending an endless listing (cut at the listing cap), an
+//!   endless file, sizes one byte too big or too small, absurd times, and names no folder can hold
+//!   (`.` and `..` as files, names through `..`, an absolute one, a NUL, a 5,000-byte one).
 //! - A full disk (a small tmpfs) under `pull`, `download`, `patch`, `checkout` and both sides of `sync`.
 //!
 //! Cases tested elsewhere, and not repeated here: the library's own hostile-manifest test
@@ -934,4 +938,169 @@ fn hostile_names_in_an_ftp_listing_stay_inside_the_folder() {
     );
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(listing(local.path()), ["a.txt"], "{err}");
+}
+
+/// Downloads the scripted SFTP server's `site` folder into a fresh folder, trusting its host key:
+/// (output, that folder). The password is never in what the run prints.
+fn download_from_sftp(
+    server: &snapsync_testkit::ScriptedSftp,
+    env: &[(&str, &str)],
+) -> (std::process::Output, tempfile::TempDir) {
+    let local = tempfile::tempdir().unwrap();
+    let known_hosts = server.known_hosts();
+    let out = run_within_env(
+        &[
+            "download",
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            local.path().to_str().unwrap(),
+            &server.url("site"),
+        ],
+        env,
+        90,
+    );
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains(server.password()), "{err}");
+    (out, local)
+}
+
+/// The scripted SFTP server is a good enough SFTP server when it behaves: the misbehaving cases
+/// below fail because of their misbehaviour only.
+#[test]
+fn the_scripted_sftp_server_serves_a_download_when_it_behaves() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::None);
+    let (out, local) = download_from_sftp(&server, &[]);
+    assert_site_downloaded(&out, local.path());
+    // Nothing left on the server by the run but what it held (its lock is gone).
+    assert_eq!(
+        server.paths(),
+        ["site/", "site/a.txt", "site/sub/", "site/sub/b.txt"]
+    );
+}
+
+#[test]
+fn an_endless_sftp_listing_is_cut_at_a_cap_with_a_clear_error() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    // The default cap, and one set lower through the environment.
+    let default = snapsync_store::DEFAULT_MAX_LISTING_BYTES.to_string();
+    for (env, cap) in [
+        (&[][..], default.as_str()),
+        (&[("SNAPSYNC_MAX_LISTING_BYTES", "100000")][..], "100000"),
+    ] {
+        let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::EndlessListing);
+        let (out, local) = download_from_sftp(&server, env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("listing of /site is longer than {cap} bytes"))
+                && err.contains("SNAPSYNC_MAX_LISTING_BYTES")
+                && err.contains("127.0.0.1"),
+            "{err}"
+        );
+        assert_eq!(listing(local.path()), Vec::<String>::new(), "{err}");
+    }
+}
+
+#[test]
+fn an_endless_sftp_file_is_not_kept() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::EndlessFile);
+    let (out, local) = download_from_sftp(&server, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a.txt") && err.contains("b.txt"), "{err}");
+    assert_eq!(
+        listing(local.path()),
+        ["sub/"],
+        "nothing kept, no temporary file: {err}"
+    );
+}
+
+/// A file whose listed size is one byte more, or one byte less, than what `READ` gives.
+#[test]
+fn an_sftp_file_whose_size_lies_is_not_kept() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    for misbehaviour in [SftpMisbehaviour::SizeTooBig, SftpMisbehaviour::SizeTooSmall] {
+        let server = ScriptedSftp::start(&SITE, misbehaviour);
+        let (out, local) = download_from_sftp(&server, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{misbehaviour:?}: {err}");
+        assert!(
+            err.contains("a.txt") && err.contains("b.txt"),
+            "{misbehaviour:?}: {err}"
+        );
+        assert_eq!(listing(local.path()), ["sub/"], "{misbehaviour:?}: {err}");
+    }
+}
+
+#[test]
+fn absurd_sftp_times_neither_crash_nor_spoil_a_download() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::AbsurdTimes);
+    let (out, local) = download_from_sftp(&server, &[]);
+    assert_site_downloaded(&out, local.path());
+    // A second run finds nothing to do: the times it recorded are the ones it reads again.
+    let known_hosts = server.known_hosts();
+    let out = run_within(
+        &[
+            "download",
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            local.path().to_str().unwrap(),
+            &server.url("site"),
+        ],
+        90,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_site_downloaded(&out, local.path());
+}
+
+/// A listing naming `.` and `..` as files, names with `/` (`..` inside them, or absolute), a NUL and
+/// 5,000 bytes writes nothing outside the folder and nothing under a hostile name; the real files
+/// arrive whole.
+#[test]
+fn hostile_names_in_an_sftp_listing_stay_inside_the_folder() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::HostileNames);
+    let parent = tempfile::tempdir().unwrap();
+    let local = parent.path().join("local");
+    let known_hosts = server.known_hosts();
+    let out = run_within(
+        &[
+            "download",
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            local.to_str().unwrap(),
+            &server.url("site"),
+        ],
+        90,
+    );
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains(server.password()), "{err}");
+    assert_eq!(
+        listing(parent.path())
+            .iter()
+            .filter(|p| p.contains("escape") || p.split('/').any(|part| part == "x"))
+            .count(),
+        0,
+        "{err}"
+    );
+    assert!(!Path::new("/etc/escape").exists());
+    // The real files, and nothing else: no temporary file, nothing named by the server's hostile
+    // names (the 5,000-byte one cannot be made, and says so).
+    assert_eq!(listing(&local), ["a.txt", "sub/", "sub/b.txt"], "{err}");
+    assert_eq!(
+        fs::read(local.join("a.txt")).unwrap(),
+        b"alpha alpha alpha",
+        "{err}"
+    );
+    assert_eq!(fs::read(local.join("sub/b.txt")).unwrap(), b"bravo", "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nnnnnnnn") && err.to_lowercase().contains("too long"),
+        "{err}"
+    );
 }

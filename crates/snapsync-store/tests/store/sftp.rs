@@ -298,3 +298,62 @@ async fn the_test_user_has_no_shell_and_a_password_of_this_run() {
         .await
         .unwrap();
 }
+
+/// A listing longer than `max_listing_bytes` is an error naming the folder and the variable, from a
+/// server that never ends one (the testkit's scripted SFTP server) as from one that merely holds
+/// more than the cap; under the cap the same folder lists whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sftp_listing_longer_than_the_cap_is_an_error_naming_the_folder() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let site: [(&str, &[u8]); 3] = [("d/a", b"a"), ("d/b", b"b"), ("d/sub/c", b"c")];
+    let endless = ScriptedSftp::start(&site, SftpMisbehaviour::EndlessListing);
+    let options = bare()
+        .with_known_hosts(endless.known_hosts())
+        .with_max_listing_bytes(50_000);
+    let err = open(&endless.url("d"), &options).list_all("").await.unwrap_err();
+    let text = error_text(&err);
+    assert!(
+        text.contains("listing of /d is longer than 50000 bytes")
+            && text.contains("SNAPSYNC_MAX_LISTING_BYTES"),
+        "{text}"
+    );
+    assert!(!text.contains(endless.password()), "{text}");
+    // A server that behaves: three entries (with `.` and `..`) fit in 1,000 bytes, not in 200.
+    let server = ScriptedSftp::start(&site, SftpMisbehaviour::None);
+    let trusting = bare().with_known_hosts(server.known_hosts());
+    let keys = |metas: Vec<snapsync_store::ObjectMeta>| metas.into_iter().map(|m| m.key).collect::<Vec<_>>();
+    let listed = open(&server.url("d"), &trusting.clone().with_max_listing_bytes(1000))
+        .list_all("")
+        .await
+        .unwrap();
+    assert_eq!(keys(listed), ["a", "b", "sub/c"]);
+    let err = open(&server.url("d"), &trusting.with_max_listing_bytes(200))
+        .list_all("")
+        .await
+        .unwrap_err();
+    assert!(
+        error_text(&err).contains("listing of /d is longer than 200 bytes"),
+        "{}",
+        error_text(&err)
+    );
+}
+
+/// The scripted SFTP server is a sound enough SFTP server for the store's conformance suite, so that
+/// what fails against its misbehaviour fails because of the misbehaviour.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scripted_sftp_server_passes_the_conformance_suite() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let server = ScriptedSftp::start(&[("store/.keep", b"")], SftpMisbehaviour::None);
+    let store = open(
+        &server.url("store"),
+        &bare().with_known_hosts(server.known_hosts()),
+    );
+    suite(
+        Arc::clone(&store),
+        &Options {
+            large_object: 4 << 20,
+            many_keys: 200,
+        },
+    )
+    .await;
+}
