@@ -566,8 +566,12 @@ async fn send_unflushed(
         if chunk.is_empty() {
             return Ok(sent);
         }
-        file.write_all(chunk).await?;
-        let n = chunk.len();
+        // A write at a time, consumed at once: the source marks the transfer as moving when its
+        // bytes are consumed, so a large buffer written whole over a slow link would look silent.
+        let n = file.write(chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
         reader.consume(n);
         sent += n as u64;
     }
