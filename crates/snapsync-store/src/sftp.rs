@@ -12,9 +12,10 @@
 //! * **Host keys** are checked against `~/.ssh/known_hosts` (or [`ConnectOptions::with_known_hosts`]).
 //!   An unknown host is refused unless the [`HostKeyPolicy`] is `AcceptNew` (the key is then recorded);
 //!   a changed key is always refused.
-//! * **Writes never tear**: an object goes to `.NAME.snapsync-PID-N.tmp`, its size is checked, then it is
-//!   renamed over the key with `posix-rename@openssh.com` (atomic), or linked to it with
-//!   `hardlink@openssh.com` for create-if-absent (atomic: the link fails if the key exists).
+//! * **Writes never tear**: an object goes to `.NAME.snapsync-PID-N.tmp`, made durable with one
+//!   `fsync@openssh.com` (where the server has it), its size is checked, then it is renamed over the
+//!   key with `posix-rename@openssh.com` (atomic), or linked to it with `hardlink@openssh.com` for
+//!   create-if-absent (atomic: the link fails if the key exists).
 //! * One SSH connection carries two SFTP channels (one for files, one for the extensions); requests are
 //!   pipelined on them. A dropped connection is replaced on the next operation.
 //! * **Listings** are read on the raw channel (`OPENDIR`, `READDIR` to `EOF`, `CLOSE`) and capped at
@@ -43,7 +44,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::fs::File;
 use russh_sftp::client::{RawSftpSession, SftpSession};
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
 use crate::connect::{ConnectOptions, HostKeyPolicy};
 use crate::credentials::{Login, Target};
@@ -606,6 +607,34 @@ async fn read_dir_capped(
     outcome
 }
 
+/// Sends all of `reader` to `file` without flushing it; the bytes sent.
+///
+/// Not `tokio::io::copy_buf`: it flushes the writer whenever the reader makes it wait, and a flush of
+/// a russh-sftp file is an `fsync@openssh.com` round trip, which OpenSSH's single-threaded server
+/// carries out before any other request of the session: two per small file, one per wait of a large
+/// one (each an fsync of all that file's bytes so far), with every transfer of the session waiting on
+/// each. The writes stay pipelined; the caller makes them durable once, at the end.
+async fn send_unflushed(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    file: &mut (impl AsyncWrite + Unpin),
+) -> std::io::Result<u64> {
+    let mut sent = 0u64;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(sent);
+        }
+        // A write at a time, consumed at once: the source marks the transfer as moving when its
+        // bytes are consumed, so a large buffer written whole over a slow link would look silent.
+        let n = file.write(chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        reader.consume(n);
+        sent += n as u64;
+    }
+}
+
 #[async_trait]
 impl RemoteFs for Sftp {
     type Reader = File;
@@ -812,7 +841,8 @@ impl RemoteFs for Sftp {
         .await
     }
 
-    /// `OPEN` (create, truncate), the bytes, `CLOSE`, then `LSTAT` (the size and time, as `stat`).
+    /// `OPEN` (create, truncate), the bytes (pipelined, never flushed on the way: [`send_unflushed`]),
+    /// one `fsync@openssh.com`, `CLOSE`, then `LSTAT` (the size and time, as `stat`).
     async fn write(&self, path: &str, source: &OpenSource, location: &str) -> Result<Written> {
         let (path, source) = (path.to_owned(), source.clone());
         self.run_moving(location, move |s, activity| {
@@ -831,7 +861,10 @@ impl RemoteFs for Sftp {
                         OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
                     )
                     .await?;
-                let sent = tokio::io::copy_buf(&mut reader, &mut file).await?;
+                let sent = send_unflushed(&mut reader, &mut file).await?;
+                // One `fsync@openssh.com`: the bytes are on the server's disk before the rename
+                // publishes them, as a local store's write is.
+                file.sync_all().await?;
                 file.shutdown().await?;
                 let meta = s.sftp.symlink_metadata(path.as_str()).await?;
                 Ok(Written {
@@ -937,5 +970,63 @@ mod tests {
         );
         let nobody = SftpStore::open(&url, &ConnectOptions::default()).unwrap();
         assert_eq!(nobody.fs.login.user(), Some("root"));
+    }
+
+    /// A writer that keeps what it is sent and counts the flushes asked of it.
+    #[derive(Default)]
+    struct CountingWriter {
+        bytes: Vec<u8>,
+        flushes: usize,
+    }
+
+    impl AsyncWrite for CountingWriter {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.flushes += 1;
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A flush of an SFTP file is an fsync the server does before anything else: an upload must not
+    /// ask for one each time its source makes it wait (as `tokio::io::copy_buf` does, two or more per
+    /// file), which made an upload of many small files wait on the server's disk at every file.
+    #[tokio::test]
+    async fn an_upload_sends_everything_without_a_flush_even_from_a_source_that_waits() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        // A source that makes the writer wait between its chunks, as a file read on a blocking
+        // thread does.
+        let (mut source_end, reader) = tokio::io::duplex(4096);
+        let sending = data.clone();
+        let feeder = tokio::spawn(async move {
+            for chunk in sending.chunks(3000) {
+                source_end.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut reader = tokio::io::BufReader::with_capacity(8192, reader);
+        let mut writer = CountingWriter::default();
+        let sent = send_unflushed(&mut reader, &mut writer).await.unwrap();
+        feeder.await.unwrap();
+        assert_eq!(sent, data.len() as u64);
+        assert!(writer.bytes == data, "the bytes arrived changed");
+        assert_eq!(writer.flushes, 0);
     }
 }

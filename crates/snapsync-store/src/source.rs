@@ -108,14 +108,19 @@ impl OpenSource {
         }
     }
 
-    /// Its bytes from the start, buffered by `capacity` for a file (one reader per attempt).
+    /// Its bytes from the start, buffered by up to `capacity` for a file (one reader per attempt):
+    /// no more than the file's size, since the buffer (and the runtime's own, as large) is zeroed
+    /// for every file, which for small files cost more than sending them.
     pub(crate) async fn reader(&self, capacity: usize) -> io::Result<Box<dyn AsyncBufRead + Send + Unpin>> {
         Ok(match self {
             OpenSource::Bytes(bytes) => Box::new(io::Cursor::new(bytes.clone())),
-            OpenSource::File(file) => Box::new(tokio::io::BufReader::with_capacity(
-                capacity,
-                file.reader().await?,
-            )),
+            OpenSource::File(file) => {
+                let size = usize::try_from(file.len()).unwrap_or(usize::MAX);
+                Box::new(tokio::io::BufReader::with_capacity(
+                    capacity.min(size.max(1)),
+                    file.reader().await?,
+                ))
+            }
         })
     }
 
