@@ -799,6 +799,19 @@ fn download_from_env(
 
 const SITE: [(&str, &[u8]); 2] = [("site/a.txt", b"alpha alpha alpha"), ("site/sub/b.txt", b"bravo")];
 
+/// The download failed (exit 1) naming both of [`SITE`]'s files, and kept neither of them nor any
+/// temporary file: only the folder it made is there.
+fn assert_site_refused(out: &std::process::Output, local: &Path, case: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{case}: {err}");
+    assert!(err.contains("a.txt") && err.contains("b.txt"), "{case}: {err}");
+    assert_eq!(
+        listing(local),
+        ["sub/"],
+        "{case}: nothing kept, no temporary file: {err}"
+    );
+}
+
 /// The download succeeded and brought [`SITE`] whole.
 fn assert_site_downloaded(out: &std::process::Output, local: &Path) {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
@@ -845,14 +858,7 @@ fn an_endless_ftp_file_is_cut_at_the_size_the_server_listed() {
     use snapsync_testkit::{Misbehaviour, ScriptedFtp};
     let server = ScriptedFtp::start(&SITE, Misbehaviour::EndlessFile);
     let (out, local) = download_from(&server);
-    let err = stderr(&out);
-    assert_ne!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("a.txt") && err.contains("b.txt"), "{err}");
-    assert_eq!(
-        listing(local.path()),
-        ["sub/"],
-        "nothing kept, no temporary file: {err}"
-    );
+    assert_site_refused(&out, local.path(), "endless file");
 }
 
 #[test]
@@ -861,13 +867,7 @@ fn an_ftp_file_shorter_than_its_listed_size_is_not_kept() {
     for misbehaviour in [Misbehaviour::ShortFile, Misbehaviour::LyingSize] {
         let server = ScriptedFtp::start(&SITE, misbehaviour);
         let (out, local) = download_from(&server);
-        let err = stderr(&out);
-        assert_ne!(out.status.code(), Some(0), "{misbehaviour:?}: {err}");
-        assert!(
-            err.contains("a.txt") && err.contains("b.txt"),
-            "{misbehaviour:?}: {err}"
-        );
-        assert_eq!(listing(local.path()), ["sub/"], "{misbehaviour:?}: {err}");
+        assert_site_refused(&out, local.path(), &format!("{misbehaviour:?}"));
     }
 }
 
@@ -1008,14 +1008,7 @@ fn an_endless_sftp_file_is_not_kept() {
     use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
     let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::EndlessFile);
     let (out, local) = download_from_sftp(&server, &[]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("a.txt") && err.contains("b.txt"), "{err}");
-    assert_eq!(
-        listing(local.path()),
-        ["sub/"],
-        "nothing kept, no temporary file: {err}"
-    );
+    assert_site_refused(&out, local.path(), "endless file");
 }
 
 /// A file whose listed size is one byte more, or one byte less, than what `READ` gives.
@@ -1025,13 +1018,7 @@ fn an_sftp_file_whose_size_lies_is_not_kept() {
     for misbehaviour in [SftpMisbehaviour::SizeTooBig, SftpMisbehaviour::SizeTooSmall] {
         let server = ScriptedSftp::start(&SITE, misbehaviour);
         let (out, local) = download_from_sftp(&server, &[]);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{misbehaviour:?}: {err}");
-        assert!(
-            err.contains("a.txt") && err.contains("b.txt"),
-            "{misbehaviour:?}: {err}"
-        );
-        assert_eq!(listing(local.path()), ["sub/"], "{misbehaviour:?}: {err}");
+        assert_site_refused(&out, local.path(), &format!("{misbehaviour:?}"));
     }
 }
 
