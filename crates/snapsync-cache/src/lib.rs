@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use futures::{StreamExt, TryStreamExt};
 use snapsync_core::Cancel;
 use snapsync_core::atomic::{CheckedFile, WriteOptions};
-use snapsync_store::{ObjectMeta, PutMode, PutSource, Store};
+use snapsync_store::{ObjectMeta, PutMode, PutSource, RunMark, Store};
 
 pub use error::{Error, Result};
 use state::{Entry, Locked, Remote};
@@ -453,9 +453,11 @@ impl CacheAgent {
         force: bool,
         progress: Option<&PushProgress>,
     ) -> Result<BTreeMap<String, Pushed>> {
-        // Marked under way, so that should this push be killed the next one removes the temporary
-        // files it left on the remote.
-        let mark = PushMark::start(&self.root.join(META_DIR))?;
+        // Marked under way (`.snapsync-cache/push-PID`), so that should this push be killed the next
+        // one removes the temporary files it left on the remote. The cache folder belongs to one
+        // remote, so the mark needs to name no store.
+        let meta = self.root.join(META_DIR);
+        let mark = RunMark::start(&meta, "push-").map_err(|e| Error::io(&meta, e))?;
         let pushed = self.push_queue(force, progress).await;
         mark.finish(self.store.as_ref()).await;
         pushed
@@ -722,74 +724,6 @@ impl CacheAgent {
         }
         locked.save()?;
         Ok(removed)
-    }
-}
-
-/// A push of this cache under way on this machine: its mark, `.snapsync-cache/push-PID`, removed when it
-/// ends; and the marks of earlier pushes whose process is gone — killed, so their temporary files
-/// (`.NAME.snapsync-PID-N.tmp`, the pid in the name) may be on the remote. The cache folder belongs to
-/// one remote, so a mark needs to name no store.
-struct PushMark {
-    path: PathBuf,
-    dead: Vec<(u32, PathBuf)>,
-}
-
-impl PushMark {
-    const PREFIX: &'static str = "push-";
-
-    fn start(meta: &Path) -> Result<PushMark> {
-        let me = std::process::id();
-        let mut dead = Vec::new();
-        for entry in fs::read_dir(meta).map_err(|e| Error::io(meta, e))?.flatten() {
-            let pid = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix(Self::PREFIX))
-                .and_then(|pid| pid.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && pid != me
-                && !snapsync_core::atomic::process_alive(pid)
-            {
-                dead.push((pid, entry.path()));
-            }
-        }
-        let path = meta.join(format!("{}{me}", Self::PREFIX));
-        fs::write(&path, b"").map_err(|e| Error::io(&path, e))?;
-        Ok(PushMark { path, dead })
-    }
-
-    /// Removes the temporary files of the killed pushes found (then their marks), and this push's
-    /// mark. A failure to list or remove keeps their marks, so the next push tries again. The one case
-    /// it cannot tell apart: another machine's upload to the same remote by a process of the same id.
-    async fn finish(self, store: &dyn Store) {
-        if !self.dead.is_empty() {
-            let pids: Vec<u32> = self.dead.iter().map(|(pid, _)| *pid).collect();
-            let mut complete = true;
-            let mut leftovers = store.list_leftovers();
-            loop {
-                match leftovers.try_next().await {
-                    Ok(Some(meta)) => {
-                        let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
-                        let theirs =
-                            snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid));
-                        if theirs && store.delete(&meta.key).await.is_err() {
-                            complete = false;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
-            if complete {
-                for (_, mark) in &self.dead {
-                    let _ = fs::remove_file(mark);
-                }
-            }
-        }
-        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -12,20 +12,16 @@
 //! is the one case this cannot tell apart (as for sync's leftovers); `snapsync scan --remove-temp`
 //! removes old leftovers whatever wrote them.
 
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use futures::TryStreamExt as _;
+use snapsync_store::RunMark;
 
 use crate::Repository;
 
-/// This process's mark of a push under way to one store.
+/// This process's mark of a push under way to one store (a [`RunMark`] whose prefix names the store).
 #[derive(Debug)]
-pub struct PushMark {
-    path: PathBuf,
-    dead: Vec<(u32, PathBuf)>,
-}
+pub struct PushMark(RunMark);
 
 impl PushMark {
     /// Marks a push from this process to `to` under way in the folder `dir` (made if missing), and
@@ -34,71 +30,21 @@ impl PushMark {
     /// # Errors
     /// The folder or the mark cannot be written.
     pub fn start(dir: &Path, to: &Repository) -> io::Result<PushMark> {
-        fs::create_dir_all(dir)?;
         let prefix = format!("push-{}-", &blake3::hash(to.url().as_bytes()).to_hex()[..16]);
-        let me = std::process::id();
-        let mut dead = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(&prefix))
-                .and_then(|pid| pid.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid != me && !snapsync_core::atomic::process_alive(pid) {
-                dead.push((pid, entry.path()));
-            }
-        }
-        let path = dir.join(format!("{prefix}{me}"));
-        fs::write(&path, b"")?;
-        Ok(PushMark { path, dead })
+        RunMark::start(dir, &prefix).map(PushMark)
     }
 
     /// The process ids of the killed pushes to this store that were found.
     #[must_use]
     pub fn dead_pids(&self) -> Vec<u32> {
-        self.dead.iter().map(|(pid, _)| *pid).collect()
+        self.0.dead_pids()
     }
 
     /// The push succeeded: removes the temporary files of the killed pushes found from `to` (then
     /// their marks) and this push's mark. Returns how many files were removed. A failure to list or
     /// remove keeps the marks, so the next push tries again.
     pub async fn finish(self, to: &Repository) -> usize {
-        let mut removed = 0;
-        let mut complete = true;
-        if !self.dead.is_empty() {
-            let pids = self.dead_pids();
-            let mut leftovers = to.store().list_leftovers();
-            loop {
-                match leftovers.try_next().await {
-                    Ok(Some(meta)) => {
-                        let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
-                        if snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid)) {
-                            if to.store().delete(&meta.key).await.is_ok() {
-                                removed += 1;
-                            } else {
-                                complete = false;
-                            }
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
-            if complete {
-                for (_, mark) in &self.dead {
-                    let _ = fs::remove_file(mark);
-                }
-            }
-        }
-        let _ = fs::remove_file(&self.path);
-        removed
+        self.0.finish(to.store().as_ref()).await
     }
 }
 
@@ -107,6 +53,8 @@ mod tests {
     use std::sync::Arc;
 
     use snapsync_store::{LocalStore, PutMode, PutSource, Store as _, StoreUrl};
+
+    use std::fs;
 
     use super::*;
 
