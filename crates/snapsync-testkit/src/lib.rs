@@ -50,9 +50,42 @@ pub fn workdir() -> PathBuf {
     dir
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, for a server started next.
+///
+/// Chosen at random below the kernel's ephemeral range (`ip_local_port_range`), never from it: a port
+/// the kernel hands out for `bind(0)` is also what it hands to the next outgoing connection, so a
+/// client of another test could take it before the server binds (seen in CI: sshd's "Address already
+/// in use"). Below that range only listening servers take ports, and a port is checked free first
+/// and never handed out twice by one process.
 #[must_use]
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let mut given = GIVEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // RandomState is seeded per process, so test processes started together pick different ports.
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0..1000u32 {
+        let mut hasher = seed.build_hasher();
+        hasher.write_u32(attempt);
+        hasher.write_u32(std::process::id());
+        let span = u64::from(high - low);
+        let port = low + u16::try_from(hasher.finish() % span).unwrap_or(0);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    // A machine using every port below its ephemeral range: take one from the kernel.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
