@@ -114,6 +114,12 @@ impl Activity {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
     }
 
+    /// Something is expected to take up to `extra` more than the silence limit without a sign of
+    /// life (a server making `extra`'s worth of bytes durable): the limit counts from `extra` ahead.
+    pub(crate) fn allow(&self, extra: Duration) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now() + extra;
+    }
+
     fn last(&self) -> tokio::time::Instant {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -1134,6 +1140,36 @@ impl<F: RemoteFs> Store for RemoteStore<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A silence longer than the limit ends the work, unless it was allowed for; then the limit
+    /// counts from the end of the allowance, and a silence past both still ends it.
+    #[tokio::test(start_paused = true)]
+    async fn silence_ends_work_unless_allowed_for() {
+        let limit = Duration::from_secs(45);
+        let silent_for = |d: Duration| tokio::time::sleep(d);
+        let activity = Activity::new();
+        assert!(
+            unless_silent(limit, &activity, silent_for(limit * 2))
+                .await
+                .is_none()
+        );
+        let activity = Activity::new();
+        activity.allow(limit * 3);
+        assert!(
+            unless_silent(limit, &activity, silent_for(limit * 3))
+                .await
+                .is_some()
+        );
+        let activity = Activity::new();
+        activity.allow(limit * 3);
+        let started = tokio::time::Instant::now();
+        assert!(
+            unless_silent(limit, &activity, silent_for(limit * 10))
+                .await
+                .is_none()
+        );
+        assert_eq!(started.elapsed(), limit * 4);
+    }
 
     #[test]
     fn temp_names_stay_beside_their_target_and_are_recognised() {

@@ -210,9 +210,23 @@ impl SftpStore {
 }
 
 /// russh-sftp's per-request limit, in seconds, for a store whose timeout is `timeout` (see
-/// `Sftp::open_session`).
+/// `Sftp::open_session`): ten timeouts, and never less than a day, since an `fsync` may be allowed
+/// hours ([`durability_allowance`]). Every request runs under a watch on silence
+/// (`Sftp::run_moving`); this only frees, at last, a request whose operation was given up.
 fn request_backstop(timeout: Duration) -> u64 {
-    timeout.as_secs().max(1).saturating_mul(10)
+    timeout.as_secs().max(1).saturating_mul(10).max(86_400)
+}
+
+/// The slowest disk, in bytes per second, a server is assumed to write to: an `fsync` of a file of
+/// `n` bytes may keep the server silent for `n / SLOWEST_DISK` seconds beyond the timeout (10 GiB:
+/// about 21 minutes) before the upload is given up as stalled. A busy or slow disk takes minutes to
+/// make gigabytes durable; a timeout that did not allow for it failed a 10 GiB push on a loaded
+/// machine (docs/BENCHMARKS.md).
+const SLOWEST_DISK: u64 = 8 << 20;
+
+/// How much longer than the timeout the `fsync` of `sent` bytes may keep the server silent.
+fn durability_allowance(sent: u64) -> Duration {
+    Duration::from_secs(sent / SLOWEST_DISK)
 }
 
 /// Whether an SFTP failure means the connection is gone (russh-sftp reports a closed channel as
@@ -853,7 +867,7 @@ impl RemoteFs for Sftp {
                     .reader(READ_CHUNK)
                     .await
                     .map_err(|e| SftpError::UnexpectedBehavior(e.to_string()))?;
-                let mut reader = Touching::new(reader, activity);
+                let mut reader = Touching::new(reader, activity.clone());
                 let mut file = s
                     .sftp
                     .open_with_flags(
@@ -863,7 +877,10 @@ impl RemoteFs for Sftp {
                     .await?;
                 let sent = send_unflushed(&mut reader, &mut file).await?;
                 // One `fsync@openssh.com`: the bytes are on the server's disk before the rename
-                // publishes them, as a local store's write is.
+                // publishes them, as a local store's write is. The server answers only once its disk
+                // has them all, which can be gigabytes still in its page cache: that silence is
+                // allowed for as a disk of `SLOWEST_DISK` would need.
+                activity.allow(durability_allowance(sent));
                 file.sync_all().await?;
                 file.shutdown().await?;
                 let meta = s.sftp.symlink_metadata(path.as_str()).await?;

@@ -46,6 +46,15 @@ pub enum SftpMisbehaviour {
     /// `.` and `..` (as files), `escape/../../escape`, `/etc/escape`, `a/../../x`, `nul\0name` and a
     /// 5,000-byte name.
     HostileNames,
+    /// `fsync@openssh.com` answers only after as long as a disk writing this many bytes a second
+    /// would take for the whole file (a slow or busy disk making a large upload durable).
+    SlowDisk {
+        /// The disk's speed.
+        bytes_per_second: u64,
+    },
+    /// `fsync@openssh.com` never answers (the session's other requests wait behind it, as on
+    /// OpenSSH's server, which serves a session's requests in turn).
+    FsyncNeverAnswers,
 }
 
 /// The names [`SftpMisbehaviour::HostileNames`] adds to every listing.
@@ -485,7 +494,11 @@ impl russh_sftp::server::Handler for SftpSession {
         _extensions: HashMap<String, String>,
     ) -> Result<Version, Self::Error> {
         let mut version = Version::new();
-        for extension in ["posix-rename@openssh.com", "hardlink@openssh.com"] {
+        for extension in [
+            "posix-rename@openssh.com",
+            "hardlink@openssh.com",
+            "fsync@openssh.com",
+        ] {
             version.extensions.insert(extension.to_owned(), "1".to_owned());
         }
         Ok(version)
@@ -765,6 +778,25 @@ impl russh_sftp::server::Handler for SftpSession {
     }
 
     async fn extended(&mut self, id: u32, request: String, data: Vec<u8>) -> Result<Packet, Self::Error> {
+        if request == "fsync@openssh.com" {
+            let (handle, _) = take_string(&data).ok_or(StatusCode::BadMessage)?;
+            let Some(Open::File { path }) = self.handles.get(&handle) else {
+                return Err(StatusCode::Failure);
+            };
+            let size = match self.tree().get(path) {
+                Some(Node::File { bytes, .. }) => bytes.len() as u64,
+                _ => return Err(StatusCode::NoSuchFile),
+            };
+            match self.misbehaviour {
+                SftpMisbehaviour::SlowDisk { bytes_per_second } => {
+                    let millis = size.saturating_mul(1000) / bytes_per_second.max(1);
+                    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                }
+                SftpMisbehaviour::FsyncNeverAnswers => std::future::pending::<()>().await,
+                _ => {}
+            }
+            return Ok(Packet::Status(ok(id)));
+        }
         let (from, rest) = take_string(&data).ok_or(StatusCode::BadMessage)?;
         let (to, _) = take_string(rest).ok_or(StatusCode::BadMessage)?;
         match request.as_str() {

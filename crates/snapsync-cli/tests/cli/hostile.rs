@@ -1091,3 +1091,64 @@ fn hostile_names_in_an_sftp_listing_stay_inside_the_folder() {
         "{err}"
     );
 }
+
+/// Uploads `local` to the scripted SFTP server's `site` folder, trusting its host key, with a
+/// timeout of 1 s and one retry. The password is never in what the run prints.
+fn upload_to_sftp(server: &snapsync_testkit::ScriptedSftp, local: &Path) -> std::process::Output {
+    let known_hosts = server.known_hosts();
+    let out = run_within(
+        &[
+            "upload",
+            "--timeout",
+            "1s",
+            "--retries",
+            "1",
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            local.to_str().unwrap(),
+            &server.url("site"),
+        ],
+        120,
+    );
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains(server.password()), "{err}");
+    out
+}
+
+/// A server whose disk takes longer than the timeout to make a large upload durable (its `fsync`
+/// answers after 2.5 s, the timeout is 1 s) is waited for: a 10 GiB push failed this way on a busy
+/// machine. A server that never answers the `fsync` still fails the upload, and the file is not
+/// published.
+#[test]
+fn a_slow_sftp_disk_is_waited_for_and_a_silent_one_fails_the_upload_without_publishing() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let local = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    fs::write(local.path().join("big.bin"), &big).unwrap();
+    let server = ScriptedSftp::start(
+        &[("site/old.txt", b"old")],
+        SftpMisbehaviour::SlowDisk {
+            bytes_per_second: 16 << 20,
+        },
+    );
+    let out = upload_to_sftp(&server, local.path());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(server.file("site/big.bin").is_some_and(|b| b == big), "{err}");
+
+    let local = tempfile::tempdir().unwrap();
+    fs::write(local.path().join("small.txt"), b"small").unwrap();
+    let server = ScriptedSftp::start(&[("site/old.txt", b"old")], SftpMisbehaviour::FsyncNeverAnswers);
+    let out = upload_to_sftp(&server, local.path());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no answer within 1s") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    // Not published, no temporary file or lock left on the server.
+    assert_eq!(server.paths(), ["site/", "site/old.txt"], "{err}");
+}
