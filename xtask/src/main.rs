@@ -973,6 +973,26 @@ mod tidy {
         problems
     }
 
+    /// What a merge or a patch leaves beside a file (`snapshot.rs.orig` was committed once).
+    #[test]
+    fn no_merge_leftovers_are_committed() {
+        let leftovers: Vec<PathBuf> = [
+            "*.orig",
+            "*.rej",
+            "*.BACKUP.*",
+            "*.BASE.*",
+            "*.LOCAL.*",
+            "*.REMOTE.*",
+        ]
+        .iter()
+        .flat_map(|p| repository_files(p))
+        .collect();
+        assert!(
+            leftovers.is_empty(),
+            "merge leftovers in the repository: {leftovers:?}"
+        );
+    }
+
     #[test]
     fn no_document_points_outside_the_repository() {
         let root = project_root();
