@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use snapsync_store::conformance::{self, Options};
 use snapsync_store::{
@@ -587,4 +588,134 @@ async fn retry_store_retries_transient_failures_then_gives_up() {
     flaky.calls.store(0, Ordering::SeqCst);
     assert!(store.head("missing").await.unwrap_err().is_not_found());
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A local store whose listing of leftovers, or whose removals, fail.
+#[derive(Debug)]
+struct Broken {
+    inner: Arc<dyn Store>,
+    listing_fails: bool,
+    delete_fails: bool,
+}
+
+impl Broken {
+    fn refused() -> Error {
+        Error::Transient {
+            location: "broken".into(),
+            source: "connection reset".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Broken {
+    fn url(&self) -> &StoreUrl {
+        self.inner.url()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'static, snapsync_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn list_leftovers(&self) -> BoxStream<'static, snapsync_store::Result<ObjectMeta>> {
+        if !self.listing_fails {
+            return self.inner.list_leftovers();
+        }
+        // Part of a listing, then the failure: what was listed must not be taken for all there is.
+        let error = Broken::refused();
+        self.inner
+            .list_leftovers()
+            .take(1)
+            .chain(futures::stream::once(async { Err(error) }))
+            .boxed()
+    }
+    async fn head(&self, key: &str) -> snapsync_store::Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> snapsync_store::Result<GetStream> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> snapsync_store::Result<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn put(&self, key: &str, source: PutSource, mode: PutMode) -> snapsync_store::Result<()> {
+        self.inner.put(key, source, mode).await
+    }
+    async fn delete(&self, key: &str) -> snapsync_store::Result<()> {
+        if self.delete_fails {
+            return Err(Broken::refused());
+        }
+        self.inner.delete(key).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> snapsync_store::Result<()> {
+        self.inner.copy(from, to).await
+    }
+    async fn rename(&self, from: &str, to: &str) -> snapsync_store::Result<()> {
+        self.inner.rename(from, to).await
+    }
+    async fn set_mtime(&self, key: &str, mtime: SystemTime) -> snapsync_store::Result<()> {
+        self.inner.set_mtime(key, mtime).await
+    }
+}
+
+/// The id of a process that ran and was reaped: gone.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A run's mark finds the marks of killed runs of its kind; when the run finishes, the killed runs'
+/// temporary files go and then their marks, and nothing else: not a live process's temporary file,
+/// not another kind's mark. When the listing of leftovers or a removal fails, the marks stay for the
+/// next run (a failed listing is never read as "nothing left").
+#[tokio::test]
+async fn run_marks_remove_only_killed_runs_files_and_keep_their_marks_when_that_fails() {
+    use snapsync_store::RunMark;
+    let (dead, live, me) = (dead_pid(), 1u32, std::process::id());
+    for (listing_fails, delete_fails) in [(false, false), (true, false), (false, true)] {
+        let case = format!("listing fails: {listing_fails}, delete fails: {delete_fails}");
+        let root = tempfile::tempdir().unwrap();
+        let marks = tempfile::tempdir().unwrap();
+        let dead_temp = root.path().join(format!("sub/.b.txt.snapsync-{dead}-0.tmp"));
+        let live_temp = root.path().join(format!(".c.txt.snapsync-{live}-3.tmp"));
+        std::fs::create_dir_all(root.path().join("sub")).unwrap();
+        for file in [root.path().join("a.txt"), dead_temp.clone(), live_temp.clone()] {
+            std::fs::write(file, b"bytes").unwrap();
+        }
+        for mark in [
+            format!("push-{dead}"),
+            format!("push-{live}"),
+            format!("other-{dead}"),
+        ] {
+            std::fs::write(marks.path().join(mark), b"").unwrap();
+        }
+        let mark = RunMark::start(marks.path(), "push-").unwrap();
+        assert_eq!(mark.dead_pids(), [dead], "{case}");
+        assert!(marks.path().join(format!("push-{me}")).exists(), "{case}");
+        let url = StoreUrl::parse(&format!("file://{}", root.path().display())).unwrap();
+        let store = Broken {
+            inner: open(&url).unwrap(),
+            listing_fails,
+            delete_fails,
+        };
+        let removed = mark.finish(&store).await;
+        let cleaned = !listing_fails && !delete_fails;
+        // A listing that failed part-way may have given the dead run's file before it failed.
+        if !listing_fails {
+            assert_eq!(removed, usize::from(cleaned), "{case}");
+            assert_eq!(dead_temp.exists(), !cleaned, "{case}");
+        }
+        assert_eq!(
+            marks.path().join(format!("push-{dead}")).exists(),
+            !cleaned,
+            "{case}"
+        );
+        assert!(live_temp.exists() && root.path().join("a.txt").exists(), "{case}");
+        assert!(marks.path().join(format!("push-{live}")).exists(), "{case}");
+        assert!(marks.path().join(format!("other-{dead}")).exists(), "{case}");
+        assert!(!marks.path().join(format!("push-{me}")).exists(), "{case}");
+    }
 }
