@@ -55,6 +55,9 @@ pub enum SftpMisbehaviour {
     /// `fsync@openssh.com` never answers (the session's other requests wait behind it, as on
     /// OpenSSH's server, which serves a session's requests in turn).
     FsyncNeverAnswers,
+    /// `READ` of a file it was started with answers with the data under another request's id (one
+    /// never asked), so the read asked is never answered: replies that match no request.
+    WrongReplyIds,
 }
 
 /// The names [`SftpMisbehaviour::HostileNames`] adds to every listing.
@@ -693,6 +696,12 @@ impl russh_sftp::server::Handler for SftpSession {
         let mut data = content[offset..end].to_vec();
         if self.misbehaviour == SftpMisbehaviour::EndlessFile && scripted {
             data.resize(len, 0);
+        }
+        if self.misbehaviour == SftpMisbehaviour::WrongReplyIds && scripted {
+            return Ok(Data {
+                id: id.wrapping_add(1 << 30),
+                data,
+            });
         }
         Ok(Data { id, data })
     }

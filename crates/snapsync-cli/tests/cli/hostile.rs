@@ -15,7 +15,9 @@
 //! - SFTP servers: the testkit's scripted SFTP server (`ScriptedSftp`, a real SSH server trusted through
 //!   `--known-hosts`), first behaving, then sending an endless listing (cut at the listing cap), an
 //!   endless file, sizes one byte too big or too small, absurd times, and names no folder can hold
-//!   (`.` and `..` as files, names through `..`, an absolute one, a NUL, a 5,000-byte one).
+//!   (`.` and `..` as files, names through `..`, an absolute one, a NUL, a 5,000-byte one), replies
+//!   under the id of no request, a disk slower than the timeout to `fsync` an upload, and an `fsync`
+//!   never answered.
 //! - A full disk (a small tmpfs) under `pull`, `download`, `patch`, `checkout` and both sides of `sync`.
 //!
 //! Cases tested elsewhere, and not repeated here: the library's own hostile-manifest test
@@ -1009,6 +1011,39 @@ fn an_endless_sftp_file_is_not_kept() {
     let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::EndlessFile);
     let (out, local) = download_from_sftp(&server, &[]);
     assert_site_refused(&out, local.path(), "endless file");
+}
+
+/// A server whose replies to `READ` carry the id of no request asked: the reads wait for an answer
+/// that never comes, so the run ends on the timeout with a clear error, keeps nothing, and does not
+/// hang or take the stray replies for data.
+#[test]
+fn sftp_replies_to_no_request_end_on_the_timeout_and_keep_nothing() {
+    use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
+    let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::WrongReplyIds);
+    let local = tempfile::tempdir().unwrap();
+    let known_hosts = server.known_hosts();
+    let out = run_within(
+        &[
+            "download",
+            "--timeout",
+            "1s",
+            "--retries",
+            "1",
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            local.path().to_str().unwrap(),
+            &server.url("site"),
+        ],
+        60,
+    );
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains(server.password()), "{err}");
+    assert!(
+        err.contains("download stalled: no answer within 1s") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    assert_site_refused(&out, local.path(), "replies to no request");
 }
 
 /// A file whose listed size is one byte more, or one byte less, than what `READ` gives.
