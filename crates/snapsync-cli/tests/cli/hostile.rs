@@ -942,28 +942,35 @@ fn hostile_names_in_an_ftp_listing_stay_inside_the_folder() {
     assert_eq!(listing(local.path()), ["a.txt"], "{err}");
 }
 
-/// Downloads the scripted SFTP server's `site` folder into a fresh folder, trusting its host key:
-/// (output, that folder). The password is never in what the run prints.
+/// Runs `snapsync COMMAND --known-hosts FILE FLAGS... LOCAL URL` against the scripted SFTP server's
+/// `site` folder, trusting its host key, within 120 s. The run never panics and never prints the
+/// password.
+fn run_on_sftp(
+    server: &snapsync_testkit::ScriptedSftp,
+    command: &str,
+    flags: &[&str],
+    local: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let known_hosts = server.known_hosts();
+    let url = server.url("site");
+    let mut args = vec![command, "--known-hosts", known_hosts.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.extend([local.to_str().unwrap(), url.as_str()]);
+    let out = run_within_env(&args, env, 120);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains(server.password()), "{err}");
+    out
+}
+
+/// Downloads the scripted SFTP server's `site` folder into a fresh folder: (output, that folder).
 fn download_from_sftp(
     server: &snapsync_testkit::ScriptedSftp,
     env: &[(&str, &str)],
 ) -> (std::process::Output, tempfile::TempDir) {
     let local = tempfile::tempdir().unwrap();
-    let known_hosts = server.known_hosts();
-    let out = run_within_env(
-        &[
-            "download",
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-            local.path().to_str().unwrap(),
-            &server.url("site"),
-        ],
-        env,
-        90,
-    );
-    let err = stderr(&out);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!err.contains(server.password()), "{err}");
+    let out = run_on_sftp(server, "download", &[], local.path(), env);
     (out, local)
 }
 
@@ -1021,24 +1028,9 @@ fn sftp_replies_to_no_request_end_on_the_timeout_and_keep_nothing() {
     use snapsync_testkit::{ScriptedSftp, SftpMisbehaviour};
     let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::WrongReplyIds);
     let local = tempfile::tempdir().unwrap();
-    let known_hosts = server.known_hosts();
-    let out = run_within(
-        &[
-            "download",
-            "--timeout",
-            "1s",
-            "--retries",
-            "1",
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-            local.path().to_str().unwrap(),
-            &server.url("site"),
-        ],
-        60,
-    );
+    let flags = ["--timeout", "1s", "--retries", "1"];
+    let out = run_on_sftp(&server, "download", &flags, local.path(), &[]);
     let err = stderr(&out);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!err.contains(server.password()), "{err}");
     assert!(
         err.contains("download stalled: no answer within 1s") && err.contains("127.0.0.1"),
         "{err}"
@@ -1064,17 +1056,7 @@ fn absurd_sftp_times_neither_crash_nor_spoil_a_download() {
     let (out, local) = download_from_sftp(&server, &[]);
     assert_site_downloaded(&out, local.path());
     // A second run finds nothing to do: the times it recorded are the ones it reads again.
-    let known_hosts = server.known_hosts();
-    let out = run_within(
-        &[
-            "download",
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-            local.path().to_str().unwrap(),
-            &server.url("site"),
-        ],
-        90,
-    );
+    let out = run_on_sftp(&server, "download", &[], local.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_site_downloaded(&out, local.path());
 }
@@ -1088,20 +1070,8 @@ fn hostile_names_in_an_sftp_listing_stay_inside_the_folder() {
     let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::HostileNames);
     let parent = tempfile::tempdir().unwrap();
     let local = parent.path().join("local");
-    let known_hosts = server.known_hosts();
-    let out = run_within(
-        &[
-            "download",
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-            local.to_str().unwrap(),
-            &server.url("site"),
-        ],
-        90,
-    );
+    let out = run_on_sftp(&server, "download", &[], &local, &[]);
     let err = stderr(&out);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!err.contains(server.password()), "{err}");
     assert_eq!(
         listing(parent.path())
             .iter()
@@ -1127,28 +1097,10 @@ fn hostile_names_in_an_sftp_listing_stay_inside_the_folder() {
     );
 }
 
-/// Uploads `local` to the scripted SFTP server's `site` folder, trusting its host key, with a
-/// timeout of 1 s and one retry. The password is never in what the run prints.
+/// Uploads `local` to the scripted SFTP server's `site` folder with a timeout of 1 s and one retry.
 fn upload_to_sftp(server: &snapsync_testkit::ScriptedSftp, local: &Path) -> std::process::Output {
-    let known_hosts = server.known_hosts();
-    let out = run_within(
-        &[
-            "upload",
-            "--timeout",
-            "1s",
-            "--retries",
-            "1",
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-            local.to_str().unwrap(),
-            &server.url("site"),
-        ],
-        120,
-    );
-    let err = stderr(&out);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!err.contains(server.password()), "{err}");
-    out
+    let flags = ["--timeout", "1s", "--retries", "1"];
+    run_on_sftp(server, "upload", &flags, local, &[])
 }
 
 /// A server whose disk takes longer than the timeout to make a large upload durable (its `fsync`
