@@ -386,9 +386,7 @@ async fn a_killed_pushs_temporary_files_go_with_the_next_push_and_a_live_ones_st
     let s = setup(Duration::ZERO);
     // The local store itself: the counting wrapper lists no leftovers.
     let agent = CacheAgent::open(Arc::clone(&s.store.inner), &s.cache, CacheOptions::default()).unwrap();
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
+    let dead = snapsync_testkit::dead_pid();
     let live = std::process::id();
     // What a killed push leaves: its mark in the cache folder, a temporary file on the remote.
     fs::write(s.cache.join(format!(".snapsync-cache/push-{dead}")), "").unwrap();
@@ -416,9 +414,7 @@ async fn a_killed_pushs_temporary_files_go_with_the_next_push_and_a_live_ones_st
 fn a_killed_state_writes_temporary_file_goes_when_the_cache_is_opened() {
     let s = setup(Duration::ZERO);
     drop(s.agent(CacheOptions::default()));
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
+    let dead = snapsync_testkit::dead_pid();
     let meta = s.cache.join(".snapsync-cache");
     let killed = meta.join(format!(".state.json.snapsync-{dead}-0.tmp"));
     let live = meta.join(format!(".state.json.snapsync-{}-9.tmp", std::process::id()));

@@ -604,9 +604,7 @@ mod tests {
     #[test]
     fn a_killed_runs_download_folder_is_found_by_the_next_run_and_a_live_ones_stays() {
         let root = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
+        let dead = snapsync_testkit::dead_pid();
         let killed = root.path().join(format!("{DOWNLOADS_PREFIX}{dead}-a1b2c3"));
         let live = root
             .path()

@@ -68,9 +68,7 @@ mod tests {
             .await
             .unwrap();
         // A process that is gone (a child that exited), and one that runs (this test's own parent).
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
+        let dead = snapsync_testkit::dead_pid();
         let live = std::os::unix::process::parent_id();
         let prefix = format!("push-{}-", &blake3::hash(repo.url().as_bytes()).to_hex()[..16]);
         for pid in [dead, live] {

@@ -659,14 +659,6 @@ impl Store for Broken {
     }
 }
 
-/// The id of a process that ran and was reaped: gone.
-fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
-}
-
 /// A run's mark finds the marks of killed runs of its kind; when the run finishes, the killed runs'
 /// temporary files go and then their marks, and nothing else: not a live process's temporary file,
 /// not another kind's mark. When the listing of leftovers or a removal fails, the marks stay for the
@@ -674,7 +666,7 @@ fn dead_pid() -> u32 {
 #[tokio::test]
 async fn run_marks_remove_only_killed_runs_files_and_keep_their_marks_when_that_fails() {
     use snapsync_store::RunMark;
-    let (dead, live, me) = (dead_pid(), 1u32, std::process::id());
+    let (dead, live, me) = (snapsync_testkit::dead_pid(), 1u32, std::process::id());
     for (listing_fails, delete_fails) in [(false, false), (true, false), (false, true)] {
         let case = format!("listing fails: {listing_fails}, delete fails: {delete_fails}");
         let root = tempfile::tempdir().unwrap();

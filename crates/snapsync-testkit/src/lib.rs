@@ -60,7 +60,6 @@ pub fn workdir() -> PathBuf {
 #[must_use]
 pub fn free_port() -> u16 {
     use std::collections::HashSet;
-    use std::hash::{BuildHasher, Hasher};
     use std::sync::Mutex;
     static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -72,14 +71,9 @@ pub fn free_port() -> u16 {
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // RandomState is seeded per process, so test processes started together pick different ports.
-    let seed = std::collections::hash_map::RandomState::new();
-    for attempt in 0..1000u32 {
-        let mut hasher = seed.build_hasher();
-        hasher.write_u32(attempt);
-        hasher.write_u32(std::process::id());
+    for _ in 0..1000 {
         let span = u64::from(high - low);
-        let port = low + u16::try_from(hasher.finish() % span).unwrap_or(0);
+        let port = low + u16::try_from(random_u64() % span).unwrap_or(0);
         if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.insert(port);
             return port;
@@ -90,6 +84,28 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// 64 bits that differ from call to call and from process to process (the standard library's
+/// random hash keys, seeded per process): enough for a test server's key, password or port.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+/// The id of a process that ran and was reaped: one that is gone, as a killed run's is.
+#[must_use]
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("`true` runs");
+    let pid = child.id();
+    child.wait().expect("`true` ends");
+    pid
 }
 
 /// The real Python interpreter (not a pyenv shim, whose pid is not the server's): `$SNAPSYNC_TEST_PYTHON`

@@ -11,11 +11,11 @@
 //! when it is dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::random_u64;
 use russh::keys::PrivateKey;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::server::{Auth, Msg, Session};
@@ -112,18 +112,6 @@ impl std::fmt::Debug for ScriptedSftp {
             .field("port", &self.port)
             .finish_non_exhaustive()
     }
-}
-
-/// 64 bits that differ from call to call and from process to process (the standard library's
-/// random hash keys): enough for a test server's key and password.
-fn random_u64() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
 }
 
 fn now() -> u32 {
