@@ -87,6 +87,18 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
 /// than any real folder holds, and a bound on what a server that never ends a listing can make
 /// snapsync keep in memory.
 pub const DEFAULT_MAX_LISTING_BYTES: u64 = 128 << 20;
+
+/// The error of a listing of `dir` cut at `max` bytes (FTP's and SFTP's).
+pub(crate) fn listing_too_long(location: &str, dir: &str, max: u64) -> Error {
+    Error::Other {
+        location: location.to_owned(),
+        source: format!(
+            "the server's listing of {dir} is longer than {max} bytes, the most snapsync reads of one \
+             folder (SNAPSYNC_MAX_LISTING_BYTES)"
+        )
+        .into(),
+    }
+}
 /// An idle connection older than this is checked with `NOOP` before it is used again.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
 
@@ -553,14 +565,7 @@ impl Ftp {
             })
             .await?;
         let Some(lines) = lines else {
-            return Err(Failure::Store(Error::Other {
-                location: location.to_owned(),
-                source: format!(
-                    "the server's listing of {dir} is longer than {max} bytes, the most snapsync reads \
-                     of one folder (SNAPSYNC_MAX_LISTING_BYTES)"
-                )
-                .into(),
-            }));
+            return Err(Failure::Store(listing_too_long(location, dir, max)));
         };
         Ok((parse_listing(&lines, machine), !machine && lines.is_empty()))
     }

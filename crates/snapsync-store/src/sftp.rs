@@ -49,7 +49,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncSeekExt, AsyncWrite, AsyncWr
 use crate::connect::{ConnectOptions, HostKeyPolicy};
 use crate::credentials::{Login, Target};
 use crate::error::{Error, Result};
-use crate::ftp::DEFAULT_MAX_LISTING_BYTES;
+use crate::ftp::{DEFAULT_MAX_LISTING_BYTES, listing_too_long};
 use crate::remote::{
     self, Activity, DirEntry, Fault, Kind, Probe, READ_CHUNK, RemoteFs, RemoteStore, Touching, Written, fill,
     transient, unless_silent,
@@ -692,16 +692,7 @@ impl RemoteFs for Sftp {
             .await;
         let listed = match listed {
             Ok(Some(entries)) => Ok(entries),
-            Ok(None) => {
-                return Err(Error::Other {
-                    location: location.to_owned(),
-                    source: format!(
-                        "the server's listing of {target} is longer than {max} bytes, the most snapsync \
-                         reads of one folder (SNAPSYNC_MAX_LISTING_BYTES)"
-                    )
-                    .into(),
-                });
-            }
+            Ok(None) => return Err(listing_too_long(location, target, max)),
             Err(e) => Err(e),
         };
         let entries = match listed {

@@ -814,6 +814,20 @@ fn assert_site_refused(out: &std::process::Output, local: &Path, case: &str) {
     );
 }
 
+/// The download failed on a listing of `/site` cut at `cap` bytes, naming the host and the variable
+/// that sets the cap, and wrote nothing.
+fn assert_listing_cut(out: &std::process::Output, local: &Path, cap: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("listing of /site is longer than {cap} bytes"))
+            && err.contains("SNAPSYNC_MAX_LISTING_BYTES")
+            && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    assert_eq!(listing(local), Vec::<String>::new(), "{err}");
+}
+
 /// The download succeeded and brought [`SITE`] whole.
 fn assert_site_downloaded(out: &std::process::Output, local: &Path) {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
@@ -845,13 +859,7 @@ fn an_endless_ftp_listing_is_cut_at_a_cap_with_a_clear_error() {
     ] {
         let server = ScriptedFtp::start(&SITE, Misbehaviour::EndlessListing);
         let (out, local) = download_from_env(&server, env);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(
-            err.contains("listing of /site is longer than") && err.contains(cap) && err.contains("127.0.0.1"),
-            "{err}"
-        );
-        assert_eq!(listing(local.path()), Vec::<String>::new(), "{err}");
+        assert_listing_cut(&out, local.path(), cap);
     }
 }
 
@@ -1000,15 +1008,7 @@ fn an_endless_sftp_listing_is_cut_at_a_cap_with_a_clear_error() {
     ] {
         let server = ScriptedSftp::start(&SITE, SftpMisbehaviour::EndlessListing);
         let (out, local) = download_from_sftp(&server, env);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(
-            err.contains(&format!("listing of /site is longer than {cap} bytes"))
-                && err.contains("SNAPSYNC_MAX_LISTING_BYTES")
-                && err.contains("127.0.0.1"),
-            "{err}"
-        );
-        assert_eq!(listing(local.path()), Vec::<String>::new(), "{err}");
+        assert_listing_cut(&out, local.path(), cap);
     }
 }
 
