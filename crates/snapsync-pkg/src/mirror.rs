@@ -358,19 +358,9 @@ async fn remove_leftovers_of(destination: &Destination, killed: Vec<(u32, PathBu
     }
     if let Destination::Store(tree) = destination {
         let pids: Vec<u32> = killed.iter().map(|(pid, _)| *pid).collect();
-        let mut leftovers = tree.store().list_leftovers();
-        loop {
-            match leftovers.try_next().await {
-                Ok(Some(meta)) => {
-                    let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
-                    let theirs = snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid));
-                    if theirs && tree.store().delete(&meta.key).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => return,
-            }
+        let (_, complete) = snapsync_store::remove_temporaries_of(tree.store().as_ref(), &pids).await;
+        if !complete {
+            return;
         }
     }
     for (_, dir) in killed {

@@ -107,7 +107,7 @@ pub use crate::error::{Error, Result};
 pub use crate::ftp::{DEFAULT_MAX_LISTING_BYTES, FtpStore};
 pub use crate::local::{LocalStore, is_temp_name, temp_path};
 pub use crate::object::{ObjectStoreBackend, SINGLE_PUT_MAX};
-pub use crate::runmark::RunMark;
+pub use crate::runmark::{RunMark, remove_temporaries_of};
 pub use crate::sftp::SftpStore;
 pub use crate::url::{Scheme, StoreUrl, redact_text, redact_url};
 pub use crate::wrap::{DryRunStore, GaveUp, PrefixStore, RetryPolicy, RetryStore};

@@ -66,28 +66,8 @@ impl RunMark {
     pub async fn finish(self, store: &dyn Store) -> usize {
         let mut removed = 0;
         if !self.dead.is_empty() {
-            let pids = self.dead_pids();
-            let mut complete = true;
-            let mut leftovers = store.list_leftovers();
-            loop {
-                match leftovers.try_next().await {
-                    Ok(Some(meta)) => {
-                        let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
-                        if snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid)) {
-                            if store.delete(&meta.key).await.is_ok() {
-                                removed += 1;
-                            } else {
-                                complete = false;
-                            }
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
+            let (count, complete) = remove_temporaries_of(store, &self.dead_pids()).await;
+            removed = count;
             if complete {
                 for (_, mark) in &self.dead {
                     let _ = fs::remove_file(mark);
@@ -96,5 +76,30 @@ impl RunMark {
         }
         let _ = fs::remove_file(&self.path);
         removed
+    }
+}
+
+/// Removes from `store` the temporary files (`.NAME.snapsync-PID-N.tmp`) written by the processes
+/// `pids` — killed runs' — and no others. Returns how many were removed, and whether that was all of
+/// them: `false` when the listing or a removal failed, and the caller must then keep whatever tells
+/// the next run to try again (a listing that failed is never read as "nothing left").
+pub async fn remove_temporaries_of(store: &dyn Store, pids: &[u32]) -> (usize, bool) {
+    let mut removed = 0;
+    let mut leftovers = store.list_leftovers();
+    loop {
+        match leftovers.try_next().await {
+            Ok(Some(meta)) => {
+                let name = meta.key.rsplit('/').next().unwrap_or(&meta.key);
+                if snapsync_core::atomic::temp_pid(name).is_some_and(|pid| pids.contains(&pid)) {
+                    if store.delete(&meta.key).await.is_ok() {
+                        removed += 1;
+                    } else {
+                        return (removed, false);
+                    }
+                }
+            }
+            Ok(None) => return (removed, true),
+            Err(_) => return (removed, false),
+        }
     }
 }
